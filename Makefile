@@ -1,0 +1,26 @@
+# One-command entry points. Everything installs into ./.venv from this project's files.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## set up and learn the default problem, writing ./azopg-run/
+	OMP_NUM_THREADS=1 $(BIN)/azopg train --out azopg-run
+
+test: $(STAMP)  ## set up and run the whole test suite (lint included)
+	$(BIN)/ruff check src tests benchmarks examples
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+bench: $(STAMP)  ## rollout throughput and accuracy table
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/rollouts.py
+
+clean:
+	rm -rf $(VENV) azopg-run .pytest_cache

@@ -1,0 +1,18 @@
+"""azopg: model-free LQR by asynchronous zeroth-order policy gradient (AZOPG)."""
+
+from .errors import AzopgError, NotStabilizingError, ProblemError, ProblemFileError, SettingsError
+from .estimators import Estimate, estimate_gradient, sphere_directions
+from .learner import Result, train
+from .library import get_problem, load_problem, mass_spring_chain, problem_names, random_system
+from .plant import LinearPlant, Plant, RolloutResult
+from .problem import LQRProblem
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AzopgError", "Estimate", "LQRProblem", "LinearPlant", "NotStabilizingError", "Plant",
+    "ProblemError", "ProblemFileError", "Result", "RolloutResult", "Settings", "SettingsError",
+    "estimate_gradient", "get_problem", "load_problem", "mass_spring_chain", "problem_names",
+    "random_system", "sphere_directions", "train",
+]

@@ -1,0 +1,35 @@
+"""Typed exceptions raised by azopg.
+
+Every error the library raises on bad input derives from :class:`AzopgError`, so a
+caller (and the CLI) can catch one type and print one clear line.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AzopgError",
+    "ProblemError",
+    "NotStabilizingError",
+    "SettingsError",
+    "ProblemFileError",
+]
+
+
+class AzopgError(Exception):
+    """Base class of every error azopg raises on purpose."""
+
+
+class ProblemError(AzopgError, ValueError):
+    """An LQR problem is malformed (shapes, finiteness, definiteness)."""
+
+
+class NotStabilizingError(ProblemError):
+    """A gain that must stabilize ``A - B K`` does not."""
+
+
+class ProblemFileError(ProblemError):
+    """A problem file is missing, unreadable or not valid JSON."""
+
+
+class SettingsError(AzopgError, ValueError):
+    """A learner or CLI setting has an invalid value."""

@@ -1,0 +1,134 @@
+"""Zero-order gradient estimators of the LQR cost from rollout costs only.
+
+Directions ``U_i`` are uniform on the sphere of radius ``sqrt(m n)`` in ``R^{m x n}``,
+so ``E[<G, U> U] = G`` for any matrix ``G``. With ``x_i`` drawn from the initial-state
+distribution:
+
+* two-point (Mohammadi et al. 2022):
+  ``g = 1/(2 r N) sum_i [f_tau(x_i; K + r U_i) - f_tau(x_i; K - r U_i)] U_i``
+* one-point: ``g = 1/(r N) sum_i f_tau(x_i; K + r U_i) U_i``
+
+Both are unbiased for the gradient of the smoothed finite-horizon cost. The
+directions are drawn *first* from the task's generator, so a master that knows the
+generator's seed can rebuild them from the scalar cost differences alone
+(:func:`rebuild_estimate`).
+
+References
+----------
+H. Mohammadi, A. Zare, M. Soltanolkotabi, M. R. Jovanovic, "Convergence and sample
+complexity of gradient methods for the model-free linear-quadratic regulator
+problem", IEEE Trans. Automatic Control 67(5), 2022.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .plant import Plant
+
+__all__ = ["Estimate", "sphere_directions", "estimate_gradient", "rebuild_estimate"]
+
+Method = Literal["two-point", "one-point"]
+
+
+@dataclass
+class Estimate:
+    """A zero-order gradient estimate and what it cost.
+
+    Attributes
+    ----------
+    grad : ndarray, shape (m, n)
+        The estimate (zeros if every sample blew up).
+    weights : ndarray, shape (N,)
+        Per-direction scalars ``w_i`` with ``grad = sum_i w_i U_i`` -- all a master
+        needs, with the seed, to rebuild ``grad`` (communication-light mode).
+    center_cost : float
+        Mean rollout cost at ``K`` estimated from the samples (two-point: the mean of
+        the +/- costs), a by-product for monitoring.
+    rollouts : int
+        Rollouts spent.
+    blown_up : int
+        Samples discarded because a rollout blew up.
+    """
+
+    grad: np.ndarray
+    weights: np.ndarray
+    center_cost: float
+    rollouts: int
+    blown_up: int
+
+
+def sphere_directions(rng: np.random.Generator, N: int, m: int, n: int) -> np.ndarray:
+    """``N`` matrices uniform on the sphere of radius ``sqrt(m n)`` in ``R^{m x n}``."""
+    G = rng.standard_normal((N, m, n))
+    norms = np.sqrt(np.sum(G * G, axis=(1, 2), keepdims=True))
+    return G * (np.sqrt(m * n) / norms)
+
+
+def estimate_gradient(
+    plant: Plant,
+    K: np.ndarray,
+    *,
+    r: float,
+    N: int,
+    tau: float,
+    rng: np.random.Generator,
+    method: Method = "two-point",
+) -> Estimate:
+    """Zero-order estimate of the gradient of the cost at ``K``.
+
+    Parameters
+    ----------
+    plant : Plant
+        Supplies initial states and rollout costs; nothing else is used.
+    K : ndarray, shape (m, n)
+        Gain at which to estimate.
+    r : float
+        Smoothing radius (> 0); perturbations are ``r U_i`` with ``||U_i|| = sqrt(mn)``.
+    N : int
+        Number of directions (two-point: ``2 N`` rollouts; one-point: ``N``).
+    tau : float
+        Rollout horizon.
+    rng : numpy.random.Generator
+        Source of the directions (drawn first) and then of the initial states.
+    method : {"two-point", "one-point"}
+
+    Returns
+    -------
+    Estimate
+        Samples whose rollouts blew up are dropped (weight 0) and counted.
+    """
+    K = np.asarray(K, dtype=float)
+    m, n = K.shape
+    U = sphere_directions(rng, N, m, n)
+    x0 = plant.initial_states(rng, N)
+    if method == "two-point":
+        res = plant.rollout(np.concatenate([K + r * U, K - r * U]), np.concatenate([x0, x0]), tau)
+        cp, cm = res.cost[:N], res.cost[N:]
+        ok = ~(res.blown_up[:N] | res.blown_up[N:])
+        weights = np.where(ok, (cp - cm) / (2.0 * r * N), 0.0)
+        center = 0.5 * (cp + cm)
+        rollouts = 2 * N
+    elif method == "one-point":
+        res = plant.rollout(K + r * U, x0, tau)
+        ok = ~res.blown_up
+        weights = np.where(ok, res.cost / (r * N), 0.0)
+        center = res.cost
+        rollouts = N
+    else:
+        raise ValueError(f"unknown estimator method {method!r}")
+    nok = int(ok.sum())
+    if nok < N and nok > 0:
+        weights = weights * (N / nok)  # average over the samples that survived
+    grad = np.tensordot(weights, U, axes=1)
+    center_cost = float(np.mean(center[ok])) if nok else float("inf")
+    return Estimate(grad, weights, center_cost, rollouts, N - nok)
+
+
+def rebuild_estimate(weights: np.ndarray, rng: np.random.Generator, m: int, n: int) -> np.ndarray:
+    """Rebuild ``sum_i w_i U_i`` from the task's generator (fresh, same seed)."""
+    U = sphere_directions(rng, len(weights), m, n)
+    return np.tensordot(np.asarray(weights, dtype=float), U, axes=1)

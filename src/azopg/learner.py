@@ -1,0 +1,247 @@
+"""``azopg.train``: learn an LQR gain from rollouts, with any backend.
+
+The loop below is the asynchronous one of AZOPG; with the serial backend (one worker,
+tasks run in turn) it is the serial zero-order policy gradient method.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends import Executor, make_executor
+from .errors import SettingsError
+from .master import HistoryRow, Master
+from .plant import LinearPlant, Plant
+from .problem import LQRProblem, as_matrix
+from .settings import Settings
+
+__all__ = ["train", "Result"]
+
+
+@dataclass
+class Result:
+    """What a run learned and how.
+
+    Attributes
+    ----------
+    K : ndarray, shape (m, n)
+        Learned gain (``u = -K x``); never costlier than ``K0``.
+    cost, optimal_cost, relative_gap : float
+        Exact cost of ``K``, the optimum and their relative gap (``nan`` for a
+        black-box plant with no oracle).
+    stabilizing : bool
+        Whether ``A - B K`` is Hurwitz (``True`` if unknown but rollouts stayed bounded).
+    updates, rollouts : int
+        Applied updates and rollouts spent (estimates, checks and calibration).
+    wall_time_s : float
+    status : str
+        ``"converged"`` (target gap reached), ``"max_updates"``, ``"max_rollouts"``,
+        ``"max_time"`` or ``"interrupted"``.
+    settings : dict
+        Settings as given, plus the values chosen automatically.
+    history : list of HistoryRow
+    """
+
+    problem: str
+    K: np.ndarray
+    cost: float
+    optimal_cost: float
+    relative_gap: float
+    stabilizing: bool
+    updates: int
+    rollouts: int
+    wall_time_s: float
+    seed: int
+    status: str
+    settings: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    history: list[HistoryRow] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``result.json`` document."""
+
+        def num(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {
+            "problem": self.problem,
+            "K": self.K.tolist(),
+            "cost": num(self.cost),
+            "optimal_cost": num(self.optimal_cost),
+            "relative_gap": num(self.relative_gap),
+            "stabilizing": bool(self.stabilizing),
+            "updates": self.updates,
+            "rollouts": self.rollouts,
+            "wall_time_s": self.wall_time_s,
+            "seed": self.seed,
+            "status": self.status,
+            "settings": self.settings,
+            "stats": self.stats,
+        }
+
+
+def _plant_of(problem: LQRProblem) -> Plant:
+    return LinearPlant(problem)
+
+
+def train(
+    problem: LQRProblem | Plant,
+    settings: Settings | None = None,
+    *,
+    K0: Any = None,
+    backend: str = "serial",
+    plant_factory: Callable[[], Plant] | None = None,
+    progress: Callable[[Master], None] | None = None,
+    **options: Any,
+) -> Result:
+    """Learn a gain from rollout costs.
+
+    Parameters
+    ----------
+    problem : LQRProblem or Plant
+        A known LQR problem (its exact oracle is used only to *report* the gap and
+        stop at ``target_gap``), or any object following the :class:`~azopg.plant.Plant`
+        protocol (then give ``K0`` and a budget).
+    settings : Settings, optional
+        All settings; or pass them as keyword ``options`` (``seed=1, max_time=30``).
+    K0 : array_like, optional
+        Initial stabilizing gain (default: the problem's ``K0``).
+    backend : str
+        Executor name (``"serial"``; more in :data:`azopg.backends.BACKENDS`).
+    plant_factory : callable, optional
+        Builds a worker's plant (default: the problem's :class:`LinearPlant`).
+    progress : callable, optional
+        Called with the master about every 0.1 s.
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    SettingsError
+        On invalid settings or a black-box plant without a budget.
+    NotStabilizingError
+        If rollouts from ``K0`` blow up.
+    """
+    if settings is None:
+        settings = Settings(**options)
+    elif options:
+        settings = Settings.from_dict({**settings.to_dict(), **options})
+    oracle = problem if isinstance(problem, LQRProblem) else None
+    if oracle is not None:
+        plant_factory = plant_factory or functools.partial(_plant_of, oracle)
+        K0 = oracle.K0 if K0 is None else as_matrix(K0, "K0", oracle.m, oracle.n)
+        name = oracle.name
+    else:
+        plant = problem
+        if K0 is None:
+            raise SettingsError("K0 is required for a black-box plant")
+        K0 = as_matrix(K0, "K0", plant.m, plant.n)
+        plant_factory = plant_factory or (lambda: plant)
+        name = type(plant).__name__
+        if not (settings.max_updates or settings.max_rollouts or settings.max_time):
+            raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
+    if settings.rollout_latency > 0:
+        from .latency import LatencyPlantFactory
+
+        plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency)
+
+    monitor = None
+    if oracle is not None:
+        fstar = oracle.optimal_cost
+
+        def monitor(K: np.ndarray) -> tuple[float, float]:
+            f = oracle.cost(K)
+            return f, (f - fstar) / fstar
+
+    t0 = time.perf_counter()
+    master = Master(np.array(K0, dtype=float), settings, monitor, clock=lambda: time.perf_counter() - t0)
+    executor = make_executor(backend, plant_factory, settings.workers)
+    status = "interrupted"
+    try:
+        executor.start()
+        master.calibrate(executor.run)
+        status = run_loop(master, executor, t0, progress)
+        K = _final_gain(master, executor, status)
+    except KeyboardInterrupt:
+        K = master.anchor_K
+    finally:
+        executor.close()
+    wall = time.perf_counter() - t0
+    return _result(name, oracle, master, K, status, wall)
+
+
+def stop_reason(master: Master, t0: float) -> str | None:
+    """Why the run should stop now, or ``None``."""
+    s = master.settings
+    if s.target_gap is not None and master.last_gap <= s.target_gap:
+        return "converged"
+    if s.max_updates is not None and master.updates >= s.max_updates:
+        return "max_updates"
+    if s.max_rollouts is not None and master.rollouts >= s.max_rollouts:
+        return "max_rollouts"
+    if s.max_time is not None and time.perf_counter() - t0 >= s.max_time:
+        return "max_time"
+    return None
+
+
+def run_loop(master: Master, executor: Executor, t0: float,
+             progress: Callable[[Master], None] | None = None) -> str:
+    """The asynchronous master loop: apply each report at once, hand its worker a new task."""
+    for w in range(executor.workers):
+        executor.submit(master.make_task(w))
+    last = 0.0
+    while True:
+        reason = stop_reason(master, t0)
+        if reason is not None:
+            return reason
+        rep = executor.next_report(timeout=0.5)
+        if rep is None:
+            continue
+        master.receive(rep)
+        executor.submit(master.make_task(rep.worker))
+        if progress is not None and time.perf_counter() - last > 0.1:
+            last = time.perf_counter()
+            progress(master)
+
+
+def _final_gain(master: Master, executor: Executor, status: str) -> np.ndarray:
+    """The gain to return: the current one if it reached the target (by the oracle) or
+    if a last rollout check shows it beats the anchor; else the anchor."""
+    if status == "converged":
+        return master.K.copy()
+    rep = executor.run(master.make_task(0, "evaluate", K=master.K.copy()))
+    master.rollouts += rep.rollouts
+    if not rep.blown_up and rep.cost < master.anchor_cost:
+        return master.K.copy()
+    return master.anchor_K.copy()
+
+
+def _result(name: str, oracle: LQRProblem | None, master: Master, K: np.ndarray,
+            status: str, wall: float) -> Result:
+    if oracle is not None:
+        cost = oracle.cost(K)
+        fstar = oracle.optimal_cost
+        gap = (cost - fstar) / fstar
+        stabilizing = oracle.is_stabilizing(K)
+    else:
+        cost = fstar = gap = math.nan
+        stabilizing = True
+    s = master.settings.to_dict()
+    s.update(batch=master.N, r=master.r, tau=master.tau, step=master.alpha,
+             check_every=master.check_every, max_delay=master.max_delay)
+    stats = {
+        "tasks": master.tasks, "dropped": master.dropped, "checks_accepted": master.accepted,
+        "checks_rejected": master.rejected, "rollbacks": master.rollbacks,
+        "max_delay_seen": master.max_seen_delay, "bytes_received": master.bytes_received,
+    }
+    return Result(name, K, cost, fstar, gap, stabilizing, master.updates, master.rollouts, wall,
+                  master.settings.seed, status, s, stats, master.history)

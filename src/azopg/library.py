@@ -1,0 +1,143 @@
+"""Built-in problems: published benchmark systems and generators.
+
+Published systems ship as JSON files in ``azopg/data/problems`` (matrices from
+COMPleib and the original papers, cited in each file's ``source``; ``Q = I``,
+``R = I``, ``x0_cov = I``; an open-loop unstable system carries a Bass stabilizing
+``K0``). Generators build families: ``chain`` (mass-spring chain) and ``random``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ProblemError, ProblemFileError
+from .problem import LQRProblem
+
+__all__ = ["DEFAULT_PROBLEM", "problem_names", "get_problem", "load_problem", "mass_spring_chain",
+           "random_system"]
+
+#: Name of the problem ``azopg train`` runs when none is given.
+DEFAULT_PROBLEM = "chain3"
+
+
+def mass_spring_chain(masses: int = 3, damping: float = 0.1) -> LQRProblem:
+    """A chain of ``masses`` unit masses joined by unit springs, fixed at both ends,
+    with a force input on every mass (n = 2s, m = s) and damping ``damping`` times the
+    stiffness matrix, so the open loop is Hurwitz and ``K0 = 0``.
+
+    The undamped chain is the example of Mohammadi et al. (IEEE TAC 2022).
+    """
+    s = int(masses)
+    if s < 1:
+        raise ProblemError(f"masses must be >= 1, got {masses}")
+    if not damping > 0:
+        raise ProblemError(f"damping must be > 0, got {damping}")
+    T = 2 * np.eye(s) - np.eye(s, k=1) - np.eye(s, k=-1)
+    A = np.block([[np.zeros((s, s)), np.eye(s)], [-T, -damping * T]])
+    B = np.vstack([np.zeros((s, s)), np.eye(s)])
+    return LQRProblem(
+        A, B, name=f"chain{s}" if damping == 0.1 else f"chain{s}-c{damping:g}",
+        title=f"Mass-spring chain, {s} masses, damping {damping:g}",
+        source="Mass-spring chain as in H. Mohammadi, A. Zare, M. Soltanolkotabi, M. R. Jovanovic, "
+        "IEEE Trans. Automatic Control 67(5), 2022 (with light damping added)",
+    )
+
+
+def random_system(n: int, m: int, seed: int = 0, stable: bool = True) -> LQRProblem:
+    """A random system: Gaussian ``A`` shifted to spectral abscissa -0.5 (``stable``) or
+    +0.5 (unstable, with a Bass stabilizing ``K0``), Gaussian ``B``, ``Q = I``, ``R = I``."""
+    import scipy.linalg as sla
+
+    if n < 1 or m < 1:
+        raise ProblemError(f"n and m must be >= 1, got n={n}, m={m}")
+    rng = np.random.default_rng([seed, n, m])
+    A = rng.standard_normal((n, n)) / np.sqrt(n)
+    A -= (np.max(np.linalg.eigvals(A).real) + (0.5 if stable else -0.5)) * np.eye(n)
+    B = rng.standard_normal((n, m)) / np.sqrt(n)
+    K0 = None
+    if not stable:  # Bass: (A + beta I) X + X (A + beta I)' = 2 B B', K0 = B' X^-1
+        beta = 1.5
+        X = sla.solve_continuous_lyapunov(A + beta * np.eye(n), 2 * B @ B.T)
+        K0 = B.T @ np.linalg.inv(X)
+    kind = "stable" if stable else "unstable"
+    return LQRProblem(A, B, K0=K0, name=f"random-{kind}-n{n}-m{m}-s{seed}",
+                      title=f"Random {kind} system n={n}, m={m}, seed {seed}", source="generated")
+
+
+@cache
+def _published() -> dict[str, dict[str, Any]]:
+    out = {}
+    for entry in resources.files("azopg.data.problems").iterdir():
+        if entry.name.endswith(".json"):
+            data = json.loads(entry.read_text())
+            out[data["name"]] = data
+    return dict(sorted(out.items()))
+
+
+def problem_names() -> list[str]:
+    """Names of the built-in problems (the default chain first)."""
+    return [DEFAULT_PROBLEM, *_published()]
+
+
+def get_problem(name: str) -> LQRProblem:
+    """A built-in problem by name: a published system, ``chainS`` (S masses) or
+    ``random-stable-nN-mM-sSEED`` / ``random-unstable-...``.
+
+    Raises
+    ------
+    ProblemError
+        If there is no such problem.
+    """
+    pub = _published()
+    if name in pub:
+        return LQRProblem.from_dict(pub[name])
+    if name.startswith("chain") and name[5:].isdigit():
+        return mass_spring_chain(int(name[5:]))
+    parts = name.split("-")
+    if len(parts) == 5 and parts[0] == "random" and parts[1] in ("stable", "unstable"):
+        try:
+            n, m, seed = int(parts[2].lstrip("n")), int(parts[3].lstrip("m")), int(parts[4].lstrip("s"))
+        except ValueError:
+            pass
+        else:
+            return random_system(n, m, seed, stable=parts[1] == "stable")
+    raise ProblemError(
+        f"unknown problem {name!r}; built-in: {', '.join(problem_names())}, chainS, "
+        "random-stable-nN-mM-sSEED"
+    )
+
+
+def load_problem(spec: str) -> LQRProblem:
+    """A problem from a built-in name or a JSON file path.
+
+    Raises
+    ------
+    ProblemFileError
+        If the file is missing, unreadable or not valid JSON.
+    ProblemError
+        If its content is not a valid problem.
+    """
+    path = Path(spec)
+    if spec.endswith(".json") or path.exists() or "/" in spec:
+        if not path.is_file():
+            raise ProblemFileError(f"problem file {spec!r} not found")
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ProblemFileError(f"cannot read problem file {spec!r}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProblemFileError(f"problem file {spec!r} is not valid JSON: {exc.msg} "
+                                   f"(line {exc.lineno}, column {exc.colno})") from None
+        try:
+            return LQRProblem.from_dict(data, name=path.stem)
+        except ProblemError as exc:
+            raise type(exc)(f"problem file {spec!r}: {exc}") from None
+    return get_problem(spec)

@@ -1,0 +1,279 @@
+"""AZOPG -- the master's side of asynchronous zeroth-order policy gradient.
+
+Sha, Zhao & You (IEEE TAC 2025): a master holds the gain ``K_t``; each worker reads the
+current gain and its version, computes a zero-order estimate on its own clock and
+sends it back; the master applies it at once,
+
+    K_{t+1} = K_t - alpha * g(K_{t - d_t}),
+
+dropping estimates whose staleness ``d_t`` exceeds ``max_delay``. This class is that
+loop's state, independent of how workers run (see :mod:`azopg.backends`).
+
+Safeguards that make the defaults scale-free use rollout costs only: every
+``check_every`` updates a worker evaluates the current gain from fixed initial states
+(common random numbers, so costs compare exactly). A check that does not beat the
+last accepted gain (the *anchor*) rolls the gain back to it and halves ``alpha``; a
+check that does moves the anchor and grows ``alpha`` by 20 %. The anchor's cost never
+rises, so a run never ends worse than ``K0``. The horizon ``tau`` doubles whenever a
+check shows the tail beyond ``tau`` is not negligible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NotStabilizingError
+from .estimators import rebuild_estimate
+from .settings import Settings
+from .tasks import Report, Task, task_rng
+
+__all__ = ["Master", "HistoryRow", "HISTORY_FIELDS"]
+
+GROW, SHRINK = 1.2, 0.5
+
+HISTORY_FIELDS = (
+    "update", "time_s", "rollouts", "cost", "relative_gap", "delay", "worker",
+    "version_read", "step", "event",
+)
+
+
+@dataclass
+class HistoryRow:
+    """One event of a run (an applied update, a check, a drop, a rollback)."""
+
+    update: int
+    time_s: float
+    rollouts: int
+    cost: float
+    relative_gap: float
+    delay: int
+    worker: int
+    version_read: int
+    step: float
+    event: str
+
+
+class Master:
+    """State of an AZOPG run: the gain, its version, the step and the safeguards.
+
+    Parameters
+    ----------
+    K0 : ndarray, shape (m, n)
+        Initial (stabilizing) gain.
+    settings : Settings
+    monitor : callable, optional
+        ``K -> (cost, relative_gap)`` for *reporting only* (the exact oracle when the
+        problem is known). Never used for a decision.
+    clock : callable, optional
+        Seconds since the run started, for the history.
+    """
+
+    def __init__(
+        self,
+        K0: np.ndarray,
+        settings: Settings,
+        monitor: Callable[[np.ndarray], tuple[float, float]] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        s = settings
+        self.settings = s
+        self.m, self.n = K0.shape
+        d = self.m * self.n
+        self.K = np.array(K0, dtype=float)
+        self.version = 0
+        self.N = s.batch or max(1, math.ceil(d / 8))
+        self.check_every = s.check_every or max(math.ceil(d / self.N), s.workers)
+        self.max_delay = s.max_delay or 4 * s.workers + 4
+        self.alpha = s.step or 0.0
+        self.r = s.r or 0.0
+        self.tau = s.tau or 1.0
+        self.anchor_K = self.K.copy()
+        self.anchor_cost = math.inf
+        self.anchor_version = 0
+        self.updates = self.rollouts = self.tasks = 0
+        self.dropped = self.rejected = self.accepted = self.rollbacks = 0
+        self.max_seen_delay = 0
+        self.bytes_received = 0
+        self._since_check = 0
+        self._check_in_flight = False
+        self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
+        self.monitor = monitor
+        self.clock = clock or (lambda: 0.0)
+        self.history: list[HistoryRow] = []
+        self._issued: dict[int, tuple[float, float, int]] = {}
+        #: arrival log: (task_id, worker, kind, version_read, tau, r, N), in order
+        self.arrivals: list[tuple[int, int, str, int, float, float, int]] = []
+        self.light = False
+        self.last_gap = math.inf
+        self.last_cost = math.inf
+
+    # ----------------------------------------------------------------- tasks
+    def gain_at(self, version: int) -> np.ndarray:
+        """The gain of a recent version (kept for ``max_delay`` versions)."""
+        return self._gains[version]
+
+    def make_task(self, worker: int, kind: str | None = None, K: np.ndarray | None = None,
+                  N: int | None = None) -> Task:
+        """Next task for ``worker``: a check when one is due, else an estimate."""
+        if kind is None:
+            kind = "estimate"
+            if self._since_check >= self.check_every and not self._check_in_flight:
+                kind = "evaluate"
+                self._check_in_flight = True
+                self._since_check = 0
+        self.tasks += 1
+        self._issued[self.tasks] = (self.tau, self.r, N or self.N)
+        return Task(
+            task_id=self.tasks, worker=worker, kind=kind,
+            K=self.K.copy() if K is None else K, version=self.version if K is None else -1,
+            tau=self.tau, r=self.r, N=N or self.N, method=self.settings.method,
+            seed=self.settings.seed, light=self.light,
+        )
+
+    # ------------------------------------------------------------- updates
+    def _new_version(self, K: np.ndarray) -> None:
+        self.K = K
+        self.version += 1
+        self._gains[self.version] = K.copy()
+        while len(self._gains) > self.max_delay + 2:
+            self._gains.popitem(last=False)
+
+    def _log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
+        if self.monitor is not None:
+            self.last_cost, self.last_gap = self.monitor(self.K)
+        self.history.append(HistoryRow(
+            self.updates, self.clock(), self.rollouts, self.last_cost, self.last_gap,
+            delay, worker, version_read, self.alpha, event,
+        ))
+
+    def _rollback(self, worker: int, version_read: int, event: str) -> None:
+        self.alpha *= SHRINK
+        self.rollbacks += 1
+        self._new_version(self.anchor_K.copy())
+        self.anchor_version = self.version
+        self._log(event, self.version - version_read, worker, version_read)
+
+    def receive(self, rep: Report) -> None:
+        """Apply a worker's report as soon as it arrives."""
+        self.rollouts += rep.rollouts
+        self.bytes_received += rep.payload_bytes()
+        self.arrivals.append((rep.task_id, rep.worker, rep.kind, rep.version,
+                              *self._issued.pop(rep.task_id)))
+        delay = self.version - rep.version
+        if rep.kind == "evaluate":
+            self._check_in_flight = False
+            self._check(rep, delay)
+            return
+        self.max_seen_delay = max(self.max_seen_delay, delay)
+        if delay > self.max_delay:
+            self.dropped += 1
+            self._log("drop", delay, rep.worker, rep.version)
+            return
+        if not math.isfinite(rep.center_cost):  # every perturbed rollout blew up
+            if rep.version <= self.anchor_version:
+                self.r *= SHRINK  # the anchor is stable: the perturbations were too big
+                self._log("shrink-r", delay, rep.worker, rep.version)
+            else:
+                self._rollback(rep.worker, rep.version, "rollback-blowup")
+            return
+        g = rep.grad
+        if g is None:
+            g = rebuild_estimate(rep.weights, task_rng(self.settings.seed, rep.worker, rep.task_id),
+                                 self.m, self.n)
+        step = self.alpha
+        if self.settings.staleness == "inverse":
+            step /= 1.0 + delay / self.settings.workers
+        self._new_version(self.K - step * g)
+        self.updates += 1
+        self._since_check += 1
+        self._log("update", delay, rep.worker, rep.version)
+
+    def _check(self, rep: Report, delay: int) -> None:
+        if rep.blown_up or not rep.cost < self.anchor_cost:
+            self.rejected += 1
+            self._rollback(rep.worker, rep.version, "check-reject")
+            return
+        self.accepted += 1
+        self.anchor_K = self.gain_at(rep.version).copy()
+        self.anchor_version = rep.version
+        self.anchor_cost = rep.cost
+        self.alpha *= GROW
+        if rep.cost2 - rep.cost > self.settings.tail_tol * rep.cost2 and self.settings.tau is None:
+            self.tau *= 2.0
+            self.anchor_cost = rep.cost2
+        self._log("check-accept", delay, rep.worker, rep.version)
+
+    # ---------------------------------------------------------- calibration
+    def calibrate(self, run: Callable[[Task], Report]) -> None:
+        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (blocking).
+
+        ``run`` executes one task and returns its report. Settings given explicitly
+        are kept.
+
+        Raises
+        ------
+        NotStabilizingError
+            If rollouts from ``K0`` blow up.
+        """
+        s = self.settings
+        K0 = self.K.copy()
+
+        def evaluate(K: np.ndarray) -> Report:
+            rep = run(self.make_task(0, "evaluate", K=K))
+            self._issued.pop(rep.task_id, None)
+            self.rollouts += rep.rollouts
+            return rep
+
+        # horizon: double until the tail beyond tau is negligible
+        for _ in range(80):
+            rep = evaluate(K0)
+            if rep.blown_up:
+                raise NotStabilizingError("rollouts from the initial gain K0 blow up")
+            if s.tau is not None or rep.cost2 - rep.cost <= s.tail_tol * rep.cost2:
+                break
+            self.tau *= 2.0
+        self.anchor_cost = f0 = rep.cost
+        # smoothing radius: a perturbation changes the cost by about `smoothing`
+        rng = np.random.default_rng([s.seed, 2**31 - 2])
+        if s.r is None:
+            U = rng.standard_normal(K0.shape)
+            U *= math.sqrt(K0.size) / np.linalg.norm(U)
+            r = 1e-3 * max(float(np.linalg.norm(K0)), 1.0) / math.sqrt(K0.size)
+            for _ in range(40):
+                fp, fm = evaluate(K0 + r * U), evaluate(K0 - r * U)
+                if fp.blown_up or fm.blown_up:
+                    r *= 0.1
+                    continue
+                change = max(abs(fp.cost - f0), abs(fm.cost - f0)) / f0
+                if s.smoothing / 3 <= change <= 3 * s.smoothing:
+                    break
+                r *= min(max(s.smoothing / change, 1e-2), 1e2) ** 0.7 if change > 0 else 100.0
+            self.r = r
+        # step: backtracking line search along a first, well-sampled estimate
+        if s.step is None:
+            d = K0.size
+            Ncal = max(self.N, d)
+            rep = run(self.make_task(0, "estimate", K=K0, N=Ncal))
+            self._issued.pop(rep.task_id, None)
+            self.rollouts += rep.rollouts
+            g = rep.grad if rep.grad is not None else rebuild_estimate(
+                rep.weights, task_rng(s.seed, 0, rep.task_id), self.m, self.n)
+            gg = float(np.sum(g * g))
+            alpha = f0 / gg if gg > 0 else 1.0
+            for _ in range(80):
+                trial = evaluate(K0 - alpha * g)
+                if not trial.blown_up and trial.cost < f0 - 0.1 * alpha * gg:
+                    break
+                alpha *= 0.5
+            # an estimate from N directions is noisier than one from Ncal
+            self.alpha = alpha * (1 + (d + 1) / Ncal) / (1 + (d + 1) / self.N)
+            if not trial.blown_up and trial.cost < f0:
+                self._new_version(K0 - alpha * g)
+                self.anchor_K, self.anchor_cost, self.anchor_version = self.K.copy(), trial.cost, self.version
+                self.updates += 1
+        self._log("calibrate")

@@ -1,0 +1,118 @@
+"""Learner settings, validated once, with scale-free defaults."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import SettingsError
+
+__all__ = ["Settings"]
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = True, integer: bool = False) -> None:
+    if value is None:
+        if allow_none:
+            return
+        raise SettingsError(f"{name} is required")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(f"{name} must be a number, got {value!r}")
+    if integer and (not float(value).is_integer()):
+        raise SettingsError(f"{name} must be an integer, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+@dataclass
+class Settings:
+    """How a run learns and when it stops. ``None`` means *choose automatically*.
+
+    Parameters
+    ----------
+    seed : int
+        Root of every random draw; task generators derive from (seed, worker, task).
+    batch : int, optional
+        Directions ``N`` per gradient estimate (two-point: ``2N`` rollouts).
+        Default: ``max(1, ceil(m n / 8))``.
+    method : {"two-point", "one-point"}
+        Zero-order estimator.
+    r : float, optional
+        Smoothing radius. Default: calibrated so a perturbation changes the rollout
+        cost by about ``smoothing`` (relative).
+    smoothing : float
+        Relative cost change targeted when calibrating ``r``.
+    tau : float, optional
+        Rollout horizon. Default: grown from 1 until doubling it changes the cost by
+        less than ``tail_tol`` (relative), and re-checked during the run.
+    tail_tol : float
+        Relative cost of the tail beyond ``tau`` that is tolerated.
+    step : float, optional
+        Initial step size ``alpha``. Default: line search along a first estimate.
+    check_every : int, optional
+        Applied updates between two rollout checks of the current gain (which adapt
+        the step, reject steps that raise the cost and roll back). Default: ``ceil(mn/N)``,
+        at least the number of workers.
+    max_updates, max_rollouts : int, optional
+        Budgets.
+    max_time : float, optional
+        Wall-clock budget in seconds.
+    target_gap : float, optional
+        Stop once the relative gap to the optimum (reported by the exact oracle,
+        when the problem is known) is at most this.
+    workers : int
+        Number of parallel workers W.
+    max_delay : int, optional
+        Estimates computed at a gain more than this many versions old are dropped.
+        Default: ``4 W + 4``.
+    staleness : {"constant", "inverse"}
+        ``inverse`` scales the step of an estimate of delay ``d`` by ``1/(1+d/W)``.
+    rollout_latency : float
+        Extra wall time per rollout (seconds), emulating a physical plant.
+    """
+
+    seed: int = 0
+    batch: int | None = None
+    method: str = "two-point"
+    r: float | None = None
+    smoothing: float = 1e-4
+    tau: float | None = None
+    tail_tol: float = 1e-7
+    step: float | None = None
+    check_every: int | None = None
+    max_updates: int | None = None
+    max_rollouts: int | None = None
+    max_time: float | None = None
+    target_gap: float | None = 1e-3
+    workers: int = 1
+    max_delay: int | None = None
+    staleness: str = "constant"
+    rollout_latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SettingsError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay"):
+            _positive(name, getattr(self, name), integer=True)
+        for name in ("r", "tau", "step", "max_time", "target_gap"):
+            _positive(name, getattr(self, name))
+        for name in ("smoothing", "tail_tol"):
+            _positive(name, getattr(self, name), allow_none=False)
+        _positive("workers", self.workers, allow_none=False, integer=True)
+        lat = self.rollout_latency
+        if isinstance(lat, bool) or not isinstance(lat, (int, float)) or not math.isfinite(lat) or lat < 0:
+            raise SettingsError(f"rollout_latency must be a finite number >= 0, got {lat!r}")
+        if self.method not in ("two-point", "one-point"):
+            raise SettingsError(f"method must be 'two-point' or 'one-point', got {self.method!r}")
+        if self.staleness not in ("constant", "inverse"):
+            raise SettingsError(f"staleness must be 'constant' or 'inverse', got {self.staleness!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
