@@ -7,14 +7,18 @@ A backend only moves :class:`~azopg.tasks.Task` objects out and
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
+
+from .latency import latency_factor
 from .plant import Plant
 from .tasks import Report, Task, run_task
 
-__all__ = ["Executor", "SerialExecutor", "BACKENDS", "make_executor"]
+__all__ = ["BACKENDS", "SYNCHRONOUS", "Executor", "SerialExecutor", "SimulatedExecutor", "make_executor"]
 
 
 class Executor(Protocol):
@@ -41,9 +45,11 @@ class Executor(Protocol):
 class SerialExecutor:
     """One worker in the calling process: tasks run when their report is asked for."""
 
-    def __init__(self, plant_factory: Callable[[], Plant], workers: int = 1) -> None:
+    def __init__(self, plant_factory: Callable[[], Plant], workers: int = 1, **_: Any) -> None:
         if workers != 1:
-            raise ValueError("the serial backend has exactly one worker")
+            from .errors import SettingsError
+
+            raise SettingsError(f"workers must be 1 with the serial backend, got {workers}")
         self.workers = 1
         self._factory = plant_factory
         self._queue: deque[Task] = deque()
@@ -66,13 +72,97 @@ class SerialExecutor:
         self._queue.clear()
 
 
-BACKENDS: dict[str, type] = {"serial": SerialExecutor}
+class SimulatedExecutor:
+    """W virtual workers on a virtual clock: event-driven, bit-for-bit reproducible.
+
+    Every task runs for real (in this process) when submitted, at the gain current at
+    that moment; its *duration* is ``rollouts * per_rollout * factor`` with ``factor``
+    drawn from the latency model by the generator of (seed, worker, task). Reports
+    come back in order of virtual finish time (ties by task id), so delays arise exactly
+    as they would with real workers of those speeds -- without needing W cores.
+
+    Parameters
+    ----------
+    plant_factory : callable
+    workers : int
+    per_rollout : float
+        Virtual seconds per rollout.
+    model : str
+        Latency model (see :func:`azopg.latency.latency_factor`).
+    seed : int
+    """
+
+    def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, per_rollout: float = 0.01,
+                 model: str = "constant", seed: int = 0, **_: Any) -> None:
+        self.workers = int(workers)
+        self._factory = plant_factory
+        self.per_rollout = per_rollout
+        self.model = model
+        self.seed = seed
+        self.now = 0.0
+        self._heap: list[tuple[float, int, Report]] = []
+        self.plant: Plant | None = None
+
+    def clock(self) -> float:
+        """Virtual seconds since the start."""
+        return self.now
+
+    def start(self) -> None:
+        self.plant = self._factory()
+
+    def _duration(self, task: Task, rollouts: int) -> float:
+        rng = np.random.default_rng([self.seed, task.worker, task.task_id, 1])
+        return rollouts * self.per_rollout * latency_factor(self.model, rng)
+
+    def run(self, task: Task) -> Report:
+        assert self.plant is not None, "start() first"
+        rep = run_task(self.plant, task)
+        self.now += self._duration(task, rep.rollouts)
+        return rep
+
+    def submit(self, task: Task) -> None:
+        assert self.plant is not None, "start() first"
+        rep = run_task(self.plant, task)
+        heapq.heappush(self._heap, (self.now + self._duration(task, rep.rollouts), task.task_id, rep))
+
+    def next_report(self, timeout: float | None = None) -> Report | None:
+        if not self._heap:
+            return None
+        self.now, _, rep = heapq.heappop(self._heap)
+        return rep
+
+    def close(self) -> None:
+        self._heap.clear()
 
 
-def make_executor(name: str, plant_factory: Callable[[], Plant], workers: int) -> Executor:
-    """Executor ``name`` with ``workers`` workers, each building its plant with ``plant_factory``."""
+def _process_executor(plant_factory: Callable[[], Plant], workers: int, **_: Any) -> Executor:
+    from .workers import ProcessExecutor
+
+    return ProcessExecutor(plant_factory, workers)
+
+
+#: Backend name -> executor constructor.
+BACKENDS: dict[str, Callable[..., Executor]] = {
+    "serial": SerialExecutor,
+    "async": _process_executor,
+    "sync": _process_executor,
+    "simulated": SimulatedExecutor,
+    "simulated-sync": SimulatedExecutor,
+}
+#: Backends whose loop waits for every worker each round (synchronous baseline).
+SYNCHRONOUS = {"sync", "simulated-sync"}
+
+
+def make_executor(name: str, plant_factory: Callable[[], Plant], workers: int, **options: Any) -> Executor:
+    """Executor ``name`` with ``workers`` workers, each building its plant with ``plant_factory``.
+
+    Raises
+    ------
+    SettingsError
+        For an unknown backend.
+    """
     from .errors import SettingsError
 
     if name not in BACKENDS:
         raise SettingsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    return BACKENDS[name](plant_factory, workers)
+    return BACKENDS[name](plant_factory, workers, **options)

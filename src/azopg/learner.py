@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Executor, make_executor
-from .errors import SettingsError
+from .backends import SYNCHRONOUS, Executor, make_executor
+from .errors import ProblemError, SettingsError
 from .master import HistoryRow, Master
 from .plant import LinearPlant, Plant
 from .problem import LQRProblem, as_matrix
@@ -114,7 +114,10 @@ def train(
     K0 : array_like, optional
         Initial stabilizing gain (default: the problem's ``K0``).
     backend : str
-        Executor name (``"serial"``; more in :data:`azopg.backends.BACKENDS`).
+        ``"serial"`` (one worker, in process), ``"async"`` (worker processes, AZOPG),
+        ``"sync"`` (worker processes, a barrier each round, estimates averaged),
+        ``"simulated"`` / ``"simulated-sync"`` (virtual workers on a virtual clock);
+        see :data:`azopg.backends.BACKENDS`.
     plant_factory : callable, optional
         Builds a worker's plant (default: the problem's :class:`LinearPlant`).
     progress : callable, optional
@@ -149,37 +152,64 @@ def train(
         name = type(plant).__name__
         if not (settings.max_updates or settings.max_rollouts or settings.max_time):
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
-    if settings.rollout_latency > 0:
+    simulated = backend.startswith("simulated")
+    if settings.rollout_latency > 0 and not simulated:
         from .latency import LatencyPlantFactory
 
-        plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency)
+        plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model)
+    executor = make_executor(backend, plant_factory, settings.workers,
+                             per_rollout=settings.rollout_latency or 0.01, model=settings.latency_model,
+                             seed=settings.seed)
+    clock = getattr(executor, "clock", None)
 
     monitor = None
     if oracle is not None:
         fstar = oracle.optimal_cost
+        if not fstar > 0:
+            raise ProblemError("the optimal cost is 0 (is Q zero?): there is nothing to learn")
 
         def monitor(K: np.ndarray) -> tuple[float, float]:
             f = oracle.cost(K)
             return f, (f - fstar) / fstar
 
     t0 = time.perf_counter()
-    master = Master(np.array(K0, dtype=float), settings, monitor, clock=lambda: time.perf_counter() - t0)
-    executor = make_executor(backend, plant_factory, settings.workers)
+    if clock is None:
+        def clock() -> float:
+            return time.perf_counter() - t0
+    master = Master(np.array(K0, dtype=float), settings, monitor, clock=clock)
+    master.light = settings.light
     status = "interrupted"
+    K = master.anchor_K
+    calibrated_at = math.nan
     try:
         executor.start()
         master.calibrate(executor.run)
-        status = run_loop(master, executor, t0, progress)
+        calibrated_at = clock()
+        loop = run_sync_loop if backend in SYNCHRONOUS else run_loop
+        status = loop(master, executor, clock, progress)
         K = _final_gain(master, executor, status)
     except KeyboardInterrupt:
-        K = master.anchor_K
+        status, K = "interrupted", master.anchor_K.copy()
     finally:
         executor.close()
-    wall = time.perf_counter() - t0
-    return _result(name, oracle, master, K, status, wall)
+    result = _result(name, oracle, master, K, status, clock())
+    result.settings["backend"] = backend
+    result.stats["calibration_s"] = calibrated_at
+    result.stats["time_to_target_s"] = time_to_target(result.history, settings.target_gap, calibrated_at)
+    return result
 
 
-def stop_reason(master: Master, t0: float) -> str | None:
+def time_to_target(history: list[HistoryRow], target: float | None, start: float = 0.0) -> float | None:
+    """Seconds from ``start`` to the first event at or below the target gap (``None`` if never)."""
+    if target is None:
+        return None
+    for row in history:
+        if row.relative_gap <= target:
+            return max(row.time_s - start, 0.0)
+    return None
+
+
+def stop_reason(master: Master, clock: Callable[[], float]) -> str | None:
     """Why the run should stop now, or ``None``."""
     s = master.settings
     if s.target_gap is not None and master.last_gap <= s.target_gap:
@@ -188,19 +218,19 @@ def stop_reason(master: Master, t0: float) -> str | None:
         return "max_updates"
     if s.max_rollouts is not None and master.rollouts >= s.max_rollouts:
         return "max_rollouts"
-    if s.max_time is not None and time.perf_counter() - t0 >= s.max_time:
+    if s.max_time is not None and clock() >= s.max_time:
         return "max_time"
     return None
 
 
-def run_loop(master: Master, executor: Executor, t0: float,
+def run_loop(master: Master, executor: Executor, clock: Callable[[], float],
              progress: Callable[[Master], None] | None = None) -> str:
     """The asynchronous master loop: apply each report at once, hand its worker a new task."""
     for w in range(executor.workers):
         executor.submit(master.make_task(w))
     last = 0.0
     while True:
-        reason = stop_reason(master, t0)
+        reason = stop_reason(master, clock)
         if reason is not None:
             return reason
         rep = executor.next_report(timeout=0.5)
@@ -208,6 +238,32 @@ def run_loop(master: Master, executor: Executor, t0: float,
             continue
         master.receive(rep)
         executor.submit(master.make_task(rep.worker))
+        if progress is not None and time.perf_counter() - last > 0.1:
+            last = time.perf_counter()
+            progress(master)
+
+
+def run_sync_loop(master: Master, executor: Executor, clock: Callable[[], float],
+                  progress: Callable[[Master], None] | None = None) -> str:
+    """The synchronous baseline: every round all workers start from the same gain and
+    the master waits for all of them (a barrier) before one averaged update."""
+    last = 0.0
+    while True:
+        reason = stop_reason(master, clock)
+        if reason is not None:
+            return reason
+        tasks = [master.make_task(w) for w in range(executor.workers)]
+        for task in tasks:
+            executor.submit(task)
+        reports = []
+        while len(reports) < len(tasks):
+            rep = executor.next_report(timeout=0.5)
+            if rep is not None:
+                reports.append(rep)
+            elif stop_reason(master, clock) == "max_time":
+                return "max_time"
+        reports.sort(key=lambda rep: rep.worker)
+        master.receive_round(reports)
         if progress is not None and time.perf_counter() - last > 0.1:
             last = time.perf_counter()
             progress(master)
@@ -241,7 +297,10 @@ def _result(name: str, oracle: LQRProblem | None, master: Master, K: np.ndarray,
     stats = {
         "tasks": master.tasks, "dropped": master.dropped, "checks_accepted": master.accepted,
         "checks_rejected": master.rejected, "rollbacks": master.rollbacks,
-        "max_delay_seen": master.max_seen_delay, "bytes_received": master.bytes_received,
+        "max_delay_seen": master.max_seen_delay,
+        "mean_delay": master.delay_sum / master.delay_count if master.delay_count else 0.0,
+        "bytes_received": master.bytes_received,
+        "bytes_per_update": master.bytes_received / max(master.updates, 1),
     }
     return Result(name, K, cost, fstar, gap, stabilizing, master.updates, master.rollouts, wall,
                   master.settings.seed, status, s, stats, master.history)

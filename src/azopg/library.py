@@ -131,6 +131,8 @@ def load_problem(spec: str) -> LQRProblem:
             text = path.read_text()
         except OSError as exc:
             raise ProblemFileError(f"cannot read problem file {spec!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ProblemFileError(f"problem file {spec!r} is not UTF-8 text") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

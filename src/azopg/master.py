@@ -27,14 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import NotStabilizingError
+from .errors import NotStabilizingError, ProblemError
 from .estimators import rebuild_estimate
 from .settings import Settings
 from .tasks import Report, Task, task_rng
 
 __all__ = ["Master", "HistoryRow", "HISTORY_FIELDS"]
 
-GROW, SHRINK = 1.2, 0.5
+GROW, SHRINK, MAX_GROW = 1.2, 0.5, 1.5
 
 HISTORY_FIELDS = (
     "update", "time_s", "rollouts", "cost", "relative_gap", "delay", "worker",
@@ -87,7 +87,8 @@ class Master:
         self.K = np.array(K0, dtype=float)
         self.version = 0
         self.N = s.batch or max(1, math.ceil(d / 8))
-        self.check_every = s.check_every or max(math.ceil(d / self.N), s.workers)
+        self._base_interval = s.check_every or math.ceil(d / self.N)
+        self.check_every = max(self._base_interval, s.workers)
         self.max_delay = s.max_delay or 4 * s.workers + 4
         self.alpha = s.step or 0.0
         self.r = s.r or 0.0
@@ -98,9 +99,12 @@ class Master:
         self.updates = self.rollouts = self.tasks = 0
         self.dropped = self.rejected = self.accepted = self.rollbacks = 0
         self.max_seen_delay = 0
+        self.delay_sum = self.delay_count = 0
         self.bytes_received = 0
         self._since_check = 0
         self._check_in_flight = False
+        self._branch_start = 0
+        self._checked: dict[int, np.ndarray] = {}  # gains under check, by task id
         self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
         self.monitor = monitor
         self.clock = clock or (lambda: 0.0)
@@ -128,6 +132,8 @@ class Master:
                 self._since_check = 0
         self.tasks += 1
         self._issued[self.tasks] = (self.tau, self.r, N or self.N)
+        if kind == "evaluate" and K is None:
+            self._checked[self.tasks] = self.K.copy()
         return Task(
             task_id=self.tasks, worker=worker, kind=kind,
             K=self.K.copy() if K is None else K, version=self.version if K is None else -1,
@@ -155,54 +161,96 @@ class Master:
         self.alpha *= SHRINK
         self.rollbacks += 1
         self._new_version(self.anchor_K.copy())
-        self.anchor_version = self.version
+        self.anchor_version = self._branch_start = self.version
+        self._since_check = 0  # the next check judges new updates, not the anchor again
         self._log(event, self.version - version_read, worker, version_read)
 
-    def receive(self, rep: Report) -> None:
-        """Apply a worker's report as soon as it arrives."""
+    def _account(self, rep: Report) -> None:
         self.rollouts += rep.rollouts
         self.bytes_received += rep.payload_bytes()
-        self.arrivals.append((rep.task_id, rep.worker, rep.kind, rep.version,
-                              *self._issued.pop(rep.task_id)))
-        delay = self.version - rep.version
-        if rep.kind == "evaluate":
-            self._check_in_flight = False
-            self._check(rep, delay)
-            return
-        self.max_seen_delay = max(self.max_seen_delay, delay)
-        if delay > self.max_delay:
-            self.dropped += 1
-            self._log("drop", delay, rep.worker, rep.version)
-            return
-        if not math.isfinite(rep.center_cost):  # every perturbed rollout blew up
-            if rep.version <= self.anchor_version:
-                self.r *= SHRINK  # the anchor is stable: the perturbations were too big
-                self._log("shrink-r", delay, rep.worker, rep.version)
-            else:
-                self._rollback(rep.worker, rep.version, "rollback-blowup")
-            return
-        g = rep.grad
-        if g is None:
-            g = rebuild_estimate(rep.weights, task_rng(self.settings.seed, rep.worker, rep.task_id),
-                                 self.m, self.n)
+        self.arrivals.append((rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
+
+    def _gradient(self, rep: Report) -> np.ndarray:
+        if rep.grad is not None:
+            return rep.grad
+        rng = task_rng(self.settings.seed, rep.worker, rep.task_id)
+        return rebuild_estimate(rep.weights, rng, self.m, self.n)
+
+    def _blown(self, rep: Report, delay: int) -> None:
+        """Every perturbed rollout of an estimate blew up."""
+        if rep.version == self.anchor_version:
+            self.r *= SHRINK  # the anchor is stable: the perturbations were too big
+            self._log("shrink-r", delay, rep.worker, rep.version)
+        else:
+            self._rollback(rep.worker, rep.version, "rollback-blowup")
+
+    def _apply(self, g: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         step = self.alpha
         if self.settings.staleness == "inverse":
             step /= 1.0 + delay / self.settings.workers
         self._new_version(self.K - step * g)
         self.updates += 1
         self._since_check += 1
-        self._log("update", delay, rep.worker, rep.version)
+        self._log("update", delay, worker, version_read)
+
+    def receive(self, rep: Report) -> None:
+        """Apply a worker's report as soon as it arrives (asynchronous AZOPG)."""
+        self._account(rep)
+        delay = self.version - rep.version
+        if rep.kind == "evaluate":
+            self._check_in_flight = False
+            self._check(rep, delay)
+            return
+        self.max_seen_delay = max(self.max_seen_delay, delay)
+        self.delay_sum += delay
+        self.delay_count += 1
+        if delay > self.max_delay or rep.version < self._branch_start:
+            # too stale, or computed on a branch that a rollback discarded
+            self.dropped += 1
+            self._log("drop", delay, rep.worker, rep.version)
+        elif not math.isfinite(rep.center_cost):
+            self._blown(rep, delay)
+        else:
+            self._apply(self._gradient(rep), delay, rep.worker, rep.version)
+
+    def receive_round(self, reports: list[Report]) -> None:
+        """Apply one synchronous round: all reports were computed at the current gain;
+        the round's estimates are averaged into a single update (the baseline)."""
+        for rep in reports:
+            self._account(rep)
+        for rep in reports:
+            if rep.kind == "evaluate":
+                self._check_in_flight = False
+                self._check(rep, 0)
+                if self.version != rep.version:  # rolled back: the round's estimates are moot
+                    return
+        est = [rep for rep in reports if rep.kind == "estimate"]
+        self.delay_count += len(est)
+        good = [rep for rep in est if math.isfinite(rep.center_cost)]
+        if est and not good:
+            self._blown(est[0], 0)
+        elif good:
+            g = sum(self._gradient(rep) for rep in good) / len(good)
+            self._apply(g, 0, -1, self.version)
 
     def _check(self, rep: Report, delay: int) -> None:
+        K_checked = self._checked.pop(rep.task_id)
+        if rep.version <= self.anchor_version and not rep.blown_up:
+            # the gain checked is the anchor itself or predates it (a rollback happened
+            # while the check was in flight): nothing to judge
+            self._log("check-stale", delay, rep.worker, rep.version)
+            return
         if rep.blown_up or not rep.cost < self.anchor_cost:
             self.rejected += 1
             self._rollback(rep.worker, rep.version, "check-reject")
             return
         self.accepted += 1
-        self.anchor_K = self.gain_at(rep.version).copy()
+        # grow at the same rate per update whatever the check interval (W workers: ~W)
+        covered = rep.version - self.anchor_version
+        self.alpha *= min(GROW ** (covered / self._base_interval), MAX_GROW)
+        self.anchor_K = K_checked
         self.anchor_version = rep.version
         self.anchor_cost = rep.cost
-        self.alpha *= GROW
         if rep.cost2 - rep.cost > self.settings.tail_tol * rep.cost2 and self.settings.tau is None:
             self.tau *= 2.0
             self.anchor_cost = rep.cost2
@@ -238,6 +286,8 @@ class Master:
                 break
             self.tau *= 2.0
         self.anchor_cost = f0 = rep.cost
+        if not f0 > 0:
+            raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
         # smoothing radius: a perturbation changes the cost by about `smoothing`
         rng = np.random.default_rng([s.seed, 2**31 - 2])
         if s.r is None:
@@ -264,16 +314,30 @@ class Master:
             g = rep.grad if rep.grad is not None else rebuild_estimate(
                 rep.weights, task_rng(s.seed, 0, rep.task_id), self.m, self.n)
             gg = float(np.sum(g * g))
+
+            def armijo(alpha: float) -> Report:
+                rep = evaluate(K0 - alpha * g)
+                ok = not rep.blown_up and rep.cost < f0 - 0.1 * alpha * gg
+                return rep if ok else None
+
             alpha = f0 / gg if gg > 0 else 1.0
-            for _ in range(80):
-                trial = evaluate(K0 - alpha * g)
-                if not trial.blown_up and trial.cost < f0 - 0.1 * alpha * gg:
-                    break
-                alpha *= 0.5
+            best = armijo(alpha)
+            if best is not None:  # expand while the cost keeps falling
+                for _ in range(60):
+                    trial = armijo(2.0 * alpha)
+                    if trial is None or trial.cost >= best.cost:
+                        break
+                    alpha, best = 2.0 * alpha, trial
+            else:  # backtrack
+                for _ in range(80):
+                    alpha *= 0.5
+                    best = armijo(alpha)
+                    if best is not None:
+                        break
             # an estimate from N directions is noisier than one from Ncal
             self.alpha = alpha * (1 + (d + 1) / Ncal) / (1 + (d + 1) / self.N)
-            if not trial.blown_up and trial.cost < f0:
+            if best is not None:
                 self._new_version(K0 - alpha * g)
-                self.anchor_K, self.anchor_cost, self.anchor_version = self.K.copy(), trial.cost, self.version
+                self.anchor_K, self.anchor_cost, self.anchor_version = self.K.copy(), best.cost, self.version
                 self.updates += 1
         self._log("calibrate")

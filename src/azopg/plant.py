@@ -141,29 +141,36 @@ class LinearPlant:
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n)."""
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
+        if not (tau > 0 and np.isfinite(tau)):
+            raise ValueError(f"tau must be a finite number > 0, got {tau}")
         K = np.asarray(K, dtype=float)
         Acl = self._A - self._B @ K  # (b, n, n)
         Qk = self._Q + np.swapaxes(K, 1, 2) @ self._R @ K
-        norm = float(np.max(np.abs(Acl).sum(axis=1))) if Acl.size else 0.0
-        s = 0
-        if norm * tau > _THETA:
-            s = min(int(np.ceil(np.log2(norm * tau / _THETA))), 1000)
-        h = tau / 2.0**s
-        Ah = Acl * h
+        # per rollout: s doublings of a step h = tau / 2**s with ||Acl h||_1 <= THETA
+        with np.errstate(all="ignore"):
+            norm = np.abs(Acl).sum(axis=1).max(axis=1)
+            s = np.ceil(np.log2(norm) + np.log2(tau) - np.log2(_THETA))
+        s = np.clip(np.nan_to_num(s, nan=0.0, posinf=1000.0), 0, 1000).astype(int)
+        h = tau / np.exp2(s.astype(float))
+        Ah = Acl * h[:, None, None]
         AhT = np.swapaxes(Ah, 1, 2)
         eye = np.eye(self.n)
         # Horner: E = I + Ah (I + Ah/2 (I + ...)),  M = h (Qk + 1/2 L(Qk + 1/3 L(...)))
-        E = eye + Ah / _ORDER
-        T = Qk.copy()
-        for k in range(_ORDER, 0, -1):
-            if k < _ORDER:
-                E = eye + (Ah @ E) / k
-            T = Qk + (AhT @ T + T @ Ah) / (k + 1)
-        M = h * T
         with np.errstate(all="ignore"):
-            for _ in range(s):
-                M = M + np.swapaxes(E, 1, 2) @ M @ E
-                E = E @ E
+            E = eye + Ah / _ORDER
+            T = Qk.copy()
+            for k in range(_ORDER, 0, -1):
+                if k < _ORDER:
+                    E = eye + (Ah @ E) / k
+                T = Qk + (AhT @ T + T @ Ah) / (k + 1)
+            M = h[:, None, None] * T
+            smax = int(s.max()) if s.size else 0
+            for i in range(smax):
+                if s.min() > i:  # every rollout doubles
+                    M = M + np.swapaxes(E, 1, 2) @ M @ E
+                    E = E @ E
+                else:
+                    act = (s > i)[:, None, None]
+                    M = np.where(act, M + np.swapaxes(E, 1, 2) @ M @ E, M)
+                    E = np.where(act, E @ E, E)
         return M, E

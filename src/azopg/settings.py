@@ -68,7 +68,14 @@ class Settings:
     staleness : {"constant", "inverse"}
         ``inverse`` scales the step of an estimate of delay ``d`` by ``1/(1+d/W)``.
     rollout_latency : float
-        Extra wall time per rollout (seconds), emulating a physical plant.
+        Extra wall time per rollout (seconds), emulating a physical plant (with the
+        ``simulated`` backends: the virtual time per rollout, default 0.01 s).
+    latency_model : {"constant", "uniform", "exponential", "pareto"}
+        Random factor (mean 1) scaling each task's rollout time; ``pareto`` gives
+        heavy-tailed stragglers.
+    light : bool
+        Communication-light mode: workers send the seed and ``N`` scalar cost
+        differences; the master rebuilds the directions.
     """
 
     seed: int = 0
@@ -88,6 +95,8 @@ class Settings:
     max_delay: int | None = None
     staleness: str = "constant"
     rollout_latency: float = 0.0
+    latency_model: str = "constant"
+    light: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -104,6 +113,12 @@ class Settings:
             raise SettingsError(f"rollout_latency must be a finite number >= 0, got {lat!r}")
         if self.method not in ("two-point", "one-point"):
             raise SettingsError(f"method must be 'two-point' or 'one-point', got {self.method!r}")
+        from .latency import LATENCY_MODELS
+
+        if self.latency_model not in LATENCY_MODELS:
+            raise SettingsError(
+                f"latency_model must be one of {', '.join(LATENCY_MODELS)}, got {self.latency_model!r}"
+            )
         if self.staleness not in ("constant", "inverse"):
             raise SettingsError(f"staleness must be 'constant' or 'inverse', got {self.staleness!r}")
 
