@@ -59,26 +59,41 @@ def cli() -> None:
 @click.option("--step", type=float, default=None, help="Initial step size.  [default: line search]")
 @click.option("--method", type=click.Choice(["two-point", "one-point"]), default="two-point",
               show_default=True, help="Zero-order gradient estimator.")
+@click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
+@click.option("--backend", default=None, metavar="NAME",
+              help="serial | async | sync | simulated | simulated-sync.  [default: serial for W = 1, else async]")
+@click.option("--max-delay", type=int, default=None, metavar="D",
+              help="Drop estimates more than D versions stale.  [default: 4W + 4]")
+@click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True,
+              help="inverse: step of an estimate of delay d scaled by 1/(1 + d/W).")
+@click.option("--rollout-latency", type=float, default=0.0, show_default=True, metavar="SEC",
+              help="Extra wall time per rollout, as a physical plant takes (virtual time when simulated).")
+@click.option("--latency-model", type=click.Choice(["constant", "uniform", "exponential", "pareto"]),
+              default="constant", show_default=True, help="Random factor of each task's rollout time "
+              "(pareto: heavy-tailed stragglers).")
+@click.option("--light", is_flag=True,
+              help="Communication-light: workers send seed + N scalars, not the m x n estimate.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int | None,
           max_rollouts: int | None, target_gap: float, out_dir: str, batch: int | None,
-          r: float | None, tau: float | None, step: float | None, method: str, quiet: bool) -> None:
-    """Learn a gain for a problem and write DIR/result.json, history.csv, convergence.png."""
+          r: float | None, tau: float | None, step: float | None, method: str, workers: int,
+          backend: str | None, max_delay: int | None, staleness: str, rollout_latency: float,
+          latency_model: str, light: bool, quiet: bool) -> None:
+    """Learn a gain for a problem and write DIR/result.json, history.csv, arrivals.csv,
+    problem.json and convergence.png."""
     from .learner import train as run_train
     from .output import prepare_out_dir, write_run
-    from .settings import Settings
 
     problem = load_problem(problem_spec)
-    try:
-        settings = Settings(seed=seed, max_time=max_time, max_updates=max_updates,
-                            max_rollouts=max_rollouts, target_gap=target_gap, batch=batch, r=r,
-                            tau=tau, step=step, method=method)
-    except SettingsError as exc:
-        raise SettingsError(_option_message(exc)) from None
+    settings = _settings(seed=seed, max_time=max_time, max_updates=max_updates, max_rollouts=max_rollouts,
+                         target_gap=target_gap, batch=batch, r=r, tau=tau, step=step, method=method,
+                         workers=workers, max_delay=max_delay, staleness=staleness,
+                         rollout_latency=rollout_latency, latency_model=latency_model, light=light)
+    backend = _backend(backend, workers)
     out = prepare_out_dir(out_dir)
     _ = problem.optimal_cost  # fail early if the Riccati equation has no solution
     with _Progress(problem.name, target_gap, quiet) as bar:
-        result = run_train(problem, settings, progress=bar.update)
+        result = run_train(problem, settings, backend=backend, progress=bar.update)
     files = write_run(out, result)
     click.echo(
         f"{result.problem}: {result.status}, relative gap {result.relative_gap:.3e} "
@@ -88,6 +103,109 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
     click.echo("wrote " + ", ".join(str(f) for f in files))
     if result.status == "interrupted":
         sys.exit(130)
+
+
+def _settings(**values: Any) -> Any:
+    from .settings import Settings
+
+    try:
+        return Settings(**values)
+    except SettingsError as exc:
+        raise SettingsError(_option_message(exc)) from None
+
+
+def _backend(name: str | None, workers: int) -> str:
+    from .backends import BACKENDS
+
+    name = name or ("serial" if workers == 1 else "async")
+    if name not in BACKENDS:
+        raise SettingsError(f"--backend {name!r}: unknown backend (choose from {', '.join(BACKENDS)})")
+    if name == "serial" and workers != 1:
+        raise SettingsError(f"--workers {workers}: the serial backend has exactly one worker")
+    return name
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SettingsError(f"--workers {text!r}: expected a comma-separated list of integers") from None
+    if not values or any(v < 1 for v in values):
+        raise SettingsError(f"--workers {text!r}: every worker count must be >= 1")
+    return sorted(set(values))
+
+
+@cli.command()
+@click.option("--workers", "-W", "workers_text", default="1,2,4,8,16,32", show_default=True, metavar="LIST",
+              help="Comma-separated worker counts.")
+@click.option("--backend", default="async", show_default=True, metavar="NAME",
+              help="async | sync | simulated | simulated-sync.")
+@click.option("--rollout-latency", type=float, default=0.01, show_default=True, metavar="SEC",
+              help="Wall time per rollout (virtual time for the simulated backends).")
+@click.option("--latency-model", type=click.Choice(["constant", "uniform", "exponential", "pareto"]),
+              default="constant", show_default=True, help="Random factor of each task's rollout time.")
+@click.option("--target-gap", type=float, default=1e-2, show_default=True, metavar="G")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs per worker count (median taken).")
+@click.option("--problem", "problem_spec", default=DEFAULT_PROBLEM, show_default=True, metavar="NAME|FILE")
+@click.option("--batch", type=int, default=1, show_default=True, metavar="N",
+              help="Directions per estimate: 1 keeps each worker's estimate cheap and noisy, the regime "
+              "where asynchronous averaging pays off.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-time", type=float, default=600.0, show_default=True, metavar="SEC", help="Budget per run.")
+@click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True)
+@click.option("--out", "out_dir", default="azopg-speedup", show_default=True, metavar="DIR")
+def speedup(workers_text: str, backend: str, rollout_latency: float, latency_model: str, target_gap: float,
+            repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
+            out_dir: str) -> None:
+    """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
+    from .output import prepare_out_dir
+    from .plots import plot_speedup
+    from .speedup import run_speedup, summarize, write_speedup_csv
+
+    workers = _int_list(workers_text)
+    if repeats < 1:
+        raise SettingsError(f"--repeats {repeats}: must be >= 1")
+    problem = load_problem(problem_spec)
+    base = _settings(seed=seed, target_gap=target_gap, rollout_latency=rollout_latency,
+                     latency_model=latency_model, batch=batch, max_time=max_time, staleness=staleness,
+                     workers=max(workers))
+    for w in workers:
+        _backend(backend, w)
+    out = prepare_out_dir(out_dir)
+
+    def report(run: Any) -> None:
+        click.echo(f"  W={run.workers:<3} repeat {run.repeat}: time to target {run.time_to_target_s:8.3f} s, "
+                   f"{run.updates} updates, mean delay {run.mean_delay:.1f}", err=True)
+
+    click.echo(f"{problem.name}: {backend}, rollout latency {rollout_latency:g} s ({latency_model}), "
+               f"target gap {target_gap:g}, {repeats} repeat(s)", err=True)
+    runs = run_speedup(problem, workers, backend=backend, repeats=repeats, base=base, report=report)
+    rows = summarize(runs)
+    click.echo(f"{'W':>4} {'T(W) [s]':>10} {'updates':>8} {'speedup':>8} {'effic.':>7} {'mean d':>7} "
+               f"{'max d':>6} {'reached':>8}")
+    for r in rows:
+        click.echo(f"{r['workers']:>4} {r['time_to_target_s']:>10.3f} {r['updates']:>8.0f} {r['speedup']:>8.2f} "
+                   f"{r['efficiency']:>7.2f} {r['mean_delay']:>7.1f} {r['max_delay']:>6} "
+                   f"{r['reached']:>4}/{r['runs']}")
+    files = [write_speedup_csv(out / "speedup.csv", runs),
+             plot_speedup(runs, out / "speedup.png", title=f"{problem.name}: {backend}, latency "
+                          f"{rollout_latency:g} s/rollout ({latency_model}), target gap {target_gap:g}")]
+    click.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+@cli.command()
+@click.argument("run_dir", metavar="DIR")
+def replay(run_dir: str) -> None:
+    """Recompute an asynchronous run's final gain from DIR/arrivals.csv and compare it with DIR/result.json."""
+    from .replay import replay_run
+
+    K, K_rec, events = replay_run(run_dir)
+    same = K.shape == K_rec.shape and np.array_equal(K, K_rec)
+    diff = float(np.max(np.abs(K - K_rec))) if K.shape == K_rec.shape else math.inf
+    click.echo(f"replayed {events} reports: final K {'identical to' if same else 'DIFFERS from'} "
+               f"result.json (max |dK| = {diff:.3g})")
+    if not same:
+        sys.exit(1)
 
 
 class _Progress:

@@ -63,6 +63,9 @@ class Result:
     settings: dict[str, Any]
     stats: dict[str, Any] = field(default_factory=dict)
     history: list[HistoryRow] = field(default_factory=list, repr=False)
+    given_settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    arrivals: list[tuple[int, int, str, int, float, float, int]] = field(default_factory=list, repr=False)
+    problem_data: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``result.json`` document."""
@@ -83,6 +86,7 @@ class Result:
             "seed": self.seed,
             "status": self.status,
             "settings": self.settings,
+            "given_settings": self.given_settings,
             "stats": self.stats,
         }
 
@@ -187,15 +191,19 @@ def train(
         calibrated_at = clock()
         loop = run_sync_loop if backend in SYNCHRONOUS else run_loop
         status = loop(master, executor, clock, progress)
-        K = _final_gain(master, executor, status)
+        K = master.final_gain(status, executor.run)
     except KeyboardInterrupt:
         status, K = "interrupted", master.anchor_K.copy()
     finally:
         executor.close()
     result = _result(name, oracle, master, K, status, clock())
     result.settings["backend"] = backend
-    result.stats["calibration_s"] = calibrated_at
-    result.stats["time_to_target_s"] = time_to_target(result.history, settings.target_gap, calibrated_at)
+    result.given_settings = {**settings.to_dict(), "backend": backend}
+    result.arrivals = master.arrivals
+    result.problem_data = oracle.to_dict() if oracle is not None else None
+    result.stats["calibration_s"] = calibrated_at if math.isfinite(calibrated_at) else None
+    result.stats["time_to_target_s"] = (time_to_target(result.history, settings.target_gap, calibrated_at)
+                                        if math.isfinite(calibrated_at) else None)
     return result
 
 
@@ -267,18 +275,6 @@ def run_sync_loop(master: Master, executor: Executor, clock: Callable[[], float]
         if progress is not None and time.perf_counter() - last > 0.1:
             last = time.perf_counter()
             progress(master)
-
-
-def _final_gain(master: Master, executor: Executor, status: str) -> np.ndarray:
-    """The gain to return: the current one if it reached the target (by the oracle) or
-    if a last rollout check shows it beats the anchor; else the anchor."""
-    if status == "converged":
-        return master.K.copy()
-    rep = executor.run(master.make_task(0, "evaluate", K=master.K.copy()))
-    master.rollouts += rep.rollouts
-    if not rep.blown_up and rep.cost < master.anchor_cost:
-        return master.K.copy()
-    return master.anchor_K.copy()
 
 
 def _result(name: str, oracle: LQRProblem | None, master: Master, K: np.ndarray,

@@ -34,7 +34,9 @@ from .tasks import Report, Task, task_rng
 
 __all__ = ["Master", "HistoryRow", "HISTORY_FIELDS"]
 
-GROW, SHRINK, MAX_GROW = 1.2, 0.5, 1.5
+GROW, SHRINK, MAX_GROW = 1.2, 0.5, 3.0
+#: Seconds (of the run's clock) between two evaluations of the reporting oracle on updates.
+MONITOR_INTERVAL = 0.005
 
 HISTORY_FIELDS = (
     "update", "time_s", "rollouts", "cost", "relative_gap", "delay", "worker",
@@ -88,7 +90,7 @@ class Master:
         self.version = 0
         self.N = s.batch or max(1, math.ceil(d / 8))
         self._base_interval = s.check_every or math.ceil(d / self.N)
-        self.check_every = max(self._base_interval, s.workers)
+        self.check_every = self._base_interval
         self.max_delay = s.max_delay or 4 * s.workers + 4
         self.alpha = s.step or 0.0
         self.r = s.r or 0.0
@@ -102,8 +104,8 @@ class Master:
         self.delay_sum = self.delay_count = 0
         self.bytes_received = 0
         self._since_check = 0
-        self._check_in_flight = False
         self._branch_start = 0
+        self.keep_all_gains = False  # replay needs the gain of any version
         self._checked: dict[int, np.ndarray] = {}  # gains under check, by task id
         self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
         self.monitor = monitor
@@ -114,6 +116,7 @@ class Master:
         self.arrivals: list[tuple[int, int, str, int, float, float, int]] = []
         self.light = False
         self.last_gap = math.inf
+        self._monitored_at = -math.inf
         self.last_cost = math.inf
 
     # ----------------------------------------------------------------- tasks
@@ -121,14 +124,20 @@ class Master:
         """The gain of a recent version (kept for ``max_delay`` versions)."""
         return self._gains[version]
 
+    def register(self, task: Task) -> None:
+        """Record a task built outside :meth:`make_task` (replay)."""
+        self._issued[task.task_id] = (task.tau, task.r, task.N)
+        if task.kind == "evaluate":
+            self._checked[task.task_id] = np.array(task.K)
+        self.tasks = max(self.tasks, task.task_id)
+
     def make_task(self, worker: int, kind: str | None = None, K: np.ndarray | None = None,
                   N: int | None = None) -> Task:
         """Next task for ``worker``: a check when one is due, else an estimate."""
         if kind is None:
             kind = "estimate"
-            if self._since_check >= self.check_every and not self._check_in_flight:
+            if self._since_check >= self.check_every:
                 kind = "evaluate"
-                self._check_in_flight = True
                 self._since_check = 0
         self.tasks += 1
         self._issued[self.tasks] = (self.tau, self.r, N or self.N)
@@ -146,15 +155,18 @@ class Master:
         self.K = K
         self.version += 1
         self._gains[self.version] = K.copy()
-        while len(self._gains) > self.max_delay + 2:
+        while len(self._gains) > self.max_delay + 2 and not self.keep_all_gains:
             self._gains.popitem(last=False)
 
     def _log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
-        if self.monitor is not None:
-            self.last_cost, self.last_gap = self.monitor(self.K)
+        now = self.clock()
+        cost = gap = math.nan
+        if self.monitor is not None and (event != "update" or now - self._monitored_at >= MONITOR_INTERVAL):
+            # the exact oracle costs ~0.1-0.3 ms: at most every MONITOR_INTERVAL on updates
+            self.last_cost, self.last_gap = cost, gap = self.monitor(self.K)
+            self._monitored_at = now
         self.history.append(HistoryRow(
-            self.updates, self.clock(), self.rollouts, self.last_cost, self.last_gap,
-            delay, worker, version_read, self.alpha, event,
+            self.updates, now, self.rollouts, cost, gap, delay, worker, version_read, self.alpha, event,
         ))
 
     def _rollback(self, worker: int, version_read: int, event: str) -> None:
@@ -198,7 +210,6 @@ class Master:
         self._account(rep)
         delay = self.version - rep.version
         if rep.kind == "evaluate":
-            self._check_in_flight = False
             self._check(rep, delay)
             return
         self.max_seen_delay = max(self.max_seen_delay, delay)
@@ -220,7 +231,6 @@ class Master:
             self._account(rep)
         for rep in reports:
             if rep.kind == "evaluate":
-                self._check_in_flight = False
                 self._check(rep, 0)
                 if self.version != rep.version:  # rolled back: the round's estimates are moot
                     return
@@ -255,6 +265,21 @@ class Master:
             self.tau *= 2.0
             self.anchor_cost = rep.cost2
         self._log("check-accept", delay, rep.worker, rep.version)
+
+    def final_gain(self, status: str, run: Callable[[Task], Report]) -> np.ndarray:
+        """The gain a run returns: the current one if it reached the target (by the
+        oracle), the anchor if interrupted, else whichever of the two a last rollout
+        check finds cheaper -- never a gain costlier than ``K0``."""
+        if status == "converged":
+            return self.K.copy()
+        if status == "interrupted":
+            return self.anchor_K.copy()
+        rep = run(self.make_task(0, "evaluate", K=self.K.copy()))
+        self._issued.pop(rep.task_id, None)
+        self.rollouts += rep.rollouts
+        if not rep.blown_up and rep.cost < self.anchor_cost:
+            return self.K.copy()
+        return self.anchor_K.copy()
 
     # ---------------------------------------------------------- calibration
     def calibrate(self, run: Callable[[Task], Report]) -> None:

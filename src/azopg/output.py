@@ -14,7 +14,10 @@ from .errors import SettingsError
 from .learner import Result
 from .master import HISTORY_FIELDS
 
-__all__ = ["prepare_out_dir", "write_run", "write_json_atomic"]
+__all__ = ["ARRIVAL_FIELDS", "prepare_out_dir", "write_json_atomic", "write_run"]
+
+#: Columns of ``arrivals.csv``: every report in the order the master received it.
+ARRIVAL_FIELDS = ("task_id", "worker", "kind", "version_read", "tau", "r", "N")
 
 
 def prepare_out_dir(path: str | os.PathLike[str]) -> Path:
@@ -49,7 +52,8 @@ def _fmt(value: Any) -> Any:
 
 
 def write_run(out: Path, result: Result, *, plot: bool = True) -> list[Path]:
-    """Write ``result.json``, ``history.csv`` and (``plot``) ``convergence.png`` into ``out``."""
+    """Write ``result.json``, ``history.csv``, ``arrivals.csv``, ``problem.json`` and
+    (``plot``) ``convergence.png`` into ``out``."""
     written = [out / "result.json", out / "history.csv"]
     write_json_atomic(written[0], result.to_dict())
     with open(written[1], "w", newline="") as fh:
@@ -57,6 +61,14 @@ def write_run(out: Path, result: Result, *, plot: bool = True) -> list[Path]:
         w.writerow(HISTORY_FIELDS)
         for row in result.history:
             w.writerow([_fmt(v) for v in astuple(row)])
+    written.append(out / "arrivals.csv")
+    with open(written[-1], "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(ARRIVAL_FIELDS)
+        w.writerows(result.arrivals)
+    if result.problem_data is not None:
+        written.append(out / "problem.json")
+        write_json_atomic(written[-1], result.problem_data)
     if plot:
         from .plots import plot_convergence
 

@@ -51,8 +51,8 @@ class Settings:
         Initial step size ``alpha``. Default: line search along a first estimate.
     check_every : int, optional
         Applied updates between two rollout checks of the current gain (which adapt
-        the step, reject steps that raise the cost and roll back). Default: ``ceil(mn/N)``,
-        at least the number of workers.
+        the step, reject steps that raise the cost and roll back). Default: ``ceil(mn/N)``;
+        with several workers several checks may be in flight.
     max_updates, max_rollouts : int, optional
         Budgets.
     max_time : float, optional

@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
@@ -74,7 +75,7 @@ class ProcessExecutor:
         self._factory = plant_factory
         self._procs: list[mp.process.BaseProcess] = []
         self._conns: list[Connection] = []
-        self._ready: list[Report] = []
+        self._ready: deque[Report] = deque()
         self._closed = False
 
     @property
@@ -104,29 +105,32 @@ class ProcessExecutor:
                     os.environ[k] = v
 
     def run(self, task: Task) -> Report:
+        """Run ``task`` and wait for it; reports of other tasks that arrive meanwhile
+        stay queued, in order, for :meth:`next_report`."""
         self.submit(task)
         while True:
-            rep = self.next_report(timeout=None)
-            if rep is not None and rep.task_id == task.task_id:
-                return rep
-            if rep is not None:
-                self._ready.append(rep)
+            for i, rep in enumerate(self._ready):
+                if rep.task_id == task.task_id:
+                    del self._ready[i]
+                    return rep
+            self._fill(timeout=None)
 
     def submit(self, task: Task) -> None:
         self._conns[task.worker].send(task)
 
     def next_report(self, timeout: float | None = None) -> Report | None:
-        if self._ready:
-            return self._ready.pop(0)
-        ready = wait(self._conns, timeout)
-        if not ready:
-            return None
-        conn = ready[0]
-        try:
-            return conn.recv()
-        except (EOFError, OSError):
-            w = self._conns.index(conn)
-            raise RuntimeError(f"worker {w} (pid {self._procs[w].pid}) died") from None
+        if not self._ready:
+            self._fill(timeout)
+        return self._ready.popleft() if self._ready else None
+
+    def _fill(self, timeout: float | None) -> None:
+        """Read every pipe that is ready, so no worker starves behind a lower-numbered one."""
+        for conn in wait(self._conns, timeout):
+            try:
+                self._ready.append(conn.recv())
+            except (EOFError, OSError):
+                w = self._conns.index(conn)
+                raise RuntimeError(f"worker {w} (pid {self._procs[w].pid}) died") from None
 
     def close(self) -> None:
         if self._closed:
