@@ -273,7 +273,7 @@ def test_sync_baseline(chain3, async_reference, backend):
     roll_sync, est_sync = per_update(res)
     roll_async, est_async = per_update(async_reference)
     assert 0.75 * W <= est_sync <= W  # W estimates per round, one of them sometimes a check
-    assert 1.0 <= est_async <= 1.2
+    assert 0.95 <= est_async <= 1.2  # the calibration's line-search step is an update without an estimate
     assert 0.6 * W <= roll_sync / roll_async <= 1.2 * W
 
 

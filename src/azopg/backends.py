@@ -135,10 +135,11 @@ class SimulatedExecutor:
         self._heap.clear()
 
 
-def _process_executor(plant_factory: Callable[[], Plant], workers: int, **_: Any) -> Executor:
+def _process_executor(plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
+                      **_: Any) -> Executor:
     from .workers import ProcessExecutor
 
-    return ProcessExecutor(plant_factory, workers)
+    return ProcessExecutor(plant_factory, workers, task_timeout=task_timeout)
 
 
 #: Backend name -> executor constructor.

@@ -1,12 +1,16 @@
 """Command-line interface: ``azopg train``, ``azopg problems``.
 
-Bad input of any kind ends with one line on stderr and exit code 2.
+Bad input of any kind ends with one line on stderr and exit code 2. SIGINT and SIGTERM stop
+a run the same way (workers stopped, result.json written with ``"status": "interrupted"``)
+and exit with 130 and 143.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -22,7 +26,26 @@ _OPTION_OF = {  # Settings field -> CLI option, for error messages
     "target_gap": "--target-gap", "batch": "--batch", "r": "--r", "tau": "--tau", "step": "--step",
     "seed": "--seed", "workers": "--workers", "max_delay": "--max-delay",
     "rollout_latency": "--rollout-latency", "method": "--method", "check_every": "--check-every",
+    "task_timeout": "--task-timeout", "cost_noise": "--cost-noise",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so a run stops exactly as on Ctrl-C."""
+
+
+_signals_received: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if not _signals_received:  # the first one stops the run; later ones must not break the cleanup
+        _signals_received.append(signum)
+        raise Terminated
+
+
+def _interrupted_code() -> int:
+    """Exit code of an interrupted command: 128 + the signal (SIGTERM 143, else SIGINT 130)."""
+    return 128 + (_signals_received[0] if _signals_received else signal.SIGINT)
 
 
 def _option_message(exc: SettingsError) -> str:
@@ -53,7 +76,7 @@ def cli() -> None:
 @click.option("--out", "out_dir", default="azopg-run", show_default=True, metavar="DIR",
               help="Directory for result.json, history.csv and convergence.png.")
 @click.option("--batch", type=int, default=None, metavar="N",
-              help="Directions per gradient estimate (2N rollouts).  [default: ceil(mn/8)]")
+              help="Directions per gradient estimate (2N rollouts).  [default: ceil(mn/2W)]")
 @click.option("--r", "r", type=float, default=None, help="Smoothing radius.  [default: calibrated]")
 @click.option("--tau", type=float, default=None, help="Rollout horizon.  [default: grown until the tail is negligible]")
 @click.option("--step", type=float, default=None, help="Initial step size.  [default: line search]")
@@ -73,27 +96,63 @@ def cli() -> None:
               "(pareto: heavy-tailed stragglers).")
 @click.option("--light", is_flag=True,
               help="Communication-light: workers send seed + N scalars, not the m x n estimate.")
+@click.option("--task-timeout", type=float, default=None, metavar="SEC",
+              help="Abandon a worker's task after SEC seconds and replace the worker.  "
+              "[default: max(10 x median time per rollout x rollouts, 5 s)]")
+@click.option("--cost-noise", type=float, default=0.0, show_default=True, metavar="S",
+              help="Relative measurement noise of every rollout cost (emulates a noisy plant).")
+@click.option("--resume", "resume_dir", default=None, metavar="DIR",
+              help="Continue the run in DIR from its checkpoint.json (its own settings; other options ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int | None,
           max_rollouts: int | None, target_gap: float, out_dir: str, batch: int | None,
           r: float | None, tau: float | None, step: float | None, method: str, workers: int,
           backend: str | None, max_delay: int | None, staleness: str, rollout_latency: float,
-          latency_model: str, light: bool, quiet: bool) -> None:
+          latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
+          resume_dir: str | None, quiet: bool) -> None:
     """Learn a gain for a problem and write DIR/result.json, history.csv, arrivals.csv,
-    problem.json and convergence.png."""
+    problem.json and convergence.png (checkpoint.json and the logs are kept up to date
+    during the run, for --resume)."""
+    from pathlib import Path
+
     from .learner import train as run_train
     from .output import prepare_out_dir, write_run
 
-    problem = load_problem(problem_spec)
-    settings = _settings(seed=seed, max_time=max_time, max_updates=max_updates, max_rollouts=max_rollouts,
-                         target_gap=target_gap, batch=batch, r=r, tau=tau, step=step, method=method,
-                         workers=workers, max_delay=max_delay, staleness=staleness,
-                         rollout_latency=rollout_latency, latency_model=latency_model, light=light)
-    backend = _backend(backend, workers)
-    out = prepare_out_dir(out_dir)
-    _ = problem.optimal_cost  # fail early if the Riccati equation has no solution
-    with _Progress(problem.name, target_gap, quiet) as bar:
-        result = run_train(problem, settings, backend=backend, progress=bar.update)
+    if resume_dir is not None:
+        from .checkpoint import FINISHED, read_checkpoint, resume
+
+        try:
+            ckpt = read_checkpoint(resume_dir)
+        except SettingsError as exc:
+            raise SettingsError(f"--resume {exc}") from None
+        if ckpt["status"] in FINISHED:
+            gap = ckpt.get("relative_gap")
+            click.echo(f"{resume_dir}: the run already finished ({ckpt['status']}"
+                       + (f", relative gap {gap:.3e}" if isinstance(gap, float) else "")
+                       + f" after {ckpt['master']['updates']} updates); nothing to resume")
+            return
+        out = Path(resume_dir)
+        name = (ckpt.get("problem") or {}).get("name", str(resume_dir))
+        with _Progress(name, ckpt["settings"].get("target_gap"), quiet) as bar:
+            try:
+                result = resume(resume_dir, progress=bar.update)
+            except SettingsError as exc:
+                raise SettingsError(f"--resume {exc}") from None
+    else:
+        try:
+            problem = load_problem(problem_spec)
+        except AzopgError as exc:
+            raise SettingsError(f"--problem {problem_spec!r}: {exc}") from None
+        settings = _settings(seed=seed, max_time=max_time, max_updates=max_updates, max_rollouts=max_rollouts,
+                             target_gap=target_gap, batch=batch, r=r, tau=tau, step=step, method=method,
+                             workers=workers, max_delay=max_delay, staleness=staleness,
+                             rollout_latency=rollout_latency, latency_model=latency_model, light=light,
+                             task_timeout=task_timeout, cost_noise=cost_noise)
+        backend = _backend(backend, workers)
+        out = prepare_out_dir(out_dir)
+        _ = problem.optimal_cost  # fail early if the Riccati equation has no solution
+        with _Progress(problem.name, target_gap, quiet) as bar:
+            result = run_train(problem, settings, backend=backend, progress=bar.update, out_dir=out)
     files = write_run(out, result)
     click.echo(
         f"{result.problem}: {result.status}, relative gap {result.relative_gap:.3e} "
@@ -102,7 +161,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
     )
     click.echo("wrote " + ", ".join(str(f) for f in files))
     if result.status == "interrupted":
-        sys.exit(130)
+        sys.exit(_interrupted_code())
 
 
 def _settings(**values: Any) -> Any:
@@ -208,6 +267,26 @@ def replay(run_dir: str) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("run_dir", metavar="DIR")
+def compare(run_dir: str) -> None:
+    """Compare a run's learned gain with python-control's lqr (needs azopg[control]): print the cost gap,
+    the gain error and the closed-loop eigenvalues, and write DIR/compare.json."""
+    from pathlib import Path
+
+    from .compare import compare_run
+    from .output import write_json_atomic
+
+    comparison = compare_run(run_dir)
+    click.echo(comparison.format())
+    path = Path(run_dir) / "compare.json"
+    try:
+        write_json_atomic(path, comparison.to_dict())
+    except OSError as exc:
+        raise SettingsError(f"cannot write {str(path)!r} ({exc.strerror})") from None
+    click.echo(f"wrote {path}")
+
+
 class _Progress:
     """A rich progress bar on stderr; its fraction is the gap's way down to the target on a log scale."""
 
@@ -268,11 +347,14 @@ def problems(show: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning every input error into one line and exit 2."""
+    _signals_received.clear()
+    main_thread = threading.current_thread() is threading.main_thread()  # handlers only go there
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         code = cli.main(args=argv, prog_name="azopg", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("azopg: interrupted", err=True)
-        return 130
+        return _interrupted_code()
     except click.UsageError as exc:
         msg = exc.format_message()
         click.echo(f"azopg: error: {msg}", err=True)
@@ -286,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"azopg: error: {exc.format_message()}", err=True)
         return exc.exit_code
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0
 
 

@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from .plant import Plant
+from .plant import Plant, RolloutResult
 
 __all__ = ["Estimate", "sphere_directions", "estimate_gradient", "rebuild_estimate"]
 
@@ -66,6 +66,12 @@ def sphere_directions(rng: np.random.Generator, N: int, m: int, n: int) -> np.nd
     G = rng.standard_normal((N, m, n))
     norms = np.sqrt(np.sum(G * G, axis=(1, 2), keepdims=True))
     return G * (np.sqrt(m * n) / norms)
+
+
+def _failed(res: RolloutResult) -> np.ndarray:
+    """Rollouts flagged as blown up, or whose cost is not a finite number (a faulty plant)."""
+    cost = np.asarray(res.cost, dtype=float)
+    return np.asarray(res.blown_up, dtype=bool) | ~np.isfinite(cost)
 
 
 def estimate_gradient(
@@ -108,13 +114,14 @@ def estimate_gradient(
     if method == "two-point":
         res = plant.rollout(np.concatenate([K + r * U, K - r * U]), np.concatenate([x0, x0]), tau)
         cp, cm = res.cost[:N], res.cost[N:]
-        ok = ~(res.blown_up[:N] | res.blown_up[N:])
+        bad = _failed(res)
+        ok = ~(bad[:N] | bad[N:])
         weights = np.where(ok, (cp - cm) / (2.0 * r * N), 0.0)
         center = 0.5 * (cp + cm)
         rollouts = 2 * N
     elif method == "one-point":
         res = plant.rollout(K + r * U, x0, tau)
-        ok = ~res.blown_up
+        ok = ~_failed(res)
         weights = np.where(ok, res.cost / (r * N), 0.0)
         center = res.cost
         rollouts = N

@@ -6,8 +6,11 @@ tasks run in turn) it is the serial zero-order policy gradient method.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,8 @@ from .problem import LQRProblem, as_matrix
 from .settings import Settings
 
 __all__ = ["train", "Result"]
+
+log = logging.getLogger("azopg")
 
 
 @dataclass
@@ -103,6 +108,8 @@ def train(
     backend: str = "serial",
     plant_factory: Callable[[], Plant] | None = None,
     progress: Callable[[Master], None] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    _resume: dict[str, Any] | None = None,
     **options: Any,
 ) -> Result:
     """Learn a gain from rollout costs.
@@ -126,6 +133,12 @@ def train(
         Builds a worker's plant (default: the problem's :class:`LinearPlant`).
     progress : callable, optional
         Called with the master about every 0.1 s.
+    out_dir : path, optional
+        Run directory kept up to date during the run, so that a run whose master is
+        killed can be continued with :func:`azopg.resume`: ``history.csv`` and
+        ``arrivals.csv`` appended as the run goes, ``checkpoint.json`` (see
+        :mod:`azopg.checkpoint`) and ``problem.json``. ``result.json`` and the plot are
+        written by :func:`azopg.output.write_run` (as the command line does).
 
     Returns
     -------
@@ -163,7 +176,7 @@ def train(
         plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model)
     executor = make_executor(backend, plant_factory, settings.workers,
                              per_rollout=settings.rollout_latency or 0.01, model=settings.latency_model,
-                             seed=settings.seed)
+                             seed=settings.seed, task_timeout=settings.task_timeout)
     clock = getattr(executor, "clock", None)
 
     monitor = None
@@ -176,26 +189,65 @@ def train(
             f = oracle.cost(K)
             return f, (f - fstar) / fstar
 
-    t0 = time.perf_counter()
+    elapsed = float(_resume["elapsed_s"]) if _resume is not None else 0.0
+    t0 = time.perf_counter() - elapsed  # a resumed run's clock continues
     if clock is None:
         def clock() -> float:
             return time.perf_counter() - t0
+    elif hasattr(executor, "now"):
+        executor.now = elapsed
     master = Master(np.array(K0, dtype=float), settings, monitor, clock=clock)
     master.light = settings.light
+    if _resume is not None:
+        master.load_state(_resume["master"])
+    if hasattr(executor, "on_lost"):
+        executor.on_lost = functools.partial(_worker_lost, master)
+    recorder = None
+    if out_dir is not None:
+        from .checkpoint import RunRecorder
+
+        recorder = RunRecorder(out_dir, master, given=settings.to_dict(), backend=backend, K0=K0,
+                               problem_data=oracle.to_dict() if oracle is not None else None, previous=_resume)
+    tick = progress
+    if recorder is not None:
+        def tick(m: Master) -> None:
+            recorder.maybe_save()
+            if progress is not None:
+                progress(m)
     status = "interrupted"
     K = master.anchor_K
     calibrated_at = math.nan
     try:
         executor.start()
-        master.calibrate(executor.run)
-        calibrated_at = clock()
+        if _resume is None:
+            master.calibrate(executor.run)
+            calibrated_at = clock()
+        else:
+            calibrated_at = recorder.calibration_s if recorder and recorder.calibration_s is not None else math.nan
+            master._log("resume", 0, -1, master.version)
+        if recorder is not None:
+            recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
+            recorder.save()
         loop = run_sync_loop if backend in SYNCHRONOUS else run_loop
-        status = loop(master, executor, clock, progress)
+        status = loop(master, executor, clock, tick)
         K = master.final_gain(status, executor.run)
     except KeyboardInterrupt:
         status, K = "interrupted", master.anchor_K.copy()
+    except BaseException:
+        if recorder is not None:
+            with contextlib.suppress(Exception):
+                if recorder.calibration_s is not None or _resume is not None:
+                    recorder.save("failed")
+                recorder.close()
+        raise
     finally:
         executor.close()
+    if recorder is not None:
+        if math.isfinite(calibrated_at) or _resume is not None:  # an uncalibrated master cannot be resumed
+            recorder.save(status, K=K)
+        else:
+            recorder.flush()
+        recorder.close()
     result = _result(name, oracle, master, K, status, clock())
     result.settings["backend"] = backend
     result.given_settings = {**settings.to_dict(), "backend": backend}
@@ -204,7 +256,24 @@ def train(
     result.stats["calibration_s"] = calibrated_at if math.isfinite(calibrated_at) else None
     result.stats["time_to_target_s"] = (time_to_target(result.history, settings.target_gap, calibrated_at)
                                         if math.isfinite(calibrated_at) else None)
+    result.stats["resumes"] = recorder.resumes if recorder is not None else 0
     return result
+
+
+def _worker_lost(master: Master, loss: Any) -> None:
+    """A worker process died or hung and was replaced (see :class:`azopg.workers.WorkerLoss`)."""
+    master.worker_lost(loss.worker, loss.tasks)
+    lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
+    log.warning("azopg: worker %d (pid %s) %s at %.2f s; %s lost; restarted as pid %s",
+                loss.worker, loss.pid, loss.reason, master.clock(), lost, loss.new_pid)
+
+
+def _refill(master: Master, executor: Executor) -> None:
+    """Give a task to every worker that has none (one just replaced after a loss)."""
+    idle = getattr(executor, "idle_workers", None)
+    if idle is not None:
+        for w in idle():
+            executor.submit(master.make_task(w))
 
 
 def time_to_target(history: list[HistoryRow], target: float | None, start: float = 0.0) -> float | None:
@@ -243,9 +312,11 @@ def run_loop(master: Master, executor: Executor, clock: Callable[[], float],
             return reason
         rep = executor.next_report(timeout=0.5)
         if rep is None:
+            _refill(master, executor)
             continue
         master.receive(rep)
         executor.submit(master.make_task(rep.worker))
+        _refill(master, executor)
         if progress is not None and time.perf_counter() - last > 0.1:
             last = time.perf_counter()
             progress(master)
@@ -260,18 +331,22 @@ def run_sync_loop(master: Master, executor: Executor, clock: Callable[[], float]
         reason = stop_reason(master, clock)
         if reason is not None:
             return reason
-        tasks = [master.make_task(w) for w in range(executor.workers)]
-        for task in tasks:
+        tasks = {w: master.make_task(w) for w in range(executor.workers)}
+        for task in tasks.values():
             executor.submit(task)
-        reports = []
-        while len(reports) < len(tasks):
+        got: dict[int, Any] = {}
+        idle = getattr(executor, "idle_workers", lambda: [])
+        while len(got) < len(tasks):
             rep = executor.next_report(timeout=0.5)
-            if rep is not None:
-                reports.append(rep)
-            elif stop_reason(master, clock) == "max_time":
+            if rep is not None and rep.task_id == tasks[rep.worker].task_id:
+                got[rep.worker] = rep
+            elif rep is None and stop_reason(master, clock) == "max_time":
                 return "max_time"
-        reports.sort(key=lambda rep: rep.worker)
-        master.receive_round(reports)
+            for w in idle():  # a worker replaced after a loss: its task of this round is redone
+                if w not in got:
+                    tasks[w] = master.make_task(w)
+                    executor.submit(tasks[w])
+        master.receive_round([got[w] for w in sorted(got)])
         if progress is not None and time.perf_counter() - last > 0.1:
             last = time.perf_counter()
             progress(master)
@@ -297,6 +372,8 @@ def _result(name: str, oracle: LQRProblem | None, master: Master, K: np.ndarray,
         "mean_delay": master.delay_sum / master.delay_count if master.delay_count else 0.0,
         "bytes_received": master.bytes_received,
         "bytes_per_update": master.bytes_received / max(master.updates, 1),
+        "workers_replaced": master.workers_replaced, "tasks_lost": master.lost_tasks,
+        "reports_ignored": master.ignored_reports,
     }
     return Result(name, K, cost, fstar, gap, stabilizing, master.updates, master.rollouts, wall,
                   master.settings.seed, status, s, stats, master.history)

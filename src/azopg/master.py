@@ -24,6 +24,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,15 @@ from .tasks import Report, Task, task_rng
 __all__ = ["Master", "HistoryRow", "HISTORY_FIELDS"]
 
 GROW, SHRINK, MAX_GROW = 1.2, 0.5, 3.0
-#: Seconds (of the run's clock) between two evaluations of the reporting oracle on updates.
-MONITOR_INTERVAL = 0.005
+#: A check judges about CHECK_SAMPLES * mn directions of updates: enough that their sum is a
+#: reliable descent direction, so a rejection means the step is too long, not bad luck.
+CHECK_SAMPLES = 4
+#: With measurement noise ``cost_noise``, the radius is calibrated for a relative cost change
+#: of ``min(NOISE_SMOOTHING * cost_noise, MAX_NOISE_SMOOTHING)`` (if above ``smoothing``).
+NOISE_SMOOTHING, MAX_NOISE_SMOOTHING = 30.0, 0.5
+#: With measurement noise, a check passes if its cost is below the anchor's times
+#: ``1 + NOISE_MARGIN * cost_noise``: the anchor's cost never rises by more than the noise.
+NOISE_MARGIN = 1.0
 
 HISTORY_FIELDS = (
     "update", "time_s", "rollouts", "cost", "relative_gap", "delay", "worker",
@@ -88,8 +96,8 @@ class Master:
         d = self.m * self.n
         self.K = np.array(K0, dtype=float)
         self.version = 0
-        self.N = s.batch or max(1, math.ceil(d / 8))
-        self._base_interval = s.check_every or math.ceil(d / self.N)
+        self.N = s.batch or max(1, math.ceil(d / (2 * s.workers)))
+        self._base_interval = s.check_every or math.ceil(CHECK_SAMPLES * d / self.N)
         self.check_every = self._base_interval
         self.max_delay = s.max_delay or 4 * s.workers + 4
         self.alpha = s.step or 0.0
@@ -103,6 +111,7 @@ class Master:
         self.max_seen_delay = 0
         self.delay_sum = self.delay_count = 0
         self.bytes_received = 0
+        self.workers_replaced = self.lost_tasks = self.ignored_reports = 0
         self._since_check = 0
         self._branch_start = 0
         self.keep_all_gains = False  # replay needs the gain of any version
@@ -116,7 +125,6 @@ class Master:
         self.arrivals: list[tuple[int, int, str, int, float, float, int]] = []
         self.light = False
         self.last_gap = math.inf
-        self._monitored_at = -math.inf
         self.last_cost = math.inf
 
     # ----------------------------------------------------------------- tasks
@@ -147,7 +155,7 @@ class Master:
             task_id=self.tasks, worker=worker, kind=kind,
             K=self.K.copy() if K is None else K, version=self.version if K is None else -1,
             tau=self.tau, r=self.r, N=N or self.N, method=self.settings.method,
-            seed=self.settings.seed, light=self.light,
+            seed=self.settings.seed, light=self.light, cost_noise=self.settings.cost_noise,
         )
 
     # ------------------------------------------------------------- updates
@@ -161,10 +169,10 @@ class Master:
     def _log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
         now = self.clock()
         cost = gap = math.nan
-        if self.monitor is not None and (event != "update" or now - self._monitored_at >= MONITOR_INTERVAL):
-            # the exact oracle costs ~0.1-0.3 ms: at most every MONITOR_INTERVAL on updates
+        if self.monitor is not None and (event != "update" or self.updates % self.settings.workers == 0):
+            # the exact oracle costs ~0.1-0.3 ms: with W workers, on every W-th update (deterministic,
+            # so a run's stopping point does not depend on timing)
             self.last_cost, self.last_gap = cost, gap = self.monitor(self.K)
-            self._monitored_at = now
         self.history.append(HistoryRow(
             self.updates, now, self.rollouts, cost, gap, delay, worker, version_read, self.alpha, event,
         ))
@@ -205,8 +213,30 @@ class Master:
         self._since_check += 1
         self._log("update", delay, worker, version_read)
 
+    def worker_lost(self, worker: int, tasks: list[Task]) -> None:
+        """Worker ``worker`` died or hung and was replaced: its ``tasks`` in flight are
+        abandoned (a report that still arrives for one of them is ignored)."""
+        self.workers_replaced += 1
+        version_read = self.version
+        for task in tasks:
+            if self._issued.pop(task.task_id, None) is not None:
+                self.lost_tasks += 1
+            self._checked.pop(task.task_id, None)
+            if task.version >= 0:
+                version_read = min(version_read, task.version)
+        self._log("worker-lost", self.version - version_read, worker, version_read)
+
+    def _unknown(self, rep: Report) -> bool:
+        """A report of a task this master did not issue or has abandoned: ignored."""
+        if rep.task_id in self._issued:
+            return False
+        self.ignored_reports += 1
+        return True
+
     def receive(self, rep: Report) -> None:
         """Apply a worker's report as soon as it arrives (asynchronous AZOPG)."""
+        if self._unknown(rep):
+            return
         self._account(rep)
         delay = self.version - rep.version
         if rep.kind == "evaluate":
@@ -227,6 +257,7 @@ class Master:
     def receive_round(self, reports: list[Report]) -> None:
         """Apply one synchronous round: all reports were computed at the current gain;
         the round's estimates are averaged into a single update (the baseline)."""
+        reports = [rep for rep in reports if not self._unknown(rep)]
         for rep in reports:
             self._account(rep)
         for rep in reports:
@@ -250,8 +281,14 @@ class Master:
             # while the check was in flight): nothing to judge
             self._log("check-stale", delay, rep.worker, rep.version)
             return
-        if rep.blown_up or not rep.cost < self.anchor_cost:
+        # with measurement noise, a check passes unless it is worse than the anchor by more than
+        # the noise: the anchor's own measurement may have been a lucky one (winner's curse)
+        margin = NOISE_MARGIN * self.settings.cost_noise * self.anchor_cost if self.settings.cost_noise else 0.0
+        long_tail = self._long_tail(rep)
+        if not self._beats_anchor(rep, margin):
             self.rejected += 1
+            if long_tail and self.settings.tau is None:
+                self.tau *= 2.0  # a slow or unstable mode: look further
             self._rollback(rep.worker, rep.version, "check-reject")
             return
         self.accepted += 1
@@ -261,10 +298,18 @@ class Master:
         self.anchor_K = K_checked
         self.anchor_version = rep.version
         self.anchor_cost = rep.cost
-        if rep.cost2 - rep.cost > self.settings.tail_tol * rep.cost2 and self.settings.tau is None:
-            self.tau *= 2.0
-            self.anchor_cost = rep.cost2
+
         self._log("check-accept", delay, rep.worker, rep.version)
+
+    def _long_tail(self, rep: Report) -> bool:
+        """Whether the cost between ``tau`` and ``2 tau`` is not negligible."""
+        return rep.cost2 - rep.cost > self.settings.tail_tol * rep.cost2
+
+    def _beats_anchor(self, rep: Report, margin: float = 0.0) -> bool:
+        """A checked gain beats the anchor if it is cheaper at the horizon ``tau`` and its
+        tail beyond ``tau`` is negligible: a long tail is a slow or unstable mode that has not
+        yet shown, so the gain is not trusted (the caller doubles ``tau`` to look further)."""
+        return not rep.blown_up and rep.cost < self.anchor_cost + margin and not self._long_tail(rep)
 
     def final_gain(self, status: str, run: Callable[[Task], Report]) -> np.ndarray:
         """The gain a run returns: the current one if it reached the target (by the
@@ -277,9 +322,41 @@ class Master:
         rep = run(self.make_task(0, "evaluate", K=self.K.copy()))
         self._issued.pop(rep.task_id, None)
         self.rollouts += rep.rollouts
-        if not rep.blown_up and rep.cost < self.anchor_cost:
+        if self._beats_anchor(rep):
             return self.K.copy()
         return self.anchor_K.copy()
+
+    # ----------------------------------------------------------- checkpoint
+    _STATE_FIELDS = (
+        "version", "alpha", "r", "tau", "N", "check_every", "_base_interval", "max_delay", "anchor_cost",
+        "anchor_version", "updates", "rollouts", "tasks", "dropped", "rejected", "accepted", "rollbacks",
+        "max_seen_delay", "delay_sum", "delay_count", "bytes_received", "workers_replaced", "lost_tasks",
+        "ignored_reports", "_since_check", "_branch_start", "last_cost", "last_gap",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The master's state, JSON-ready (non-finite numbers as strings): the gain, its
+        version, the step, radius and horizon, the anchor and every counter. Tasks in
+        flight are not part of it: after :meth:`load_state` they are simply never received."""
+        state: dict[str, Any] = {"K": self.K.tolist(), "anchor_K": self.anchor_K.tolist()}
+        for name in self._STATE_FIELDS:
+            value = getattr(self, name)
+            state[name] = value if not isinstance(value, float) or math.isfinite(value) else repr(value)
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (task ids, versions and update numbers keep rising)."""
+        K = np.array(state["K"], dtype=float)
+        if K.shape != (self.m, self.n):
+            raise ProblemError(f"checkpoint gain has shape {K.shape}, expected {(self.m, self.n)}")
+        for name in self._STATE_FIELDS:
+            value = state[name]
+            setattr(self, name, float(value) if isinstance(value, str) else value)
+        self.K = K
+        self.anchor_K = np.array(state["anchor_K"], dtype=float)
+        self._gains = OrderedDict({self.version: self.K.copy()})
+        self._issued.clear()
+        self._checked.clear()
 
     # ---------------------------------------------------------- calibration
     def calibrate(self, run: Callable[[Task], Report]) -> None:
@@ -305,6 +382,8 @@ class Master:
         # horizon: double until the tail beyond tau is negligible
         for _ in range(80):
             rep = evaluate(K0)
+            if rep.blown_up:  # once more: a glitch of the plant is not an unstable K0
+                rep = evaluate(K0)
             if rep.blown_up:
                 raise NotStabilizingError("rollouts from the initial gain K0 blow up")
             if s.tau is not None or rep.cost2 - rep.cost <= s.tail_tol * rep.cost2:
@@ -313,7 +392,9 @@ class Master:
         self.anchor_cost = f0 = rep.cost
         if not f0 > 0:
             raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
-        # smoothing radius: a perturbation changes the cost by about `smoothing`
+        # smoothing radius: a perturbation changes the cost by about `smoothing` (and well
+        # above the measurement noise of a noisy plant)
+        smoothing = max(s.smoothing, min(NOISE_SMOOTHING * s.cost_noise, MAX_NOISE_SMOOTHING))
         rng = np.random.default_rng([s.seed, 2**31 - 2])
         if s.r is None:
             U = rng.standard_normal(K0.shape)
@@ -325,9 +406,9 @@ class Master:
                     r *= 0.1
                     continue
                 change = max(abs(fp.cost - f0), abs(fm.cost - f0)) / f0
-                if s.smoothing / 3 <= change <= 3 * s.smoothing:
+                if smoothing / 3 <= change <= 3 * smoothing:
                     break
-                r *= min(max(s.smoothing / change, 1e-2), 1e2) ** 0.7 if change > 0 else 100.0
+                r *= min(max(smoothing / change, 1e-2), 1e2) ** 0.7 if change > 0 else 100.0
             self.r = r
         # step: backtracking line search along a first, well-sampled estimate
         if s.step is None:
@@ -342,7 +423,8 @@ class Master:
 
             def armijo(alpha: float) -> Report:
                 rep = evaluate(K0 - alpha * g)
-                ok = not rep.blown_up and rep.cost < f0 - 0.1 * alpha * gg
+                bound = f0 - 0.1 * alpha * gg
+                ok = not rep.blown_up and rep.cost < bound and not self._long_tail(rep)
                 return rep if ok else None
 
             alpha = f0 / gg if gg > 0 else 1.0

@@ -56,16 +56,21 @@ def write_run(out: Path, result: Result, *, plot: bool = True) -> list[Path]:
     (``plot``) ``convergence.png`` into ``out``."""
     written = [out / "result.json", out / "history.csv"]
     write_json_atomic(written[0], result.to_dict())
-    with open(written[1], "w", newline="") as fh:
+    # the logs are replaced atomically: during a run with a checkpoint they are its record
+    tmp = out / ".history.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(HISTORY_FIELDS)
         for row in result.history:
             w.writerow([_fmt(v) for v in astuple(row)])
+    os.replace(tmp, written[1])
     written.append(out / "arrivals.csv")
-    with open(written[-1], "w", newline="") as fh:
+    tmp = out / ".arrivals.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(ARRIVAL_FIELDS)
         w.writerows(result.arrivals)
+    os.replace(tmp, written[-1])
     if result.problem_data is not None:
         written.append(out / "problem.json")
         write_json_atomic(written[-1], result.problem_data)

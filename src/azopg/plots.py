@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -11,8 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from .learner import Result
+from .problem import LQRProblem
 
-__all__ = ["plot_convergence"]
+__all__ = ["plot_convergence", "plot_responses"]
 
 
 def plot_convergence(result: Result, path: Path) -> Path:
@@ -104,3 +106,94 @@ def plot_speedup(runs: list, path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_responses(problem: LQRProblem, K: Any, path: Path | str, x0s: Any = None, tau: float | None = None) -> Path:
+    """Closed-loop responses of a gain ``K`` and of the optimal gain ``K*``.
+
+    One column per initial state: the top panel shows every state ``x_i(t)``, the
+    bottom one every input ``u_j(t) = -(K x(t))_j``, of ``dx/dt = (A - B K) x`` -- solid
+    for ``K``, dashed in the same colour for ``K*``. Each column's title gives the
+    cost from its initial state, ``x0' P(K) x0`` against ``x0' P* x0``; the figure's
+    title the relative gap of ``K``.
+
+    Parameters
+    ----------
+    problem : LQRProblem
+        Supplies ``A, B``, the optimum and the initial-state covariance.
+    K : array_like, shape (m, n)
+        The gain to show (e.g. ``result.K``).
+    path : path-like
+        PNG file to write.
+    x0s : array_like, shape (k, n), optional
+        Initial states (one column each). Default: three states drawn from
+        ``N(0, x0_cov)`` (seed 0).
+    tau : float, optional
+        Time span shown. Default: six time constants of the slowest closed-loop mode
+        of ``K`` and ``K*``.
+
+    Returns
+    -------
+    Path
+    """
+    import numpy as np
+    import scipy.linalg as sla
+
+    K = np.asarray(K, dtype=float).reshape(problem.m, problem.n)
+    K_star = np.asarray(problem.optimal_gain)
+    if x0s is None:
+        L = np.linalg.cholesky(np.asarray(problem.x0_cov))
+        x0s = np.random.default_rng(0).standard_normal((3, problem.n)) @ L.T
+    x0s = np.atleast_2d(np.asarray(x0s, dtype=float))
+    stable = problem.is_stabilizing(K)
+    if tau is None:
+        slow = -problem.spectral_abscissa(K_star)
+        if stable:
+            slow = min(slow, -problem.spectral_abscissa(K))
+        tau = 6.0 / slow
+    t = np.linspace(0.0, tau, 401)
+
+    def response(G: np.ndarray, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        E = sla.expm(problem.closed_loop(G) * (t[1] - t[0]))
+        X = np.empty((t.size, problem.n))
+        X[0] = x0
+        with np.errstate(all="ignore"):
+            for i in range(1, t.size):
+                X[i] = E @ X[i - 1]
+        return X, -X @ G.T
+
+    P = problem.value_matrix(K) if stable else None
+    P_star = problem.value_matrix(K_star)
+    k = x0s.shape[0]
+    fig, axes = plt.subplots(2, k, figsize=(4.4 * k, 6.2), sharex=True, squeeze=False, constrained_layout=True)
+    colors = plt.get_cmap("tab10" if max(problem.n, problem.m) <= 10 else "viridis")
+    ncol = max(problem.n, problem.m)
+    for j, x0 in enumerate(x0s):
+        X, U = response(K, x0)
+        Xs, Us = response(K_star, x0)
+        for row, (Y, Ys, name) in enumerate(((X, Xs, "x"), (U, Us, "u"))):
+            ax = axes[row, j]
+            for i in range(Y.shape[1]):
+                c = colors(i / max(ncol - 1, 1)) if ncol > 10 else colors(i)
+                ax.plot(t, Ys[:, i], ls="--", lw=1.2, color=c)
+                ax.plot(t, Y[:, i], lw=1.6, color=c, label=f"${name}_{{{i + 1}}}$")
+            lim = 1.15 * float(np.max(np.abs(Ys)))
+            if stable:
+                lim = max(lim, 1.15 * float(np.max(np.abs(Y))))
+            ax.set_ylim(-lim, lim)
+            ax.axhline(0.0, color="grey", lw=0.6)
+            ax.grid(True, alpha=0.3)
+            ax.set_ylabel("state $x(t)$" if row == 0 else "input $u(t)$")
+            if row == 1:
+                ax.set_xlabel("time [s]")
+            if j == 0 and Y.shape[1] <= 12:
+                ax.legend(fontsize=8, ncol=2 if Y.shape[1] > 4 else 1, loc="upper right")
+        cost = float(x0 @ P @ x0) if P is not None else math.inf
+        axes[0, j].set_title(f"x0 = [{', '.join(f'{v:.2g}' for v in x0[:4])}{', ...' if x0.size > 4 else ''}]\n"
+                             f"cost from x0: K {cost:.4g}, K* {float(x0 @ P_star @ x0):.4g}", fontsize=10)
+    gap = problem.relative_gap(K)
+    verdict = f"relative gap {gap:.2e}" if stable else "K does NOT stabilize A - BK"
+    fig.suptitle(f"{problem.name}: closed-loop responses, learned K (solid) vs optimal K* (dashed); {verdict}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

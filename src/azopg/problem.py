@@ -8,17 +8,33 @@ Conventions follow python-control: ``dx/dt = A x + B u`` with ``u = -K x``.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
 
-from .errors import NotStabilizingError, ProblemError
+from .errors import AzopgError, NotStabilizingError, ProblemError
 
 __all__ = ["LQRProblem", "as_matrix"]
 
 _SYM_RTOL = 1e-8
+
+
+def require_control() -> Any:
+    """Import and return python-control (the ``control`` module).
+
+    Raises
+    ------
+    AzopgError
+        If python-control is not installed.
+    """
+    try:
+        import control
+    except ImportError:
+        raise AzopgError("python-control is not installed: pip install azopg[control]") from None
+    return control
 
 
 def as_matrix(value: Any, name: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
@@ -282,3 +298,84 @@ class LQRProblem:
             source=str(data.get("source", "")),
             title=str(data.get("title", "")),
         )
+
+    @classmethod
+    def from_statespace(
+        cls,
+        sys: Any,
+        Q: Any = None,
+        R: Any = None,
+        *,
+        x0_cov: Any = None,
+        K0: Any = None,
+        name: str | None = None,
+        title: str = "",
+        source: str = "python-control StateSpace",
+    ) -> LQRProblem:
+        """Build a problem from a continuous-time python-control state-space system.
+
+        Only ``sys.A`` and ``sys.B`` are used: the regulator weighs the state through
+        ``Q``, so the output matrices ``C`` and ``D`` play no part.
+
+        Parameters
+        ----------
+        sys : control.StateSpace
+            Continuous-time system (``sys.dt`` 0, or ``None`` for an unspecified timebase).
+        Q : array_like, shape (n, n), optional
+            State weight (default identity).
+        R : array_like, shape (m, m), optional
+            Input weight (default identity).
+        x0_cov : array_like, shape (n, n), optional
+            Covariance of the initial state (default identity).
+        K0 : array_like, shape (m, n), optional
+            Initial stabilizing gain (default zero, which needs a Hurwitz ``A``).
+        name : str, optional
+            Short identifier; default the system's own name when it was given one,
+            else ``"statespace"``.
+        title, source : str, optional
+            Description and provenance.
+
+        Returns
+        -------
+        LQRProblem
+
+        Raises
+        ------
+        AzopgError
+            If python-control is not installed.
+        ProblemError
+            If ``sys`` is not a continuous-time ``StateSpace`` system or any matrix is malformed.
+        NotStabilizingError
+            As for the constructor.
+        """
+        control = require_control()
+        if not isinstance(sys, control.StateSpace):
+            raise ProblemError(f"expected a control.StateSpace system, got {type(sys).__name__} "
+                               "(convert it with control.ss)")
+        if not control.isctime(sys):
+            raise ProblemError(f"system is discrete-time (dt = {sys.dt}); azopg needs a continuous-time system")
+        if sys.nstates == 0:
+            raise ProblemError("system has no states")
+        if sys.ninputs == 0:
+            raise ProblemError("system has no inputs")
+        if name is None:
+            sys_name = str(getattr(sys, "name", "") or "")
+            name = "statespace" if not sys_name or re.fullmatch(r"sys\[\d+\]", sys_name) else sys_name
+        return cls(np.asarray(sys.A, dtype=float), np.asarray(sys.B, dtype=float), Q, R, x0_cov=x0_cov,
+                   K0=K0, name=name, title=title, source=source)
+
+    def to_statespace(self) -> Any:
+        """The plant as a python-control system ``ss(A, B, I, 0)`` (full state output).
+
+        Returns
+        -------
+        control.StateSpace
+
+        Raises
+        ------
+        AzopgError
+            If python-control is not installed.
+        """
+        control = require_control()
+        return control.ss(np.array(self.A), np.array(self.B), np.eye(self.n), np.zeros((self.n, self.m)),
+                          name=self.name)

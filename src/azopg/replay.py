@@ -38,8 +38,8 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     Raises
     ------
     SettingsError
-        If ``run_dir`` is not a complete run directory, or the run used a synchronous
-        backend (whose rounds are not in the log).
+        If ``run_dir`` is not a complete run directory, the run used a synchronous
+        backend (whose rounds are not in the log) or was resumed from a checkpoint.
     """
     d = Path(run_dir)
     files = {name: d / name for name in ("result.json", "arrivals.csv", "problem.json")}
@@ -52,8 +52,12 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         given = dict(result["given_settings"])
         K_recorded = np.array(result["K"], dtype=float)
         status = result["status"]
-    except (ValueError, KeyError, TypeError) as exc:
+        resumes = int((result.get("stats") or {}).get("resumes") or 0)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SettingsError(f"{str(run_dir)!r}: unreadable run files ({exc})") from None
+    if resumes:
+        raise SettingsError(f"{str(run_dir)!r}: the run was resumed from a checkpoint (the tasks in flight when "
+                            "it stopped are lost); replay of a resumed run is not supported")
     backend = given.pop("backend", "serial")
     if backend in ("sync", "simulated-sync"):
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
@@ -70,7 +74,7 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
             task = Task(task_id=task_id, worker=int(row["worker"]), kind=row["kind"],
                         K=master.gain_at(version).copy(), version=version, tau=float(row["tau"]),
                         r=float(row["r"]), N=int(row["N"]), method=settings.method, seed=settings.seed,
-                        light=settings.light)
+                        light=settings.light, cost_noise=settings.cost_noise)
             master.register(task)
             master.receive(run_task(plant, task))
             events += 1

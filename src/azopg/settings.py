@@ -34,7 +34,7 @@ class Settings:
         Root of every random draw; task generators derive from (seed, worker, task).
     batch : int, optional
         Directions ``N`` per gradient estimate (two-point: ``2N`` rollouts).
-        Default: ``max(1, ceil(m n / 8))``.
+        Default: ``ceil(m n / 2W)``: W workers together sample about ``mn/2`` directions per round.
     method : {"two-point", "one-point"}
         Zero-order estimator.
     r : float, optional
@@ -51,7 +51,8 @@ class Settings:
         Initial step size ``alpha``. Default: line search along a first estimate.
     check_every : int, optional
         Applied updates between two rollout checks of the current gain (which adapt
-        the step, reject steps that raise the cost and roll back). Default: ``ceil(mn/N)``;
+        the step, reject steps that raise the cost and roll back). Default: ``ceil(4 mn / N)``,
+        so the updates judged carry about 4 mn sampled directions;
         with several workers several checks may be in flight.
     max_updates, max_rollouts : int, optional
         Budgets.
@@ -76,6 +77,16 @@ class Settings:
     light : bool
         Communication-light mode: workers send the seed and ``N`` scalar cost
         differences; the master rebuilds the directions.
+    task_timeout : float, optional
+        Seconds after which a worker process's task is abandoned, the worker killed and
+        replaced (process backends). Default: ``max(10 x median seconds per rollout x
+        rollouts of the task, 5 s)`` once 3 tasks have returned (no timeout before).
+    cost_noise : float
+        Relative measurement noise of rollout costs: each measured cost is the true one
+        times ``1 + cost_noise * e``, ``e ~ N(0, 1)`` drawn from the task's own stream
+        (reproducible; the two horizons of a check share it). Emulates a noisy plant;
+        the calibration then aims at a cost change of at least ``10 * cost_noise`` per
+        perturbation. Default 0 (exact costs).
     """
 
     seed: int = 0
@@ -97,17 +108,22 @@ class Settings:
     rollout_latency: float = 0.0
     latency_model: str = "constant"
     light: bool = False
+    task_timeout: float | None = None
+    cost_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SettingsError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay"):
             _positive(name, getattr(self, name), integer=True)
-        for name in ("r", "tau", "step", "max_time", "target_gap"):
+        for name in ("r", "tau", "step", "max_time", "target_gap", "task_timeout"):
             _positive(name, getattr(self, name))
         for name in ("smoothing", "tail_tol"):
             _positive(name, getattr(self, name), allow_none=False)
         _positive("workers", self.workers, allow_none=False, integer=True)
+        noise = self.cost_noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 0.3:
+            raise SettingsError(f"cost_noise must be a number in [0, 0.3), got {noise!r}")
         lat = self.rollout_latency
         if isinstance(lat, bool) or not isinstance(lat, (int, float)) or not math.isfinite(lat) or lat < 0:
             raise SettingsError(f"rollout_latency must be a finite number >= 0, got {lat!r}")

@@ -15,11 +15,34 @@ from dataclasses import dataclass
 import numpy as np
 
 from .estimators import estimate_gradient
-from .plant import Plant
+from .plant import Plant, RolloutResult
 
 __all__ = ["Task", "Report", "run_task", "task_rng", "evaluation_states"]
 
 _EVAL_STREAM = 2**31 - 1  # generator stream of the fixed evaluation states
+_NOISE_STREAM = 2**31 - 3  # generator stream of a task's measurement noise
+
+
+def _noise_factors(rng: np.random.Generator, sigma: float, size: int) -> np.ndarray:
+    return np.maximum(1.0 + sigma * rng.standard_normal(size), 0.0)
+
+
+class NoisyCosts:
+    """A plant whose measured rollout costs carry relative noise ``sigma`` (see
+    :attr:`azopg.settings.Settings.cost_noise`); blown-up rollouts stay as they are."""
+
+    def __init__(self, plant: Plant, sigma: float, rng: np.random.Generator) -> None:
+        self.plant, self.sigma, self.rng = plant, sigma, rng
+        self.n, self.m = plant.n, plant.m
+
+    def initial_states(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return self.plant.initial_states(rng, size)
+
+    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float) -> RolloutResult:
+        res = self.plant.rollout(K, x0, tau)
+        cost = np.asarray(res.cost, dtype=float)
+        noisy = cost * _noise_factors(self.rng, self.sigma, cost.shape[0])
+        return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up)
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,7 @@ class Task:
     method: str
     seed: int
     light: bool = False
+    cost_noise: float = 0.0
 
 
 @dataclass
@@ -95,9 +119,12 @@ def evaluation_states(plant: Plant, seed: int) -> np.ndarray:
 def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) -> Report:
     """Do one task on ``plant`` and return the report."""
     t0 = time.perf_counter()
+    noise = (np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM])
+             if task.cost_noise > 0 else None)
     if task.kind == "estimate":
         est = estimate_gradient(
-            plant, task.K, r=task.r, N=task.N, tau=task.tau,
+            plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task.K,
+            r=task.r, N=task.N, tau=task.tau,
             rng=task_rng(task.seed, task.worker, task.task_id), method=task.method,  # type: ignore[arg-type]
         )
         return Report(
@@ -110,7 +137,12 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
         k = X.shape[0]
         r1 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, task.tau)
         r2 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, 2.0 * task.tau)
-        blown = int(r1.blown_up.sum() + r2.blown_up.sum())
+        if noise is not None:  # one noisy measurement per state, at both horizons of its rollout
+            f = _noise_factors(noise, task.cost_noise, k)
+            r1 = RolloutResult(np.where(r1.blown_up, r1.cost, r1.cost * f), r1.blown_up)
+            r2 = RolloutResult(np.where(r2.blown_up, r2.cost, r2.cost * f), r2.blown_up)
+        # a cost that is not a finite number (a faulty plant) counts as blown up
+        blown = int(np.sum(r1.blown_up | ~np.isfinite(r1.cost)) + np.sum(r2.blown_up | ~np.isfinite(r2.cost)))
         return Report(
             task.task_id, task.worker, task.kind, task.version, 2 * k, blown,
             cost=float(np.mean(r1.cost)), cost2=float(np.mean(r2.cost)),

@@ -1,0 +1,344 @@
+"""Example gymnasium environments: a linear plant and a non-linear pendulum.
+
+Both follow the conventions :class:`~azopg.adapters.GymPlant` relies on: the
+observation is the state, the action is the input ``u``, the reward of a step is minus
+its quadratic stage cost, the environment has a ``dt`` attribute (seconds per step) and
+``reset(options={"x0": x0})`` starts from a given state.
+
+* :class:`LinearEnv` -- ``dx/dt = A x + B u`` discretized **exactly** under a
+  zero-order hold (the input is held constant over each step of length ``dt``): with
+  ``F = [[A, B], [0, 0]]`` the step is ``[x; u] -> expm(F dt) [x; u]`` and the reward is
+  ``-[x; u]' W [x; u]`` with ``W = int_0^dt expm(F's) diag(Q, R) expm(F s) ds``, the
+  exact integral of ``x'Qx + u'Ru`` over the step (Van Loan's block exponential). The
+  sum of the rewards of an episode is therefore the exact continuous-time cost of the
+  *sampled-data* loop ``u(t) = -K x(k dt)``; it differs from the continuous-time cost of
+  ``u = -K x`` by ``O(dt)``, and the best sampled-data gain from ``K*`` by ``O(dt)``
+  (so its continuous-time cost from ``f*`` by ``O(dt^2)``).
+* :class:`PendulumEnv` -- a damped rigid pendulum near its upright (unstable)
+  equilibrium, state ``[theta, theta_dot]`` (``theta = 0`` upright), input torque;
+  integrated by fourth-order Runge-Kutta with the torque held over each step. An episode
+  terminates with ``info["blown_up"] = True`` once ``|theta|`` exceeds ``theta_limit``.
+
+Nothing is registered with gymnasium at import. :func:`register_envs` registers
+``azopg/Linear-v0`` and ``azopg/Pendulum-v0`` on request, for ``gymnasium.make``.
+Requires the ``gym`` extra (``pip install azopg[gym]``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import scipy.linalg as sla
+from gymnasium import spaces
+
+from .errors import ProblemError
+from .problem import LQRProblem, as_matrix
+
+__all__ = ["LinearEnv", "PendulumEnv", "register_envs", "zoh_matrices"]
+
+
+def _check_dt(dt: float) -> float:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (math.isfinite(dt) and dt > 0):
+        raise ProblemError(f"dt must be a finite number > 0, got {dt!r}")
+    return float(dt)
+
+
+def _check_std(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ProblemError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def zoh_matrices(A: Any, B: Any, Q: Any, R: Any, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact zero-order-hold discretization of a linear plant and of its quadratic cost.
+
+    Parameters
+    ----------
+    A, B : array_like, shapes (n, n) and (n, m)
+        Continuous-time plant ``dx/dt = A x + B u``.
+    Q, R : array_like, shapes (n, n) and (m, m)
+        Cost weights of ``x'Qx + u'Ru``.
+    dt : float
+        Step length; the input is constant over each step.
+
+    Returns
+    -------
+    Ad : ndarray, shape (n, n)
+        ``expm(A dt)``.
+    Bd : ndarray, shape (n, m)
+        ``int_0^dt expm(A s) ds B``.
+    W : ndarray, shape (n + m, n + m)
+        Symmetric weight with ``[x; u]' W [x; u] = int_0^dt (x'Qx + u'Ru) dt`` along the
+        step from ``x`` under the held input ``u``.
+    """
+    A, B, Q, R = (np.asarray(M, dtype=float) for M in (A, B, Q, R))
+    n, m = B.shape
+    F = np.zeros((n + m, n + m))
+    F[:n, :n], F[:n, n:] = A, B
+    Qc = sla.block_diag(Q, R)
+    d = n + m
+    # Van Loan: expm([[-F', Qc], [0, F]] dt) = [[., G12], [0, expm(F dt)]], W = expm(F dt)' G12
+    C = np.zeros((2 * d, 2 * d))
+    C[:d, :d], C[:d, d:], C[d:, d:] = -F.T, Qc, F
+    G = sla.expm(C * dt)
+    Phi = G[d:, d:]
+    W = Phi.T @ G[:d, d:]
+    return Phi[:n, :n].copy(), Phi[:n, n:].copy(), 0.5 * (W + W.T)
+
+
+class LinearEnv(gym.Env):
+    """A linear plant ``dx/dt = A x + B u`` as a gymnasium environment (exact ZOH).
+
+    Observation: the state ``x`` (plus Gaussian measurement noise of standard deviation
+    ``obs_noise_std``). Action: the input ``u``, held constant for ``dt`` seconds.
+    Reward: minus the exact integral of ``x'Qx + u'Ru`` over the step. Episodes never
+    end by themselves (wrap with ``gymnasium.wrappers.TimeLimit`` if needed) except
+    when the state's 2-norm exceeds ``blowup_norm`` or turns non-finite: then
+    ``terminated = True`` and ``info["blown_up"] = True``.
+
+    Parameters
+    ----------
+    A, B, Q, R : array_like
+        Plant and weights (``Q``, ``R`` default to identities).
+    dt : float
+        Seconds per step.
+    x0_cov : array_like, optional
+        Covariance of the initial state drawn by ``reset()`` without ``options["x0"]``
+        (default identity).
+    noise_std : float
+        Process noise: after each step a Gaussian increment of covariance
+        ``noise_std**2 * dt * I`` is added to the state (Euler approximation of white
+        noise of intensity ``noise_std**2``). Default 0.
+    obs_noise_std : float
+        Standard deviation of additive Gaussian measurement noise on the observation.
+        Default 0.
+    blowup_norm : float
+        Largest state 2-norm before the episode is ended as blown up.
+
+    Attributes
+    ----------
+    dt : float
+    state : ndarray, shape (n,)
+        The true state.
+    Ad, Bd, W : ndarray
+        The exact discretization (see :func:`zoh_matrices`).
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 -- gymnasium's convention
+
+    def __init__(
+        self,
+        A: Any,
+        B: Any,
+        Q: Any = None,
+        R: Any = None,
+        *,
+        dt: float = 0.01,
+        x0_cov: Any = None,
+        noise_std: float = 0.0,
+        obs_noise_std: float = 0.0,
+        blowup_norm: float = 1e8,
+    ) -> None:
+        super().__init__()
+        A = as_matrix(A, "A")
+        n = A.shape[0]
+        if A.shape[1] != n:
+            raise ProblemError(f"A must be square, got {A.shape[0]}x{A.shape[1]}")
+        B = as_matrix(B, "B", n)
+        m = B.shape[1]
+        Q = as_matrix(np.eye(n) if Q is None else Q, "Q", n, n)
+        R = as_matrix(np.eye(m) if R is None else R, "R", m, m)
+        cov = as_matrix(np.eye(n) if x0_cov is None else x0_cov, "x0_cov", n, n)
+        try:
+            self._L = np.linalg.cholesky(0.5 * (cov + cov.T))
+        except np.linalg.LinAlgError:
+            raise ProblemError("x0_cov is not positive definite") from None
+        self.n, self.m = n, m
+        self.A, self.B, self.Q, self.R = A, B, Q, R
+        self.dt = _check_dt(dt)
+        self.noise_std = _check_std(noise_std, "noise_std")
+        self.obs_noise_std = _check_std(obs_noise_std, "obs_noise_std")
+        self.blowup_norm = float(blowup_norm)
+        self.Ad, self.Bd, self.W = zoh_matrices(A, B, Q, R, self.dt)
+        self._step = np.hstack([self.Ad, self.Bd])
+        self._blowup2 = self.blowup_norm**2
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(n,), dtype=np.float64)
+        self.action_space = spaces.Box(-np.inf, np.inf, shape=(m,), dtype=np.float64)
+        self.state = np.zeros(n)
+
+    @classmethod
+    def from_problem(cls, problem: LQRProblem, dt: float = 0.01, **kwargs: Any) -> LinearEnv:
+        """The environment of an :class:`~azopg.problem.LQRProblem` (its ``A, B, Q, R``
+        and ``x0_cov``); ``kwargs`` go to the constructor."""
+        return cls(problem.A, problem.B, problem.Q, problem.R, dt=dt, x0_cov=problem.x0_cov, **kwargs)
+
+    def _observe(self) -> np.ndarray:
+        if self.obs_noise_std > 0:
+            return self.state + self.obs_noise_std * self.np_random.standard_normal(self.n)
+        return self.state.copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode from ``options["x0"]`` if given, else from ``N(0, x0_cov)``."""
+        super().reset(seed=seed)
+        x0 = (options or {}).get("x0")
+        if x0 is None:
+            self.state = self._L @ self.np_random.standard_normal(self.n)
+        else:
+            x0 = np.array(x0, dtype=float).reshape(-1)
+            if x0.shape != (self.n,) or not np.all(np.isfinite(x0)):
+                raise ValueError(f"options['x0'] must be {self.n} finite numbers, got {x0!r}")
+            self.state = x0
+        return self._observe(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Hold ``u = action`` for ``dt`` seconds; reward = minus the exact step cost."""
+        z = np.concatenate((self.state, np.asarray(action, dtype=float).reshape(self.m)))
+        cost = float(z @ self.W @ z)
+        x = self._step @ z  # Ad x + Bd u
+        if self.noise_std > 0:
+            x += self.noise_std * math.sqrt(self.dt) * self.np_random.standard_normal(self.n)
+        self.state = x
+        blown = not float(x @ x) <= self._blowup2  # also true for NaN
+        return self._observe(), -cost, blown, False, {"blown_up": blown} if blown else {}
+
+
+class PendulumEnv(gym.Env):
+    """A damped pendulum balanced near upright by a torque (non-linear).
+
+    ``ml^2 theta'' = m g l sin(theta) - b theta' + u`` with ``theta = 0`` upright. The
+    torque is held over each step of ``dt`` seconds and the motion integrated by
+    ``substeps`` Runge-Kutta-4 steps. Observation: ``[theta, theta_dot]``. Action:
+    ``[u]`` (no saturation). Reward: ``-(x'Qx + u'Ru) dt`` at the state where the step
+    starts. The episode terminates with ``info["blown_up"] = True`` when ``|theta|``
+    exceeds ``theta_limit`` (the pendulum has fallen) or the state is not finite.
+
+    Parameters
+    ----------
+    mass, length, gravity, damping : float
+        ``m`` [kg], ``l`` [m], ``g`` [m/s^2], ``b`` [N m s].
+    dt : float
+        Seconds per step.
+    substeps : int
+        RK4 steps per environment step.
+    Q : array_like, shape (2, 2), optional
+        State weight (default identity).
+    R : float
+        Input weight.
+    theta_limit : float
+        Angle [rad] beyond which the episode ends as blown up.
+    init_high : float
+        ``reset()`` without ``options["x0"]`` draws ``theta`` and ``theta_dot``
+        uniformly in ``[-init_high, init_high]``.
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 -- gymnasium's convention
+
+    def __init__(
+        self,
+        *,
+        mass: float = 1.0,
+        length: float = 1.0,
+        gravity: float = 9.81,
+        damping: float = 0.05,
+        dt: float = 0.02,
+        substeps: int = 1,
+        Q: Any = None,
+        R: float = 1.0,
+        theta_limit: float = math.pi / 2,
+        init_high: float = 0.2,
+    ) -> None:
+        super().__init__()
+        for name, v in (("mass", mass), ("length", length), ("gravity", gravity), ("R", R),
+                        ("theta_limit", theta_limit), ("init_high", init_high)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ProblemError(f"{name} must be a finite number > 0, got {v!r}")
+        self.mass, self.length, self.gravity = float(mass), float(length), float(gravity)
+        self.damping = _check_std(damping, "damping")
+        self.dt = _check_dt(dt)
+        if not (isinstance(substeps, int) and substeps >= 1):
+            raise ProblemError(f"substeps must be an integer >= 1, got {substeps!r}")
+        self.substeps = substeps
+        self.Q = as_matrix(np.eye(2) if Q is None else Q, "Q", 2, 2)
+        self.R = float(R)
+        self.theta_limit = float(theta_limit)
+        self.init_high = float(init_high)
+        self._inertia = self.mass * self.length**2
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
+        self.action_space = spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float64)
+        self.state = np.zeros(2)
+
+    def linearization(self, K0: Any = None) -> LQRProblem:
+        """The linearization at upright, ``A = [[0, 1], [g/l, -b/(ml^2)]]``,
+        ``B = [[0], [1/(ml^2)]]``, with this environment's ``Q``, ``R`` and
+        ``K0`` (default :attr:`nominal_gain`)."""
+        A = [[0.0, 1.0], [self.gravity / self.length, -self.damping / self._inertia]]
+        B = [[0.0], [1.0 / self._inertia]]
+        return LQRProblem(A, B, self.Q, [[self.R]], K0=self.nominal_gain if K0 is None else K0,
+                          name="pendulum-linearized", title="Pendulum linearized at upright")
+
+    @property
+    def nominal_gain(self) -> np.ndarray:
+        """A crude stabilizing gain from the physical parameters alone,
+        ``K0 = [[1.5 m g l, 0.5 ml^2 sqrt(g/l)]]`` (shape (1, 2)): a stiffness one and
+        a half times the gravity torque's, light damping -- stable near upright but
+        far from optimal (44 % above the optimal cost of the linearization with the
+        default parameters)."""
+        return np.array([[1.5 * self.mass * self.gravity * self.length,
+                          0.5 * self._inertia * math.sqrt(self.gravity / self.length)]])
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start from ``options["x0"]`` if given, else uniformly in ``[-init_high, init_high]^2``."""
+        super().reset(seed=seed)
+        x0 = (options or {}).get("x0")
+        if x0 is None:
+            self.state = self.np_random.uniform(-self.init_high, self.init_high, 2)
+        else:
+            x0 = np.array(x0, dtype=float).reshape(-1)
+            if x0.shape != (2,) or not np.all(np.isfinite(x0)):
+                raise ValueError(f"options['x0'] must be 2 finite numbers, got {x0!r}")
+            self.state = x0
+        return self.state.copy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Hold the torque for ``dt`` seconds (RK4); reward ``-(x'Qx + u'Ru) dt``."""
+        u = float(np.asarray(action, dtype=float).reshape(-1)[0])
+        th, om = float(self.state[0]), float(self.state[1])
+        q = self.Q
+        cost = (q[0, 0] * th * th + (q[0, 1] + q[1, 0]) * th * om + q[1, 1] * om * om + self.R * u * u) * self.dt
+        a, c, bu = self.gravity / self.length, self.damping / self._inertia, u / self._inertia
+        h = self.dt / self.substeps
+        sin = math.sin
+        try:
+            for _ in range(self.substeps):
+                k1t, k1o = om, a * sin(th) - c * om + bu
+                t2, o2 = th + 0.5 * h * k1t, om + 0.5 * h * k1o
+                k2t, k2o = o2, a * sin(t2) - c * o2 + bu
+                t3, o3 = th + 0.5 * h * k2t, om + 0.5 * h * k2o
+                k3t, k3o = o3, a * sin(t3) - c * o3 + bu
+                t4, o4 = th + h * k3t, om + h * k3o
+                k4t, k4o = o4, a * sin(t4) - c * o4 + bu
+                th += h / 6.0 * (k1t + 2.0 * k2t + 2.0 * k3t + k4t)
+                om += h / 6.0 * (k1o + 2.0 * k2o + 2.0 * k3o + k4o)
+        except (OverflowError, ValueError):  # sin(inf)
+            th = om = math.nan
+        self.state = np.array([th, om])
+        blown = not (abs(th) <= self.theta_limit and math.isfinite(om))
+        return self.state.copy(), -cost, blown, False, {"blown_up": blown} if blown else {}
+
+
+_REGISTERED = False
+
+
+def register_envs() -> None:
+    """Register ``azopg/Linear-v0`` (:class:`LinearEnv`, constructor keywords as
+    ``gymnasium.make`` keywords) and ``azopg/Pendulum-v0`` (:class:`PendulumEnv`)
+    with gymnasium. Idempotent; importing :mod:`azopg.envs` registers nothing."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    gym.register(id="azopg/Linear-v0", entry_point="azopg.envs:LinearEnv")
+    gym.register(id="azopg/Pendulum-v0", entry_point="azopg.envs:PendulumEnv")
+    _REGISTERED = True
