@@ -75,7 +75,12 @@ def write_run(out: Path, result: Result, *, plot: bool = True) -> list[Path]:
         written.append(out / "problem.json")
         write_json_atomic(written[-1], result.problem_data)
     if plot:
-        from .plots import plot_convergence
+        from .plots import plot_convergence, plot_responses
 
         written.append(plot_convergence(result, out / "convergence.png"))
+        if result.problem_data is not None:
+            from .problem import LQRProblem
+
+            problem = LQRProblem.from_dict(result.problem_data)
+            written.append(plot_responses(problem, result.K, out / "responses.png"))
     return written
