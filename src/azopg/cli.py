@@ -74,7 +74,7 @@ def cli() -> None:
 @click.option("--target-gap", type=float, default=1e-3, show_default=True, metavar="G",
               help="Stop when the relative gap (f(K) - f*)/f* reported by the exact oracle is <= G.")
 @click.option("--out", "out_dir", default="azopg-run", show_default=True, metavar="DIR",
-              help="Directory for result.json, history.csv and convergence.png.")
+              help="Directory for result.json, history.csv, arrivals.csv, problem.json and the plots.")
 @click.option("--batch", type=int, default=None, metavar="N",
               help="Directions per gradient estimate (2N rollouts).  [default: ceil(mn/2W)]")
 @click.option("--r", "r", type=float, default=None, help="Smoothing radius.  [default: calibrated]")
@@ -111,7 +111,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
           resume_dir: str | None, quiet: bool) -> None:
     """Learn a gain for a problem and write DIR/result.json, history.csv, arrivals.csv,
-    problem.json and convergence.png (checkpoint.json and the logs are kept up to date
+    problem.json, convergence.png and responses.png (checkpoint.json and the logs are kept up to date
     during the run, for --resume)."""
     from pathlib import Path
 
