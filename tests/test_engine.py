@@ -20,22 +20,9 @@ from azopg.master import Master
 from azopg.output import write_run
 from azopg.replay import replay_run
 from azopg.settings import Settings
-from azopg.speedup import calibrated_settings
 from azopg.tasks import Report, Task, run_task
 
 ROLLBACK_EVENTS = ("check-reject", "rollback-blowup")
-
-
-@pytest.fixture(scope="module")
-def chain3():
-    return azopg.get_problem("chain3")
-
-
-@pytest.fixture(scope="module")
-def fixed(chain3):
-    """Horizon, radius and step of a serial calibration: given to a run, they skip calibration."""
-    s = calibrated_settings(chain3, Settings(seed=0))
-    return {"tau": s.tau, "r": s.r, "step": s.step}
 
 
 def rows(res, event):

@@ -22,8 +22,6 @@ import pytest
 import azopg
 from azopg.output import write_run
 from azopg.replay import replay_run
-from azopg.settings import Settings
-from azopg.speedup import calibrated_settings
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 
@@ -77,17 +75,6 @@ def session_processes(sid: int, timeout: float = 5.0) -> dict[int, tuple[int, in
 
 def worker_children() -> set[int]:
     return {p.pid for p in mp.active_children() if p.name.startswith("azopg-worker-")}
-
-
-@pytest.fixture(scope="module")
-def chain3():
-    return azopg.get_problem("chain3")
-
-
-@pytest.fixture(scope="module")
-def fixed(chain3):
-    s = calibrated_settings(chain3, Settings(seed=0))
-    return {"tau": s.tau, "r": s.r, "step": s.step}
 
 
 class Spy:

@@ -30,25 +30,12 @@ from azopg.master import Master
 from azopg.output import write_run
 from azopg.replay import replay_run
 from azopg.settings import Settings
-from azopg.speedup import calibrated_settings
 from azopg.tasks import Report, run_task
 from azopg.workers import MIN_TIMEOUT, ProcessExecutor, WorkerError
 from test_lifecycle import grandchildren, living, proc_table, session_processes, still_alive
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 ensure_importable()
-
-
-@pytest.fixture(scope="module")
-def chain3():
-    return azopg.get_problem("chain3")
-
-
-@pytest.fixture(scope="module")
-def fixed(chain3):
-    """Calibrated horizon, radius and step: given to a run, they make calibration a single check."""
-    s = calibrated_settings(chain3, Settings(seed=0))
-    return {"tau": s.tau, "r": s.r, "step": s.step}
 
 
 def worker_procs() -> dict[str, int]:

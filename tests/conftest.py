@@ -1,0 +1,22 @@
+"""Fixtures shared by the engine, lifecycle and reliability tests."""
+
+from __future__ import annotations
+
+import pytest
+
+import azopg
+from azopg.settings import Settings
+from azopg.speedup import calibrated_settings
+
+
+@pytest.fixture(scope="module")
+def chain3():
+    return azopg.get_problem("chain3")
+
+
+@pytest.fixture(scope="module")
+def fixed(chain3):
+    """Horizon, radius and step of a serial calibration: given to a run, they make its
+    calibration a single check."""
+    s = calibrated_settings(chain3, Settings(seed=0))
+    return {"tau": s.tau, "r": s.r, "step": s.step}
