@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,control,gym]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,control,gym,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## set up and learn the default problem, writing ./azopg-run/
@@ -17,6 +17,7 @@ demo: $(STAMP)  ## set up and learn the default problem, writing ./azopg-run/
 
 test: $(STAMP)  ## set up and run the whole test suite (lint included)
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/python -c "import ray, control, gymnasium"  # the extras' tests must run, not skip
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 bench: $(STAMP)  ## rollout throughput and accuracy table

@@ -142,6 +142,13 @@ def _process_executor(plant_factory: Callable[[], Plant], workers: int, *, task_
     return ProcessExecutor(plant_factory, workers, task_timeout=task_timeout)
 
 
+def _ray_executor(plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
+                  ray_address: str | None = None, **_: Any) -> Executor:
+    from .rayexec import RayExecutor
+
+    return RayExecutor(plant_factory, workers, address=ray_address, task_timeout=task_timeout)
+
+
 #: Backend name -> executor constructor.
 BACKENDS: dict[str, Callable[..., Executor]] = {
     "serial": SerialExecutor,
@@ -149,6 +156,7 @@ BACKENDS: dict[str, Callable[..., Executor]] = {
     "sync": _process_executor,
     "simulated": SimulatedExecutor,
     "simulated-sync": SimulatedExecutor,
+    "ray": _ray_executor,
 }
 #: Backends whose loop waits for every worker each round (synchronous baseline).
 SYNCHRONOUS = {"sync", "simulated-sync"}

@@ -26,7 +26,7 @@ _OPTION_OF = {  # Settings field -> CLI option, for error messages
     "target_gap": "--target-gap", "batch": "--batch", "r": "--r", "tau": "--tau", "step": "--step",
     "seed": "--seed", "workers": "--workers", "max_delay": "--max-delay",
     "rollout_latency": "--rollout-latency", "method": "--method", "check_every": "--check-every",
-    "task_timeout": "--task-timeout", "cost_noise": "--cost-noise",
+    "task_timeout": "--task-timeout", "cost_noise": "--cost-noise", "ray_address": "--ray-address",
 }
 
 
@@ -84,7 +84,11 @@ def cli() -> None:
               show_default=True, help="Zero-order gradient estimator.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
-              help="serial | async | sync | simulated | simulated-sync.  [default: serial for W = 1, else async]")
+              help="serial | async | sync | simulated | simulated-sync | ray.  "
+              "[default: serial for W = 1, else async]")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="With --backend ray: join this Ray cluster (`ray start --head`) and leave it running.  "
+              "[default: a private local Ray instance]")
 @click.option("--max-delay", type=int, default=None, metavar="D",
               help="Drop estimates more than D versions stale.  [default: 4W + 4]")
 @click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True,
@@ -109,7 +113,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           r: float | None, tau: float | None, step: float | None, method: str, workers: int,
           backend: str | None, max_delay: int | None, staleness: str, rollout_latency: float,
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
-          resume_dir: str | None, quiet: bool) -> None:
+          resume_dir: str | None, quiet: bool, ray_address: str | None) -> None:
     """Learn a gain for a problem and write DIR/result.json, history.csv, arrivals.csv,
     problem.json, convergence.png and responses.png (checkpoint.json and the logs are kept up to date
     during the run, for --resume)."""
@@ -147,8 +151,8 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                              target_gap=target_gap, batch=batch, r=r, tau=tau, step=step, method=method,
                              workers=workers, max_delay=max_delay, staleness=staleness,
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
-                             task_timeout=task_timeout, cost_noise=cost_noise)
-        backend = _backend(backend, workers)
+                             task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address)
+        backend = _backend(backend, workers, ray_address)
         out = prepare_out_dir(out_dir)
         _ = problem.optimal_cost  # fail early if the Riccati equation has no solution
         with _Progress(problem.name, target_gap, quiet) as bar:
@@ -173,7 +177,7 @@ def _settings(**values: Any) -> Any:
         raise SettingsError(_option_message(exc)) from None
 
 
-def _backend(name: str | None, workers: int) -> str:
+def _backend(name: str | None, workers: int, ray_address: str | None = None) -> str:
     from .backends import BACKENDS
 
     name = name or ("serial" if workers == 1 else "async")
@@ -181,6 +185,12 @@ def _backend(name: str | None, workers: int) -> str:
         raise SettingsError(f"--backend {name!r}: unknown backend (choose from {', '.join(BACKENDS)})")
     if name == "serial" and workers != 1:
         raise SettingsError(f"--workers {workers}: the serial backend has exactly one worker")
+    if ray_address is not None and name != "ray":
+        raise SettingsError(f"--ray-address {ray_address!r}: only with --backend ray")
+    if name == "ray":
+        from .rayexec import import_ray
+
+        import_ray(ray_address)  # fails here, in one line, if Ray is not installed
     return name
 
 
@@ -198,7 +208,9 @@ def _int_list(text: str) -> list[int]:
 @click.option("--workers", "-W", "workers_text", default="1,2,4,8,16,32", show_default=True, metavar="LIST",
               help="Comma-separated worker counts.")
 @click.option("--backend", default="async", show_default=True, metavar="NAME",
-              help="async | sync | simulated | simulated-sync.")
+              help="async | sync | simulated | simulated-sync | ray.")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="With --backend ray: the Ray cluster to run on.  [default: a private local instance]")
 @click.option("--rollout-latency", type=float, default=0.01, show_default=True, metavar="SEC",
               help="Wall time per rollout (virtual time for the simulated backends).")
 @click.option("--latency-model", type=click.Choice(["constant", "uniform", "exponential", "pareto"]),
@@ -215,7 +227,7 @@ def _int_list(text: str) -> list[int]:
 @click.option("--out", "out_dir", default="azopg-speedup", show_default=True, metavar="DIR")
 def speedup(workers_text: str, backend: str, rollout_latency: float, latency_model: str, target_gap: float,
             repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
-            out_dir: str) -> None:
+            out_dir: str, ray_address: str | None) -> None:
     """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
     from .output import prepare_out_dir
     from .plots import plot_speedup
@@ -227,9 +239,9 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
     problem = load_problem(problem_spec)
     base = _settings(seed=seed, target_gap=target_gap, rollout_latency=rollout_latency,
                      latency_model=latency_model, batch=batch, max_time=max_time, staleness=staleness,
-                     workers=max(workers))
+                     workers=max(workers), ray_address=ray_address)
     for w in workers:
-        _backend(backend, w)
+        _backend(backend, w, ray_address)
     out = prepare_out_dir(out_dir)
 
     def report(run: Any) -> None:

@@ -112,8 +112,10 @@ def estimate_gradient(
     U = sphere_directions(rng, N, m, n)
     x0 = plant.initial_states(rng, N)
     if method == "two-point":
-        res = plant.rollout(np.concatenate([K + r * U, K - r * U]), np.concatenate([x0, x0]), tau)
-        cp, cm = res.cost[:N], res.cost[N:]
+        rU = r * U
+        res = plant.rollout(np.concatenate([K + rU, K - rU]), np.concatenate([x0, x0]), tau)
+        cost = np.asarray(res.cost, dtype=float)
+        cp, cm = cost[:N], cost[N:]
         bad = _failed(res)
         ok = ~(bad[:N] | bad[N:])
         weights = np.where(ok, (cp - cm) / (2.0 * r * N), 0.0)
@@ -122,20 +124,22 @@ def estimate_gradient(
     elif method == "one-point":
         res = plant.rollout(K + r * U, x0, tau)
         ok = ~_failed(res)
-        weights = np.where(ok, res.cost / (r * N), 0.0)
-        center = res.cost
+        cost = np.asarray(res.cost, dtype=float)
+        weights = np.where(ok, cost / (r * N), 0.0)
+        center = cost
         rollouts = N
     else:
         raise ValueError(f"unknown estimator method {method!r}")
-    nok = int(ok.sum())
+    nok = int(np.count_nonzero(ok))
     if nok < N and nok > 0:
         weights = weights * (N / nok)  # average over the samples that survived
-    grad = np.tensordot(weights, U, axes=1)
-    center_cost = float(np.mean(center[ok])) if nok else float("inf")
+    grad = (weights @ U.reshape(N, m * n)).reshape(m, n)
+    center_cost = float(center[ok].sum()) / nok if nok else float("inf")
     return Estimate(grad, weights, center_cost, rollouts, N - nok)
 
 
 def rebuild_estimate(weights: np.ndarray, rng: np.random.Generator, m: int, n: int) -> np.ndarray:
     """Rebuild ``sum_i w_i U_i`` from the task's generator (fresh, same seed)."""
-    U = sphere_directions(rng, len(weights), m, n)
-    return np.tensordot(np.asarray(weights, dtype=float), U, axes=1)
+    N = len(weights)
+    U = sphere_directions(rng, N, m, n)
+    return (np.asarray(weights, dtype=float) @ U.reshape(N, m * n)).reshape(m, n)

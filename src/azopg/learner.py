@@ -127,7 +127,8 @@ def train(
     backend : str
         ``"serial"`` (one worker, in process), ``"async"`` (worker processes, AZOPG),
         ``"sync"`` (worker processes, a barrier each round, estimates averaged),
-        ``"simulated"`` / ``"simulated-sync"`` (virtual workers on a virtual clock);
+        ``"simulated"`` / ``"simulated-sync"`` (virtual workers on a virtual clock),
+        ``"ray"`` (Ray actors, locally or on the cluster at ``settings.ray_address``);
         see :data:`azopg.backends.BACKENDS`.
     plant_factory : callable, optional
         Builds a worker's plant (default: the problem's :class:`LinearPlant`).
@@ -176,7 +177,8 @@ def train(
         plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model)
     executor = make_executor(backend, plant_factory, settings.workers,
                              per_rollout=settings.rollout_latency or 0.01, model=settings.latency_model,
-                             seed=settings.seed, task_timeout=settings.task_timeout)
+                             seed=settings.seed, task_timeout=settings.task_timeout,
+                             ray_address=settings.ray_address)
     clock = getattr(executor, "clock", None)
 
     monitor = None
@@ -261,11 +263,12 @@ def train(
 
 
 def _worker_lost(master: Master, loss: Any) -> None:
-    """A worker process died or hung and was replaced (see :class:`azopg.workers.WorkerLoss`)."""
+    """A worker died or hung and was replaced or dropped (see :class:`azopg.workers.WorkerLoss`)."""
     master.worker_lost(loss.worker, loss.tasks)
     lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
-    log.warning("azopg: worker %d (pid %s) %s at %.2f s; %s lost; restarted as pid %s",
-                loss.worker, loss.pid, loss.reason, master.clock(), lost, loss.new_pid)
+    then = f"restarted as pid {loss.new_pid}" if loss.new_pid is not None else "not restarted"
+    log.warning("azopg: worker %d (pid %s) %s at %.2f s; %s lost; %s",
+                loss.worker, loss.pid, loss.reason, master.clock(), lost, then)
 
 
 def _refill(master: Master, executor: Executor) -> None:

@@ -87,6 +87,10 @@ class Settings:
         (reproducible; the two horizons of a check share it). Emulates a noisy plant;
         the calibration then aims at a cost change of at least ``10 * cost_noise`` per
         perturbation. Default 0 (exact costs).
+    ray_address : str, optional
+        The ``ray`` backend joins the Ray cluster at this address (``HOST:PORT`` of a head
+        started with ``ray start --head``, or ``auto``) instead of starting a private local
+        instance.
     """
 
     seed: int = 0
@@ -110,6 +114,7 @@ class Settings:
     light: bool = False
     task_timeout: float | None = None
     cost_noise: float = 0.0
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -135,6 +140,9 @@ class Settings:
             raise SettingsError(
                 f"latency_model must be one of {', '.join(LATENCY_MODELS)}, got {self.latency_model!r}"
             )
+        addr = self.ray_address
+        if addr is not None and (not isinstance(addr, str) or not addr.strip() or any(c.isspace() for c in addr)):
+            raise SettingsError(f"ray_address must be HOST:PORT or 'auto', got {addr!r}")
         if self.staleness not in ("constant", "inverse"):
             raise SettingsError(f"staleness must be 'constant' or 'inverse', got {self.staleness!r}")
 

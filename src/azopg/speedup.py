@@ -67,6 +67,16 @@ def run_speedup(problem: LQRProblem, workers: Sequence[int], *, backend: str = "
                 ) -> list[SpeedupRun]:
     """Run every W ``repeats`` times; fill in speedup and efficiency against W = min(workers)."""
     base = base or Settings()
+    if backend == "ray":  # one Ray instance (or connection) for every run
+        from .rayexec import ray_session
+
+        with ray_session(base.ray_address):
+            return _run_all(problem, workers, backend, repeats, base, report)
+    return _run_all(problem, workers, backend, repeats, base, report)
+
+
+def _run_all(problem: LQRProblem, workers: Sequence[int], backend: str, repeats: int, base: Settings,
+             report: Callable[[SpeedupRun], None] | None) -> list[SpeedupRun]:
     runs: list[SpeedupRun] = []
     for repeat in range(repeats):
         cal = calibrated_settings(problem, Settings.from_dict({**base.to_dict(), "seed": base.seed + repeat}))

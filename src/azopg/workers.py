@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import selectors
 import signal
 import statistics
 import time
@@ -27,7 +28,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,7 +37,7 @@ from .errors import AzopgError
 from .plant import Plant
 from .tasks import Report, Task, run_task
 
-__all__ = ["ProcessExecutor", "TaskFailed", "WorkerError", "WorkerLoss", "worker_main"]
+__all__ = ["ProcessExecutor", "TaskFailed", "TaskTimer", "WorkerError", "WorkerLoss", "worker_main"]
 
 #: Workers run at a lower scheduling priority than the master, whose prompt replies keep them busy.
 WORKER_NICENESS = 5
@@ -120,6 +121,8 @@ class WorkerError(AzopgError, RuntimeError):
 #: Default task timeout: ``max(TIMEOUT_FACTOR * median seconds per rollout * rollouts of the task,
 #: MIN_TIMEOUT)``, once ``MIN_SAMPLES`` tasks have returned (no timeout before).
 TIMEOUT_FACTOR, MIN_TIMEOUT, MIN_SAMPLES = 10.0, 5.0, 3
+#: Seconds between scans of the tasks' deadlines (a tenth of ``task_timeout`` if that is shorter).
+DEADLINE_SCAN = 0.1
 
 
 def expected_rollouts(task: Task) -> int:
@@ -127,6 +130,41 @@ def expected_rollouts(task: Task) -> int:
     if task.kind == "estimate":
         return 2 * task.N if task.method == "two-point" else task.N
     return 2 * max(int(np.shape(task.K)[-1]), 8)
+
+
+def take_report(ready: deque[Report], task_id: int) -> Report | None:
+    """Remove and return the report of task ``task_id`` from ``ready`` (``None`` if not there)."""
+    for i, rep in enumerate(ready):
+        if rep.task_id == task_id:
+            del ready[i]
+            return rep
+    return None
+
+
+class TaskTimer:
+    """When a task is overdue: ``task_timeout`` if given, else ``max(TIMEOUT_FACTOR x median
+    seconds per rollout x rollouts of the task, MIN_TIMEOUT)`` once ``MIN_SAMPLES`` tasks
+    have returned (no timeout before)."""
+
+    def __init__(self, task_timeout: float | None = None) -> None:
+        self.task_timeout = task_timeout
+        self._per_rollout: deque[float] = deque(maxlen=101)
+        self._median: float | None = None  # of _per_rollout, kept up to date
+
+    def timeout_for(self, task: Task) -> float | None:
+        """Seconds after which ``task`` is abandoned (``None``: no timeout yet)."""
+        if self.task_timeout is not None:
+            return self.task_timeout
+        if len(self._per_rollout) < MIN_SAMPLES:
+            return None
+        if self._median is None:
+            self._median = statistics.median(self._per_rollout)
+        return max(TIMEOUT_FACTOR * self._median * expected_rollouts(task), MIN_TIMEOUT)
+
+    def observe(self, per_rollout: float) -> None:
+        """Record a returned task's seconds per rollout."""
+        self._per_rollout.append(per_rollout)
+        self._median = None
 
 
 class ProcessExecutor:
@@ -158,10 +196,11 @@ class ProcessExecutor:
         self._conns: list[Connection] = []
         self._ready: deque[Report] = deque()
         self._closed = False
+        self._selector = selectors.DefaultSelector()
+        self._next_scan = 0.0  # when task deadlines are next scanned
         #: per worker, the tasks sent and not yet answered: [task, start time or None while queued]
         self._inflight: list[deque[list[Any]]] = [deque() for _ in range(self.workers)]
-        self._per_rollout: deque[float] = deque(maxlen=101)
-        self._median: float | None = None  # of _per_rollout, kept up to date
+        self._timer = TaskTimer(task_timeout)
         self._waiting_for: int | None = None  # task id run() waits for
         self._retries: dict[int, int] = {}
         self._losses_in_row = 0
@@ -194,6 +233,8 @@ class ProcessExecutor:
             child.close()
             self._procs[w] = proc
             self._conns[w] = parent
+            self._selector.register(parent, selectors.EVENT_READ, ("pipe", w))
+            self._selector.register(proc.sentinel, selectors.EVENT_READ, ("sentinel", w))
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -204,18 +245,11 @@ class ProcessExecutor:
     # ------------------------------------------------------------- timeouts
     def timeout_for(self, task: Task) -> float | None:
         """Seconds after which ``task`` is abandoned (``None``: no timeout yet)."""
-        if self.task_timeout is not None:
-            return self.task_timeout
-        if len(self._per_rollout) < MIN_SAMPLES:
-            return None
-        if self._median is None:
-            self._median = statistics.median(self._per_rollout)
-        return max(TIMEOUT_FACTOR * self._median * expected_rollouts(task), MIN_TIMEOUT)
+        return self._timer.timeout_for(task)
 
     def observe(self, per_rollout: float) -> None:
         """Record a returned task's seconds per rollout (the default timeout follows their median)."""
-        self._per_rollout.append(per_rollout)
-        self._median = None
+        self._timer.observe(per_rollout)
 
     def _deadline(self, w: int) -> float | None:
         if not self._inflight[w]:
@@ -241,12 +275,9 @@ class ProcessExecutor:
         self._waiting_for = task.task_id
         try:
             self.submit(task)
-            while True:
-                for i, rep in enumerate(self._ready):
-                    if rep.task_id == task.task_id:
-                        del self._ready[i]
-                        return rep
+            while (rep := take_report(self._ready, task.task_id)) is None:
                 self._fill(timeout=None)
+            return rep
         finally:
             self._waiting_for = None
 
@@ -271,26 +302,39 @@ class ProcessExecutor:
         return [w for w in range(self.workers) if not self._inflight[w] and w not in busy]
 
     def _fill(self, timeout: float | None) -> None:
-        """Read every pipe that is ready, so no worker starves behind a lower-numbered one;
-        replace workers that died or whose task is overdue."""
+        """Read one message from every pipe that is ready, so no worker starves behind a
+        lower-numbered one; replace workers that died or whose task is overdue.
+
+        The pipes and process sentinels stay registered with one selector (epoll on Linux)
+        for the executor's life, so a wait costs one system call whatever ``W``; deadlines
+        are scanned at most every :data:`DEADLINE_SCAN` seconds."""
         now = time.monotonic()
-        dues = [d for d in (self._deadline(w) for w in range(self.workers)) if d is not None]
-        if dues:
-            left = max(0.0, min(dues) - now)
-            timeout = left if timeout is None else min(timeout, left)
-        by_conn = {id(c): w for w, c in enumerate(self._conns)}
-        by_sentinel = {p.sentinel: w for w, p in enumerate(self._procs)}
+        scan_in = max(0.0, self._next_scan - now)
+        timeout = scan_in if timeout is None else min(timeout, scan_in)
         dead: set[int] = set()
-        for obj in wait([*self._conns, *by_sentinel], timeout):
-            if isinstance(obj, int):  # a process sentinel: the worker exited
-                w = by_sentinel[obj]
-                self._drain(w)  # reports it sent before dying still count
+        for key, _ in self._selector.select(timeout):
+            kind, w = key.data
+            if kind == "sentinel":  # the worker exited: reports it sent before dying still count
+                self._drain(w)
                 dead.add(w)
-            elif not self._drain(by_conn[id(obj)]):
-                dead.add(by_conn[id(obj)])
+            elif not self._read(w):
+                dead.add(w)
         for w in sorted(dead):
             self._replace(w, self._death_reason(w))
-        self._check_deadlines()
+        if time.monotonic() >= self._next_scan:
+            self._check_deadlines()
+            self._next_scan = time.monotonic() + self._scan_period()
+
+    def _scan_period(self) -> float:
+        return DEADLINE_SCAN if self.task_timeout is None else min(DEADLINE_SCAN, self.task_timeout / 10)
+
+    def _read(self, w: int) -> bool:
+        """Read one message from worker ``w``'s pipe (it is ready); ``False`` at end of file."""
+        try:
+            self._accept(w, self._conns[w].recv())
+        except (EOFError, OSError):
+            return False
+        return True
 
     def _drain(self, w: int) -> bool:
         """Read every message waiting on worker ``w``'s pipe; ``False`` at end of file."""
@@ -331,6 +375,9 @@ class ProcessExecutor:
         if old.is_alive():
             old.kill()
         old.join(2.0)
+        for obj in (self._conns[w], old.sentinel):
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(obj)
         with contextlib.suppress(Exception):
             self._conns[w].close()
         lost = [task for task, _ in self._inflight[w]]
@@ -374,3 +421,4 @@ class ProcessExecutor:
                 proc.join(1.0)
         for conn in conns:
             conn.close()
+        self._selector.close()
