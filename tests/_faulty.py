@@ -46,7 +46,8 @@ class FaultyPlant:
     processes with a ``marker`` file), ``die`` (worker 0 SIGKILLs itself, once: during
     the calibration, which runs on worker 0), ``raise`` (raises RuntimeError), ``nan`` (every
     ``at``-th call returns NaN costs, not flagged as blown up), ``blowup`` (from call
-    ``at`` on, every rollout is reported blown up: the plant broke).
+    ``at`` on, every rollout is reported blown up: the plant broke), ``die-ray`` (the Ray
+    actor named ``azopg-worker-1`` exits on every rollout, however often Ray restarts it).
     """
 
     def __init__(self, problem: azopg.LQRProblem, mode: str, at: int, marker: str | None = None) -> None:
@@ -79,6 +80,11 @@ class FaultyPlant:
         elif self.mode == "nan":
             if self.calls % self.at == 0:
                 return RolloutResult(np.full_like(out.cost, np.nan), np.zeros_like(out.blown_up))
+        elif self.mode == "die-ray":
+            import ray
+
+            if ray.get_runtime_context().get_actor_name() == "azopg-worker-1":
+                os._exit(1)
         elif self.mode == "blowup":
             if self.calls >= self.at:
                 return RolloutResult(np.full_like(out.cost, BLOWUP_COST), np.ones_like(out.blown_up))

@@ -27,6 +27,7 @@ import pytest
 import azopg
 from azopg.output import write_run
 from azopg.rayexec import AUTH_MODE_ENV, LOOPBACK_ENV
+from azopg.workers import WorkerError
 from test_cli import assert_one_line_error, run_cli
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'azopg[ray]')")
@@ -244,4 +245,46 @@ def test_ray_speedup_study_shares_one_instance(problem):
                        base=Settings(target_gap=0.2, batch=1, max_time=120))
     assert [r.workers for r in runs] == [1, 2]
     assert all(np.isfinite(r.time_to_target_s) for r in runs)
+    assert not ray.is_initialized()
+
+
+@pytest.fixture
+def faulty():
+    """The misbehaving plants of the reliability tests, shipped to Ray's workers by value
+    (they cannot import the tests directory)."""
+    import _faulty
+
+    ray.cloudpickle.register_pickle_by_value(_faulty)
+    try:
+        yield _faulty
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(_faulty)
+
+
+def test_hung_task_times_out_and_its_actor_is_restarted(problem, fixed, faulty, tmp_path):
+    marker = tmp_path / "hung"
+    res = azopg.train(problem, backend="ray", workers=3, seed=0, target_gap=1e-2, max_time=120, task_timeout=2.0,
+                      rollout_latency=0.001, plant_factory=faulty.FaultyFactory(problem, "hang", 3, str(marker)),
+                      **fixed)
+    assert marker.exists()  # a call did hang (for an hour)
+    assert res.status == "converged", res.status
+    assert res.stats["workers_replaced"] >= 1
+    assert any(h.event == "worker-lost" for h in res.history)
+
+
+def test_actor_that_keeps_dying_is_dropped_and_the_others_finish_the_run(problem, fixed, faulty, caplog):
+    res = azopg.train(problem, backend="ray", workers=3, seed=0, target_gap=1e-2, max_time=120,
+                      plant_factory=faulty.FaultyFactory(problem, "die-ray", 1), **fixed)
+    assert res.status == "converged", res.status
+    lost = [h for h in res.history if h.event == "worker-lost"]
+    assert [h.worker for h in lost] == [1]
+    assert any("dropped" in r.getMessage() for r in caplog.records), caplog.text
+    # worker 1's tasks (its seeds) ran on the other actors and were applied
+    assert any(h.worker == 1 and h.event == "update" for h in res.history)
+
+
+def test_plant_that_raises_stops_the_run_with_its_error(problem, fixed, faulty):
+    with pytest.raises(WorkerError, match="actuator driver crashed"):
+        azopg.train(problem, backend="ray", workers=2, seed=0, target_gap=1e-2, max_time=60,
+                    plant_factory=faulty.FaultyFactory(problem, "raise", 40), **fixed)
     assert not ray.is_initialized()

@@ -260,7 +260,7 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
                    f"{r['reached']:>4}/{r['runs']}")
     files = [write_speedup_csv(out / "speedup.csv", runs),
              plot_speedup(runs, out / "speedup.png", title=f"{problem.name}: {backend}, latency "
-                          f"{rollout_latency:g} s/rollout ({latency_model}), target gap {target_gap:g}")]
+                          f"{rollout_latency:g} s/rollout ({latency_model}), batch {batch}, target gap {target_gap:g}")]
     click.echo("wrote " + ", ".join(str(f) for f in files))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -40,7 +41,7 @@ from typing import Any
 from .errors import SettingsError
 from .plant import Plant
 from .tasks import Report, Task, run_task
-from .workers import TaskFailed, TaskTimer, WorkerError, WorkerLoss, take_report
+from .workers import DEADLINE_SCAN, TaskFailed, TaskTimer, WorkerError, WorkerLoss, take_report
 
 __all__ = ["MAX_RESTARTS", "RayExecutor", "connect", "import_ray", "ray_session"]
 
@@ -121,20 +122,23 @@ def _check_reachable(address: str) -> None:
 class RayWorker:
     """A worker actor: its own plant, built once; one task per call.
 
-    Returns ``(pid, report)`` so the master notices a restarted process; a plant that
-    raises returns a :class:`~azopg.workers.TaskFailed` instead of a report.
+    Tasks and reports cross as pickled bytes (Ray moves bytes faster than dataclasses
+    holding arrays). A call returns ``(pid, report)`` so the master notices a restarted
+    process; a plant that raises returns a :class:`~azopg.workers.TaskFailed` instead.
     """
 
     def __init__(self, plant_factory: Callable[[], Plant]) -> None:
         self.plant = plant_factory()
 
-    def run(self, task: Task) -> tuple[int, Report | TaskFailed]:
+    def run(self, payload: bytes) -> bytes:
+        task: Task = pickle.loads(payload)
         try:
-            return os.getpid(), run_task(self.plant, task)
+            msg: Report | TaskFailed = run_task(self.plant, task)
         except Exception as exc:
             where = traceback.extract_tb(exc.__traceback__)[-1]
-            return os.getpid(), TaskFailed(task.task_id, task.worker, f"{type(exc).__name__}: {exc} "
-                                           f"({os.path.basename(where.filename)}:{where.lineno})")
+            msg = TaskFailed(task.task_id, task.worker, f"{type(exc).__name__}: {exc} "
+                             f"({os.path.basename(where.filename)}:{where.lineno})")
+        return pickle.dumps((os.getpid(), msg), protocol=pickle.HIGHEST_PROTOCOL)
 
     def pid(self) -> int:
         return os.getpid()
@@ -173,6 +177,7 @@ class RayExecutor:
         self._pending: dict[Any, list[Any]] = {}
         self._ready: deque[Report] = deque()
         self._timer = TaskTimer(task_timeout)
+        self._next_scan = 0.0  # when the calls' deadlines are next scanned
         self._closed = False
         self.namespace = f"azopg-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         #: called with a :class:`~azopg.workers.WorkerLoss` when an actor was restarted or dropped
@@ -194,7 +199,7 @@ class RayExecutor:
     def start(self) -> None:
         ray = self._ray = import_ray(self.address)
         if not ray.is_initialized():
-            connect(self.address)
+            connect(self.address, self.workers)
             self._started = True
         total = float(ray.cluster_resources().get("CPU", 1.0))
         # one CPU each while the cluster has enough, else an equal share: many workers that
@@ -213,7 +218,7 @@ class RayExecutor:
     # ------------------------------------------------------------ messaging
     def submit(self, task: Task) -> None:
         a = self._route[task.worker]
-        ref = self._actors[a].run.remote(task)
+        ref = self._actors[a].run.remote(pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
         busy = any(entry[1] == a for entry in self._pending.values())
         self._pending[ref] = [task, a, None if busy else time.monotonic()]
 
@@ -235,21 +240,21 @@ class RayExecutor:
         return [w for w in range(self.workers) if w not in busy]
 
     def _fill(self, timeout: float | None) -> None:
-        """Collect every finished call (at least one, unless ``timeout`` passes first)."""
-        ray = self._ray
+        """Collect a finished call (the oldest ready one), unless ``timeout`` passes first;
+        deadlines are scanned at most every :data:`~azopg.workers.DEADLINE_SCAN` seconds."""
         refs = list(self._pending)
         if not refs:
             return
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if not ready:
-            limit = self._next_deadline()
-            if limit is not None:
-                limit = max(0.0, limit - time.monotonic())
-                timeout = limit if timeout is None else min(timeout, limit)
-            ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        now = time.monotonic()
+        scan_in = max(0.0, self._next_scan - now)
+        timeout = scan_in if timeout is None else min(timeout, scan_in)
+        ready, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
         for ref in ready:
             self._collect(ref)
-        self._check_deadlines()
+        if time.monotonic() >= self._next_scan:
+            self._check_deadlines()
+            limit = self._timer.task_timeout
+            self._next_scan = time.monotonic() + (DEADLINE_SCAN if limit is None else min(DEADLINE_SCAN, limit / 10))
 
     def _collect(self, ref: Any) -> None:
         ray = self._ray
@@ -257,10 +262,14 @@ class RayExecutor:
         now = time.monotonic()
         self._start_next(a, now)
         try:
-            pid, msg = ray.get(ref)
+            pid, msg = pickle.loads(ray.get(ref))
         except ray.exceptions.RayActorError as exc:
             self._drop(a, task, _first_line(exc))
             return
+        except ray.exceptions.RayError as exc:  # e.g. the task could not be unpickled on that node
+            cause = getattr(exc, "cause", None) or exc
+            raise WorkerError(f"worker {task.worker}: task {task.task_id} failed in Ray: "
+                              f"{type(cause).__name__}: {_first_line(cause)}") from None
         if isinstance(msg, TaskFailed):
             raise WorkerError(f"worker {msg.worker}: task {msg.task_id} failed: {msg.error}")
         if pid != self._pids[a]:  # Ray restarted the actor's process and retried the call
@@ -304,11 +313,6 @@ class RayExecutor:
             self.on_lost(loss)
 
     # ------------------------------------------------------------- timeouts
-    def _next_deadline(self) -> float | None:
-        dues = [started + limit for task, _, started in self._pending.values()
-                if started is not None and (limit := self._timer.timeout_for(task)) is not None]
-        return min(dues) if dues else None
-
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         for task, a, started in list(self._pending.values()):
@@ -346,8 +350,11 @@ class RayExecutor:
                 ray.kill(actor, no_restart=True)
 
 
-def connect(address: str | None = None) -> Any:
+def connect(address: str | None = None, workers: int = 1) -> Any:
     """Start a private local Ray instance (``address=None``) or join the cluster at ``address``.
+
+    The local instance counts ``max(CPUs, workers)`` CPUs: every worker gets one, as worker
+    processes do (Ray otherwise warns about starting more workers than CPUs).
 
     The local instance is quiet: no dashboard, a small object store, listeners on
     127.0.0.1 only, the workers' output and Ray's log lines kept out of the terminal. The
@@ -363,7 +370,9 @@ def connect(address: str | None = None) -> Any:
         _check_reachable(address)
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
     if address is None:
-        kwargs.update(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=LOCAL_OBJECT_STORE,
+        cpus = max(os.cpu_count() or 1, workers)
+        kwargs.update(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE,
+                      _system_config={"worker_maximum_startup_concurrency": cpus},
                       _node_ip_address="127.0.0.1")
     else:
         kwargs.update(address=address)
@@ -393,12 +402,12 @@ def connect(address: str | None = None) -> Any:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None) -> Iterator[Any]:
+def ray_session(address: str | None = None, workers: int = 1) -> Iterator[Any]:
     """Ray connected for the block (several runs share it); shut down at its end if started here."""
     ray = import_ray(address)
     started = not ray.is_initialized()
     if started:
-        connect(address)
+        connect(address, workers)
     try:
         yield ray
     finally:

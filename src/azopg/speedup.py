@@ -70,7 +70,7 @@ def run_speedup(problem: LQRProblem, workers: Sequence[int], *, backend: str = "
     if backend == "ray":  # one Ray instance (or connection) for every run
         from .rayexec import ray_session
 
-        with ray_session(base.ray_address):
+        with ray_session(base.ray_address, max(workers)):
             return _run_all(problem, workers, backend, repeats, base, report)
     return _run_all(problem, workers, backend, repeats, base, report)
 
