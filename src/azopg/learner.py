@@ -266,8 +266,8 @@ def _worker_lost(master: Master, loss: Any) -> None:
     """A worker died or hung and was replaced or dropped (see :class:`azopg.workers.WorkerLoss`)."""
     master.worker_lost(loss.worker, loss.tasks)
     lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
-    then = f"restarted as pid {loss.new_pid}" if loss.new_pid is not None else "not restarted"
-    log.warning("azopg: worker %d (pid %s) %s at %.2f s; %s lost; %s",
+    then = f"; restarted as pid {loss.new_pid}" if loss.new_pid is not None else ""
+    log.warning("azopg: worker %d (pid %s) %s at %.2f s; %s lost%s",
                 loss.worker, loss.pid, loss.reason, master.clock(), lost, then)
 
 

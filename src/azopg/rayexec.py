@@ -14,11 +14,12 @@ out of the terminal) and shuts it down at :meth:`RayExecutor.close`. With
 ``address="HOST:PORT"`` it joins a cluster started with ``ray start --head`` and, at
 close, only kills its own actors: the cluster keeps running.
 
-Faults are handled by Ray: an actor whose process dies is restarted (up to
-:data:`MAX_RESTARTS` times) and its call in flight is retried on the new process. A
-restart is reported to the master like a replaced worker process; an actor that keeps
-dying is dropped with a warning and its worker's tasks run on the remaining actors (a
-task's random draws depend on its worker id, not on the process that runs it).
+Faults are handled by Ray: an actor whose process dies is restarted by Ray (up to
+:data:`MAX_RESTARTS` times) and the master sends its call in flight again, once the call
+has failed (so the loss is reported to the master at once, like a replaced worker
+process). An actor that keeps dying is dropped with a warning and its worker's tasks run
+on the remaining actors (a task's random draws depend on its worker id, not on the process
+that runs it).
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ class RayExecutor:
         self._ready: deque[Report] = deque()
         self._timer = TaskTimer(task_timeout)
         self._next_scan = 0.0  # when the calls' deadlines are next scanned
+        self._restarting: set[int] = set()  # actors Ray is restarting (reported, not yet seen back)
+        self._attempts: dict[int, int] = {}  # task id -> times sent again after its actor died
         self._closed = False
         self.namespace = f"azopg-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         #: called with a :class:`~azopg.workers.WorkerLoss` when an actor was restarted or dropped
@@ -206,7 +209,7 @@ class RayExecutor:
         # mostly wait (a slow plant) still all get scheduled
         cpus = min(1.0, total / self.workers)
         actor_class = ray.remote(RayWorker)
-        options = dict(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
+        options = dict(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
                        scheduling_strategy="SPREAD", namespace=self.namespace, runtime_env={"env_vars": WORKER_ENV})
         self._actors = [actor_class.options(name=name, **options).remote(self._factory) for name in self.actor_names]
         self._alive = [True] * self.workers
@@ -264,19 +267,22 @@ class RayExecutor:
         try:
             pid, msg = pickle.loads(ray.get(ref))
         except ray.exceptions.RayActorError as exc:
-            self._drop(a, task, _first_line(exc))
+            self._actor_failed(a, task, exc)
             return
         except ray.exceptions.RayError as exc:  # e.g. the task could not be unpickled on that node
             cause = getattr(exc, "cause", None) or exc
             raise WorkerError(f"worker {task.worker}: task {task.task_id} failed in Ray: "
                               f"{type(cause).__name__}: {_first_line(cause)}") from None
+        self._attempts.pop(task.task_id, None)
         if isinstance(msg, TaskFailed):
             raise WorkerError(f"worker {msg.worker}: task {msg.task_id} failed: {msg.error}")
-        if pid != self._pids[a]:  # Ray restarted the actor's process and retried the call
+        if pid != self._pids[a]:  # a new process: Ray restarted the actor
             old, self._pids[a] = self._pids[a], pid
-            self.replaced += 1
-            self._notify(WorkerLoss(task.worker, old, pid, "was restarted by Ray (its process died); "
-                                    "the task in flight was retried"))
+            if a in self._restarting:  # reported when its call failed
+                self._restarting.discard(a)
+            else:
+                self.replaced += 1
+                self._notify(WorkerLoss(task.worker, old, pid, "was restarted by Ray"))
         if started is not None and msg.rollouts > 0:
             self._timer.observe((now - started) / msg.rollouts)
         self._ready.append(msg)
@@ -288,6 +294,23 @@ class RayExecutor:
                 if entry[2] is None:
                     entry[2] = now
                 return
+
+    def _actor_failed(self, a: int, task: Task, exc: BaseException) -> None:
+        """A call on actor ``a`` failed because its process died. While Ray restarts the actor
+        (up to :data:`MAX_RESTARTS` times) the same task is sent to it again; an actor Ray gave
+        up on is dropped."""
+        unavailable = getattr(self._ray.exceptions, "ActorUnavailableError", ())
+        tries = self._attempts.get(task.task_id, 0)
+        if isinstance(exc, unavailable) and tries <= MAX_RESTARTS:  # being restarted
+            self._attempts[task.task_id] = tries + 1
+            if a not in self._restarting:
+                self._restarting.add(a)
+                self.replaced += 1
+                self._notify(WorkerLoss(task.worker, self._pids[a], None,
+                                        "lost its process; Ray restarts it and the task in flight is sent again"))
+            self.submit(task)
+        else:
+            self._drop(a, task, _first_line(exc))
 
     def _drop(self, a: int, task: Task, reason: str) -> None:
         """Ray gave up on actor ``a``: stop using it, run its workers' tasks elsewhere."""
@@ -318,14 +341,17 @@ class RayExecutor:
         for task, a, started in list(self._pending.values()):
             limit = self._timer.timeout_for(task)
             if started is not None and limit is not None and now >= started + limit:
-                log.warning("azopg: worker %d: task %d not back after %.1f s (timeout %.3g s); "
-                            "killing its actor for Ray to restart", task.worker, task.task_id, now - started, limit)
                 first = True
                 for entry in self._pending.values():
                     if entry[1] == a:  # the restarted actor retries its calls, from now
                         entry[2], first = (now if first else None), False
                 with contextlib.suppress(Exception):
                     self._ray.kill(self._actors[a], no_restart=False)
+                self._restarting.add(a)
+                self.replaced += 1
+                self._notify(WorkerLoss(task.worker, self._pids[a], None,
+                                        f"timed out: task {task.task_id} not back after {now - started:.1f} s "
+                                        f"(timeout {limit:.3g} s); killed for Ray to restart it and retry the task"))
                 return
 
     # ------------------------------------------------------------------ end

@@ -1,0 +1,65 @@
+"""The master process's CPU per applied update in a real run, by backend and W.
+
+Unlike ``master_overhead.py`` (the update alone), this times the whole loop of a real run
+-- receiving each report from a worker process or Ray actor, applying it, sending the next
+task -- with ``os.times`` around :func:`azopg.learner.run_loop`, on chain3 with ``--batch 1``
+and a rollout latency, as in the speedup study.
+
+    python benchmarks/driver_cpu.py                       # async W = 16, 32; ray W = 16
+    python benchmarks/driver_cpu.py --runs async:8 ray:8 --latency 0.02
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import time
+
+from azopg import Settings, get_problem, learner
+from azopg.speedup import calibrated_settings
+
+
+def measure(backend: str, workers: int, latency: float) -> dict[str, float]:
+    """One run to the 1e-2 gap; the loop's updates per second and master CPU per update."""
+    problem = get_problem("chain3")
+    cal = calibrated_settings(problem, Settings(rollout_latency=latency, target_gap=1e-2, batch=1))
+    settings = Settings.from_dict({**cal.to_dict(), "workers": workers})
+    out: dict[str, float] = {}
+    original = learner.run_loop
+
+    def timed_loop(master, executor, clock, progress=None):
+        t0, w0, u0 = os.times(), time.perf_counter(), master.updates
+        try:
+            return original(master, executor, clock, progress)
+        finally:
+            t1, w1 = os.times(), time.perf_counter()
+            n = max(master.updates - u0, 1)
+            out.update(updates=n, seconds=w1 - w0, rate=n / (w1 - w0),
+                       cpu_ms=(t1.user + t1.system - t0.user - t0.system) / n * 1e3)
+
+    learner.run_loop = timed_loop
+    try:
+        learner.train(problem, settings, backend=backend)
+    finally:
+        learner.run_loop = original
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=["async:16", "async:32", "ray:16"], metavar="BACKEND:W")
+    parser.add_argument("--latency", type=float, default=0.01, help="seconds per rollout")
+    args = parser.parse_args()
+    print(f"chain3, batch 1, rollout latency {args.latency:g} s, to gap 1e-2")
+    print(f"{'backend':>8} {'W':>4} {'updates':>8} {'upd/s':>7} {'master CPU/update [ms]':>23}")
+    for spec in args.runs:
+        backend, _, w = spec.partition(":")
+        r = measure(backend, int(w), args.latency)
+        print(f"{backend:>8} {int(w):>4} {r['updates']:>8.0f} {r['rate']:>7.0f} {r['cpu_ms']:>23.3f}")
+
+
+if __name__ == "__main__":
+    main()
