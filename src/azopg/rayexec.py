@@ -14,7 +14,7 @@ out of the terminal) and shuts it down at :meth:`RayExecutor.close`. With
 ``address="HOST:PORT"`` it joins a cluster started with ``ray start --head`` and, at
 close, only kills its own actors: the cluster keeps running.
 
-Faults are handled by Ray: an actor whose process dies is restarted by Ray (up to
+Faults: an actor whose process dies is restarted by Ray (up to
 :data:`MAX_RESTARTS` times) and the master sends its call in flight again, once the call
 has failed (so the loss is reported to the master at once, like a replaced worker
 process). An actor that keeps dying is dropped with a warning and its worker's tasks run
@@ -159,7 +159,7 @@ class RayExecutor:
         initialized in this process, that connection is used and left open.
     task_timeout : float, optional
         Seconds after which a call is given up: its actor is killed, Ray restarts it and
-        retries the call. Default: as for worker processes
+        the master sends the call again. Default: as for worker processes
         (:class:`~azopg.workers.TaskTimer`).
     """
 
@@ -343,7 +343,7 @@ class RayExecutor:
             if started is not None and limit is not None and now >= started + limit:
                 first = True
                 for entry in self._pending.values():
-                    if entry[1] == a:  # the restarted actor retries its calls, from now
+                    if entry[1] == a:  # its calls fail and are sent again: no deadline until then
                         entry[2], first = (now if first else None), False
                 with contextlib.suppress(Exception):
                     self._ray.kill(self._actors[a], no_restart=False)
