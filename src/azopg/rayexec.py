@@ -33,7 +33,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,8 +40,8 @@ from typing import Any
 
 from .errors import SettingsError
 from .plant import Plant
-from .tasks import Report, Task, run_task
-from .workers import DEADLINE_SCAN, TaskFailed, TaskTimer, WorkerError, WorkerLoss, take_report
+from .tasks import Report, Task
+from .workers import TaskFailed, TaskTimer, WorkerError, WorkerLoss, run_or_fail, take_report
 
 __all__ = ["MAX_RESTARTS", "RayExecutor", "connect", "import_ray", "ray_session"]
 
@@ -132,13 +131,7 @@ class RayWorker:
         self.plant = plant_factory()
 
     def run(self, payload: bytes) -> bytes:
-        task: Task = pickle.loads(payload)
-        try:
-            msg: Report | TaskFailed = run_task(self.plant, task)
-        except Exception as exc:
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            msg = TaskFailed(task.task_id, task.worker, f"{type(exc).__name__}: {exc} "
-                             f"({os.path.basename(where.filename)}:{where.lineno})")
+        msg = run_or_fail(self.plant, pickle.loads(payload))
         return pickle.dumps((os.getpid(), msg), protocol=pickle.HIGHEST_PROTOCOL)
 
     def pid(self) -> int:
@@ -256,8 +249,7 @@ class RayExecutor:
             self._collect(ref)
         if time.monotonic() >= self._next_scan:
             self._check_deadlines()
-            limit = self._timer.task_timeout
-            self._next_scan = time.monotonic() + (DEADLINE_SCAN if limit is None else min(DEADLINE_SCAN, limit / 10))
+            self._next_scan = time.monotonic() + self._timer.scan_period
 
     def _collect(self, ref: Any) -> None:
         ray = self._ray

@@ -37,7 +37,7 @@ from .errors import AzopgError
 from .plant import Plant
 from .tasks import Report, Task, run_task
 
-__all__ = ["ProcessExecutor", "TaskFailed", "TaskTimer", "WorkerError", "WorkerLoss", "worker_main"]
+__all__ = ["ProcessExecutor", "TaskFailed", "TaskTimer", "WorkerError", "WorkerLoss", "run_or_fail", "worker_main"]
 
 #: Workers run at a lower scheduling priority than the master, whose prompt replies keep them busy.
 WORKER_NICENESS = 5
@@ -70,12 +70,7 @@ def worker_main(conn: Connection, plant_factory: Callable[[], Plant]) -> None:
             return
         if task is None:
             return
-        try:
-            msg: Report | TaskFailed = run_task(plant, task)
-        except Exception as exc:  # a plant that raises: tell the master, which stops the run
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            msg = TaskFailed(task.task_id, task.worker,
-                             f"{type(exc).__name__}: {exc} ({os.path.basename(where.filename)}:{where.lineno})")
+        msg = run_or_fail(plant, task)
         try:
             conn.send(msg)
         except (BrokenPipeError, OSError):
@@ -88,6 +83,17 @@ class TaskFailed(NamedTuple):
     task_id: int
     worker: int
     error: str
+
+
+def run_or_fail(plant: Plant, task: Task) -> Report | TaskFailed:
+    """A worker's answer to ``task``: its report, or a :class:`TaskFailed` naming the error and
+    where it was raised if the plant raised (the master then stops the run)."""
+    try:
+        return run_task(plant, task)
+    except Exception as exc:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return TaskFailed(task.task_id, task.worker,
+                          f"{type(exc).__name__}: {exc} ({os.path.basename(where.filename)}:{where.lineno})")
 
 
 @dataclass
@@ -166,6 +172,12 @@ class TaskTimer:
         self._per_rollout.append(per_rollout)
         self._median = None
 
+    @property
+    def scan_period(self) -> float:
+        """Seconds between scans for overdue tasks: :data:`DEADLINE_SCAN`, or a tenth of
+        ``task_timeout`` if that is shorter."""
+        return DEADLINE_SCAN if self.task_timeout is None else min(DEADLINE_SCAN, self.task_timeout / 10)
+
 
 class ProcessExecutor:
     """``workers`` worker processes; tasks and reports travel over pipes.
@@ -190,7 +202,6 @@ class ProcessExecutor:
 
     def __init__(self, plant_factory: Callable[[], Plant], workers: int, task_timeout: float | None = None) -> None:
         self.workers = int(workers)
-        self.task_timeout = task_timeout
         self._factory = plant_factory
         self._procs: list[mp.process.BaseProcess] = []
         self._conns: list[Connection] = []
@@ -323,10 +334,7 @@ class ProcessExecutor:
             self._replace(w, self._death_reason(w))
         if time.monotonic() >= self._next_scan:
             self._check_deadlines()
-            self._next_scan = time.monotonic() + self._scan_period()
-
-    def _scan_period(self) -> float:
-        return DEADLINE_SCAN if self.task_timeout is None else min(DEADLINE_SCAN, self.task_timeout / 10)
+            self._next_scan = time.monotonic() + self._timer.scan_period
 
     def _read(self, w: int) -> bool:
         """Read one message from worker ``w``'s pipe (it is ready); ``False`` at end of file."""
