@@ -144,8 +144,8 @@ class LinearPlant:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).
 
         The short step is a Taylor series of the Van Loan block
-        ``exp([[-Acl' h, Qk h], [0, Acl h]]) = [[E(h)^-T, E(h)^-T M(h)], [0, E(h)]]``: safe
-        for a step this short, and one matrix product per order.
+        ``exp([[-Acl' h, Qk h], [0, Acl h]]) = [[E(h)^-T, E(h)^-T M(h)], [0, E(h)]]``, of its
+        right block column only: safe for a step this short, and one matrix product per order.
         """
         if not (tau > 0 and np.isfinite(tau)):
             raise ValueError(f"tau must be a finite number > 0, got {tau}")
@@ -164,13 +164,15 @@ class LinearPlant:
             Z[:, :n, :n] = np.swapaxes(Acl, 1, 2) * -h
             Z[:, :n, n:] = Qk * h
             Z[:, n:, n:] = Acl * h
-            # Horner: exp(Z) = I + Z (I + Z/2 (I + ... (I + Z/ORDER)))
-            eye = np.eye(2 * n)
-            F = Z * (1.0 / _ORDER) + eye
+            # only the right block column [E^-T M; E] = exp(Z) J, J = [0; I], is needed. Horner:
+            # exp(Z) J = J + Z (J + Z/2 (J + ... (J + Z J/ORDER)))
+            J = np.zeros((2 * n, n))
+            J[n:] = np.eye(n)
+            F = Z[:, :, n:] * (1.0 / _ORDER) + J
             for k in range(_ORDER - 1, 0, -1):
-                F = (Z @ F) * (1.0 / k) + eye
-            E = np.ascontiguousarray(F[:, n:, n:])
-            M = np.swapaxes(E, 1, 2) @ F[:, :n, n:]
+                F = (Z @ F) * (1.0 / k) + J
+            E = np.ascontiguousarray(F[:, n:])
+            M = np.swapaxes(E, 1, 2) @ F[:, :n]
             M = 0.5 * (M + np.swapaxes(M, 1, 2))
             smin, smax = (int(s.min()), int(s.max())) if s.size else (0, 0)
             for i in range(smax):
