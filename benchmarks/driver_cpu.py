@@ -2,7 +2,7 @@
 
 Unlike ``master_overhead.py`` (the update alone), this times the whole loop of a real run
 -- receiving each report from a worker process or Ray actor, applying it, sending the next
-task -- with ``os.times`` around :func:`azopg.learner.run_loop`, on chain3 with ``--batch 1``
+task -- with ``os.times`` around :func:`azopg.run.train.run_loop`, on chain3 with ``--batch 1``
 and a rollout latency, as in the speedup study.
 
     python benchmarks/driver_cpu.py                       # async W = 16, 32; ray W = 16
@@ -19,7 +19,7 @@ import argparse
 import time
 
 from azopg import Settings, get_problem, learner
-from azopg.speedup import calibrated_settings
+from azopg.run.speedup import calibrated_settings
 
 
 def measure(backend: str, workers: int, latency: float) -> dict[str, float]:

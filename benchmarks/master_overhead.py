@@ -1,6 +1,6 @@
 """Master overhead per applied update (the AZOPG master's own work, no rollouts).
 
-Feeds pre-computed estimate reports to :class:`azopg.master.Master` as fast as it can
+Feeds pre-computed estimate reports to :class:`azopg.method.master.Master` as fast as it can
 take them -- ``receive`` (apply the update, log the event) plus ``make_task`` (the
 next task for that worker) -- and reports microseconds per update, with and without
 the exact-oracle monitor (which only reports the gap), and in communication-light
@@ -20,9 +20,9 @@ import time
 import numpy as np
 
 from azopg import Settings, get_problem
-from azopg.master import Master
-from azopg.plant import LinearPlant
-from azopg.tasks import run_task
+from azopg.method.master import Master
+from azopg.method.tasks import run_task
+from azopg.plants.linear import LinearPlant
 
 
 def measure(problem, *, workers: int, monitor: bool, light: bool, updates: int = 3000) -> float:

@@ -25,8 +25,8 @@ import numpy as np
 import scipy.linalg as sla
 
 import azopg
-from azopg.adapters import GymPlant
-from azopg.envs import LinearEnv
+from azopg.plants.adapters import GymPlant
+from azopg.plants.envs import LinearEnv
 
 
 def sampled_data_optimum(problem: azopg.LQRProblem, dt: float) -> np.ndarray:
@@ -60,7 +60,7 @@ def run(problem_name: str, dt: float, max_updates: int, seed: int = 0, plot: str
     K_star = np.asarray(problem.optimal_gain)
     print(f"  ||K - K*|| / ||K*|| = {np.linalg.norm(result.K - K_star) / np.linalg.norm(K_star):.2e}")
     if plot:
-        from azopg.plots import plot_responses
+        from azopg.run.plots import plot_responses
 
         print(f"  wrote {plot_responses(problem, result.K, plot)}")
     return {"gap": gap, "floor": floor}

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import azopg
-from azopg.plant import BLOWUP_COST, RolloutResult
+from azopg.plants.base import BLOWUP_COST, RolloutResult
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import azopg
+from azopg.run.speedup import calibrated_settings
 from azopg.settings import Settings
-from azopg.speedup import calibrated_settings
 
 
 @pytest.fixture(scope="module")

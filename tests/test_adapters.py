@@ -20,12 +20,12 @@ import pytest
 
 import azopg
 from _support import rk4_rollout_costs
-from azopg.adapters import CallablePlant, GymPlant, rollout_seed
 from azopg.errors import SettingsError
-from azopg.plant import BLOWUP_COST
+from azopg.plants.adapters import CallablePlant, GymPlant, rollout_seed
+from azopg.plants.base import BLOWUP_COST
 
 gym = pytest.importorskip("gymnasium")
-from azopg.envs import LinearEnv, PendulumEnv, register_envs  # noqa: E402
+from azopg.plants.envs import LinearEnv, PendulumEnv, register_envs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -134,7 +134,7 @@ def test_callable_plant_initial_states_and_validation():
     cp = CallablePlant(_noisy, n=2, m=1, x0_sampler=lambda rng, size: np.ones((size, 2)),
                        eval_states=[[1.0, 0.0], [0.0, 1.0]])
     np.testing.assert_array_equal(cp.initial_states(np.random.default_rng(0), 3), np.ones((3, 2)))
-    np.testing.assert_array_equal(azopg.tasks.evaluation_states(cp, 0), np.eye(2))
+    np.testing.assert_array_equal(azopg.method.tasks.evaluation_states(cp, 0), np.eye(2))
     bad = CallablePlant(_noisy, n=2, m=1, x0_sampler=lambda rng, size: np.ones((size, 3)))
     with pytest.raises(ValueError, match="shape"):
         bad.initial_states(np.random.default_rng(0), 2)
@@ -369,7 +369,7 @@ def test_pendulum_example_gain_stabilizes_the_nonlinear_plant():
 
 # --------------------------------------------------------------- plot, examples
 def test_plot_responses(tmp_path):
-    from azopg.plots import plot_responses
+    from azopg.run.plots import plot_responses
 
     p = azopg.get_problem("he1")
     out = plot_responses(p, 1.1 * np.asarray(p.optimal_gain), tmp_path / "r.png")

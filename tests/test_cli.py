@@ -122,7 +122,7 @@ def test_train_default_problem_writes_run_directory(tmp_path):
     for key in ("problem", "K", "cost", "optimal_cost", "relative_gap", "stabilizing", "updates", "rollouts",
                 "wall_time_s", "seed", "settings", "status"):
         assert key in res, key
-    p = azopg.get_problem(azopg.library.DEFAULT_PROBLEM)
+    p = azopg.get_problem(azopg.model.library.DEFAULT_PROBLEM)
     assert res["problem"] == p.name
     K = np.array(res["K"])
     assert K.shape == (p.m, p.n)

@@ -1,4 +1,4 @@
-"""python-control interop: ``LQRProblem.from_statespace``, ``azopg.compare`` and ``azopg compare``."""
+"""python-control interop: ``LQRProblem.from_statespace``, ``azopg.model.compare`` and ``azopg compare``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import azopg
 from _support import random_spd
 from azopg import AzopgError, LQRProblem, ProblemError, SettingsError
-from azopg.compare import Comparison, compare, compare_run
+from azopg.model.compare import Comparison, compare, compare_run
 
 control = pytest.importorskip("control")
 

@@ -16,11 +16,11 @@ import pytest
 
 import azopg
 from _support import random_problem
-from azopg.master import Master
-from azopg.output import write_run
-from azopg.replay import replay_run
+from azopg.method.master import Master
+from azopg.method.tasks import Report, Task, run_task
+from azopg.run.output import write_run
+from azopg.run.replay import replay_run
 from azopg.settings import Settings
-from azopg.tasks import Report, Task, run_task
 
 ROLLBACK_EVENTS = ("check-reject", "rollback-blowup")
 

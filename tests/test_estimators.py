@@ -16,8 +16,8 @@ import scipy.stats as st
 
 import azopg
 from _support import hotelling, hotelling_threshold, random_problem
-from azopg.estimators import rebuild_estimate
-from azopg.plant import BLOWUP_COST
+from azopg.method.estimators import rebuild_estimate
+from azopg.plants.base import BLOWUP_COST
 
 
 def per_sample_estimates(plant, K, *, r, N, tau, seed, method):

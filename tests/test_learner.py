@@ -10,7 +10,7 @@ import pytest
 
 import azopg
 from _support import BlackBoxPlant
-from azopg.library import DEFAULT_PROBLEM
+from azopg.model.library import DEFAULT_PROBLEM
 
 
 @pytest.fixture(scope="module")

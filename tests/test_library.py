@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.library import DEFAULT_PROBLEM
+from azopg.model.library import DEFAULT_PROBLEM
 
 
 def published_notes() -> dict[str, float]:

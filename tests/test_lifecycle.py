@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.output import write_run
-from azopg.replay import replay_run
+from azopg.run.output import write_run
+from azopg.run.replay import replay_run
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 

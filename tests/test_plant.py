@@ -8,7 +8,7 @@ import scipy.linalg as sla
 
 import azopg
 from _support import random_problem, rk4_rollout_costs, stiff_problem
-from azopg.plant import BLOWUP_COST
+from azopg.plants.base import BLOWUP_COST
 
 
 def lyapunov_rollout_costs(p: azopg.LQRProblem, K: np.ndarray, x0: np.ndarray, tau: float) -> np.ndarray:

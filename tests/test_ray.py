@@ -26,9 +26,9 @@ import pytest
 
 import azopg
 from azopg import rayexec
-from azopg.output import write_run
-from azopg.rayexec import AUTH_MODE_ENV, LOOPBACK_ENV
-from azopg.workers import WorkerError
+from azopg.engine.processes import WorkerError
+from azopg.engine.ray_actors import AUTH_MODE_ENV, LOOPBACK_ENV
+from azopg.run.output import write_run
 from test_cli import assert_one_line_error, run_cli
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'azopg[ray]')")
@@ -246,8 +246,8 @@ def test_cli_without_ray_installed_says_how_to_get_it(tmp_path):
 
 
 def test_ray_speedup_study_shares_one_instance(problem):
+    from azopg.run.speedup import run_speedup
     from azopg.settings import Settings
-    from azopg.speedup import run_speedup
 
     runs = run_speedup(problem, [1, 2], backend="ray", repeats=1,
                        base=Settings(target_gap=0.2, batch=1, max_time=120))

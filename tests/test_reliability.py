@@ -26,12 +26,12 @@ import pytest
 
 import azopg
 from _faulty import FaultyFactory, ensure_importable
-from azopg.master import Master
-from azopg.output import write_run
-from azopg.replay import replay_run
+from azopg.engine.processes import MIN_TIMEOUT, ProcessExecutor, WorkerError
+from azopg.method.master import Master
+from azopg.method.tasks import Report, run_task
+from azopg.run.output import write_run
+from azopg.run.replay import replay_run
 from azopg.settings import Settings
-from azopg.tasks import Report, run_task
-from azopg.workers import MIN_TIMEOUT, ProcessExecutor, WorkerError
 from test_lifecycle import grandchildren, living, proc_table, session_processes, still_alive
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
@@ -232,7 +232,7 @@ def test_noisy_run_replays_exactly(chain3, tmp_path):
 
 
 def test_noisy_measurements_are_unbiased_and_of_the_given_size(chain3):
-    from azopg.tasks import NoisyCosts
+    from azopg.method.tasks import NoisyCosts
 
     plant = azopg.LinearPlant(chain3)
     x0 = plant.initial_states(np.random.default_rng(0), 4000)

@@ -1,13 +1,14 @@
 """azopg: model-free LQR by asynchronous zeroth-order policy gradient (AZOPG)."""
 
-from .adapters import CallablePlant, GymPlant  # noqa: F401 -- black-box plants (azopg.adapters)
-from .checkpoint import RunFinished, resume
 from .errors import AzopgError, NotStabilizingError, ProblemError, ProblemFileError, SettingsError
-from .estimators import Estimate, estimate_gradient, sphere_directions
-from .learner import Result, train
-from .library import get_problem, load_problem, mass_spring_chain, problem_names, random_system
-from .plant import LinearPlant, Plant, RolloutResult
-from .problem import LQRProblem
+from .method.estimators import Estimate, estimate_gradient, sphere_directions
+from .model.library import get_problem, load_problem, mass_spring_chain, problem_names, random_system
+from .model.problem import LQRProblem
+from .plants.adapters import CallablePlant, GymPlant  # noqa: F401 -- black-box plants (azopg.plants.adapters)
+from .plants.base import Plant, RolloutResult
+from .plants.linear import LinearPlant
+from .run.checkpoint import RunFinished, resume
+from .run.train import Result, train
 from .settings import Settings
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from .errors import AzopgError, SettingsError
-from .library import DEFAULT_PROBLEM, get_problem, load_problem, problem_names
+from .model.library import DEFAULT_PROBLEM, get_problem, load_problem, problem_names
 
 __all__ = ["main", "cli"]
 
@@ -119,11 +119,11 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
     during the run, for --resume)."""
     from pathlib import Path
 
-    from .learner import train as run_train
-    from .output import prepare_out_dir, write_run
+    from .run.output import prepare_out_dir, write_run
+    from .run.train import train as run_train
 
     if resume_dir is not None:
-        from .checkpoint import FINISHED, read_checkpoint, resume
+        from .run.checkpoint import FINISHED, read_checkpoint, resume
 
         try:
             ckpt = read_checkpoint(resume_dir)
@@ -178,7 +178,7 @@ def _settings(**values: Any) -> Any:
 
 
 def _backend(name: str | None, workers: int, ray_address: str | None = None) -> str:
-    from .backends import BACKENDS
+    from .engine.backends import BACKENDS
 
     name = name or ("serial" if workers == 1 else "async")
     if name not in BACKENDS:
@@ -188,7 +188,7 @@ def _backend(name: str | None, workers: int, ray_address: str | None = None) -> 
     if ray_address is not None and name != "ray":
         raise SettingsError(f"--ray-address {ray_address!r}: only with --backend ray")
     if name == "ray":
-        from .rayexec import import_ray
+        from .engine.ray_actors import import_ray
 
         import_ray(ray_address)  # fails here, in one line, if Ray is not installed
     return name
@@ -229,9 +229,9 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
             repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
             out_dir: str, ray_address: str | None) -> None:
     """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
-    from .output import prepare_out_dir
-    from .plots import plot_speedup
-    from .speedup import run_speedup, summarize, write_speedup_csv
+    from .run.output import prepare_out_dir
+    from .run.plots import plot_speedup
+    from .run.speedup import run_speedup, summarize, write_speedup_csv
 
     workers = _int_list(workers_text)
     if repeats < 1:
@@ -268,7 +268,7 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
 @click.argument("run_dir", metavar="DIR")
 def replay(run_dir: str) -> None:
     """Recompute an asynchronous run's final gain from DIR/arrivals.csv and compare it with DIR/result.json."""
-    from .replay import replay_run
+    from .run.replay import replay_run
 
     K, K_rec, events = replay_run(run_dir)
     same = K.shape == K_rec.shape and np.array_equal(K, K_rec)
@@ -286,8 +286,8 @@ def compare(run_dir: str) -> None:
     the gain error and the closed-loop eigenvalues, and write DIR/compare.json."""
     from pathlib import Path
 
-    from .compare import compare_run
-    from .output import write_json_atomic
+    from .model.compare import compare_run
+    from .run.output import write_json_atomic
 
     comparison = compare_run(run_dir)
     click.echo(comparison.format())

@@ -134,7 +134,7 @@ class Settings:
             raise SettingsError(f"rollout_latency must be a finite number >= 0, got {lat!r}")
         if self.method not in ("two-point", "one-point"):
             raise SettingsError(f"method must be 'two-point' or 'one-point', got {self.method!r}")
-        from .latency import LATENCY_MODELS
+        from .plants.latency import LATENCY_MODELS
 
         if self.latency_model not in LATENCY_MODELS:
             raise SettingsError(

@@ -3,9 +3,9 @@
 Each worker is a Ray actor that keeps its own plant; a task is an actor call
 (``actor.run.remote(task)``) and the master's loop waits on the calls in flight with
 :func:`ray.wait`, applying whichever report is ready and handing that worker a new task
-with the current gain -- the asynchronous loop of :mod:`azopg.learner`, unchanged. Per
-update, a :class:`~azopg.tasks.Task` travels out (the gain ``K``, its version and a few
-scalars) and a :class:`~azopg.tasks.Report` travels back (the ``m x n`` estimate, or in
+with the current gain -- the asynchronous loop of :mod:`azopg.run.train`, unchanged. Per
+update, a :class:`~azopg.method.tasks.Task` travels out (the gain ``K``, its version and a few
+scalars) and a :class:`~azopg.method.tasks.Report` travels back (the ``m x n`` estimate, or in
 communication-light mode the seed's ``N`` scalar weights).
 
 Without an address the executor starts a private Ray instance on this machine (no
@@ -38,10 +38,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import SettingsError
-from .plant import Plant
-from .tasks import Report, Task
-from .workers import TaskFailed, TaskTimer, WorkerError, WorkerLoss, run_or_fail, take_report
+from ..errors import SettingsError
+from ..method.tasks import Report, Task
+from ..plants.base import Plant
+from .processes import TaskFailed, TaskTimer, WorkerError, WorkerLoss, run_or_fail, take_report
 
 __all__ = ["MAX_RESTARTS", "RayExecutor", "connect", "import_ray", "ray_session"]
 
@@ -124,7 +124,7 @@ class RayWorker:
 
     Tasks and reports cross as pickled bytes (Ray moves bytes faster than dataclasses
     holding arrays). A call returns ``(pid, report)`` so the master notices a restarted
-    process; a plant that raises returns a :class:`~azopg.workers.TaskFailed` instead.
+    process; a plant that raises returns a :class:`~azopg.engine.processes.TaskFailed` instead.
     """
 
     def __init__(self, plant_factory: Callable[[], Plant]) -> None:
@@ -153,7 +153,7 @@ class RayExecutor:
     task_timeout : float, optional
         Seconds after which a call is given up: its actor is killed, Ray restarts it and
         the master sends the call again. Default: as for worker processes
-        (:class:`~azopg.workers.TaskTimer`).
+        (:class:`~azopg.engine.processes.TaskTimer`).
     """
 
     def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, address: str | None = None,
@@ -176,7 +176,7 @@ class RayExecutor:
         self._attempts: dict[int, int] = {}  # task id -> times sent again after its actor died
         self._closed = False
         self.namespace = f"azopg-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        #: called with a :class:`~azopg.workers.WorkerLoss` when an actor was restarted or dropped
+        #: called with a :class:`~azopg.engine.processes.WorkerLoss` when an actor was restarted or dropped
         self.on_lost: Callable[[WorkerLoss], None] | None = None
         self.replaced = 0
         self.dropped = 0
@@ -237,7 +237,7 @@ class RayExecutor:
 
     def _fill(self, timeout: float | None) -> None:
         """Collect a finished call (the oldest ready one), unless ``timeout`` passes first;
-        deadlines are scanned at most every :data:`~azopg.workers.DEADLINE_SCAN` seconds."""
+        deadlines are scanned at most every :data:`~azopg.engine.processes.DEADLINE_SCAN` seconds."""
         refs = list(self._pending)
         if not refs:
             return

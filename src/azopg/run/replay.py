@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SettingsError
-from .master import Master
-from .plant import LinearPlant
-from .problem import LQRProblem
-from .settings import Settings
-from .tasks import Task, run_task
+from ..errors import SettingsError
+from ..method.master import Master
+from ..method.tasks import Task, run_task
+from ..model.problem import LQRProblem
+from ..plants.linear import LinearPlant
+from ..settings import Settings
 
 __all__ = ["replay_run"]
 

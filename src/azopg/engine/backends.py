@@ -1,8 +1,8 @@
 """Executors: how tasks reach workers. One small protocol, several backends.
 
-A backend only moves :class:`~azopg.tasks.Task` objects out and
-:class:`~azopg.tasks.Report` objects back; the algorithm lives in
-:mod:`azopg.master` and the loop in :mod:`azopg.learner`.
+A backend only moves :class:`~azopg.method.tasks.Task` objects out and
+:class:`~azopg.method.tasks.Report` objects back; the algorithm lives in
+:mod:`azopg.method.master` and the loop in :mod:`azopg.run.train`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .latency import latency_factor
-from .plant import Plant
-from .tasks import Report, Task, run_task
+from ..method.tasks import Report, Task, run_task
+from ..plants.base import Plant
+from ..plants.latency import latency_factor
 
 __all__ = ["BACKENDS", "SYNCHRONOUS", "Executor", "SerialExecutor", "SimulatedExecutor", "make_executor"]
 
@@ -47,7 +47,7 @@ class SerialExecutor:
 
     def __init__(self, plant_factory: Callable[[], Plant], workers: int = 1, **_: Any) -> None:
         if workers != 1:
-            from .errors import SettingsError
+            from ..errors import SettingsError
 
             raise SettingsError(f"workers must be 1 with the serial backend, got {workers}")
         self.workers = 1
@@ -88,7 +88,7 @@ class SimulatedExecutor:
     per_rollout : float
         Virtual seconds per rollout.
     model : str
-        Latency model (see :func:`azopg.latency.latency_factor`).
+        Latency model (see :func:`azopg.plants.latency.latency_factor`).
     seed : int
     """
 
@@ -137,14 +137,14 @@ class SimulatedExecutor:
 
 def _process_executor(plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
                       **_: Any) -> Executor:
-    from .workers import ProcessExecutor
+    from .processes import ProcessExecutor
 
     return ProcessExecutor(plant_factory, workers, task_timeout=task_timeout)
 
 
 def _ray_executor(plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
                   ray_address: str | None = None, **_: Any) -> Executor:
-    from .rayexec import RayExecutor
+    from .ray_actors import RayExecutor
 
     return RayExecutor(plant_factory, workers, address=ray_address, task_timeout=task_timeout)
 
@@ -170,7 +170,7 @@ def make_executor(name: str, plant_factory: Callable[[], Plant], workers: int, *
     SettingsError
         For an unknown backend.
     """
-    from .errors import SettingsError
+    from ..errors import SettingsError
 
     if name not in BACKENDS:
         raise SettingsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")

@@ -10,9 +10,9 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
-from .errors import SettingsError
-from .learner import Result
-from .master import HISTORY_FIELDS
+from ..errors import SettingsError
+from ..method.master import HISTORY_FIELDS
+from .train import Result
 
 __all__ = ["ARRIVAL_FIELDS", "prepare_out_dir", "write_json_atomic", "write_run"]
 
@@ -79,7 +79,7 @@ def write_run(out: Path, result: Result, *, plot: bool = True) -> list[Path]:
 
         written.append(plot_convergence(result, out / "convergence.png"))
         if result.problem_data is not None:
-            from .problem import LQRProblem
+            from ..model.problem import LQRProblem
 
             problem = LQRProblem.from_dict(result.problem_data)
             written.append(plot_responses(problem, result.K, out / "responses.png"))

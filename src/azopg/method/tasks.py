@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..plants.base import Plant, RolloutResult, failed
 from .estimators import estimate_gradient
-from .plant import Plant, RolloutResult
 
 __all__ = ["Task", "Report", "run_task", "task_rng", "evaluation_states"]
 
@@ -106,7 +106,7 @@ def task_rng(seed: int, worker: int, task_id: int) -> np.random.Generator:
 def evaluation_states(plant: Plant, seed: int) -> np.ndarray:
     """Fixed states whose mean rollout cost estimates the expected cost.
 
-    A plant may provide ``evaluation_states()`` (the :class:`~azopg.plant.LinearPlant`
+    A plant may provide ``evaluation_states()`` (the :class:`~azopg.plants.linear.LinearPlant`
     returns exact square-root factors of the covariance, so the estimate is exact);
     otherwise ``max(n, 8)`` states are drawn once from the plant's distribution.
     """
@@ -141,8 +141,7 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
             f = _noise_factors(noise, task.cost_noise, k)
             r1 = RolloutResult(np.where(r1.blown_up, r1.cost, r1.cost * f), r1.blown_up)
             r2 = RolloutResult(np.where(r2.blown_up, r2.cost, r2.cost * f), r2.blown_up)
-        # a cost that is not a finite number (a faulty plant) counts as blown up
-        blown = int(np.sum(r1.blown_up | ~np.isfinite(r1.cost)) + np.sum(r2.blown_up | ~np.isfinite(r2.cost)))
+        blown = int(np.sum(failed(r1)) + np.sum(failed(r2)))
         return Report(
             task.task_id, task.worker, task.kind, task.version, 2 * k, blown,
             cost=float(np.mean(r1.cost)), cost2=float(np.mean(r2.cost)),

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .plant import Plant, RolloutResult
+from .base import Plant, RolloutResult
 
 __all__ = ["LATENCY_MODELS", "LatencyPlant", "LatencyPlantFactory", "latency_factor"]
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .backends import make_executor
-from .learner import Result, train
-from .master import Master
-from .plant import LinearPlant
-from .problem import LQRProblem
-from .settings import Settings
+from ..engine.backends import make_executor
+from ..method.master import Master
+from ..model.problem import LQRProblem
+from ..plants.linear import LinearPlant
+from ..settings import Settings
+from .train import Result, train
 
 __all__ = ["SPEEDUP_FIELDS", "SpeedupRun", "calibrated_settings", "run_speedup", "summarize", "write_speedup_csv"]
 
@@ -68,7 +68,7 @@ def run_speedup(problem: LQRProblem, workers: Sequence[int], *, backend: str = "
     """Run every W ``repeats`` times; fill in speedup and efficiency against W = min(workers)."""
     base = base or Settings()
     if backend == "ray":  # one Ray instance (or connection) for every run
-        from .rayexec import ray_session
+        from ..engine.ray_actors import ray_session
 
         with ray_session(base.ray_address, max(workers)):
             return _run_all(problem, workers, backend, repeats, base, report)

@@ -4,7 +4,7 @@ With an output directory, :func:`azopg.train` appends every history row and ever
 arrival to ``history.csv`` and ``arrivals.csv`` as the run goes and, at least every
 :data:`INTERVAL` seconds and at the end, atomically replaces ``checkpoint.json``: the
 master's state (gain, version, step, radius, horizon, anchor, counters -- see
-:meth:`azopg.master.Master.state_dict`), the settings, the backend, the problem, the
+:meth:`azopg.method.master.Master.state_dict`), the settings, the backend, the problem, the
 elapsed time and how many rows of the two logs belong to that state. There is no
 generator state to save: every task's draws come from (seed, worker, task id), and task
 ids keep rising after a resume.
@@ -28,11 +28,11 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AzopgError, SettingsError
-from .master import HISTORY_FIELDS, HistoryRow, Master
+from ..errors import AzopgError, SettingsError
+from ..method.master import HISTORY_FIELDS, HistoryRow, Master
 
 if TYPE_CHECKING:
-    from .learner import Result
+    from .train import Result
 
 __all__ = ["CHECKPOINT", "FINISHED", "INTERVAL", "RunFinished", "RunRecorder", "read_checkpoint", "resume"]
 
@@ -233,9 +233,9 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Any = None) -> Result:
     RunFinished
         If the run already finished (its result is in ``run_dir/result.json``).
     """
-    from .learner import train
-    from .problem import LQRProblem
-    from .settings import Settings
+    from ..model.problem import LQRProblem
+    from ..settings import Settings
+    from .train import train
 
     ckpt = read_checkpoint(run_dir)
     if ckpt["status"] in FINISHED:

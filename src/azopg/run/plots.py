@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .learner import Result
-from .problem import LQRProblem
+from ..model.problem import LQRProblem
+from .train import Result
 
 __all__ = ["plot_convergence", "plot_responses"]
 

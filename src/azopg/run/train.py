@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from .backends import SYNCHRONOUS, Executor, make_executor
-from .errors import ProblemError, SettingsError
-from .master import HistoryRow, Master
-from .plant import LinearPlant, Plant
-from .problem import LQRProblem, as_matrix
-from .settings import Settings
+from ..engine.backends import SYNCHRONOUS, Executor, make_executor
+from ..errors import ProblemError, SettingsError
+from ..method.master import HistoryRow, Master
+from ..model.problem import LQRProblem, as_matrix
+from ..plants.base import Plant
+from ..plants.linear import LinearPlant
+from ..settings import Settings
 
 __all__ = ["train", "Result"]
 
@@ -118,7 +119,7 @@ def train(
     ----------
     problem : LQRProblem or Plant
         A known LQR problem (its exact oracle is used only to *report* the gap and
-        stop at ``target_gap``), or any object following the :class:`~azopg.plant.Plant`
+        stop at ``target_gap``), or any object following the :class:`~azopg.plants.base.Plant`
         protocol (then give ``K0`` and a budget).
     settings : Settings, optional
         All settings; or pass them as keyword ``options`` (``seed=1, max_time=30``).
@@ -129,7 +130,7 @@ def train(
         ``"sync"`` (worker processes, a barrier each round, estimates averaged),
         ``"simulated"`` / ``"simulated-sync"`` (virtual workers on a virtual clock),
         ``"ray"`` (Ray actors, locally or on the cluster at ``settings.ray_address``);
-        see :data:`azopg.backends.BACKENDS`.
+        see :data:`azopg.engine.backends.BACKENDS`.
     plant_factory : callable, optional
         Builds a worker's plant (default: the problem's :class:`LinearPlant`).
     progress : callable, optional
@@ -138,8 +139,8 @@ def train(
         Run directory kept up to date during the run, so that a run whose master is
         killed can be continued with :func:`azopg.resume`: ``history.csv`` and
         ``arrivals.csv`` appended as the run goes, ``checkpoint.json`` (see
-        :mod:`azopg.checkpoint`) and ``problem.json``. ``result.json`` and the plot are
-        written by :func:`azopg.output.write_run` (as the command line does).
+        :mod:`azopg.run.checkpoint`) and ``problem.json``. ``result.json`` and the plot are
+        written by :func:`azopg.run.output.write_run` (as the command line does).
 
     Returns
     -------
@@ -172,7 +173,7 @@ def train(
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
     simulated = backend.startswith("simulated")
     if settings.rollout_latency > 0 and not simulated:
-        from .latency import LatencyPlantFactory
+        from ..plants.latency import LatencyPlantFactory
 
         plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model)
     executor = make_executor(backend, plant_factory, settings.workers,
@@ -263,7 +264,7 @@ def train(
 
 
 def _worker_lost(master: Master, loss: Any) -> None:
-    """A worker died or hung and was replaced or dropped (see :class:`azopg.workers.WorkerLoss`)."""
+    """A worker died or hung and was replaced or dropped (see :class:`azopg.engine.processes.WorkerLoss`)."""
     master.worker_lost(loss.worker, loss.tasks)
     lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
     then = f"; restarted as pid {loss.new_pid}" if loss.new_pid is not None else ""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProblemError, ProblemFileError
+from ..errors import ProblemError, ProblemFileError
 from .problem import LQRProblem
 
 __all__ = ["DEFAULT_PROBLEM", "problem_names", "get_problem", "load_problem", "mass_spring_chain",

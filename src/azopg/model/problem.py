@@ -1,7 +1,7 @@
 """The continuous-time LQR problem and its exact (model-based) oracle.
 
 The oracle -- cost, gradient, optimum -- is for *monitoring and testing only*: the
-learners in :mod:`azopg.learner` never call it to make a decision.
+learners in :mod:`azopg.run.train` never call it to make a decision.
 
 Conventions follow python-control: ``dx/dt = A x + B u`` with ``u = -K x``.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 
-from .errors import AzopgError, NotStabilizingError, ProblemError
+from ..errors import AzopgError, NotStabilizingError, ProblemError
 
 __all__ = ["LQRProblem", "as_matrix"]
 

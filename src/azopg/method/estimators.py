@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from .plant import Plant, RolloutResult
+from ..plants.base import Plant, failed
 
 __all__ = ["Estimate", "sphere_directions", "estimate_gradient", "rebuild_estimate"]
 
@@ -67,11 +67,6 @@ def sphere_directions(rng: np.random.Generator, N: int, m: int, n: int) -> np.nd
     norms = np.sqrt(np.sum(G * G, axis=(1, 2), keepdims=True))
     return G * (np.sqrt(m * n) / norms)
 
-
-def _failed(res: RolloutResult) -> np.ndarray:
-    """Rollouts flagged as blown up, or whose cost is not a finite number (a faulty plant)."""
-    cost = np.asarray(res.cost, dtype=float)
-    return np.asarray(res.blown_up, dtype=bool) | ~np.isfinite(cost)
 
 
 def estimate_gradient(
@@ -116,14 +111,14 @@ def estimate_gradient(
         res = plant.rollout(np.concatenate([K + rU, K - rU]), np.concatenate([x0, x0]), tau)
         cost = np.asarray(res.cost, dtype=float)
         cp, cm = cost[:N], cost[N:]
-        bad = _failed(res)
+        bad = failed(res)
         ok = ~(bad[:N] | bad[N:])
         weights = np.where(ok, (cp - cm) / (2.0 * r * N), 0.0)
         center = 0.5 * (cp + cm)
         rollouts = 2 * N
     elif method == "one-point":
         res = plant.rollout(K + r * U, x0, tau)
-        ok = ~_failed(res)
+        ok = ~failed(res)
         cost = np.asarray(res.cost, dtype=float)
         weights = np.where(ok, cost / (r * N), 0.0)
         center = cost

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProblemError, SettingsError
+from ..errors import ProblemError, SettingsError
 from .problem import LQRProblem, as_matrix, require_control
 
 __all__ = ["Comparison", "compare", "compare_run"]
@@ -169,7 +169,7 @@ def compare_run(run_dir: str | Path) -> Comparison:
     """Compare the gain of the run in ``run_dir`` with ``control.lqr``.
 
     Reads ``result.json`` (the learned ``K``) and ``problem.json`` (the problem), as
-    written by :func:`azopg.output.write_run`.
+    written by :func:`azopg.run.output.write_run`.
 
     Parameters
     ----------

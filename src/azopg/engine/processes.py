@@ -1,8 +1,8 @@
 """Worker processes on this machine (the ``async`` and ``sync`` backends).
 
 Each worker is a process with its own plant, connected to the master by a duplex pipe:
-it receives a :class:`~azopg.tasks.Task`, runs it, sends the
-:class:`~azopg.tasks.Report` back and waits for the next task (which carries the
+it receives a :class:`~azopg.method.tasks.Task`, runs it, sends the
+:class:`~azopg.method.tasks.Report` back and waits for the next task (which carries the
 master's latest gain). The master waits on all pipes at once
 (:func:`multiprocessing.connection.wait`) and so applies reports in arrival order.
 
@@ -33,9 +33,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import AzopgError
-from .plant import Plant
-from .tasks import Report, Task, run_task
+from ..errors import AzopgError
+from ..method.tasks import Report, Task, run_task
+from ..plants.base import Plant
 
 __all__ = ["ProcessExecutor", "TaskFailed", "TaskTimer", "WorkerError", "WorkerLoss", "run_or_fail", "worker_main"]
 
@@ -236,7 +236,7 @@ class ProcessExecutor:
         os.environ.update({k: "1" for k in _THREAD_VARS})
         try:
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["numpy", "scipy.linalg", "azopg.tasks"])
+            ctx.set_forkserver_preload(["numpy", "scipy.linalg", "azopg.method.tasks"])
             parent, child = ctx.Pipe(duplex=True)
             proc = ctx.Process(target=worker_main, args=(child, self._factory),
                                name=f"azopg-worker-{w}", daemon=True)

@@ -1,4 +1,4 @@
-"""Adapters: black-box plants behind the :class:`~azopg.plant.Plant` protocol.
+"""Adapters: black-box plants behind the :class:`~azopg.plants.base.Plant` protocol.
 
 * :class:`CallablePlant` wraps a plain Python function ``cost(K, x0, tau, rng) -> float``
   that performs one rollout (a simulator, a hardware experiment, ...).
@@ -12,7 +12,7 @@ state see the same noise (common random numbers -- the two rollouts of a two-poi
 sample, and the checks of two gains from the fixed evaluation states, compare under
 identical noise), and a run stays reproducible from its seed. A rollout whose cost is
 NaN, infinite or above ``1e200`` is flagged blown up and reported with the finite
-:data:`~azopg.plant.BLOWUP_COST`.
+:data:`~azopg.plants.base.BLOWUP_COST`.
 
 Both are picklable (a :class:`GymPlant` builds its environment lazily from
 ``env_factory``, and drops it when pickled), so each process worker of
@@ -30,14 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SettingsError
-from .plant import BLOWUP_COST, RolloutResult
-from .problem import as_matrix
+from ..errors import SettingsError
+from ..model.problem import as_matrix
+from .base import COST_LIMIT, GROWTH, RolloutResult, finalize
 
 __all__ = ["CallablePlant", "GymPlant", "env_dt", "rollout_seed"]
 
-_COST_LIMIT = 1e200  # a larger cost counts as blown up (as in LinearPlant)
-_GROWTH = 1e6  # an observation with ||x|| > _GROWTH * ||x0|| counts as blown up (LinearPlant: at tau)
 
 #: ``sampler(rng, size) -> (size, n)`` array of initial states.
 Sampler = Callable[[np.random.Generator, int], Any]
@@ -87,11 +85,6 @@ class _FixedStates:
         return self.states.copy()
 
 
-def _finalize(cost: np.ndarray, bad: np.ndarray) -> RolloutResult:
-    with np.errstate(invalid="ignore"):
-        bad = bad | ~np.isfinite(cost) | (cost > _COST_LIMIT)
-    return RolloutResult(np.where(bad, BLOWUP_COST, cost), bad)
-
 
 class CallablePlant:
     """A plant given as a function that performs one rollout.
@@ -115,7 +108,7 @@ class CallablePlant:
         Covariance of the default initial states (identity if omitted).
     eval_states : array_like, shape (k, n), optional
         Fixed states from which the learner's checks evaluate a gain (the mean of their
-        rollout costs stands for the expected cost; see :func:`azopg.tasks.evaluation_states`).
+        rollout costs stands for the expected cost; see :func:`azopg.method.tasks.evaluation_states`).
         For a linear plant with ``E[x0 x0'] = Omega`` the ``n`` rows of
         ``sqrt(n) * cholesky(Omega).T`` make that mean exact. Default: ``max(n, 8)``
         states drawn once from the initial-state distribution.
@@ -210,7 +203,7 @@ class CallablePlant:
                 self.last_error = repr(exc)
                 c = math.nan
             cost[i] = c
-        return _finalize(cost, np.zeros(x0.shape[0], dtype=bool))
+        return finalize(cost, np.zeros(x0.shape[0], dtype=bool))
 
 
 def env_dt(env: Any) -> float:
@@ -254,7 +247,7 @@ class GymPlant:
     Blow-up rule: a rollout is flagged blown up (and stopped) when the environment
     **terminates it with ``info["blown_up"]`` true**, when an observation is not finite
     or ``1e6`` times larger (2-norm) than ``x0`` (the growth bound of
-    :class:`~azopg.plant.LinearPlant`), or when the summed cost is not finite or
+    :class:`~azopg.plants.linear.LinearPlant`), or when the summed cost is not finite or
     exceeds ``1e200``. Ending
     early for another reason (``terminated`` without ``info["blown_up"]``, or
     ``truncated``, e.g. by a ``TimeLimit`` wrapper) is *not* a blow-up: the cost is the
@@ -399,7 +392,7 @@ class GymPlant:
                 obs, _ = env.reset(seed=int(seed[0]) << 32 | int(seed[1]), options={"x0": x0[i].copy()})
                 obs = np.asarray(obs, dtype=float)
                 norm0 = float(x0[i] @ x0[i])
-                limit = _GROWTH**2 * (norm0 if norm0 > 0 else 1.0)  # on the squared norm
+                limit = GROWTH**2 * (norm0 if norm0 > 0 else 1.0)  # on the squared norm
                 total = 0.0
                 blown = False
                 taken = 0
@@ -414,9 +407,9 @@ class GymPlant:
                     if terminated or truncated:
                         blown = bool(terminated and info.get("blown_up", False))
                         break
-                    if not total <= _COST_LIMIT:  # the cost overflowed (or is NaN)
+                    if not total <= COST_LIMIT:  # the cost overflowed (or is NaN)
                         break
                 self.steps += taken
                 cost[i] = total
                 bad[i] = blown
-        return _finalize(cost, bad)
+        return finalize(cost, bad)

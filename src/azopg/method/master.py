@@ -7,7 +7,7 @@ sends it back; the master applies it at once,
     K_{t+1} = K_t - alpha * g(K_{t - d_t}),
 
 dropping estimates whose staleness ``d_t`` exceeds ``max_delay``. This class is that
-loop's state, independent of how workers run (see :mod:`azopg.backends`).
+loop's state, independent of how workers run (see :mod:`azopg.engine.backends`).
 
 Safeguards that make the defaults scale-free use rollout costs only: every
 ``check_every`` updates a worker evaluates the current gain from fixed initial states
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NotStabilizingError, ProblemError
+from ..errors import NotStabilizingError, ProblemError
+from ..settings import Settings
 from .estimators import rebuild_estimate
-from .settings import Settings
 from .tasks import Report, Task, task_rng
 
 __all__ = ["Master", "HistoryRow", "HISTORY_FIELDS"]

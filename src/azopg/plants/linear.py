@@ -1,12 +1,4 @@
-"""The plant: finite-horizon rollout costs behind a small protocol.
-
-A learner reaches a plant only through :class:`Plant`: it hands over a batch of gains
-and initial states and receives finite-horizon costs
-
-    f_tau(x0; K) = int_0^tau (x'Qx + u'Ru) dt,   u = -K x,
-
-each flagged if the rollout blew up. Any black-box simulator or real system that can
-do this plugs in.
+"""The exact linear plant.
 
 :class:`LinearPlant` evaluates the costs of a linear plant *exactly* (to rounding) and
 in batches: with ``Acl = A - B K`` and ``Qk = Q + K'RK`` the cost is ``x0' M(tau) x0``
@@ -24,60 +16,17 @@ Everything is vectorized over the batch: no Python loop per rollout or per time 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from .problem import LQRProblem
+from ..model.problem import LQRProblem
+from .base import GROWTH, RolloutResult, finalize
 
-__all__ = ["Plant", "RolloutResult", "LinearPlant", "BLOWUP_COST"]
-
-#: Finite value reported as the cost of a rollout that blew up.
-BLOWUP_COST = 1e300
+__all__ = ["LinearPlant"]
 
 _THETA = 0.5  # bound on ||Acl h|| (1- and inf-norm) for the short step
 _ORDER = 12  # Taylor order; truncation < THETA**13/13! ~ 2e-14
-_GROWTH = 1e6  # ||x(tau)|| > _GROWTH * ||x0|| counts as blown up
-_COST_LIMIT = 1e200
-
-
-class RolloutResult(NamedTuple):
-    """Costs of a batch of rollouts.
-
-    Attributes
-    ----------
-    cost : ndarray, shape (b,)
-        Finite-horizon costs; always finite (``BLOWUP_COST`` where blown up).
-    blown_up : ndarray of bool, shape (b,)
-        True where the state diverged (the gain does not stabilize the plant at this
-        horizon) or the cost overflowed.
-    """
-
-    cost: np.ndarray
-    blown_up: np.ndarray
-
-
-@runtime_checkable
-class Plant(Protocol):
-    """What a learner needs from a plant: initial states and rollout costs."""
-
-    n: int
-    m: int
-
-    def initial_states(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """Draw ``size`` initial states from the plant's distribution, shape (size, n)."""
-        ...
-
-    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float) -> RolloutResult:
-        """Costs over ``[0, tau]`` of gains ``K`` (b, m, n) from states ``x0`` (b, n)."""
-        ...
-
-
-def _finalize(cost: np.ndarray, bad: np.ndarray) -> RolloutResult:
-    with np.errstate(invalid="ignore"):
-        bad = bad | ~np.isfinite(cost) | (cost > _COST_LIMIT)
-    cost = np.where(bad, BLOWUP_COST, cost)
-    return RolloutResult(cost, bad)
 
 
 class LinearPlant:
@@ -137,8 +86,8 @@ class LinearPlant:
         with np.errstate(all="ignore"):
             cost = (np.swapaxes(x, 1, 2) @ M @ x)[:, 0, 0]
             xT = (E @ x)[:, :, 0]
-            grow = np.sum(xT * xT, axis=1) > _GROWTH**2 * np.sum(x0 * x0, axis=1)
-            return _finalize(cost, grow | ~np.isfinite(xT).all(axis=1))
+            grow = np.sum(xT * xT, axis=1) > GROWTH**2 * np.sum(x0 * x0, axis=1)
+            return finalize(cost, grow | ~np.isfinite(xT).all(axis=1))
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).

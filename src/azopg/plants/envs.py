@@ -1,6 +1,6 @@
 """Example gymnasium environments: a linear plant and a non-linear pendulum.
 
-Both follow the conventions :class:`~azopg.adapters.GymPlant` relies on: the
+Both follow the conventions :class:`~azopg.plants.adapters.GymPlant` relies on: the
 observation is the state, the action is the input ``u``, the reward of a step is minus
 its quadratic stage cost, the environment has a ``dt`` attribute (seconds per step) and
 ``reset(options={"x0": x0})`` starts from a given state.
@@ -34,8 +34,8 @@ import numpy as np
 import scipy.linalg as sla
 from gymnasium import spaces
 
-from .errors import ProblemError
-from .problem import LQRProblem, as_matrix
+from ..errors import ProblemError
+from ..model.problem import LQRProblem, as_matrix
 
 __all__ = ["LinearEnv", "PendulumEnv", "register_envs", "zoh_matrices"]
 
@@ -171,7 +171,7 @@ class LinearEnv(gym.Env):
 
     @classmethod
     def from_problem(cls, problem: LQRProblem, dt: float = 0.01, **kwargs: Any) -> LinearEnv:
-        """The environment of an :class:`~azopg.problem.LQRProblem` (its ``A, B, Q, R``
+        """The environment of an :class:`~azopg.model.problem.LQRProblem` (its ``A, B, Q, R``
         and ``x0_cov``); ``kwargs`` go to the constructor."""
         return cls(problem.A, problem.B, problem.Q, problem.R, dt=dt, x0_cov=problem.x0_cov, **kwargs)
 
@@ -335,10 +335,10 @@ _REGISTERED = False
 def register_envs() -> None:
     """Register ``azopg/Linear-v0`` (:class:`LinearEnv`, constructor keywords as
     ``gymnasium.make`` keywords) and ``azopg/Pendulum-v0`` (:class:`PendulumEnv`)
-    with gymnasium. Idempotent; importing :mod:`azopg.envs` registers nothing."""
+    with gymnasium. Idempotent; importing :mod:`azopg.plants.envs` registers nothing."""
     global _REGISTERED
     if _REGISTERED:
         return
-    gym.register(id="azopg/Linear-v0", entry_point="azopg.envs:LinearEnv")
-    gym.register(id="azopg/Pendulum-v0", entry_point="azopg.envs:PendulumEnv")
+    gym.register(id="azopg/Linear-v0", entry_point="azopg.plants.envs:LinearEnv")
+    gym.register(id="azopg/Pendulum-v0", entry_point="azopg.plants.envs:PendulumEnv")
     _REGISTERED = True

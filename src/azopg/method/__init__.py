@@ -1,0 +1,1 @@
+"""The method: zero-order estimators, tasks, update rules, safeguards and calibration."""

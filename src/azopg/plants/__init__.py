@@ -1,0 +1,1 @@
+"""Plants: the rollout protocol, the exact linear plant, black-box adapters and wrappers."""

@@ -1,0 +1,76 @@
+"""The plant protocol: finite-horizon rollout costs, and the one blow-up rule.
+
+A learner reaches a plant only through :class:`Plant`: it hands over a batch of gains
+and initial states and receives finite-horizon costs
+
+    f_tau(x0; K) = int_0^tau (x'Qx + u'Ru) dt,   u = -K x,
+
+each flagged if the rollout blew up. Any black-box simulator or real system that can
+do this plugs in.
+
+The blow-up rule, shared by every plant: a rollout is *blown up* when its state grew
+more than :data:`GROWTH` times (2-norm) beyond ``x0``, or its cost is not finite or
+exceeds :data:`COST_LIMIT`; its cost is then reported as the finite :data:`BLOWUP_COST`
+(:func:`finalize`). The method, which cannot trust a black-box plant, also counts a
+non-finite cost as blown up (:func:`failed`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "Plant", "RolloutResult", "failed", "finalize"]
+
+#: Finite value reported as the cost of a rollout that blew up.
+BLOWUP_COST = 1e300
+#: A larger cost counts as blown up.
+COST_LIMIT = 1e200
+#: A state with ``||x|| > GROWTH * ||x0||`` counts as blown up.
+GROWTH = 1e6
+
+
+class RolloutResult(NamedTuple):
+    """Costs of a batch of rollouts.
+
+    Attributes
+    ----------
+    cost : ndarray, shape (b,)
+        Finite-horizon costs; always finite (``BLOWUP_COST`` where blown up).
+    blown_up : ndarray of bool, shape (b,)
+        True where the state diverged (the gain does not stabilize the plant at this
+        horizon) or the cost overflowed.
+    """
+
+    cost: np.ndarray
+    blown_up: np.ndarray
+
+
+@runtime_checkable
+class Plant(Protocol):
+    """What a learner needs from a plant: initial states and rollout costs."""
+
+    n: int
+    m: int
+
+    def initial_states(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Draw ``size`` initial states from the plant's distribution, shape (size, n)."""
+        ...
+
+    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float) -> RolloutResult:
+        """Costs over ``[0, tau]`` of gains ``K`` (b, m, n) from states ``x0`` (b, n)."""
+        ...
+
+
+def finalize(cost: np.ndarray, bad: np.ndarray) -> RolloutResult:
+    """Apply the blow-up rule to raw costs ``cost`` (b,) with ``bad`` already flagged."""
+    with np.errstate(invalid="ignore"):
+        bad = bad | ~np.isfinite(cost) | (cost > COST_LIMIT)
+    return RolloutResult(np.where(bad, BLOWUP_COST, cost), bad)
+
+
+def failed(res: RolloutResult) -> np.ndarray:
+    """Rollouts flagged as blown up, or whose cost is not a finite number (a faulty plant)."""
+    cost = np.asarray(res.cost, dtype=float)
+    return np.asarray(res.blown_up, dtype=bool) | ~np.isfinite(cost)

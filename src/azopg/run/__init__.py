@@ -1,0 +1,1 @@
+"""The run: records and files, train/resume, replay, speedup studies and plots."""
