@@ -18,7 +18,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import time
 
-from azopg import Settings, get_problem, learner
+import azopg
+from azopg import Settings, get_problem
+from azopg.engine import loops
 from azopg.run.speedup import calibrated_settings
 
 
@@ -28,23 +30,23 @@ def measure(backend: str, workers: int, latency: float) -> dict[str, float]:
     cal = calibrated_settings(problem, Settings(rollout_latency=latency, target_gap=1e-2, batch=1))
     settings = Settings.from_dict({**cal.to_dict(), "workers": workers})
     out: dict[str, float] = {}
-    original = learner.run_loop
+    original = loops.LOOPS["async"]
 
-    def timed_loop(master, executor, clock, progress=None):
-        t0, w0, u0 = os.times(), time.perf_counter(), master.updates
+    def timed_loop(rule, executor, should_stop, tick):
+        t0, w0, u0 = os.times(), time.perf_counter(), rule.stats.updates
         try:
-            return original(master, executor, clock, progress)
+            return original(rule, executor, should_stop, tick)
         finally:
             t1, w1 = os.times(), time.perf_counter()
-            n = max(master.updates - u0, 1)
+            n = max(rule.stats.updates - u0, 1)
             out.update(updates=n, seconds=w1 - w0, rate=n / (w1 - w0),
                        cpu_ms=(t1.user + t1.system - t0.user - t0.system) / n * 1e3)
 
-    learner.run_loop = timed_loop
+    loops.LOOPS["async"] = timed_loop
     try:
-        learner.train(problem, settings, backend=backend)
+        azopg.train(problem, settings, backend=backend)
     finally:
-        learner.run_loop = original
+        loops.LOOPS["async"] = original
     return out
 
 

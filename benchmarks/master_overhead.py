@@ -1,6 +1,6 @@
 """Master overhead per applied update (the AZOPG master's own work, no rollouts).
 
-Feeds pre-computed estimate reports to :class:`azopg.method.master.Master` as fast as it can
+Feeds pre-computed estimate reports to :class:`azopg.method.azopg.AZOPG` as fast as it can
 take them -- ``receive`` (apply the update, log the event) plus ``make_task`` (the
 next task for that worker) -- and reports microseconds per update, with and without
 the exact-oracle monitor (which only reports the gap), and in communication-light
@@ -20,9 +20,10 @@ import time
 import numpy as np
 
 from azopg import Settings, get_problem
-from azopg.method.master import Master
+from azopg.method.azopg import AZOPG
 from azopg.method.tasks import run_task
 from azopg.plants.linear import LinearPlant
+from azopg.run.history import RunLog
 
 
 def measure(problem, *, workers: int, monitor: bool, light: bool, updates: int = 3000) -> float:
@@ -34,18 +35,17 @@ def measure(problem, *, workers: int, monitor: bool, light: bool, updates: int =
         f = problem.cost(K)
         return f, (f - fstar) / fstar
 
-    master = Master(np.array(problem.K0), s, mon if monitor else None)
-    master.light = light
+    master = AZOPG(np.array(problem.K0), s, observer=RunLog(mon if monitor else None, time.perf_counter, workers))
     # a pool of real reports, one per worker, re-stamped with fresh ids and versions
-    tasks = [master.make_task(w) for w in range(workers)]
+    tasks = [master.ask(w) for w in range(workers)]
     reports = [run_task(plant, t) for t in tasks]
     t0 = time.perf_counter()
     for i in range(updates):
         rep = reports[i % workers]
-        task = master.make_task(rep.worker)
+        task = master.ask(rep.worker)
         rep.task_id, rep.version = task.task_id - workers, max(master.version - workers + 1, 0)
         master._issued.setdefault(rep.task_id, (s.tau, s.r, 1))
-        master.receive(rep)
+        master.tell(rep)
     return (time.perf_counter() - t0) / updates * 1e6
 
 

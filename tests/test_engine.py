@@ -16,8 +16,9 @@ import pytest
 
 import azopg
 from _support import random_problem
-from azopg.method.master import Master
+from azopg.method.azopg import AZOPG
 from azopg.method.tasks import Report, Task, run_task
+from azopg.run.history import RunLog
 from azopg.run.output import write_run
 from azopg.run.replay import replay_run
 from azopg.settings import Settings
@@ -184,19 +185,19 @@ def test_light_report_rebuilds_the_full_gradient(chain3, which, method):
     else:
         p, tau, r = random_problem(np.random.default_rng(11), 3, 2), 10.0, 1e-2
     s = Settings(seed=7, tau=tau, r=r, step=1e-3, batch=4, method=method, workers=3, check_every=10**6)
-    master = Master(np.array(p.K0, dtype=float), s)
+    master = AZOPG(np.array(p.K0, dtype=float), s)
     plant = azopg.LinearPlant(p)
     for w in (0, 1, 2, 1):
-        task = master.make_task(w)
+        task = master.ask(w)
         assert task.kind == "estimate" and not task.light
         full = run_task(plant, task)
         light = run_task(plant, dataclasses.replace(task, light=True))
         assert full.grad is not None and full.weights is None
         assert light.grad is None and light.weights.shape == (4,)
-        g = master._gradient(light)
+        g = master.gradient(light)
         np.testing.assert_allclose(g, full.grad, rtol=1e-12, atol=1e-12 * np.abs(full.grad).max())
         assert np.array_equal(g, full.grad)
-        assert np.array_equal(master._gradient(full), full.grad)
+        assert np.array_equal(master.gradient(full), full.grad)
         assert light.payload_bytes() < full.payload_bytes()
 
 
@@ -269,7 +270,7 @@ def test_sync_baseline(chain3, async_reference, backend):
 def hand_master(K0, *, W=4, max_delay=3, staleness="constant", step=0.1):
     s = Settings(step=step, r=1e-3, tau=1.0, check_every=10**6, workers=W, max_delay=max_delay,
                  staleness=staleness, target_gap=None)
-    return Master(np.array(K0, dtype=float), s)
+    return AZOPG(np.array(K0, dtype=float), s, observer=RunLog(None, lambda: 0.0, W))
 
 
 def estimate(task: Task, g: np.ndarray, center_cost: float = 1.0) -> Report:
@@ -285,37 +286,37 @@ def test_master_update_delay_and_drop():
     rng = np.random.default_rng(0)
     K0 = rng.standard_normal((2, 3))
     m = hand_master(K0, W=4, max_delay=3)
-    tasks = [m.make_task(w) for w in range(4)] + [m.make_task(1)]
+    tasks = [m.ask(w) for w in range(4)] + [m.ask(1)]
     assert [t.task_id for t in tasks] == [1, 2, 3, 4, 5]
     assert all(t.kind == "estimate" and t.version == 0 and np.array_equal(t.K, K0) for t in tasks)
     # arrivals out of order: worker 2, 0, 1, 3 (delays 0, 1, 2, 3 = max_delay: all applied)
     for expected_delay, t in enumerate([tasks[2], tasks[0], tasks[1], tasks[3]]):
         g = rng.standard_normal((2, 3))
         K = m.K.copy()
-        m.receive(estimate(t, g))
+        m.tell(estimate(t, g))
         assert np.array_equal(m.K, K - 0.1 * g)
-        assert m.version == m.updates == expected_delay + 1
+        assert m.version == m.stats.updates == expected_delay + 1
         assert np.array_equal(m.gain_at(m.version), m.K)
-        row = m.history[-1]
+        row = m.observer.history[-1]
         assert (row.event, row.delay, row.worker, row.version_read, row.step, row.update) == \
-               ("update", expected_delay, t.worker, 0, 0.1, m.updates)
+               ("update", expected_delay, t.worker, 0, 0.1, m.stats.updates)
     assert np.array_equal(m.gain_at(0), K0)
     # a new task reads the latest gain and version
-    fresh = m.make_task(2)
+    fresh = m.ask(2)
     assert fresh.version == 4 and np.array_equal(fresh.K, m.K)
     # worker 1's second task read version 0: delay 4 > 3, dropped
     K = m.K.copy()
-    m.receive(estimate(tasks[4], rng.standard_normal((2, 3))))
-    assert np.array_equal(m.K, K) and m.version == 4 and m.updates == 4
-    assert m.dropped == 1 and m.max_seen_delay == 4
-    row = m.history[-1]
+    m.tell(estimate(tasks[4], rng.standard_normal((2, 3))))
+    assert np.array_equal(m.K, K) and m.version == 4 and m.stats.updates == 4
+    assert m.stats.dropped == 1 and m.stats.max_seen_delay == 4
+    row = m.observer.history[-1]
     assert (row.event, row.delay, row.worker, row.version_read) == ("drop", 4, 1, 0)
     # the fresh one is not stale
     g = rng.standard_normal((2, 3))
-    m.receive(estimate(fresh, g))
+    m.tell(estimate(fresh, g))
     assert np.array_equal(m.K, K - 0.1 * g) and m.version == 5
-    assert m.delay_sum == 0 + 1 + 2 + 3 + 4 + 0 and m.delay_count == 6
-    assert [a[0] for a in m.arrivals] == [3, 1, 2, 4, 5, 6]
+    assert m.stats.delay_sum == 0 + 1 + 2 + 3 + 4 + 0 and m.stats.delay_count == 6
+    assert [a[0] for a in m.observer.arrivals] == [3, 1, 2, 4, 5, 6]
 
 
 @pytest.mark.parametrize("staleness", ["constant", "inverse"])
@@ -327,32 +328,32 @@ def test_master_matches_reference_on_random_schedule(staleness, W):
     alpha, D = 0.05, 2 * W
     m = hand_master(K0, W=W, max_delay=D, staleness=staleness, step=alpha)
     gains = [K0.copy()]  # reference: the gain of every version
-    pending = [m.make_task(w) for w in range(W)]
+    pending = [m.ask(w) for w in range(W)]
     dropped = 0
     for _ in range(200):
         t = pending.pop(int(rng.integers(len(pending))))
         g = rng.standard_normal((2, 2))
         assert np.array_equal(t.K, gains[t.version])
-        m.receive(estimate(t, g))
+        m.tell(estimate(t, g))
         d = len(gains) - 1 - t.version
-        assert m.history[-1].delay == d
+        assert m.observer.history[-1].delay == d
         if d > D:
             dropped += 1
-            assert m.history[-1].event == "drop"
+            assert m.observer.history[-1].event == "drop"
         else:
             step = alpha / (1.0 + d / W) if staleness == "inverse" else alpha
             gains.append(gains[-1] - step * g)
-            assert m.history[-1].event == "update"
+            assert m.observer.history[-1].event == "update"
         assert m.version == len(gains) - 1
         assert np.array_equal(m.K, gains[-1])
         # usually the worker gets a new task at once; sometimes it lingers (creates stale tasks)
-        pending.append(m.make_task(t.worker))
+        pending.append(m.ask(t.worker))
         if rng.random() < 0.2:
-            pending.append(m.make_task(int(rng.integers(W))))
-    assert m.dropped == dropped
-    assert m.alpha == alpha  # no checks happened
+            pending.append(m.ask(int(rng.integers(W))))
+    assert m.stats.dropped == dropped
+    assert m.tuning.alpha == alpha  # no checks happened
     if W > 1:
-        assert any(h.delay > 0 for h in m.history if h.event == "update")
+        assert any(h.delay > 0 for h in m.observer.history if h.event == "update")
 
 
 def test_inverse_staleness_step():
@@ -360,47 +361,48 @@ def test_inverse_staleness_step():
     K0 = rng.standard_normal((1, 3))
     W, alpha = 4, 0.2
     m = hand_master(K0, W=W, max_delay=10, staleness="inverse", step=alpha)
-    old = m.make_task(0)  # reads version 0
+    old = m.ask(0)  # reads version 0
     for w in (1, 2, 3):
-        m.receive(estimate(m.make_task(w), rng.standard_normal((1, 3))))
+        m.tell(estimate(m.ask(w), rng.standard_normal((1, 3))))
     K = m.K.copy()
     g = rng.standard_normal((1, 3))
-    m.receive(estimate(old, g))  # delay 3
-    assert m.history[-1].delay == 3
+    m.tell(estimate(old, g))  # delay 3
+    assert m.observer.history[-1].delay == 3
     np.testing.assert_array_equal(m.K, K - alpha / (1 + 3 / W) * g)
     np.testing.assert_allclose(m.K, K - (alpha * 4 / 7) * g, rtol=1e-15, atol=1e-15)
-    assert m.alpha == alpha  # the logged step is the base step
+    assert m.tuning.alpha == alpha  # the logged step is the base step
 
 
 def test_master_rollback_drops_pre_rollback_estimates():
     rng = np.random.default_rng(2)
     K0 = rng.standard_normal((2, 3))
     m = hand_master(K0, W=2, max_delay=10, step=0.1)
-    m.receive(estimate(m.make_task(0), rng.standard_normal((2, 3))))  # version 1
-    chk = m.make_task(1, "evaluate")
+    m.tell(estimate(m.ask(0), rng.standard_normal((2, 3))))  # version 1
+    chk = m.issue(1, "evaluate")
     assert chk.kind == "evaluate" and chk.version == 1 and np.array_equal(chk.K, m.K)
-    m.receive(evaluation(chk, cost=5.0))
-    assert m.history[-1].event == "check-accept"
-    K_anchor, alpha1 = m.K.copy(), m.alpha
-    assert np.array_equal(m.anchor_K, K_anchor) and m.anchor_version == 1 and m.anchor_cost == 5.0
+    m.tell(evaluation(chk, cost=5.0))
+    assert m.observer.history[-1].event == "check-accept"
+    K_anchor, alpha1 = m.K.copy(), m.tuning.alpha
+    g = m.safeguards
+    assert np.array_equal(g.anchor_K, K_anchor) and g.anchor_version == 1 and g.anchor_cost == 5.0
     assert 0.1 <= alpha1 <= 0.1 * 1.2  # grown (a little: one update of a 10**6 interval)
-    c = m.make_task(1)  # reads version 1
-    m.receive(estimate(m.make_task(0), rng.standard_normal((2, 3))))  # version 2
-    chk2 = m.make_task(0, "evaluate")
-    stale = m.make_task(1)  # reads version 2, the branch about to be rolled back
-    m.receive(evaluation(chk2, cost=6.0))  # worse than the anchor: roll back
-    row = m.history[-1]
+    c = m.ask(1)  # reads version 1
+    m.tell(estimate(m.ask(0), rng.standard_normal((2, 3))))  # version 2
+    chk2 = m.issue(0, "evaluate")
+    stale = m.ask(1)  # reads version 2, the branch about to be rolled back
+    m.tell(evaluation(chk2, cost=6.0))  # worse than the anchor: roll back
+    row = m.observer.history[-1]
     assert (row.event, row.delay, row.version_read) == ("check-reject", 1, 2)
     assert m.version == 3 and np.array_equal(m.K, K_anchor)
-    assert m.alpha == alpha1 * 0.5 and m.rollbacks == m.rejected == 1
+    assert m.tuning.alpha == alpha1 * 0.5 and m.stats.rollbacks == m.stats.rejected == 1
     for t in (stale, c):  # delays 1 and 2 are allowed, but both read a discarded branch
-        m.receive(estimate(t, rng.standard_normal((2, 3))))
-        assert m.history[-1].event == "drop"
+        m.tell(estimate(t, rng.standard_normal((2, 3))))
+        assert m.observer.history[-1].event == "drop"
         assert np.array_equal(m.K, K_anchor) and m.version == 3
-    assert m.dropped == 2
+    assert m.stats.dropped == 2
     g = rng.standard_normal((2, 3))
-    m.receive(estimate(m.make_task(0), g))
-    assert m.history[-1].event == "update"
+    m.tell(estimate(m.ask(0), g))
+    assert m.observer.history[-1].event == "update"
     assert np.array_equal(m.K, K_anchor - (alpha1 * 0.5) * g)
 
 
@@ -408,12 +410,12 @@ def test_master_blown_up_estimates():
     rng = np.random.default_rng(3)
     K0 = rng.standard_normal((2, 3))
     m = hand_master(K0, W=2, max_delay=10, step=0.1)
-    r0 = m.r
+    r0 = m.tuning.r
     # at the anchor (version 0): the perturbations were too big
-    m.receive(estimate(m.make_task(0), np.zeros((2, 3)), center_cost=float("inf")))
-    assert m.history[-1].event == "shrink-r" and m.r == 0.5 * r0
+    m.tell(estimate(m.ask(0), np.zeros((2, 3)), center_cost=float("inf")))
+    assert m.observer.history[-1].event == "shrink-r" and m.tuning.r == 0.5 * r0
     assert m.version == 0 and np.array_equal(m.K, K0)
-    m.receive(estimate(m.make_task(0), rng.standard_normal((2, 3))))  # version 1
-    m.receive(estimate(m.make_task(0), np.zeros((2, 3)), center_cost=float("inf")))
-    assert m.history[-1].event == "rollback-blowup"
-    assert m.version == 2 and np.array_equal(m.K, K0) and m.alpha == 0.05 and m.rollbacks == 1
+    m.tell(estimate(m.ask(0), rng.standard_normal((2, 3))))  # version 1
+    m.tell(estimate(m.ask(0), np.zeros((2, 3)), center_cost=float("inf")))
+    assert m.observer.history[-1].event == "rollback-blowup"
+    assert m.version == 2 and np.array_equal(m.K, K0) and m.tuning.alpha == 0.05 and m.stats.rollbacks == 1

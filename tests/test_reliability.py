@@ -27,8 +27,9 @@ import pytest
 import azopg
 from _faulty import FaultyFactory, ensure_importable
 from azopg.engine.processes import MIN_TIMEOUT, ProcessExecutor, WorkerError
-from azopg.method.master import Master
+from azopg.method.azopg import AZOPG
 from azopg.method.tasks import Report, run_task
+from azopg.run.history import RunLog
 from azopg.run.output import write_run
 from azopg.run.replay import replay_run
 from azopg.settings import Settings
@@ -151,8 +152,8 @@ def test_hung_worker_is_abandoned_killed_and_replaced(chain3, fixed, tmp_path, c
 
 def test_default_task_timeout_follows_the_median_task_time(chain3):
     ex = ProcessExecutor(lambda: None, 2)
-    m = Master(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=3))
-    task = m.make_task(0)  # an estimate: 2N = 6 rollouts
+    m = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=3))
+    task = m.ask(0)  # an estimate: 2N = 6 rollouts
     assert ex.timeout_for(task) is None  # nothing observed yet: no timeout
     for seconds in (0.01, 0.01):
         ex.observe(seconds)
@@ -166,17 +167,19 @@ def test_default_task_timeout_follows_the_median_task_time(chain3):
 
 
 def test_report_of_an_abandoned_task_is_ignored(chain3):
-    m = Master(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, check_every=10**6, workers=2))
-    slow, fast = m.make_task(0), m.make_task(1)
+    m = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, check_every=10**6, workers=2),
+              observer=RunLog(None, lambda: 0.0, 2))
+    slow, fast = m.ask(0), m.ask(1)
     m.worker_lost(0, [slow])
-    assert m.history[-1].event == "worker-lost" and m.history[-1].worker == 0
+    assert m.observer.history[-1].event == "worker-lost" and m.observer.history[-1].worker == 0
     K = m.K.copy()
-    m.receive(Report(slow.task_id, 0, "estimate", slow.version, 6, 0, grad=np.ones_like(K), center_cost=1.0))
-    assert np.array_equal(m.K, K) and m.updates == 0 and m.arrivals == [] and m.ignored_reports == 1
-    m.receive(Report(fast.task_id, 1, "estimate", fast.version, 6, 0, grad=np.ones_like(K), center_cost=1.0))
-    assert m.updates == 1 and [a[0] for a in m.arrivals] == [fast.task_id]
-    m.receive(Report(fast.task_id, 1, "estimate", fast.version, 6, 0, grad=np.ones_like(K), center_cost=1.0))
-    assert m.updates == 1 and m.ignored_reports == 2  # never applied twice
+    m.tell(Report(slow.task_id, 0, "estimate", slow.version, 6, 0, grad=np.ones_like(K), center_cost=1.0))
+    assert np.array_equal(m.K, K) and m.stats.updates == 0 and m.observer.arrivals == []
+    assert m.stats.ignored_reports == 1
+    m.tell(Report(fast.task_id, 1, "estimate", fast.version, 6, 0, grad=np.ones_like(K), center_cost=1.0))
+    assert m.stats.updates == 1 and [a[0] for a in m.observer.arrivals] == [fast.task_id]
+    m.tell(Report(fast.task_id, 1, "estimate", fast.version, 6, 0, grad=np.ones_like(K), center_cost=1.0))
+    assert m.stats.updates == 1 and m.stats.ignored_reports == 2  # never applied twice
 
 
 # ------------------------------------------------------------- faulty plants
@@ -283,16 +286,16 @@ def test_checkpoint_and_resume_in_python(chain3, tmp_path):
 
 def test_master_state_round_trip(chain3):
     s = Settings(seed=0)
-    a = Master(np.array(chain3.K0), s)
+    a = AZOPG(np.array(chain3.K0), s)
     plant = azopg.LinearPlant(chain3)
     a.calibrate(lambda task: run_task(plant, task))
     state = json.loads(json.dumps(a.state_dict(), allow_nan=False))
-    b = Master(np.array(chain3.K0), s)
+    b = AZOPG(np.array(chain3.K0), s)
     b.load_state(state)
-    for name in Master._STATE_FIELDS:
-        assert getattr(a, name) == getattr(b, name), name
-    assert np.array_equal(a.K, b.K) and np.array_equal(a.anchor_K, b.anchor_K)
-    assert b.make_task(0).task_id == a.tasks + 1
+    assert b.state_dict() == a.state_dict()
+    assert (a.tuning, a.stats) == (b.tuning, b.stats)
+    assert np.array_equal(a.K, b.K) and np.array_equal(a.safeguards.anchor_K, b.safeguards.anchor_K)
+    assert b.ask(0).task_id == a.stats.tasks + 1
 
 
 # ------------------------------------------------------------- command line

@@ -7,8 +7,9 @@ from .model.problem import LQRProblem
 from .plants.adapters import CallablePlant, GymPlant  # noqa: F401 -- black-box plants (azopg.plants.adapters)
 from .plants.base import Plant, RolloutResult
 from .plants.linear import LinearPlant
-from .run.checkpoint import RunFinished, resume
-from .run.train import Result, train
+from .run.checkpoint import RunFinished
+from .run.records import Result
+from .run.train import resume, train
 from .settings import Settings
 
 __version__ = "0.1.0"

@@ -119,11 +119,13 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
     during the run, for --resume)."""
     from pathlib import Path
 
-    from .run.output import prepare_out_dir, write_run
+    from .run.files import prepare_out_dir
+    from .run.output import write_run
     from .run.train import train as run_train
 
     if resume_dir is not None:
-        from .run.checkpoint import FINISHED, read_checkpoint, resume
+        from .run.checkpoint import FINISHED, read_checkpoint
+        from .run.train import resume
 
         try:
             ckpt = read_checkpoint(resume_dir)
@@ -229,7 +231,7 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
             repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
             out_dir: str, ray_address: str | None) -> None:
     """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
-    from .run.output import prepare_out_dir
+    from .run.files import prepare_out_dir
     from .run.plots import plot_speedup
     from .run.speedup import run_speedup, summarize, write_speedup_csv
 
@@ -287,7 +289,7 @@ def compare(run_dir: str) -> None:
     from pathlib import Path
 
     from .model.compare import compare_run
-    from .run.output import write_json_atomic
+    from .run.files import write_json_atomic
 
     comparison = compare_run(run_dir)
     click.echo(comparison.format())
@@ -320,16 +322,16 @@ class _Progress:
             self._task = self._p.add_task(self.name, total=1.0, info="calibrating")
         return self
 
-    def update(self, master: Any) -> None:
+    def update(self, runlog: Any) -> None:
         if self.quiet:
             return
-        gap = master.last_gap
+        gap = runlog.last_gap
         frac = 0.0
         if self.target and math.isfinite(gap) and gap > 0:
             self.gap0 = self.gap0 or max(gap, self.target * 10)
             frac = math.log(self.gap0 / gap) / math.log(self.gap0 / self.target)
         self._p.update(self._task, completed=min(max(frac, 0.0), 1.0),
-                       info=f"updates {master.updates}  cost {master.last_cost:.6g}  gap {gap:.2e}")
+                       info=f"updates {runlog.updates}  cost {runlog.last_cost:.6g}  gap {gap:.2e}")
 
     def __exit__(self, *exc: object) -> None:
         if not self.quiet:

@@ -2,7 +2,7 @@
 
 A backend only moves :class:`~azopg.method.tasks.Task` objects out and
 :class:`~azopg.method.tasks.Report` objects back; the algorithm lives in
-:mod:`azopg.method.master` and the loop in :mod:`azopg.run.train`.
+:mod:`azopg.method` and the loops in :mod:`azopg.engine.loops`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ class Executor(Protocol):
     def next_report(self, timeout: float | None = None) -> Report | None:
         """The next finished report, or ``None`` if none arrived within ``timeout``."""
 
+    def idle_workers(self) -> list[int]:
+        """Workers with no task in flight and no report waiting (one just replaced after a loss)."""
+
     def close(self) -> None:
         """Stop every worker; safe to call twice."""
 
@@ -67,6 +70,9 @@ class SerialExecutor:
 
     def next_report(self, timeout: float | None = None) -> Report | None:
         return self.run(self._queue.popleft()) if self._queue else None
+
+    def idle_workers(self) -> list[int]:
+        return []
 
     def close(self) -> None:
         self._queue.clear()
@@ -130,6 +136,9 @@ class SimulatedExecutor:
             return None
         self.now, _, rep = heapq.heappop(self._heap)
         return rep
+
+    def idle_workers(self) -> list[int]:
+        return []
 
     def close(self) -> None:
         self._heap.clear()

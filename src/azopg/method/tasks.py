@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..plants.base import Plant, RolloutResult, failed
-from .estimators import estimate_gradient
+from .estimators import estimate_gradient, rebuild_estimate
 
-__all__ = ["Task", "Report", "run_task", "task_rng", "evaluation_states"]
+__all__ = ["Task", "Report", "evaluation_states", "report_gradient", "run_task", "task_rng"]
 
 _EVAL_STREAM = 2**31 - 1  # generator stream of the fixed evaluation states
 _NOISE_STREAM = 2**31 - 3  # generator stream of a task's measurement noise
@@ -89,6 +89,11 @@ class Report:
     cost2: float = float("nan")
     elapsed: float = 0.0
 
+    def long_tail(self, tail_tol: float) -> bool:
+        """Whether a check's cost between ``tau`` and ``2 tau`` is not negligible (relative
+        ``tail_tol``): a slow or unstable mode that has not yet shown."""
+        return self.cost2 - self.cost > tail_tol * self.cost2
+
     def payload_bytes(self) -> int:
         """Bytes of numerical payload this report carries back to the master."""
         size = 8 * 4  # ids and the scalar costs
@@ -101,6 +106,14 @@ class Report:
 def task_rng(seed: int, worker: int, task_id: int) -> np.random.Generator:
     """The generator of task ``task_id`` run by ``worker`` in a run seeded ``seed``."""
     return np.random.default_rng([seed, worker, task_id])
+
+
+def report_gradient(rep: Report, seed: int, m: int, n: int) -> np.ndarray:
+    """The gradient estimate a report carries, rebuilt from its task's seed in light mode."""
+    if rep.grad is not None:
+        return rep.grad
+    assert rep.weights is not None, "an estimate report carries grad or weights"
+    return rebuild_estimate(rep.weights, task_rng(seed, rep.worker, rep.task_id), m, n)
 
 
 def evaluation_states(plant: Plant, seed: int) -> np.ndarray:

@@ -1,76 +1,24 @@
-"""Run directories: ``result.json``, ``history.csv`` and the convergence plot."""
+"""The files a finished run leaves: ``result.json``, the logs, ``problem.json`` and the plots."""
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
 from dataclasses import astuple
 from pathlib import Path
-from typing import Any
 
-from ..errors import SettingsError
-from ..method.master import HISTORY_FIELDS
-from .train import Result
+from .files import csv_text, write_json_atomic, write_text_atomic
+from .records import ARRIVAL_FIELDS, HISTORY_FIELDS, Result
 
-__all__ = ["ARRIVAL_FIELDS", "prepare_out_dir", "write_json_atomic", "write_run"]
-
-#: Columns of ``arrivals.csv``: every report in the order the master received it.
-ARRIVAL_FIELDS = ("task_id", "worker", "kind", "version_read", "tau", "r", "N")
-
-
-def prepare_out_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` if needed and check it is a writable directory.
-
-    Raises
-    ------
-    SettingsError
-        If it cannot be created or written.
-    """
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SettingsError(f"--out {str(path)!r}: cannot create directory ({exc.strerror})") from None
-    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
-        raise SettingsError(f"--out {str(path)!r}: not a writable directory")
-    return out
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else repr(value)
-    return value
+__all__ = ["write_run"]
 
 
 def write_run(out: Path, result: Result, *, plot: bool = True) -> list[Path]:
     """Write ``result.json``, ``history.csv``, ``arrivals.csv``, ``problem.json`` and
-    (``plot``) ``convergence.png`` into ``out``."""
-    written = [out / "result.json", out / "history.csv"]
+    (``plot``) ``convergence.png`` and ``responses.png`` into ``out``; return the paths."""
+    written = [out / "result.json", out / "history.csv", out / "arrivals.csv"]
     write_json_atomic(written[0], result.to_dict())
     # the logs are replaced atomically: during a run with a checkpoint they are its record
-    tmp = out / ".history.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(HISTORY_FIELDS)
-        for row in result.history:
-            w.writerow([_fmt(v) for v in astuple(row)])
-    os.replace(tmp, written[1])
-    written.append(out / "arrivals.csv")
-    tmp = out / ".arrivals.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(ARRIVAL_FIELDS)
-        w.writerows(result.arrivals)
-    os.replace(tmp, written[-1])
+    write_text_atomic(written[1], csv_text(HISTORY_FIELDS, [astuple(row) for row in result.history]))
+    write_text_atomic(written[2], csv_text(ARRIVAL_FIELDS, result.arrivals))
     if result.problem_data is not None:
         written.append(out / "problem.json")
         write_json_atomic(written[-1], result.problem_data)

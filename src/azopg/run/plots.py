@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ..model.problem import LQRProblem
-from .train import Result
+from .records import Result
 
 __all__ = ["plot_convergence", "plot_responses"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SettingsError
-from ..method.master import Master
+from ..method.azopg import AZOPG
 from ..method.tasks import Task, run_task
 from ..model.problem import LQRProblem
 from ..plants.linear import LinearPlant
@@ -63,20 +63,18 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
     settings = Settings.from_dict(given)
     plant = LinearPlant(problem)
-    master = Master(np.array(problem.K0), settings)
-    master.light = settings.light
-    master.keep_all_gains = True
-    master.calibrate(lambda task: run_task(plant, task))
+    rule = AZOPG(np.array(problem.K0), settings, keep_all_gains=True)
+    rule.calibrate(lambda task: run_task(plant, task))
     events = 0
     with open(files["arrivals.csv"], newline="") as fh:
         for row in csv.DictReader(fh):
             task_id, version = int(row["task_id"]), int(row["version_read"])
             task = Task(task_id=task_id, worker=int(row["worker"]), kind=row["kind"],
-                        K=master.gain_at(version).copy(), version=version, tau=float(row["tau"]),
+                        K=rule.gain_at(version).copy(), version=version, tau=float(row["tau"]),
                         r=float(row["r"]), N=int(row["N"]), method=settings.method, seed=settings.seed,
                         light=settings.light, cost_noise=settings.cost_noise)
-            master.register(task)
-            master.receive(run_task(plant, task))
+            rule.register(task)
+            rule.tell(run_task(plant, task))
             events += 1
-    K = master.final_gain(status, lambda task: run_task(plant, task))
+    K = rule.final_gain(status, lambda task: run_task(plant, task))
     return K, K_recorded, events

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from ..engine.backends import make_executor
-from ..method.master import Master
+from ..method.azopg import AZOPG
 from ..model.problem import LQRProblem
 from ..plants.linear import LinearPlant
 from ..settings import Settings
-from .train import Result, train
+from .records import Result
+from .train import train
 
 __all__ = ["SPEEDUP_FIELDS", "SpeedupRun", "calibrated_settings", "run_speedup", "summarize", "write_speedup_csv"]
 
@@ -55,11 +56,12 @@ class SpeedupRun:
 
 def calibrated_settings(problem: LQRProblem, settings: Settings) -> Settings:
     """``settings`` with ``tau``, ``r`` and ``step`` fixed by a serial calibration at ``K0``."""
-    master = Master(np.array(problem.K0), settings)
+    rule = AZOPG(np.array(problem.K0), settings)
     executor = make_executor("serial", lambda: LinearPlant(problem), 1)
     executor.start()
-    master.calibrate(executor.run)
-    return Settings.from_dict({**settings.to_dict(), "tau": master.tau, "r": master.r, "step": master.alpha})
+    rule.calibrate(executor.run)
+    t = rule.tuning
+    return Settings.from_dict({**settings.to_dict(), "tau": t.tau, "r": t.r, "step": t.alpha})
 
 
 def run_speedup(problem: LQRProblem, workers: Sequence[int], *, backend: str = "async", repeats: int = 3,

@@ -1,0 +1,95 @@
+"""The loops that drive a rule with an executor: asynchronous (AZOPG) and synchronous (the baseline).
+
+The asynchronous loop is the whole method in a few lines, as in Ray's parameter-server
+example: every worker gets a task; whichever report arrives first is told to the rule, and
+that worker gets a new task at the gain as it is now. Workers lost and replaced meanwhile
+are refilled by :func:`refill`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from ..method.rule import UpdateRule
+from ..method.tasks import Report, Task
+from .backends import Executor
+
+__all__ = ["LOOPS", "Throttle", "refill", "run_async", "run_sync"]
+
+#: Why a run stops now (``"converged"``, ``"max_time"``, ...), or ``None`` to go on.
+StopReason = Callable[[], "str | None"]
+
+
+class Tick(Protocol):
+    def __call__(self) -> None: ...
+
+
+class Throttle:
+    """Calls ``fn`` at most every ``period`` seconds (progress display, checkpoints)."""
+
+    def __init__(self, fn: Callable[[], None] | None, period: float = 0.1) -> None:
+        self.fn, self.period, self._last = fn, period, 0.0
+
+    def __call__(self) -> None:
+        if self.fn is not None and time.perf_counter() - self._last > self.period:
+            self._last = time.perf_counter()
+            self.fn()
+
+
+def refill(rule: UpdateRule, executor: Executor) -> None:
+    """Give a task to every worker that has none (one just replaced after a loss)."""
+    for w in executor.idle_workers():
+        executor.submit(rule.ask(w))
+
+
+def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick: Tick) -> str:
+    """Apply each report at once and hand its worker a new task, until ``should_stop`` says why not."""
+    for w in range(executor.workers):
+        executor.submit(rule.ask(w))
+    while (reason := should_stop()) is None:
+        rep = executor.next_report(timeout=0.5)
+        if rep is not None:
+            rule.tell(rep)
+            executor.submit(rule.ask(rep.worker))
+        refill(rule, executor)
+        if rep is not None:
+            tick()
+    return reason
+
+
+def run_sync(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick: Tick) -> str:
+    """Every round all workers start from the same gain and the rule waits for all of them
+    (a barrier) before one round update."""
+    while (reason := should_stop()) is None:
+        tasks = {w: rule.ask(w) for w in range(executor.workers)}
+        for task in tasks.values():
+            executor.submit(task)
+        got = _gather(rule, executor, tasks, should_stop)
+        if got is None:
+            return "max_time"
+        rule.tell_round([got[w] for w in sorted(got)])
+        tick()
+    return reason
+
+
+def _gather(rule: UpdateRule, executor: Executor, tasks: dict[int, Task],
+            should_stop: StopReason) -> dict[int, Report] | None:
+    """The round's reports by worker (``None`` if the time budget ran out while waiting)."""
+    got: dict[int, Report] = {}
+    while len(got) < len(tasks):
+        rep = executor.next_report(timeout=0.5)
+        if rep is not None and rep.task_id == tasks[rep.worker].task_id:
+            got[rep.worker] = rep
+        elif rep is None and should_stop() == "max_time":
+            return None
+        for w in executor.idle_workers():  # a worker replaced after a loss: its task of this round is redone
+            if w not in got:
+                tasks[w] = rule.ask(w)
+                executor.submit(tasks[w])
+    return got
+
+
+#: Loop policy name -> loop.
+LOOPS: dict[str, Callable[[UpdateRule, Executor, StopReason, Tick], str]] = {"async": run_async, "sync": run_sync}

@@ -1,0 +1,162 @@
+"""Calibration: horizon, radius and step chosen from rollouts at ``K0`` -- pure functions of a probe.
+
+:func:`calibrate` never touches a rule: it asks ``probe`` for rollouts (a check of a gain,
+or a gradient estimate) and returns what it chose. :func:`line_search` is the plain
+expanding/backtracking search it uses for the step, a pure function of a callable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NotStabilizingError, ProblemError
+from ..settings import Settings
+from .tasks import Report
+
+__all__ = ["Calibration", "Probe", "calibrate", "line_search", "NOISE_SMOOTHING", "MAX_NOISE_SMOOTHING"]
+
+#: With measurement noise ``cost_noise``, the radius is calibrated for a relative cost change
+#: of ``min(NOISE_SMOOTHING * cost_noise, MAX_NOISE_SMOOTHING)`` (if above ``smoothing``).
+NOISE_SMOOTHING, MAX_NOISE_SMOOTHING = 30.0, 0.5
+#: Fraction of the first-order decrease a step must achieve (Armijo's constant).
+ARMIJO = 0.1
+
+#: ``probe(kind, K, tau, r, N)``: run one task of ``kind`` ("evaluate" or "estimate") at gain
+#: ``K`` and return its report, with the estimate's gradient (``Report.grad``) filled in.
+Probe = Callable[[str, np.ndarray, float, float, int], Report]
+
+
+@dataclass
+class Calibration:
+    """What :func:`calibrate` chose.
+
+    Attributes
+    ----------
+    tau, r, alpha : float
+        Horizon, radius and step (``alpha`` scaled for estimates of the run's batch ``N``).
+    f0 : float
+        Rollout cost of ``K0`` at horizon ``tau``.
+    K1 : ndarray or None
+        The gain after the line search's step, if it found a decrease.
+    cost1 : float
+        The rollout cost of ``K1``.
+    """
+
+    tau: float
+    r: float
+    alpha: float
+    f0: float
+    K1: np.ndarray | None = None
+    cost1: float = math.nan
+
+
+def line_search(accept: Callable[[float], float | None], alpha: float, *, expand: int = 60,
+                backtrack: int = 80) -> tuple[float, float | None]:
+    """Largest acceptable step on a doubling/halving grid from ``alpha``.
+
+    ``accept(alpha)`` returns the cost at step ``alpha`` if the step is acceptable (a
+    sufficient decrease), else ``None``. If ``alpha`` is acceptable, it is doubled while the
+    cost keeps falling; else it is halved until acceptable (at most ``backtrack`` times).
+
+    Returns
+    -------
+    alpha : float
+    cost : float or None
+        The cost at ``alpha``; ``None`` if no step on the grid was acceptable.
+    """
+    best = accept(alpha)
+    if best is not None:
+        for _ in range(expand):
+            trial = accept(2.0 * alpha)
+            if trial is None or trial >= best:
+                break
+            alpha, best = 2.0 * alpha, trial
+        return alpha, best
+    for _ in range(backtrack):
+        alpha *= 0.5
+        best = accept(alpha)
+        if best is not None:
+            break
+    return alpha, best
+
+
+def calibrate(probe: Probe, K0: np.ndarray, settings: Settings, N: int, *, tau: float, r: float,
+              alpha: float) -> Calibration:
+    """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0``; settings given explicitly are kept.
+
+    Horizon: doubled from ``tau`` until the cost between ``tau`` and ``2 tau`` is below
+    ``tail_tol``. Radius: a perturbation changes the cost by about ``smoothing`` (and well above
+    a noisy plant's noise). Step: :func:`line_search` along a first, well-sampled estimate.
+
+    Raises
+    ------
+    NotStabilizingError
+        If rollouts from ``K0`` blow up.
+    ProblemError
+        If rollouts from ``K0`` cost nothing.
+    """
+    s = settings
+    tau, rep = _horizon(probe, K0, s, tau, N)
+    f0 = rep.cost
+    if not f0 > 0:
+        raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
+    if s.r is None:
+        r = _radius(probe, K0, s, tau, N, f0)
+    cal = Calibration(tau, r, alpha, f0)
+    if s.step is None:
+        _step(probe, K0, s, N, cal)
+    return cal
+
+
+def _horizon(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int) -> tuple[float, Report]:
+    for _ in range(80):
+        rep = probe("evaluate", K0, tau, 0.0, N)
+        if rep.blown_up:  # once more: a glitch of the plant is not an unstable K0
+            rep = probe("evaluate", K0, tau, 0.0, N)
+        if rep.blown_up:
+            raise NotStabilizingError("rollouts from the initial gain K0 blow up")
+        if s.tau is not None or not rep.long_tail(s.tail_tol):
+            break
+        tau *= 2.0
+    return tau, rep
+
+
+def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: float) -> float:
+    smoothing = max(s.smoothing, min(NOISE_SMOOTHING * s.cost_noise, MAX_NOISE_SMOOTHING))
+    rng = np.random.default_rng([s.seed, 2**31 - 2])
+    U = rng.standard_normal(K0.shape)
+    U *= math.sqrt(K0.size) / np.linalg.norm(U)
+    r = 1e-3 * max(float(np.linalg.norm(K0)), 1.0) / math.sqrt(K0.size)
+    for _ in range(40):
+        fp, fm = probe("evaluate", K0 + r * U, tau, 0.0, N), probe("evaluate", K0 - r * U, tau, 0.0, N)
+        if fp.blown_up or fm.blown_up:
+            r *= 0.1
+            continue
+        change = max(abs(fp.cost - f0), abs(fm.cost - f0)) / f0
+        if smoothing / 3 <= change <= 3 * smoothing:
+            break
+        r *= min(max(smoothing / change, 1e-2), 1e2) ** 0.7 if change > 0 else 100.0
+    return r
+
+
+def _step(probe: Probe, K0: np.ndarray, s: Settings, N: int, cal: Calibration) -> None:
+    d = K0.size
+    Ncal = max(N, d)
+    g = probe("estimate", K0, cal.tau, cal.r, Ncal).grad
+    assert g is not None
+    gg = float(np.sum(g * g))
+
+    def accept(alpha: float) -> float | None:
+        rep = probe("evaluate", K0 - alpha * g, cal.tau, cal.r, N)
+        ok = not rep.blown_up and rep.cost < cal.f0 - ARMIJO * alpha * gg and not rep.long_tail(s.tail_tol)
+        return rep.cost if ok else None
+
+    alpha, cost = line_search(accept, cal.f0 / gg if gg > 0 else 1.0)
+    # an estimate from N directions is noisier than one from Ncal
+    cal.alpha = alpha * (1 + (d + 1) / Ncal) / (1 + (d + 1) / N)
+    if cost is not None:
+        cal.K1, cal.cost1 = K0 - alpha * g, cost

@@ -1,0 +1,290 @@
+"""The update-rule seam: the loop asks a rule for tasks and tells it each report.
+
+:class:`UpdateRule` keeps the bookkeeping every rule shares -- task identities, the gain's
+versions, staleness, accounting, the safeguards -- in :meth:`~UpdateRule.tell`, so that a
+rule's own :meth:`~UpdateRule._tell` is only its paper's update (as evosax's strategies keep
+bookkeeping in ``tell`` and the algorithm in ``_tell``). What happens is reported to an
+:class:`Observer` (the run's history and arrival log); a rule writes no record itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import ProblemError
+from ..settings import Settings
+from .calibration import calibrate
+from .safeguards import CHECK_SAMPLES, Safeguards
+from .stats import Stats, Tuning
+from .tasks import Report, Task, report_gradient
+
+__all__ = ["Arrival", "Observer", "UpdateRule"]
+
+#: One row of the arrival log: (task_id, worker, kind, version_read, tau, r, N).
+Arrival = tuple[int, int, str, int, float, float, int]
+#: Runs one task to completion and returns its report.
+Runner = Callable[[Task], Report]
+
+
+class Observer(Protocol):
+    """Receives what a rule does, in order (see :class:`azopg.run.history.RunLog`)."""
+
+    def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
+        """An update, check, drop, rollback, ... happened."""
+
+    def arrival(self, row: Arrival) -> None:
+        """A report was received."""
+
+
+class _Silent:
+    def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
+        pass
+
+    def arrival(self, row: Arrival) -> None:
+        pass
+
+
+class UpdateRule:
+    """Base class of update rules: the gain ``K``, its ``version`` and the shared bookkeeping.
+
+    Parameters
+    ----------
+    K0 : ndarray, shape (m, n)
+        Initial (stabilizing) gain.
+    settings : Settings
+    observer : Observer, optional
+        Told every event and arrival.
+    keep_all_gains : bool
+        Keep the gain of every version (replay needs them), not only the last ``max_delay``.
+    """
+
+    def __init__(self, K0: np.ndarray, settings: Settings, *, observer: Observer | None = None,
+                 keep_all_gains: bool = False) -> None:
+        s = self.settings = settings
+        self.m, self.n = K0.shape
+        d = self.m * self.n
+        self.K = np.array(K0, dtype=float)
+        self.version = 0
+        N = s.batch or max(1, math.ceil(d / (2 * s.workers)))
+        self.tuning = Tuning(tau=s.tau or 1.0, r=s.r or 0.0, alpha=s.step or 0.0, N=N)
+        self.max_delay = s.max_delay or 4 * s.workers + 4
+        self.stats = Stats()
+        self.safeguards = Safeguards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
+        self.observer: Observer = observer or _Silent()
+        self._keep_all_gains = keep_all_gains
+        self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
+        self._issued: dict[int, tuple[float, float, int]] = {}  # task id -> (tau, r, N) as issued
+
+    # ------------------------------------------------------------ the seam
+    def _ask(self, worker: int) -> Task:
+        """The rule's next task for ``worker`` (default: an estimate at the current gain)."""
+        return self.issue(worker, "estimate")
+
+    def _tell(self, rep: Report, delay: int) -> None:
+        """Apply one fresh-enough, finite estimate of staleness ``delay``."""
+        raise NotImplementedError
+
+    def _tell_round(self, reports: list[Report]) -> None:
+        """Apply one synchronous round of finite estimates, all computed at the current gain."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- tasks
+    def ask(self, worker: int) -> Task:
+        """Next task for ``worker``: a check when one is due, else the rule's own."""
+        if self.safeguards.check_due():
+            return self.issue(worker, "evaluate")
+        return self._ask(worker)
+
+    def issue(self, worker: int, kind: str, K: np.ndarray | None = None, *, N: int | None = None,
+              tau: float | None = None, r: float | None = None) -> Task:
+        """A new task at the current gain (or at an explicit gain ``K``, version -1)."""
+        t = self.tuning
+        tau, r, N = t.tau if tau is None else tau, t.r if r is None else r, N or t.N
+        self.stats.tasks += 1
+        task_id = self.stats.tasks
+        self._issued[task_id] = (tau, r, N)
+        if kind == "evaluate" and K is None:
+            self.safeguards.watch(task_id, self.K.copy())
+        s = self.settings
+        return Task(task_id=task_id, worker=worker, kind=kind, K=self.K.copy() if K is None else K,
+                    version=self.version if K is None else -1, tau=tau, r=r, N=N, method=s.method, seed=s.seed,
+                    light=s.light, cost_noise=s.cost_noise)
+
+    def register(self, task: Task) -> None:
+        """Record a task built elsewhere (replay)."""
+        self._issued[task.task_id] = (task.tau, task.r, task.N)
+        if task.kind == "evaluate":
+            self.safeguards.watch(task.task_id, np.array(task.K))
+        self.stats.tasks = max(self.stats.tasks, task.task_id)
+
+    def gain_at(self, version: int) -> np.ndarray:
+        """The gain of a recent version (kept for ``max_delay`` versions)."""
+        return self._gains[version]
+
+    def gradient(self, rep: Report) -> np.ndarray:
+        """The gradient estimate of a report."""
+        return report_gradient(rep, self.settings.seed, self.m, self.n)
+
+    # ------------------------------------------------------------ reports
+    def tell(self, rep: Report) -> None:
+        """Take a worker's report as soon as it arrives (asynchronous AZOPG)."""
+        if self._unknown(rep):
+            return
+        self._account(rep)
+        delay = self.version - rep.version
+        if rep.kind == "evaluate":
+            self.safeguards.judge(self, rep, delay)
+            return
+        self.stats.saw_delay(delay)
+        if delay > self.max_delay or self.safeguards.discarded(rep.version):
+            # too stale, or computed on a branch that a rollback discarded
+            self.stats.dropped += 1
+            self.log("drop", delay, rep.worker, rep.version)
+        elif not math.isfinite(rep.center_cost):
+            self.safeguards.blown(self, rep, delay)
+        else:
+            self._tell(rep, delay)
+
+    def tell_round(self, reports: list[Report]) -> None:
+        """Take one synchronous round: every report was computed at the current gain."""
+        reports = [rep for rep in reports if not self._unknown(rep)]
+        for rep in reports:
+            self._account(rep)
+        for rep in reports:
+            if rep.kind == "evaluate":
+                self.safeguards.judge(self, rep, 0)
+                if self.version != rep.version:  # rolled back: the round's estimates are moot
+                    return
+        est = [rep for rep in reports if rep.kind == "estimate"]
+        self.stats.delay_count += len(est)
+        good = [rep for rep in est if math.isfinite(rep.center_cost)]
+        if est and not good:
+            self.safeguards.blown(self, est[0], 0)
+        elif good:
+            self._tell_round(good)
+
+    def worker_lost(self, worker: int, tasks: list[Task]) -> None:
+        """Worker ``worker`` died or hung: its ``tasks`` in flight are abandoned (a report that
+        still arrives for one of them is ignored)."""
+        self.stats.workers_replaced += 1
+        version_read = self.version
+        for task in tasks:
+            if self._issued.pop(task.task_id, None) is not None:
+                self.stats.lost_tasks += 1
+            self.safeguards.forget(task.task_id)
+            if task.version >= 0:
+                version_read = min(version_read, task.version)
+        self.log("worker-lost", self.version - version_read, worker, version_read)
+
+    def _unknown(self, rep: Report) -> bool:
+        """A report of a task this rule did not issue or has abandoned: ignored."""
+        if rep.task_id in self._issued:
+            return False
+        self.stats.ignored_reports += 1
+        return True
+
+    def _account(self, rep: Report) -> None:
+        self.stats.rollouts += rep.rollouts
+        self.stats.bytes_received += rep.payload_bytes()
+        self.observer.arrival((rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
+
+    # ------------------------------------------------------------ updates
+    def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
+        """Make ``K`` the current gain: one applied update."""
+        self.new_version(K)
+        self.stats.updates += 1
+        self.safeguards.counted()
+        self.log("update", delay, worker, version_read)
+
+    def new_version(self, K: np.ndarray) -> None:
+        """``K`` becomes the gain of the next version (an update or a rollback)."""
+        self.K = K
+        self.version += 1
+        self._gains[self.version] = K.copy()
+        while len(self._gains) > self.max_delay + 2 and not self._keep_all_gains:
+            self._gains.popitem(last=False)
+
+    def log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
+        """Tell the observer what happened."""
+        self.observer.event(self, event, delay, worker, version_read)
+
+    # ------------------------------------------------- calibration and end
+    def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
+              N: int | None = None) -> Report:
+        """Run one task at gain ``K`` outside the loop (calibration, the final check); an
+        estimate's report comes back with its gradient filled in."""
+        rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r))
+        self._issued.pop(rep.task_id, None)
+        self.stats.rollouts += rep.rollouts
+        if kind == "estimate":
+            rep = dataclasses.replace(rep, grad=self.gradient(rep))
+        return rep
+
+    def calibrate(self, run: Runner) -> None:
+        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
+        the line search's step, if it found one, is the first update."""
+        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int) -> Report:
+            return self.probe(run, kind, K, tau, r, N)
+
+        cal = calibrate(probe, self.K.copy(), self.settings, self.tuning.N, tau=self.tuning.tau,
+                        r=self.tuning.r, alpha=self.tuning.alpha)
+        self.tuning.tau, self.tuning.r, self.tuning.alpha = cal.tau, cal.r, cal.alpha
+        self.safeguards.anchor_cost = cal.f0
+        if cal.K1 is not None:
+            self.new_version(cal.K1)
+            self.safeguards.move_anchor(self.K.copy(), cal.cost1, self.version)
+            self.stats.updates += 1
+        self.log("calibrate")
+
+    def final_gain(self, status: str, run: Runner) -> np.ndarray:
+        """The gain a run returns: the current one if it reached the target (by the oracle),
+        the anchor if interrupted, else whichever of the two a last rollout check finds
+        cheaper -- never a gain costlier than ``K0``."""
+        if status == "converged":
+            return self.K.copy()
+        if status == "interrupted":
+            return self.safeguards.anchor_K.copy()
+        if self.safeguards.beats_anchor(self.probe(run, "evaluate", self.K.copy())):
+            return self.K.copy()
+        return self.safeguards.anchor_K.copy()
+
+    # --------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """The rule's state, JSON-ready (non-finite numbers as strings): the gain, its version,
+        the tuning, the anchor and every counter. Tasks in flight are not part of it: after
+        :meth:`load_state` they are simply never received."""
+        g, t = self.safeguards, self.tuning
+        state: dict[str, Any] = {
+            "K": self.K.tolist(), "anchor_K": g.anchor_K.tolist(), "version": self.version,
+            "alpha": t.alpha, "r": t.r, "tau": t.tau, "N": t.N, "check_every": g.check_every,
+            "max_delay": self.max_delay, "anchor_cost": g.anchor_cost, "anchor_version": g.anchor_version,
+            "_since_check": g.since_check, "_branch_start": g.branch_start, **self.stats.state(),
+        }
+        return {k: v if not isinstance(v, float) or math.isfinite(v) else repr(v) for k, v in state.items()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (task ids, versions and update numbers keep rising)."""
+        K = np.array(state["K"], dtype=float)
+        if K.shape != (self.m, self.n):
+            raise ProblemError(f"checkpoint gain has shape {K.shape}, expected {(self.m, self.n)}")
+
+        def num(name: str) -> Any:
+            value = state[name]
+            return float(value) if isinstance(value, str) else value
+
+        g, t = self.safeguards, self.tuning
+        self.K, self.version, self.max_delay = K, num("version"), num("max_delay")
+        t.alpha, t.r, t.tau, t.N = num("alpha"), num("r"), num("tau"), num("N")
+        g.check_every, g.anchor_cost, g.anchor_version = num("check_every"), num("anchor_cost"), num("anchor_version")
+        g.since_check, g.branch_start = num("_since_check"), num("_branch_start")
+        g.anchor_K = np.array(state["anchor_K"], dtype=float)
+        self.stats.load(state)
+        self._gains = OrderedDict({self.version: self.K.copy()})
+        self._issued.clear()
+        g._checked.clear()

@@ -1,0 +1,145 @@
+"""Safeguards any update rule reuses: rollout checks against an anchor, rollback, step and horizon control.
+
+Every ``check_every`` applied updates a worker evaluates the current gain from fixed initial
+states (common random numbers, so costs compare exactly). A check that does not beat the
+last accepted gain (the *anchor*) rolls the gain back to it and halves the step; a check
+that does moves the anchor and grows the step by 20 % (per ``check_every`` updates). The
+anchor's cost never rises, so a run never ends worse than ``K0``. The horizon ``tau``
+doubles whenever a rejected check shows the tail beyond ``tau`` is not negligible. An
+estimate whose every perturbed rollout blew up shrinks the radius (at the anchor) or rolls
+back (past it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from ..settings import Settings
+from .stats import Stats, Tuning
+from .tasks import Report
+
+__all__ = ["Guarded", "Safeguards", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES", "NOISE_MARGIN"]
+
+GROW, SHRINK, MAX_GROW = 1.2, 0.5, 3.0
+#: A check judges about CHECK_SAMPLES * mn directions of updates: enough that their sum is a
+#: reliable descent direction, so a rejection means the step is too long, not bad luck.
+CHECK_SAMPLES = 4
+#: With measurement noise, a check passes if its cost is below the anchor's times
+#: ``1 + NOISE_MARGIN * cost_noise``: the anchor's cost never rises by more than the noise.
+NOISE_MARGIN = 1.0
+
+
+class Guarded(Protocol):
+    """What the safeguards act on: a rule's gain versions, tuning and counters
+    (:class:`~azopg.method.rule.UpdateRule`)."""
+
+    version: int
+    tuning: Tuning
+    stats: Stats
+
+    def new_version(self, K: np.ndarray) -> None: ...
+
+    def log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None: ...
+
+
+class Safeguards:
+    """The anchor (last accepted gain), the checks in flight and the branch of valid versions.
+
+    Parameters
+    ----------
+    K0 : ndarray
+        The first anchor.
+    settings : Settings
+    check_every : int
+        Applied updates between two checks.
+    """
+
+    def __init__(self, K0: np.ndarray, settings: Settings, check_every: int) -> None:
+        self.settings = settings
+        self.check_every = check_every
+        self.anchor_K = np.array(K0, dtype=float)
+        self.anchor_cost = math.inf
+        self.anchor_version = 0
+        self.since_check = 0  # updates applied since the last check was issued
+        self.branch_start = 0  # versions before this one were discarded by a rollback
+        self._checked: dict[int, np.ndarray] = {}  # gains under check, by task id
+
+    # --------------------------------------------------------------- checks
+    def check_due(self) -> bool:
+        """Whether the next task is a check (the count of updates restarts if so)."""
+        if self.since_check >= self.check_every:
+            self.since_check = 0
+            return True
+        return False
+
+    def watch(self, task_id: int, K: np.ndarray) -> None:
+        """A check of gain ``K`` was issued as task ``task_id``."""
+        self._checked[task_id] = K
+
+    def forget(self, task_id: int) -> None:
+        """Task ``task_id`` was abandoned."""
+        self._checked.pop(task_id, None)
+
+    def counted(self) -> None:
+        """An update was applied."""
+        self.since_check += 1
+
+    def discarded(self, version: int) -> bool:
+        """Whether gain ``version`` is on a branch a rollback discarded."""
+        return version < self.branch_start
+
+    def judge(self, rule: Guarded, rep: Report, delay: int) -> None:
+        """Accept or reject a check's report: move the anchor and grow the step, or roll back."""
+        K_checked = self._checked.pop(rep.task_id)
+        if rep.version <= self.anchor_version and not rep.blown_up:
+            # the gain checked is the anchor itself or predates it (a rollback happened
+            # while the check was in flight): nothing to judge
+            rule.log("check-stale", delay, rep.worker, rep.version)
+            return
+        s = self.settings
+        # with measurement noise, a check passes unless it is worse than the anchor by more than
+        # the noise: the anchor's own measurement may have been a lucky one (winner's curse)
+        margin = NOISE_MARGIN * s.cost_noise * self.anchor_cost if s.cost_noise else 0.0
+        if not self.beats_anchor(rep, margin):
+            rule.stats.rejected += 1
+            if rep.long_tail(s.tail_tol) and s.tau is None:
+                rule.tuning.tau *= 2.0  # a slow or unstable mode: look further
+            self.rollback(rule, rep.worker, rep.version, "check-reject")
+            return
+        rule.stats.accepted += 1
+        # grow at the same rate per update whatever the check interval (W workers: ~W)
+        covered = rep.version - self.anchor_version
+        rule.tuning.alpha *= min(GROW ** (covered / self.check_every), MAX_GROW)
+        self.move_anchor(K_checked, rep.cost, rep.version)
+        rule.log("check-accept", delay, rep.worker, rep.version)
+
+    def beats_anchor(self, rep: Report, margin: float = 0.0) -> bool:
+        """A checked gain beats the anchor if it is cheaper at the horizon ``tau`` and its
+        tail beyond ``tau`` is negligible: a long tail is a slow or unstable mode that has not
+        yet shown, so the gain is not trusted (the caller doubles ``tau`` to look further)."""
+        return not rep.blown_up and rep.cost < self.anchor_cost + margin and not rep.long_tail(self.settings.tail_tol)
+
+    def move_anchor(self, K: np.ndarray, cost: float, version: int) -> None:
+        """Gain ``K`` of ``version``, measured at ``cost``, is the new anchor."""
+        self.anchor_K, self.anchor_cost, self.anchor_version = K, cost, version
+
+    # ------------------------------------------------------------- failures
+    def blown(self, rule: Guarded, rep: Report, delay: int) -> None:
+        """Every perturbed rollout of an estimate blew up."""
+        if rep.version == self.anchor_version:
+            rule.tuning.r *= SHRINK  # the anchor is stable: the perturbations were too big
+            rule.log("shrink-r", delay, rep.worker, rep.version)
+        else:
+            self.rollback(rule, rep.worker, rep.version, "rollback-blowup")
+
+    def rollback(self, rule: Guarded, worker: int, version_read: int, event: str) -> None:
+        """Back to the anchor with half the step; estimates of the discarded branch are dropped."""
+        rule.tuning.alpha *= SHRINK
+        rule.stats.rollbacks += 1
+        rule.new_version(self.anchor_K.copy())
+        self.anchor_version = self.branch_start = rule.version
+        self.since_check = 0  # the next check judges new updates, not the anchor again
+        rule.log(event, rule.version - version_read, worker, version_read)
