@@ -16,6 +16,7 @@ import azopg
 from _support import kron_value_matrix, random_problem, stiff_problem
 from azopg.plants.adapters import CallablePlant, GymPlant
 from azopg.plants.base import BLOWUP_COST, RolloutResult, returns_moments
+from azopg.plants.latency import LatencyPlant
 
 
 def kron_lyapunov(Acl: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -160,6 +161,17 @@ def test_protocol_attribute_and_positional_result():
     assert not returns_moments(CallablePlant(lambda K, x0, tau, rng: 0.0, 2, 1))
     r = RolloutResult(np.zeros(1), np.zeros(1, dtype=bool))
     assert r.S is None and r.x_end is None and len(r) == 4
+
+
+def test_latency_wrapper_forwards_moments():
+    p = azopg.get_problem("he1")
+    slow = LatencyPlant(azopg.LinearPlant(p), 0.0)
+    assert returns_moments(slow)
+    x0 = np.ones((2, p.n))
+    out = slow.rollout(p.K0, x0, 3.0, moments=True)
+    ref = azopg.LinearPlant(p).rollout(p.K0, x0, 3.0, moments=True)
+    np.testing.assert_array_equal(out.S, ref.S)
+    assert slow.rollout(p.K0, x0, 3.0).S is None
 
 
 # ------------------------------------------------------------------ adapters
