@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import scipy.linalg as sla
 
 import azopg
-from _support import kron_cost, random_problem, random_spd
+from _support import kron_cost, kron_value_matrix, random_problem, random_spd
 from azopg import LQRProblem, NotStabilizingError, ProblemError, Settings, SettingsError
 
 # ----------------------------------------------------------------------------- helpers
@@ -308,3 +309,36 @@ def test_random_spd_helper_is_spd():
     # guards the helpers the tests rely on
     M = random_spd(np.random.default_rng(0), 4)
     assert np.allclose(M, M.T) and np.linalg.eigvalsh(M).min() > 0
+
+
+# ------------------------------------------------------ E(K) and Kleinman steps
+@pytest.mark.parametrize("name", ["he1", "ac1", "dis4", "rea1"])
+def test_kleinman_steps_converge_quadratically_to_the_care_gain(name):
+    p = azopg.get_problem(name)
+    Ks = np.asarray(p.optimal_gain)
+    K = np.asarray(p.K0)
+    errs, costs = [], []
+    for _ in range(12):
+        assert p.is_stabilizing(K)
+        errs.append(np.linalg.norm(K - Ks) / np.linalg.norm(Ks))
+        costs.append(p.cost(K))
+        K = p.kleinman_step(K)
+    assert all(c2 <= c1 * (1 + 1e-12) for c1, c2 in itertools.pairwise(costs))  # policy iteration is monotone
+    assert errs[-1] < 1e-12
+    orders = [np.log(e2) / np.log(e1) for e1, e2 in itertools.pairwise(errs) if e1 < 0.05 and e2 > 1e-11]
+    assert orders and min(orders) > 1.6  # e_{k+1} ~ c e_k^2
+
+
+def test_E_vanishes_at_the_optimum_and_gives_the_cost_gap():
+    """E(K*) = 0 and f(K) - f(K*) = tr(X_K (K - K*)'R(K - K*))."""
+    p = random_problem(np.random.default_rng(11), 4, 2)
+    Ks = np.asarray(p.optimal_gain)
+    assert np.abs(p.E(Ks)).max() <= 1e-10 * np.abs(np.asarray(p.B).T @ p.value_matrix(Ks)).max()
+    rng = np.random.default_rng(12)
+    for _ in range(3):
+        K = Ks + 0.2 * rng.standard_normal(Ks.shape)
+        D = K - Ks
+        gap = float(np.trace(p.state_covariance(K) @ D.T @ np.asarray(p.R) @ D))
+        assert p.cost(K) - p.optimal_cost == pytest.approx(gap, rel=1e-8)
+        ref = np.linalg.solve(p.R, np.asarray(p.B).T @ kron_value_matrix(p, K))  # R^-1 B'P(K)
+        np.testing.assert_allclose(p.kleinman_step(K), ref, rtol=1e-9, atol=1e-12)

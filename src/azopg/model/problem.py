@@ -17,7 +17,7 @@ import scipy.linalg as sla
 
 from ..errors import AzopgError, NotStabilizingError, ProblemError
 
-__all__ = ["LQRProblem", "as_matrix"]
+__all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
 
 _SYM_RTOL = 1e-8
 
@@ -73,6 +73,13 @@ def as_matrix(value: Any, name: str, rows: int | None = None, cols: int | None =
         raise ProblemError(f"{name} must be {want}, got {arr.shape[0]}x{arr.shape[1]}")
     arr.setflags(write=False)
     return arr
+
+
+def kleinman_gain(K: Any, E: Any, R: Any) -> np.ndarray:
+    """The policy-iteration (Kleinman, Gauss--Newton) step ``K - R^-1 E`` from the gain
+    ``K`` (m, n), its factor ``E = R K - B'P(K)`` (m, n) and the input weight ``R`` (m, m)."""
+    K = np.asarray(K, dtype=float)
+    return K - np.linalg.solve(np.asarray(R, dtype=float), np.asarray(E, dtype=float))
 
 
 def _check_symmetric(M: np.ndarray, name: str) -> np.ndarray:
@@ -228,12 +235,26 @@ class LQRProblem:
         except NotStabilizingError:
             return float("inf")
 
-    def gradient(self, K: Any) -> np.ndarray:
-        """Exact gradient ``2 (R K - B'P) X`` of :meth:`cost`."""
+    def E(self, K: Any) -> np.ndarray:
+        """``E(K) = R K - B'P(K)`` (m, n): the gradient is ``2 E X`` and ``E(K*) = 0``.
+
+        Raises
+        ------
+        NotStabilizingError
+            If ``K`` does not stabilize the plant.
+        """
         K = np.asarray(K, dtype=float).reshape(self.m, self.n)
-        P = self.value_matrix(K)
-        X = self.state_covariance(K)
-        return 2.0 * (self.R @ K - self.B.T @ P) @ X
+        return self.R @ K - self.B.T @ self.value_matrix(K)
+
+    def gradient(self, K: Any) -> np.ndarray:
+        """Exact gradient ``2 E(K) X(K)`` of :meth:`cost`."""
+        return 2.0 * self.E(K) @ self.state_covariance(K)
+
+    def kleinman_step(self, K: Any) -> np.ndarray:
+        """One policy-iteration (Kleinman) step ``K - R^-1 E(K) = R^-1 B'P(K)``: from a
+        stabilizing ``K`` it converges to :attr:`optimal_gain` quadratically."""
+        K = np.asarray(K, dtype=float).reshape(self.m, self.n)
+        return kleinman_gain(K, self.E(K), self.R)
 
     @cached_property
     def _care(self) -> np.ndarray:

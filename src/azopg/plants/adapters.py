@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import SettingsError
 from ..model.problem import as_matrix
-from .base import COST_LIMIT, GROWTH, RolloutResult, finalize
+from .base import COST_LIMIT, GROWTH, RolloutResult, finalize, with_moments
 
 __all__ = ["CallablePlant", "GymPlant", "env_dt", "rollout_seed"]
 
@@ -112,6 +112,11 @@ class CallablePlant:
         For a linear plant with ``E[x0 x0'] = Omega`` the ``n`` rows of
         ``sqrt(n) * cholesky(Omega).T`` make that mean exact. Default: ``max(n, 8)``
         states drawn once from the initial-state distribution.
+    returns_moments : bool, optional
+        ``cost`` returns ``(cost, S, x_end)`` instead of a number: the state moments
+        ``S = int_0^tau x x' dt`` (n, n) and the final state ``x(tau)`` (n,) of the
+        rollout, for ``rollout(..., moments=True)`` (ignored otherwise). A malformed
+        triple counts like an exception raised by ``cost``. Default False.
 
     Attributes
     ----------
@@ -137,6 +142,7 @@ class CallablePlant:
         x0_sampler: Sampler | None = None,
         x0_cov: Any = None,
         eval_states: Any = None,
+        returns_moments: bool = False,
     ) -> None:
         if not callable(cost):
             raise SettingsError(f"cost must be callable, got {cost!r}")
@@ -153,6 +159,7 @@ class CallablePlant:
             raise SettingsError("x0_cov is not positive definite") from None
         self.errors = 0
         self.last_error: str | None = None
+        self.returns_moments = bool(returns_moments)
         if eval_states is not None:
             self.evaluation_states = _FixedStates(eval_states, self.n)
 
@@ -173,7 +180,7 @@ class CallablePlant:
             return _sample(self.x0_sampler, rng, size, self.n)
         return rng.standard_normal((size, self.n)) @ self._L.T
 
-    def rollout(self, K: Any, x0: Any, tau: float) -> RolloutResult:
+    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False) -> RolloutResult:
         """Call ``cost`` once per rollout of the batch.
 
         Parameters
@@ -184,17 +191,35 @@ class CallablePlant:
             Initial states.
         tau : float
             Horizon.
+        moments : bool, optional
+            Also return the moments ``S`` and ``x_end`` given by ``cost`` (needs
+            ``returns_moments=True``).
 
         Returns
         -------
         RolloutResult
+
+        Raises
+        ------
+        ValueError
+            If ``moments`` is asked of a plant whose ``cost`` does not return them.
         """
+        if moments and not self.returns_moments:
+            raise ValueError("this CallablePlant's cost does not return moments (returns_moments=False)")
         K, x0 = _batch(K, x0, self.m, self.n)
-        cost = np.empty(x0.shape[0])
-        for i in range(x0.shape[0]):
+        b, n = x0.shape
+        cost = np.empty(b)
+        S = np.full((b, n, n), np.nan)
+        x_end = np.full((b, n), np.nan)
+        for i in range(b):
             rng = np.random.default_rng(rollout_seed(x0[i], tau))
             try:
-                c = float(self.cost(K[i].copy(), x0[i].copy(), tau, rng))
+                out = self.cost(K[i].copy(), x0[i].copy(), tau, rng)
+                if self.returns_moments:
+                    out, Si, xi = out
+                    S[i] = np.asarray(Si, dtype=float).reshape(n, n)
+                    x_end[i] = np.asarray(xi, dtype=float).reshape(n)
+                c = float(out)
             except Exception as exc:  # a failed rollout is reported, not raised
                 if self.errors == 0:
                     warnings.warn(f"CallablePlant: cost raised {exc!r}; the rollout is flagged as blown up "
@@ -203,7 +228,8 @@ class CallablePlant:
                 self.last_error = repr(exc)
                 c = math.nan
             cost[i] = c
-        return finalize(cost, np.zeros(x0.shape[0], dtype=bool))
+        res = finalize(cost, np.zeros(b, dtype=bool))
+        return with_moments(res, 0.5 * (S + np.swapaxes(S, 1, 2)), x_end) if moments else res
 
 
 def env_dt(env: Any) -> float:
@@ -239,6 +265,10 @@ class GymPlant:
     2. ``steps = round(tau / dt)`` times (at most ``max_steps``):
        ``obs, reward, terminated, truncated, info = env.step(-K @ obs)``;
     3. cost = minus the sum of the rewards.
+
+    With ``rollout(..., moments=True)`` it also returns ``S = dt * sum_k obs_k obs_k'``
+    over the observations the actions were computed from (``k = 0 .. steps-1``, a Riemann
+    sum of ``int_0^tau x x' dt``) and ``x_end`` = the last observation.
 
     ``dt`` is read from ``env.unwrapped.dt`` or ``env.dt`` (**required**). For the cost to
     approximate ``int_0^tau (x'Qx + u'Ru) dt`` the reward of a step should be minus the
@@ -278,6 +308,9 @@ class GymPlant:
     steps : int
         Environment steps taken by this copy of the plant.
     """
+
+    #: ``rollout(..., moments=True)`` returns the state moments from the observations.
+    returns_moments = True
 
     def __init__(
         self,
@@ -359,7 +392,7 @@ class GymPlant:
             X[i] = np.asarray(obs, dtype=float).reshape(self.n)
         return X
 
-    def rollout(self, K: Any, x0: Any, tau: float) -> RolloutResult:
+    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False) -> RolloutResult:
         """Run one episode per rollout of the batch (see the class docstring).
 
         Parameters
@@ -370,6 +403,8 @@ class GymPlant:
             Initial states.
         tau : float
             Horizon; ``round(tau / dt)`` steps (at least 1).
+        moments : bool, optional
+            Also return ``S = dt * sum obs obs'`` and the last observation ``x_end``.
 
         Returns
         -------
@@ -385,6 +420,8 @@ class GymPlant:
         b = x0.shape[0]
         cost = np.empty(b)
         bad = np.zeros(b, dtype=bool)
+        S = np.zeros((b, self.n, self.n)) if moments else None
+        x_end = np.empty((b, self.n)) if moments else None
         with np.errstate(all="ignore"):
             for i in range(b):
                 Ki = K[i]
@@ -397,6 +434,8 @@ class GymPlant:
                 blown = False
                 taken = 0
                 for _ in range(steps):
+                    if S is not None:
+                        S[i] += np.outer(obs, obs)
                     obs, reward, terminated, truncated, info = env.step(-(Ki @ obs))
                     obs = np.asarray(obs, dtype=float)
                     total -= float(reward)
@@ -412,4 +451,7 @@ class GymPlant:
                 self.steps += taken
                 cost[i] = total
                 bad[i] = blown
-        return finalize(cost, bad)
+                if x_end is not None:
+                    x_end[i] = obs
+        res = finalize(cost, bad)
+        return res if S is None else with_moments(res, S * self._dt, x_end)

@@ -13,6 +13,12 @@ more than :data:`GROWTH` times (2-norm) beyond ``x0``, or its cost is not finite
 exceeds :data:`COST_LIMIT`; its cost is then reported as the finite :data:`BLOWUP_COST`
 (:func:`finalize`). The method, which cannot trust a black-box plant, also counts a
 non-finite cost as blown up (:func:`failed`).
+
+State moments: a plant whose attribute ``returns_moments`` is true (see
+:func:`returns_moments`) also accepts ``rollout(K, x0, tau, moments=True)`` and then fills
+:attr:`RolloutResult.S` ``= int_0^tau x x' dt`` and :attr:`RolloutResult.x_end` ``= x(tau)``:
+with them one rollout of any gain gives one *linear* equation in the value matrix and
+the gradient factor of another gain (see :mod:`azopg.method.regression`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "Plant", "RolloutResult", "failed", "finalize"]
+__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "Plant", "RolloutResult", "failed", "finalize",
+           "returns_moments", "with_moments"]
 
 #: Finite value reported as the cost of a rollout that blew up.
 BLOWUP_COST = 1e300
@@ -41,15 +48,28 @@ class RolloutResult(NamedTuple):
     blown_up : ndarray of bool, shape (b,)
         True where the state diverged (the gain does not stabilize the plant at this
         horizon) or the cost overflowed.
+    S : ndarray, shape (b, n, n), or None
+        State second moments ``int_0^tau x x' dt`` (``rollout(..., moments=True)`` only;
+        NaN where blown up).
+    x_end : ndarray, shape (b, n), or None
+        Final states ``x(tau)`` (``rollout(..., moments=True)`` only; NaN where blown up).
     """
 
     cost: np.ndarray
     blown_up: np.ndarray
+    S: np.ndarray | None = None
+    x_end: np.ndarray | None = None
 
 
 @runtime_checkable
 class Plant(Protocol):
-    """What a learner needs from a plant: initial states and rollout costs."""
+    """What a learner needs from a plant: initial states and rollout costs.
+
+    Optional attribute ``returns_moments: bool`` (absent means False): when true,
+    ``rollout`` also takes the keyword ``moments: bool = False`` and, given
+    ``moments=True``, fills :attr:`RolloutResult.S` and :attr:`RolloutResult.x_end`.
+    It is not a protocol member, so plants without it still satisfy the protocol.
+    """
 
     n: int
     m: int
@@ -68,6 +88,27 @@ def finalize(cost: np.ndarray, bad: np.ndarray) -> RolloutResult:
     with np.errstate(invalid="ignore"):
         bad = bad | ~np.isfinite(cost) | (cost > COST_LIMIT)
     return RolloutResult(np.where(bad, BLOWUP_COST, cost), bad)
+
+
+def with_moments(res: RolloutResult, S: np.ndarray, x_end: np.ndarray) -> RolloutResult:
+    """``res`` with the moments ``S`` (b, n, n) and ``x_end`` (b, n) attached.
+
+    A rollout whose moments are not finite is flagged blown up as well (its data is of no
+    use); the moments of blown-up rollouts are set to NaN, so they cannot be used by mistake.
+    """
+    S = np.asarray(S, dtype=float)
+    x_end = np.asarray(x_end, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = np.asarray(res.blown_up, dtype=bool) | ~np.isfinite(S).all(axis=(1, 2)) \
+            | ~np.isfinite(x_end).all(axis=1)
+    return RolloutResult(np.where(bad, BLOWUP_COST, res.cost), bad,
+                         np.where(bad[:, None, None], np.nan, S), np.where(bad[:, None], np.nan, x_end))
+
+
+def returns_moments(plant: object) -> bool:
+    """Whether ``plant.rollout(..., moments=True)`` returns state moments (``returns_moments``
+    attribute; plants without it do not)."""
+    return bool(getattr(plant, "returns_moments", False))
 
 
 def failed(res: RolloutResult) -> np.ndarray:

@@ -56,10 +56,12 @@ class LatencyPlant:
             raise AttributeError(name)
         return getattr(self.plant, name)
 
-    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float) -> RolloutResult:
+    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
+        """The wrapped plant's rollouts (with moments if asked: ``returns_moments`` is the
+        wrapped plant's), slowed down."""
         factor = latency_factor(self.model, self._rng)
         t_end = time.perf_counter() + self.latency * factor * np.atleast_2d(x0).shape[0]
-        out = self.plant.rollout(K, x0, tau)
+        out = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
         remaining = t_end - time.perf_counter()
         if remaining > 0:
             time.sleep(remaining)

@@ -12,6 +12,17 @@ Each doubling adds positive semi-definite terms, so the relative accuracy is kep
 any horizon -- unlike a single Van Loan exponential of the horizon, whose entries of
 size ``exp(||A|| tau)`` swamp the answer once ``tau`` is a few tens of time constants.
 Everything is vectorized over the batch: no Python loop per rollout or per time step.
+
+State moments (``rollout(..., moments=True)``): ``S(t) = int_0^t x x' ds`` with
+``x(s) = exp(Acl s) x0``. On the short step ``x(h t) = sum_k w_k t^k``,
+``w_k = (Acl h)^k x0 / k!`` (matrix-vector products only), so
+``S(h) = h W H W'`` with ``W = [w_0 ... w_ORDER]`` and the Hilbert matrix
+``H_jk = 1 / (j + k + 1)``. Since ``exp(Acl h)`` commutes with ``exp(Acl s)``,
+
+    S(2h) = S(h) + E(h) S(h) E(h)'
+
+for the *same* ``x0``: the doubling of ``M`` carries over, again adding only positive
+semi-definite terms. ``x(tau) = E(tau) x0``.
 """
 
 from __future__ import annotations
@@ -21,12 +32,13 @@ from typing import Any
 import numpy as np
 
 from ..model.problem import LQRProblem
-from .base import GROWTH, RolloutResult, finalize
+from .base import GROWTH, RolloutResult, finalize, with_moments
 
 __all__ = ["LinearPlant"]
 
 _THETA = 0.5  # bound on ||Acl h|| (1- and inf-norm) for the short step
 _ORDER = 12  # Taylor order; truncation < THETA**13/13! ~ 2e-14
+_HILBERT = 1.0 / (np.arange(_ORDER + 1)[:, None] + np.arange(_ORDER + 1) + 1.0)
 
 
 class LinearPlant:
@@ -37,6 +49,9 @@ class LinearPlant:
     problem : LQRProblem
         Supplies ``A, B, Q, R`` and the initial-state covariance.
     """
+
+    #: ``rollout(..., moments=True)`` returns the state moments ``S`` and ``x_end``.
+    returns_moments = True
 
     def __init__(self, problem: LQRProblem) -> None:
         self.problem = problem
@@ -60,7 +75,7 @@ class LinearPlant:
         costs is the expected cost, without sampling noise."""
         return np.sqrt(self.n) * self._L.T
 
-    def rollout(self, K: Any, x0: Any, tau: float) -> RolloutResult:
+    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False) -> RolloutResult:
         """Costs of ``b`` rollouts of horizon ``tau``.
 
         Parameters
@@ -71,6 +86,9 @@ class LinearPlant:
             Initial states.
         tau : float
             Horizon, > 0.
+        moments : bool, optional
+            Also return ``S = int_0^tau x x' dt`` and ``x_end = x(tau)`` (exact, batched;
+            the costs are the same bits as without).
 
         Returns
         -------
@@ -81,13 +99,14 @@ class LinearPlant:
         K = np.asarray(K, dtype=float)
         if K.ndim == 2:
             K = np.broadcast_to(K, (b, self.m, self.n))
-        M, E = self.cost_matrices(K, tau)
+        M, E, S = self._matrices(K, tau, x0 if moments else None)
         x = x0[:, :, None]
         with np.errstate(all="ignore"):
             cost = (np.swapaxes(x, 1, 2) @ M @ x)[:, 0, 0]
             xT = (E @ x)[:, :, 0]
             grow = np.sum(xT * xT, axis=1) > GROWTH**2 * np.sum(x0 * x0, axis=1)
-            return finalize(cost, grow | ~np.isfinite(xT).all(axis=1))
+            res = finalize(cost, grow | ~np.isfinite(xT).all(axis=1))
+            return res if S is None else with_moments(res, S, xT)
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).
@@ -96,6 +115,12 @@ class LinearPlant:
         ``exp([[-Acl' h, Qk h], [0, Acl h]]) = [[E(h)^-T, E(h)^-T M(h)], [0, E(h)]]``, of its
         right block column only: safe for a step this short, and one matrix product per order.
         """
+        M, E, _ = self._matrices(K, tau, None)
+        return M, E
+
+    def _matrices(self, K: np.ndarray, tau: float,
+                  x0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`cost_matrices`, and the moments ``S(tau)`` of states ``x0`` (b, n) if given."""
         if not (tau > 0 and np.isfinite(tau)):
             raise ValueError(f"tau must be a finite number > 0, got {tau}")
         K = np.asarray(K, dtype=float)
@@ -123,14 +148,32 @@ class LinearPlant:
             E = np.ascontiguousarray(F[:, n:])
             M = np.swapaxes(E, 1, 2) @ F[:, :n]
             M = 0.5 * (M + np.swapaxes(M, 1, 2))
+            S = None if x0 is None else _short_moments(Acl, h, x0)
             smin, smax = (int(s.min()), int(s.max())) if s.size else (0, 0)
             for i in range(smax):
                 ME = M @ E
                 if i < smin:  # every rollout doubles
+                    if S is not None:
+                        S = S + (E @ S) @ np.swapaxes(E, 1, 2)
                     M = M + np.swapaxes(E, 1, 2) @ ME
                     E = E @ E
                 else:
                     act = (s > i)[:, None, None]
+                    if S is not None:
+                        S = np.where(act, S + (E @ S) @ np.swapaxes(E, 1, 2), S)
                     M = np.where(act, M + np.swapaxes(E, 1, 2) @ ME, M)
                     E = np.where(act, E @ E, E)
-        return M, E
+            if S is not None:
+                S = 0.5 * (S + np.swapaxes(S, 1, 2))
+        return M, E, S
+
+
+def _short_moments(Acl: np.ndarray, h: np.ndarray, x0: np.ndarray) -> np.ndarray:
+    """``S(h) = int_0^h x x' ds`` from ``x0`` (b, n), steps ``h`` (b, 1, 1): ``h W H W'``
+    (module docstring), by matrix-vector products."""
+    Ah = Acl * h
+    W = np.empty((*x0.shape, _ORDER + 1))
+    W[:, :, 0] = x0
+    for k in range(1, _ORDER + 1):
+        W[:, :, k] = (Ah @ W[:, :, k - 1:k])[:, :, 0] * (1.0 / k)
+    return (W @ _HILBERT @ np.swapaxes(W, 1, 2)) * h
