@@ -16,7 +16,7 @@ from ..method.rule import UpdateRule
 from ..method.tasks import Report, Task
 from .backends import Executor
 
-__all__ = ["LOOPS", "Throttle", "refill", "run_async", "run_sync"]
+__all__ = ["LOOPS", "Throttle", "recover", "refill", "run_async", "run_sync"]
 
 #: Why a run stops now (``"converged"``, ``"max_time"``, ...), or ``None`` to go on.
 StopReason = Callable[[], "str | None"]
@@ -44,6 +44,12 @@ def refill(rule: UpdateRule, executor: Executor) -> None:
         executor.submit(rule.ask(w))
 
 
+def recover(rule: UpdateRule, executor: Executor) -> None:
+    """A rule whose checks keep failing searches its step afresh (blocking; other reports wait)."""
+    if rule.needs_recalibration:
+        rule.recalibrate(executor.run)
+
+
 def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick: Tick) -> str:
     """Apply each report at once and hand its worker a new task, until ``should_stop`` says why not."""
     for w in range(executor.workers):
@@ -52,6 +58,7 @@ def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tic
         rep = executor.next_report(timeout=0.5)
         if rep is not None:
             rule.tell(rep)
+            recover(rule, executor)
             executor.submit(rule.ask(rep.worker))
         refill(rule, executor)
         if rep is not None:
@@ -70,6 +77,7 @@ def run_sync(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick
         if got is None:
             return "max_time"
         rule.tell_round([got[w] for w in sorted(got)])
+        recover(rule, executor)
         tick()
     return reason
 

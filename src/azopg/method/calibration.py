@@ -17,13 +17,16 @@ from ..errors import NotStabilizingError, ProblemError
 from ..settings import Settings
 from .tasks import Report
 
-__all__ = ["Calibration", "Probe", "calibrate", "line_search", "NOISE_SMOOTHING", "MAX_NOISE_SMOOTHING"]
+__all__ = ["Calibration", "Probe", "calibrate", "line_search", "search_step", "NOISE_SMOOTHING", "MAX_NOISE_SMOOTHING"]
 
 #: With measurement noise ``cost_noise``, the radius is calibrated for a relative cost change
 #: of ``min(NOISE_SMOOTHING * cost_noise, MAX_NOISE_SMOOTHING)`` (if above ``smoothing``).
 NOISE_SMOOTHING, MAX_NOISE_SMOOTHING = 30.0, 0.5
 #: Fraction of the first-order decrease a step must achieve (Armijo's constant).
 ARMIJO = 0.1
+#: Fresh estimates the step search tries before it gives up: one estimate from few
+#: directions and random initial states can point uphill.
+STEP_TRIES = 5
 
 #: ``probe(kind, K, tau, r, N)``: run one task of ``kind`` ("evaluate" or "estimate") at gain
 #: ``K`` and return its report, with the estimate's gradient (``Report.grad``) filled in.
@@ -144,19 +147,44 @@ def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: f
 
 
 def _step(probe: Probe, K0: np.ndarray, s: Settings, N: int, cal: Calibration) -> None:
+    alpha, K1, cost1 = search_step(probe, K0, s, N, tau=cal.tau, r=cal.r, f0=cal.f0)
+    cal.alpha, cal.K1, cal.cost1 = alpha, K1, cost1
+
+
+def search_step(probe: Probe, K0: np.ndarray, s: Settings, N: int, *, tau: float, r: float,
+                f0: float) -> tuple[float, np.ndarray | None, float]:
+    """Step size by :func:`line_search` along well-sampled estimates at ``K0`` (cost ``f0``).
+
+    Each try takes a fresh estimate from ``max(N, mn)`` directions; the first whose line
+    search finds a sufficient decrease gives the step, scaled for estimates of ``N``
+    directions (they are noisier). After :data:`STEP_TRIES` failures the last halved step is
+    returned with no gain: the caller's safeguards take it from there.
+
+    Returns
+    -------
+    alpha : float
+    K1 : ndarray or None
+        The gain after the step found (``None`` if none was).
+    cost1 : float
+        Its rollout cost (``nan`` if none).
+    """
     d = K0.size
     Ncal = max(N, d)
-    g = probe("estimate", K0, cal.tau, cal.r, Ncal).grad
-    assert g is not None
-    gg = float(np.sum(g * g))
+    for _ in range(STEP_TRIES):
+        g = probe("estimate", K0, tau, r, Ncal).grad
+        assert g is not None
+        gg = float(np.sum(g * g))
 
-    def accept(alpha: float) -> float | None:
-        rep = probe("evaluate", K0 - alpha * g, cal.tau, cal.r, N)
-        ok = not rep.blown_up and rep.cost < cal.f0 - ARMIJO * alpha * gg and not rep.long_tail(s.tail_tol)
-        return rep.cost if ok else None
+        def accept(alpha: float, g: np.ndarray = g, gg: float = gg) -> float | None:
+            rep = probe("evaluate", K0 - alpha * g, tau, r, N)
+            ok = not rep.blown_up and rep.cost < f0 - ARMIJO * alpha * gg and not rep.long_tail(s.tail_tol)
+            return rep.cost if ok else None
 
-    alpha, cost = line_search(accept, cal.f0 / gg if gg > 0 else 1.0)
+        alpha, cost = line_search(accept, f0 / gg if gg > 0 else 1.0)
+        if cost is not None:
+            break
     # an estimate from N directions is noisier than one from Ncal
-    cal.alpha = alpha * (1 + (d + 1) / Ncal) / (1 + (d + 1) / N)
-    if cost is not None:
-        cal.K1, cal.cost1 = K0 - alpha * g, cost
+    scaled = alpha * (1 + (d + 1) / Ncal) / (1 + (d + 1) / N)
+    if cost is None:
+        return scaled, None, math.nan
+    return scaled, K0 - alpha * g, cost

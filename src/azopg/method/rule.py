@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ProblemError
 from ..settings import Settings
-from .calibration import calibrate
+from .calibration import calibrate, search_step
 from .safeguards import CHECK_SAMPLES, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
@@ -241,6 +241,35 @@ class UpdateRule:
             self.safeguards.move_anchor(self.K.copy(), cal.cost1, self.version)
             self.stats.updates += 1
         self.log("calibrate")
+
+    @property
+    def needs_recalibration(self) -> bool:
+        """Whether the loop should call :meth:`recalibrate` (the checks keep failing)."""
+        return self.safeguards.stalled
+
+    def recalibrate(self, run: Runner) -> None:
+        """Search the step afresh at the anchor (re-measured at the current horizon), with new
+        estimates: a run never gives up silently. Logged as ``recalibrate``."""
+        g, t = self.safeguards, self.tuning
+        found = False
+
+        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int) -> Report:
+            return self.probe(run, kind, K, tau, r, N)
+
+        anchor = probe("evaluate", g.anchor_K.copy(), t.tau, t.r, t.N)
+        if not anchor.blown_up:
+            g.anchor_cost = anchor.cost
+            t.alpha, K1, cost1 = search_step(probe, g.anchor_K.copy(), self.settings, t.N, tau=t.tau, r=t.r,
+                                             f0=anchor.cost)
+            if K1 is not None:
+                self.new_version(K1)
+                g.move_anchor(self.K.copy(), cost1, self.version)
+                g.branch_start = self.version  # estimates in flight were taken on the stalled branch
+                self.stats.updates += 1
+                found = True
+        g.rejects_in_row = 0
+        g.stall_limit = g.stall_limit if found else 2 * g.stall_limit
+        self.log("recalibrate")
 
     def final_gain(self, status: str, run: Runner) -> np.ndarray:
         """The gain a run returns: the current one if it reached the target (by the oracle),

@@ -21,7 +21,7 @@ from ..settings import Settings
 from .stats import Stats, Tuning
 from .tasks import Report
 
-__all__ = ["Guarded", "Safeguards", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES", "NOISE_MARGIN"]
+__all__ = ["Guarded", "Safeguards", "STALL_REJECTS", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES", "NOISE_MARGIN"]
 
 GROW, SHRINK, MAX_GROW = 1.2, 0.5, 3.0
 #: A check judges about CHECK_SAMPLES * mn directions of updates: enough that their sum is a
@@ -30,6 +30,11 @@ CHECK_SAMPLES = 4
 #: With measurement noise, a check passes if its cost is below the anchor's times
 #: ``1 + NOISE_MARGIN * cost_noise``: the anchor's cost never rises by more than the noise.
 NOISE_MARGIN = 1.0
+#: Checks rejected in a row after which the step is searched afresh (:attr:`Safeguards.stalled`):
+#: each rejection halves the step, so by then it is ~1e12 times smaller than when it last worked.
+#: A check of a gain that the step no longer changes counts as STALL_REJECTS rejections. After a
+#: search that finds no step the limit doubles (the searches back off exponentially).
+STALL_REJECTS = 40
 
 
 class Guarded(Protocol):
@@ -66,6 +71,8 @@ class Safeguards:
         self.since_check = 0  # updates applied since the last check was issued
         self.branch_start = 0  # versions before this one were discarded by a rollback
         self._checked: dict[int, np.ndarray] = {}  # gains under check, by task id
+        self.rejects_in_row = 0
+        self.stall_limit = STALL_REJECTS  # doubles after each search that finds no step
 
     # --------------------------------------------------------------- checks
     def check_due(self) -> bool:
@@ -105,16 +112,26 @@ class Safeguards:
         margin = NOISE_MARGIN * s.cost_noise * self.anchor_cost if s.cost_noise else 0.0
         if not self.beats_anchor(rep, margin):
             rule.stats.rejected += 1
+            # a step too small to change the gain cannot win: the search for a step starts afresh
+            unchanged = np.array_equal(K_checked, self.anchor_K)
+            self.rejects_in_row += STALL_REJECTS if unchanged else 1
             if rep.long_tail(s.tail_tol) and s.tau is None:
                 rule.tuning.tau *= 2.0  # a slow or unstable mode: look further
             self.rollback(rule, rep.worker, rep.version, "check-reject")
             return
         rule.stats.accepted += 1
+        self.rejects_in_row = 0
+        self.stall_limit = STALL_REJECTS
         # grow at the same rate per update whatever the check interval (W workers: ~W)
         covered = rep.version - self.anchor_version
         rule.tuning.alpha *= min(GROW ** (covered / self.check_every), MAX_GROW)
         self.move_anchor(K_checked, rep.cost, rep.version)
         rule.log("check-accept", delay, rep.worker, rep.version)
+
+    @property
+    def stalled(self) -> bool:
+        """Whether checks keep failing: the step has shrunk so far that it no longer helps."""
+        return self.rejects_in_row >= self.stall_limit
 
     def beats_anchor(self, rep: Report, margin: float = 0.0) -> bool:
         """A checked gain beats the anchor if it is cheaper at the horizon ``tau`` and its
