@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.backends import SYNCHRONOUS, Executor, make_executor
+from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
 from ..errors import ProblemError, SettingsError
 from ..method.master import HistoryRow, Master
 from ..model.problem import LQRProblem, as_matrix
@@ -171,16 +171,13 @@ def train(
         name = type(plant).__name__
         if not (settings.max_updates or settings.max_rollouts or settings.max_time):
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
-    simulated = backend.startswith("simulated")
+    simulated = executor_kind(backend) == "simulated"
     if settings.rollout_latency > 0 and not simulated:
         from ..plants.latency import LatencyPlantFactory
 
         plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model)
-    executor = make_executor(backend, plant_factory, settings.workers,
-                             per_rollout=settings.rollout_latency or 0.01, model=settings.latency_model,
-                             seed=settings.seed, task_timeout=settings.task_timeout,
-                             ray_address=settings.ray_address)
-    clock = getattr(executor, "clock", None)
+    executor = make_executor(backend, plant_factory, settings.workers, ExecutorOptions.of(settings))
+    clock = executor.clock
 
     monitor = None
     if oracle is not None:
@@ -192,19 +189,12 @@ def train(
             f = oracle.cost(K)
             return f, (f - fstar) / fstar
 
-    elapsed = float(_resume["elapsed_s"]) if _resume is not None else 0.0
-    t0 = time.perf_counter() - elapsed  # a resumed run's clock continues
-    if clock is None:
-        def clock() -> float:
-            return time.perf_counter() - t0
-    elif hasattr(executor, "now"):
-        executor.now = elapsed
+    executor.set_clock(float(_resume["elapsed_s"]) if _resume is not None else 0.0)  # a resumed run's clock continues
     master = Master(np.array(K0, dtype=float), settings, monitor, clock=clock)
     master.light = settings.light
     if _resume is not None:
         master.load_state(_resume["master"])
-    if hasattr(executor, "on_lost"):
-        executor.on_lost = functools.partial(_worker_lost, master)
+    executor.on_lost = functools.partial(_worker_lost, master)
     recorder = None
     if out_dir is not None:
         from .checkpoint import RunRecorder
@@ -231,7 +221,7 @@ def train(
         if recorder is not None:
             recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
             recorder.save()
-        loop = run_sync_loop if backend in SYNCHRONOUS else run_loop
+        loop = run_sync_loop if loop_policy(backend) == "sync" else run_loop
         status = loop(master, executor, clock, tick)
         K = master.final_gain(status, executor.run)
     except KeyboardInterrupt:
@@ -274,10 +264,8 @@ def _worker_lost(master: Master, loss: Any) -> None:
 
 def _refill(master: Master, executor: Executor) -> None:
     """Give a task to every worker that has none (one just replaced after a loss)."""
-    idle = getattr(executor, "idle_workers", None)
-    if idle is not None:
-        for w in idle():
-            executor.submit(master.make_task(w))
+    for w in executor.idle_workers():
+        executor.submit(master.make_task(w))
 
 
 def time_to_target(history: list[HistoryRow], target: float | None, start: float = 0.0) -> float | None:
@@ -339,14 +327,13 @@ def run_sync_loop(master: Master, executor: Executor, clock: Callable[[], float]
         for task in tasks.values():
             executor.submit(task)
         got: dict[int, Any] = {}
-        idle = getattr(executor, "idle_workers", lambda: [])
         while len(got) < len(tasks):
             rep = executor.next_report(timeout=0.5)
             if rep is not None and rep.task_id == tasks[rep.worker].task_id:
                 got[rep.worker] = rep
             elif rep is None and stop_reason(master, clock) == "max_time":
                 return "max_time"
-            for w in idle():  # a worker replaced after a loss: its task of this round is redone
+            for w in executor.idle_workers():  # a worker replaced after a loss: its task of this round is redone
                 if w not in got:
                     tasks[w] = master.make_task(w)
                     executor.submit(tasks[w])
