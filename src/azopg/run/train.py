@@ -254,7 +254,7 @@ def train(
 
 
 def _worker_lost(master: Master, loss: Any) -> None:
-    """A worker died or hung and was replaced or dropped (see :class:`azopg.engine.processes.WorkerLoss`)."""
+    """A worker died or hung and was replaced or dropped (see :class:`azopg.engine.executor.WorkerLoss`)."""
     master.worker_lost(loss.worker, loss.tasks)
     lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
     then = f"; restarted as pid {loss.new_pid}" if loss.new_pid is not None else ""
