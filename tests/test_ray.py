@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg import rayexec
-from azopg.engine.processes import WorkerError
+from azopg.engine import ray_actors as rayexec
+from azopg.engine.executor import WorkerError
 from azopg.engine.ray_actors import AUTH_MODE_ENV, LOOPBACK_ENV
 from azopg.run.output import write_run
 from test_cli import assert_one_line_error, run_cli

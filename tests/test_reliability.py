@@ -26,7 +26,8 @@ import pytest
 
 import azopg
 from _faulty import FaultyFactory, ensure_importable
-from azopg.engine.processes import MIN_TIMEOUT, ProcessExecutor, WorkerError
+from azopg.engine.executor import WorkerError
+from azopg.engine.inflight import DEADLINE_SCAN, MIN_TIMEOUT, TaskTimer
 from azopg.method.azopg import AZOPG
 from azopg.method.tasks import Report, run_task
 from azopg.run.history import RunLog
@@ -151,19 +152,20 @@ def test_hung_worker_is_abandoned_killed_and_replaced(chain3, fixed, tmp_path, c
 
 
 def test_default_task_timeout_follows_the_median_task_time(chain3):
-    ex = ProcessExecutor(lambda: None, 2)
+    timer = TaskTimer()
     m = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=3))
     task = m.ask(0)  # an estimate: 2N = 6 rollouts
-    assert ex.timeout_for(task) is None  # nothing observed yet: no timeout
+    assert timer.timeout_for(task) is None  # nothing observed yet: no timeout
     for seconds in (0.01, 0.01):
-        ex.observe(seconds)
-    assert ex.timeout_for(task) is None
-    ex.observe(0.5)  # median of three per-rollout times: 0.01 s
-    assert ex.timeout_for(task) == MIN_TIMEOUT  # 10 x 0.01 s x 6 rollouts < 5 s
+        timer.observe(seconds)
+    assert timer.timeout_for(task) is None
+    timer.observe(0.5)  # median of three per-rollout times: 0.01 s
+    assert timer.timeout_for(task) == MIN_TIMEOUT  # 10 x 0.01 s x 6 rollouts < 5 s
     for seconds in (1.0, 1.0, 1.0):  # median 0.75 s per rollout
-        ex.observe(seconds)
-    assert ex.timeout_for(task) == pytest.approx(10 * 0.75 * 6)
-    assert ProcessExecutor(lambda: None, 2, task_timeout=2.5).timeout_for(task) == 2.5
+        timer.observe(seconds)
+    assert timer.timeout_for(task) == pytest.approx(10 * 0.75 * 6)
+    assert TaskTimer(task_timeout=2.5).timeout_for(task) == 2.5
+    assert TaskTimer(task_timeout=0.5).scan_period == pytest.approx(0.05) and timer.scan_period == DEADLINE_SCAN
 
 
 def test_report_of_an_abandoned_task_is_ignored(chain3):

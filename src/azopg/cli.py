@@ -180,19 +180,10 @@ def _settings(**values: Any) -> Any:
 
 
 def _backend(name: str | None, workers: int, ray_address: str | None = None) -> str:
-    from .engine.backends import BACKENDS
+    from .engine.backends import check_backend
 
     name = name or ("serial" if workers == 1 else "async")
-    if name not in BACKENDS:
-        raise SettingsError(f"--backend {name!r}: unknown backend (choose from {', '.join(BACKENDS)})")
-    if name == "serial" and workers != 1:
-        raise SettingsError(f"--workers {workers}: the serial backend has exactly one worker")
-    if ray_address is not None and name != "ray":
-        raise SettingsError(f"--ray-address {ray_address!r}: only with --backend ray")
-    if name == "ray":
-        from .engine.ray_actors import import_ray
-
-        import_ray(ray_address)  # fails here, in one line, if Ray is not installed
+    check_backend(name, workers, ray_address)
     return name
 
 

@@ -1,8 +1,11 @@
-"""Executors: how tasks reach workers. One small protocol, several backends.
+"""Backends: a name for the user, an executor and a loop policy for the run.
 
 A backend only moves :class:`~azopg.method.tasks.Task` objects out and
-:class:`~azopg.method.tasks.Report` objects back; the algorithm lives in
-:mod:`azopg.method` and the loops in :mod:`azopg.engine.loops`.
+:class:`~azopg.method.tasks.Report` objects back (the contract is
+:class:`~azopg.engine.executor.Executor`); the algorithm lives in
+:mod:`azopg.method` and the loops in :mod:`azopg.engine.loops`. Whether the loop
+waits for every worker each round (``"sync"``) or applies each report at once
+(``"async"``) is the loop's policy, not the executor's: :data:`BACKENDS` maps each name to both.
 """
 
 from __future__ import annotations
@@ -10,50 +13,28 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Literal
 
 import numpy as np
 
+from ..errors import SettingsError
 from ..method.tasks import Report, Task, run_task
 from ..plants.base import Plant
 from ..plants.latency import latency_factor
+from .executor import Executor, ExecutorBase, ExecutorOptions
 
-__all__ = ["BACKENDS", "SYNCHRONOUS", "Executor", "SerialExecutor", "SimulatedExecutor", "make_executor"]
+__all__ = ["BACKENDS", "Executor", "ExecutorOptions", "SerialExecutor", "SimulatedExecutor", "check_backend",
+           "executor_kind", "loop_policy", "make_executor"]
 
-
-class Executor(Protocol):
-    """Moves tasks to workers and reports back to the master."""
-
-    workers: int
-
-    def start(self) -> None:
-        """Bring the workers up."""
-
-    def run(self, task: Task) -> Report:
-        """Run one task to completion (used for calibration)."""
-
-    def submit(self, task: Task) -> None:
-        """Hand a task to its worker (``task.worker``) without waiting."""
-
-    def next_report(self, timeout: float | None = None) -> Report | None:
-        """The next finished report, or ``None`` if none arrived within ``timeout``."""
-
-    def idle_workers(self) -> list[int]:
-        """Workers with no task in flight and no report waiting (one just replaced after a loss)."""
-
-    def close(self) -> None:
-        """Stop every worker; safe to call twice."""
+ExecutorKind = Literal["serial", "processes", "simulated", "ray"]
+LoopPolicy = Literal["async", "sync"]
 
 
-class SerialExecutor:
+class SerialExecutor(ExecutorBase):
     """One worker in the calling process: tasks run when their report is asked for."""
 
-    def __init__(self, plant_factory: Callable[[], Plant], workers: int = 1, **_: Any) -> None:
-        if workers != 1:
-            from ..errors import SettingsError
-
-            raise SettingsError(f"workers must be 1 with the serial backend, got {workers}")
-        self.workers = 1
+    def __init__(self, plant_factory: Callable[[], Plant]) -> None:
+        super().__init__(1)
         self._factory = plant_factory
         self._queue: deque[Task] = deque()
         self.plant: Plant | None = None
@@ -71,14 +52,11 @@ class SerialExecutor:
     def next_report(self, timeout: float | None = None) -> Report | None:
         return self.run(self._queue.popleft()) if self._queue else None
 
-    def idle_workers(self) -> list[int]:
-        return []
-
     def close(self) -> None:
         self._queue.clear()
 
 
-class SimulatedExecutor:
+class SimulatedExecutor(ExecutorBase):
     """W virtual workers on a virtual clock: event-driven, bit-for-bit reproducible.
 
     Every task runs for real (in this process) when submitted, at the gain current at
@@ -99,19 +77,23 @@ class SimulatedExecutor:
     """
 
     def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, per_rollout: float = 0.01,
-                 model: str = "constant", seed: int = 0, **_: Any) -> None:
-        self.workers = int(workers)
+                 model: str = "constant", seed: int = 0) -> None:
+        super().__init__(workers)
         self._factory = plant_factory
         self.per_rollout = per_rollout
         self.model = model
         self.seed = seed
-        self.now = 0.0
+        self._now = 0.0
         self._heap: list[tuple[float, int, Report]] = []
         self.plant: Plant | None = None
 
+    def set_clock(self, elapsed: float = 0.0) -> None:
+        """Set the virtual clock to ``elapsed`` seconds."""
+        self._now = elapsed
+
     def clock(self) -> float:
         """Virtual seconds since the start."""
-        return self.now
+        return self._now
 
     def start(self) -> None:
         self.plant = self._factory()
@@ -123,64 +105,117 @@ class SimulatedExecutor:
     def run(self, task: Task) -> Report:
         assert self.plant is not None, "start() first"
         rep = run_task(self.plant, task)
-        self.now += self._duration(task, rep.rollouts)
+        self._now += self._duration(task, rep.rollouts)
         return rep
 
     def submit(self, task: Task) -> None:
         assert self.plant is not None, "start() first"
         rep = run_task(self.plant, task)
-        heapq.heappush(self._heap, (self.now + self._duration(task, rep.rollouts), task.task_id, rep))
+        heapq.heappush(self._heap, (self._now + self._duration(task, rep.rollouts), task.task_id, rep))
 
     def next_report(self, timeout: float | None = None) -> Report | None:
         if not self._heap:
             return None
-        self.now, _, rep = heapq.heappop(self._heap)
+        self._now, _, rep = heapq.heappop(self._heap)
         return rep
-
-    def idle_workers(self) -> list[int]:
-        return []
 
     def close(self) -> None:
         self._heap.clear()
 
 
-def _process_executor(plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
-                      **_: Any) -> Executor:
+def _serial(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOptions) -> Executor:
+    return SerialExecutor(plant_factory)
+
+
+def _simulated(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOptions) -> Executor:
+    return SimulatedExecutor(plant_factory, workers, per_rollout=o.per_rollout, model=o.latency_model, seed=o.seed)
+
+
+def _processes(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOptions) -> Executor:
     from .processes import ProcessExecutor
 
-    return ProcessExecutor(plant_factory, workers, task_timeout=task_timeout)
+    return ProcessExecutor(plant_factory, workers, task_timeout=o.task_timeout)
 
 
-def _ray_executor(plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
-                  ray_address: str | None = None, **_: Any) -> Executor:
+def _ray(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOptions) -> Executor:
     from .ray_actors import RayExecutor
 
-    return RayExecutor(plant_factory, workers, address=ray_address, task_timeout=task_timeout)
+    return RayExecutor(plant_factory, workers, address=o.ray_address, task_timeout=o.task_timeout)
 
 
-#: Backend name -> executor constructor.
-BACKENDS: dict[str, Callable[..., Executor]] = {
-    "serial": SerialExecutor,
-    "async": _process_executor,
-    "sync": _process_executor,
-    "simulated": SimulatedExecutor,
-    "simulated-sync": SimulatedExecutor,
-    "ray": _ray_executor,
+#: Executor kind -> constructor, given only the options that kind takes.
+_EXECUTORS: dict[str, Callable[[Callable[[], Plant], int, ExecutorOptions], Executor]] = {
+    "serial": _serial, "processes": _processes, "simulated": _simulated, "ray": _ray,
 }
-#: Backends whose loop waits for every worker each round (synchronous baseline).
-SYNCHRONOUS = {"sync", "simulated-sync"}
+#: Backend name (``--backend``, ``train(backend=...)``, ``result.json``) -> (executor kind, loop policy).
+BACKENDS: dict[str, tuple[ExecutorKind, LoopPolicy]] = {
+    "serial": ("serial", "async"),
+    "async": ("processes", "async"),
+    "sync": ("processes", "sync"),
+    "simulated": ("simulated", "async"),
+    "simulated-sync": ("simulated", "sync"),
+    "ray": ("ray", "async"),
+}
 
 
-def make_executor(name: str, plant_factory: Callable[[], Plant], workers: int, **options: Any) -> Executor:
-    """Executor ``name`` with ``workers`` workers, each building its plant with ``plant_factory``.
+def check_backend(name: str, workers: int, ray_address: str | None = None) -> None:
+    """Check that backend ``name`` can run ``workers`` workers (at ``ray_address``).
+
+    Raises
+    ------
+    SettingsError
+        For an unknown backend, a serial backend with more than one worker, a Ray
+        address without the ray backend, or the ray backend without Ray installed.
+    """
+    _known(name)
+    if name == "serial" and workers != 1:
+        raise SettingsError(f"--workers {workers}: the serial backend has exactly one worker")
+    if ray_address is not None and name != "ray":
+        raise SettingsError(f"--ray-address {ray_address!r}: only with --backend ray")
+    if name == "ray":
+        from .ray_session import import_ray
+
+        import_ray(ray_address)  # fails here, in one line, if Ray is not installed
+
+
+def _known(name: str) -> tuple[ExecutorKind, LoopPolicy]:
+    if name not in BACKENDS:
+        raise SettingsError(f"--backend {name!r}: unknown backend (choose from {', '.join(BACKENDS)})")
+    return BACKENDS[name]
+
+
+def executor_kind(name: str) -> ExecutorKind:
+    """The executor of backend ``name``: ``"serial"``, ``"processes"``, ``"simulated"`` or ``"ray"``.
 
     Raises
     ------
     SettingsError
         For an unknown backend.
     """
-    from ..errors import SettingsError
+    return _known(name)[0]
 
-    if name not in BACKENDS:
-        raise SettingsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    return BACKENDS[name](plant_factory, workers, **options)
+
+def loop_policy(name: str) -> LoopPolicy:
+    """The loop of backend ``name``: ``"async"`` (each report applied at once) or ``"sync"``
+    (every worker each round, one averaged update).
+
+    Raises
+    ------
+    SettingsError
+        For an unknown backend.
+    """
+    return _known(name)[1]
+
+
+def make_executor(name: str, plant_factory: Callable[[], Plant], workers: int,
+                  options: ExecutorOptions | None = None) -> Executor:
+    """Executor of backend ``name`` with ``workers`` workers, each building its plant with ``plant_factory``.
+
+    Raises
+    ------
+    SettingsError
+        If :func:`check_backend` refuses the backend.
+    """
+    options = options or ExecutorOptions()
+    check_backend(name, workers, options.ray_address)
+    return _EXECUTORS[executor_kind(name)](plant_factory, workers, options)

@@ -9,7 +9,6 @@ calls it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +86,6 @@ class Report:
     center_cost: float = float("nan")
     cost: float = float("nan")
     cost2: float = float("nan")
-    elapsed: float = 0.0
 
     def long_tail(self, tail_tol: float) -> bool:
         """Whether a check's cost between ``tau`` and ``2 tau`` is not negligible (relative
@@ -131,7 +129,6 @@ def evaluation_states(plant: Plant, seed: int) -> np.ndarray:
 
 def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) -> Report:
     """Do one task on ``plant`` and return the report."""
-    t0 = time.perf_counter()
     noise = (np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM])
              if task.cost_noise > 0 else None)
     if task.kind == "estimate":
@@ -143,7 +140,7 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
         return Report(
             task.task_id, task.worker, task.kind, task.version, est.rollouts, est.blown_up,
             grad=None if task.light else est.grad, weights=est.weights if task.light else None,
-            center_cost=est.center_cost, elapsed=time.perf_counter() - t0,
+            center_cost=est.center_cost,
         )
     if task.kind == "evaluate":
         X = evaluation_states(plant, task.seed) if eval_states is None else eval_states
@@ -158,6 +155,5 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
         return Report(
             task.task_id, task.worker, task.kind, task.version, 2 * k, blown,
             cost=float(np.mean(r1.cost)), cost2=float(np.mean(r2.cost)),
-            elapsed=time.perf_counter() - t0,
         )
     raise ValueError(f"unknown task kind {task.kind!r}")

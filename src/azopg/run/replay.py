@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.backends import BACKENDS, loop_policy
 from ..errors import SettingsError
 from ..method.azopg import AZOPG
 from ..method.tasks import Task, run_task
@@ -59,7 +60,7 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise SettingsError(f"{str(run_dir)!r}: the run was resumed from a checkpoint (the tasks in flight when "
                             "it stopped are lost); replay of a resumed run is not supported")
     backend = given.pop("backend", "serial")
-    if backend in ("sync", "simulated-sync"):
+    if backend in BACKENDS and loop_policy(backend) == "sync":
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
     settings = Settings.from_dict(given)
     plant = LinearPlant(problem)

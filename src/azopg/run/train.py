@@ -14,14 +14,13 @@ import functools
 import logging
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..engine.backends import SYNCHRONOUS, Executor, make_executor
+from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
 from ..engine.loops import LOOPS, Throttle
 from ..errors import AzopgError, ProblemError, SettingsError
 from ..method.azopg import AZOPG
@@ -174,43 +173,27 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None)
     return _run(job, settings, ckpt["backend"], progress, run_dir, ckpt)
 
 
-def _executor(job: Job, settings: Settings, backend: str) -> Executor:
+def _executor(job: Job, settings: Settings, backend: str, elapsed: float) -> Executor:
     plant_factory = job.plant_factory
-    if settings.rollout_latency > 0 and not backend.startswith("simulated"):
+    if settings.rollout_latency > 0 and executor_kind(backend) != "simulated":
         from ..plants.latency import LatencyPlantFactory
 
         plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model)
-    return make_executor(backend, plant_factory, settings.workers,
-                         per_rollout=settings.rollout_latency or 0.01, model=settings.latency_model,
-                         seed=settings.seed, task_timeout=settings.task_timeout, ray_address=settings.ray_address)
-
-
-def _clock(executor: Executor, elapsed: float) -> Callable[[], float]:
-    """Seconds since the run started (continuing a resumed run's clock)."""
-    clock = getattr(executor, "clock", None)
-    if clock is not None:
-        if hasattr(executor, "now"):
-            executor.now = elapsed
-        return clock
-    t0 = time.perf_counter() - elapsed
-
-    def wall() -> float:
-        return time.perf_counter() - t0
-
-    return wall
+    executor = make_executor(backend, plant_factory, settings.workers, ExecutorOptions.of(settings))
+    executor.set_clock(elapsed)  # a resumed run's clock continues
+    return executor
 
 
 def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
          out_dir: str | os.PathLike[str] | None, restore: dict[str, Any] | None = None) -> Result:
     """Learn ``job``: the one place where executor, rule, log and recorder meet."""
-    executor = _executor(job, settings, backend)
-    clock = _clock(executor, float(restore["elapsed_s"]) if restore is not None else 0.0)
+    executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
+    clock = executor.clock
     runlog = RunLog(job.monitor(), clock, settings.workers)
     rule: UpdateRule = AZOPG(job.K0, settings, observer=runlog)
     if restore is not None:
         rule.load_state(restore["master"])
-    if hasattr(executor, "on_lost"):
-        executor.on_lost = functools.partial(_worker_lost, rule, clock)
+    executor.on_lost = functools.partial(_worker_lost, rule, clock)
     recorder = None
     if out_dir is not None:
         oracle = job.oracle
@@ -235,7 +218,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
         if recorder is not None:
             recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
             recorder.save()
-        loop = LOOPS["sync" if backend in SYNCHRONOUS else "async"]
+        loop = LOOPS[loop_policy(backend)]
         status = loop(rule, executor, functools.partial(stop_reason, rule, runlog, clock), Throttle(ticked))
         K = rule.final_gain(status, executor.run)
     except KeyboardInterrupt:
@@ -266,7 +249,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
 
 
 def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: Any) -> None:
-    """A worker died or hung and was replaced or dropped (see :class:`azopg.engine.processes.WorkerLoss`)."""
+    """A worker died or hung and was replaced or dropped (see :class:`azopg.engine.executor.WorkerLoss`)."""
     rule.worker_lost(loss.worker, loss.tasks)
     lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
     then = f"; restarted as pid {loss.new_pid}" if loss.new_pid is not None else ""

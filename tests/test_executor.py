@@ -1,0 +1,102 @@
+"""The executor contract: the backend table, the one backend rule, the clock, and a worker
+process lost under :meth:`run` (the in-flight bookkeeping shared with the Ray executor)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import azopg
+from _faulty import FaultyFactory, ensure_importable
+from azopg.engine.backends import (
+    BACKENDS,
+    SerialExecutor,
+    SimulatedExecutor,
+    check_backend,
+    executor_kind,
+    loop_policy,
+    make_executor,
+)
+from azopg.engine.executor import ExecutorOptions, WorkerLoss
+from azopg.engine.processes import ProcessExecutor
+from azopg.method.azopg import AZOPG
+from azopg.method.tasks import run_task
+from azopg.settings import Settings
+
+
+def test_backend_names_map_to_an_executor_and_a_loop():
+    assert {name for name in BACKENDS if loop_policy(name) == "sync"} == {"sync", "simulated-sync"}
+    assert executor_kind("sync") == executor_kind("async") == "processes"
+    assert executor_kind("simulated-sync") == executor_kind("simulated") == "simulated"
+    assert isinstance(make_executor("simulated-sync", lambda: None, 3), SimulatedExecutor)
+    assert isinstance(make_executor("sync", lambda: None, 3), ProcessExecutor)  # not started: no process
+    assert isinstance(make_executor("serial", lambda: None, 1), SerialExecutor)
+
+
+@pytest.mark.parametrize(("name", "workers", "address", "message"), [
+    ("threads", 2, None, "--backend 'threads': unknown backend (choose from serial, async, sync, simulated, "
+                         "simulated-sync, ray)"),
+    ("serial", 2, None, "--workers 2: the serial backend has exactly one worker"),
+    ("async", 2, "127.0.0.1:6379", "--ray-address '127.0.0.1:6379': only with --backend ray"),
+])
+def test_check_backend_is_the_one_backend_rule(chain3, name, workers, address, message):
+    with pytest.raises(azopg.SettingsError) as err:
+        check_backend(name, workers, address)
+    assert str(err.value) == message
+    with pytest.raises(azopg.SettingsError) as err:  # train refuses with the same words
+        azopg.train(chain3, backend=name, workers=workers, ray_address=address, max_updates=1)
+    assert str(err.value) == message
+    for ask in (executor_kind, loop_policy):
+        if name not in BACKENDS:
+            with pytest.raises(azopg.SettingsError):
+                ask(name)
+
+
+def test_options_reach_the_simulated_executor(chain3):
+    s = Settings(seed=7, rollout_latency=0.25, latency_model="pareto", task_timeout=3.0)
+    opts = ExecutorOptions.of(s)
+    sim = make_executor("simulated", lambda: None, 2, opts)
+    assert (sim.per_rollout, sim.model, sim.seed) == (0.25, "pareto", 7)
+    assert ExecutorOptions.of(Settings()).per_rollout == 0.01  # no latency given: 10 ms per virtual rollout
+
+
+def test_clock_origin_and_defaults(chain3):
+    master = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=2))
+    sim = SimulatedExecutor(lambda: azopg.LinearPlant(chain3), 2, per_rollout=0.5)
+    sim.set_clock(12.5)  # a resumed run's virtual clock continues where it stopped
+    assert sim.clock() == 12.5
+    sim.start()
+    rep = sim.run(master.ask(0))
+    assert sim.clock() == pytest.approx(12.5 + 0.5 * rep.rollouts)  # constant latency model: factor 1
+    serial = SerialExecutor(lambda: azopg.LinearPlant(chain3))
+    serial.set_clock(100.0)
+    assert serial.clock() >= 100.0  # wall clock, started at 100 s
+    for ex in (sim, serial):
+        assert ex.on_lost is None and ex.idle_workers() == []
+
+
+def test_worker_lost_under_run_is_replaced_and_the_task_sent_again(chain3, tmp_path):
+    """Worker 0 kills itself on its first rollout: run() gets the report from its replacement
+    (the same report as in this process), on_lost hears of the loss with no task abandoned."""
+    ensure_importable()
+    master = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=2, seed=4))
+    ex = ProcessExecutor(FaultyFactory(chain3, "die", 1, str(tmp_path / "died")), 2)
+    losses: list[WorkerLoss] = []
+    ex.on_lost = losses.append
+    try:
+        ex.start()
+        task = master.ask(0)
+        rep = ex.run(task)
+        (loss,) = losses
+        assert loss.worker == 0 and loss.tasks == [] and "died" in loss.reason
+        assert loss.new_pid is not None and loss.new_pid != loss.pid
+        assert np.array_equal(rep.grad, run_task(azopg.LinearPlant(chain3), task).grad)
+        assert ex.idle_workers() == [0, 1]
+        other = master.ask(1)
+        ex.submit(other)
+        assert ex.idle_workers() == [0]
+        got = ex.next_report(timeout=60)
+        assert got is not None and got.task_id == other.task_id
+        assert ex.idle_workers() == [0, 1]
+    finally:
+        ex.close()
