@@ -27,6 +27,7 @@ __all__ = ["LinearPlant"]
 
 _THETA = 0.5  # bound on ||Acl h|| (1- and inf-norm) for the short step
 _ORDER = 12  # Taylor order; truncation < THETA**13/13! ~ 2e-14
+_CHUNK_BYTES = 2**26  # a batch is done in chunks whose work arrays (about 16 n^2 floats each) fit in this
 
 
 class LinearPlant:
@@ -81,13 +82,18 @@ class LinearPlant:
         K = np.asarray(K, dtype=float)
         if K.ndim == 2:
             K = np.broadcast_to(K, (b, self.m, self.n))
-        M, E = self.cost_matrices(K, tau)
-        x = x0[:, :, None]
-        with np.errstate(all="ignore"):
-            cost = (np.swapaxes(x, 1, 2) @ M @ x)[:, 0, 0]
-            xT = (E @ x)[:, :, 0]
-            grow = np.sum(xT * xT, axis=1) > GROWTH**2 * np.sum(x0 * x0, axis=1)
-            return finalize(cost, grow | ~np.isfinite(xT).all(axis=1))
+        chunk = max(1, _CHUNK_BYTES // (8 * 16 * self.n * self.n))
+        cost = np.empty(b)
+        bad = np.empty(b, dtype=bool)
+        for i in range(0, b, chunk):  # bounded memory for any batch
+            M, E = self.cost_matrices(K[i:i + chunk], tau)
+            x = x0[i:i + chunk, :, None]
+            with np.errstate(all="ignore"):
+                cost[i:i + chunk] = (np.swapaxes(x, 1, 2) @ M @ x)[:, 0, 0]
+                xT = (E @ x)[:, :, 0]
+                grow = np.sum(xT * xT, axis=1) > GROWTH**2 * np.sum(x[:, :, 0] ** 2, axis=1)
+                bad[i:i + chunk] = grow | ~np.isfinite(xT).all(axis=1)
+        return finalize(cost, bad)
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).
