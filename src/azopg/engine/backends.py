@@ -135,9 +135,18 @@ class SimulatedExecutor:
         self._heap.clear()
 
 
+#: Resident memory of one worker process (measured: about 50 MB RSS with numpy and scipy loaded).
+WORKER_BYTES = 50 * 2**20
+
+
 def _process_executor(plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
                       **_: Any) -> Executor:
+    from ..errors import SettingsError
+    from ..model.validation import require_memory
     from .processes import ProcessExecutor
+
+    require_memory(workers * WORKER_BYTES, f"workers {workers}: {workers} worker processes (about "
+                   f"{WORKER_BYTES >> 20} MB each)", SettingsError)
 
     return ProcessExecutor(plant_factory, workers, task_timeout=task_timeout)
 

@@ -390,6 +390,9 @@ class Master:
                 break
             self.tau *= 2.0
         self.anchor_cost = f0 = rep.cost
+        if f0 < 0:
+            raise ProblemError(f"rollouts from K0 have a negative mean cost ({f0:.3g}): the learner's calibration "
+                               "needs positive rollout costs")
         if not f0 > 0:
             raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
         # smoothing radius: a perturbation changes the cost by about `smoothing` (and well

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..model.problem import LQRProblem
-from .base import GROWTH, RolloutResult, finalize
+from ..errors import ProblemError
+from .base import COST_LIMIT, GROWTH, RolloutResult, finalize
 
 __all__ = ["LinearPlant"]
 
@@ -37,6 +38,12 @@ class LinearPlant:
     ----------
     problem : LQRProblem
         Supplies ``A, B, Q, R`` and the initial-state covariance.
+
+    Raises
+    ------
+    ProblemError
+        If the expected cost of ``K0`` is so large that its rollouts would count as
+        blown up (above ``COST_LIMIT / 1e6``).
     """
 
     def __init__(self, problem: LQRProblem) -> None:
@@ -48,6 +55,10 @@ class LinearPlant:
         self._Q = np.array(problem.Q)
         self._R = np.array(problem.R)
         self._L = np.linalg.cholesky(np.array(problem.x0_cov))
+        f0 = problem.cost(problem.K0)
+        if not abs(f0) <= COST_LIMIT * 1e-6:
+            raise ProblemError(f"the expected cost of K0 is {f0:.3g}, beyond the range of rollout costs "
+                               f"(a cost above {COST_LIMIT:.0e} counts as blown up): rescale Q, R or x0_cov")
 
     def __repr__(self) -> str:
         return f"LinearPlant({self.problem.name!r}, n={self.n}, m={self.m})"

@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,6 +172,13 @@ def train(
         name = type(plant).__name__
         if not (settings.max_updates or settings.max_rollouts or settings.max_time):
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
+    if backend in ("async", "sync", "ray"):  # the factory travels to the workers: refuse one that cannot
+        try:
+            pickle.dumps(plant_factory)
+        except Exception as exc:
+            raise SettingsError(f"the {backend} backend builds each worker's plant with plant_factory, which must be "
+                                f"picklable: pass plant_factory= a module-level function (or plant.copy) that "
+                                f"returns a {name} ({type(exc).__name__}: {exc})") from None
     simulated = backend.startswith("simulated")
     if settings.rollout_latency > 0 and not simulated:
         from ..plants.latency import LatencyPlantFactory
