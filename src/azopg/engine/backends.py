@@ -145,7 +145,7 @@ def _process_executor(plant_factory: Callable[[], Plant], workers: int, *, task_
     from ..model.validation import require_memory
     from .processes import ProcessExecutor
 
-    require_memory(workers * WORKER_BYTES, f"workers {workers}: {workers} worker processes (about "
+    require_memory(workers * WORKER_BYTES, f"workers {workers}: starting {workers} worker processes (about "
                    f"{WORKER_BYTES >> 20} MB each)", SettingsError)
 
     return ProcessExecutor(plant_factory, workers, task_timeout=task_timeout)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..model.problem import LQRProblem
 from ..errors import ProblemError
+from ..model.problem import LQRProblem
 from .base import COST_LIMIT, GROWTH, RolloutResult, finalize
 
 __all__ = ["LinearPlant"]
