@@ -192,6 +192,19 @@ class LQRProblem:
         X = self.state_covariance(K)
         return 2.0 * (self.R @ K - self.B.T @ P) @ X
 
+    def _unobservable_axis_mode(self) -> bool:
+        """Whether the Riccati equation has no stabilizing solution although ``(A, B)`` is
+        stabilizable: for ``Q >= 0``, a mode of ``A`` on the imaginary axis that ``Q`` does not
+        see; for an indefinite ``Q``, a Hamiltonian eigenvalue on the axis."""
+        if float(np.min(np.linalg.eigvalsh(self.Q))) < 0:
+            return self._hamiltonian_axis_gap() <= 1e-9
+        w, V = np.linalg.eig(self.A)
+        qscale = float(np.max(np.abs(self.Q)))
+        for lam, v in zip(w, V.T, strict=True):
+            if abs(lam.real) <= 1e-9 * abs(lam) and np.linalg.norm(self.Q @ v) <= 1e-9 * qscale:
+                return True
+        return False
+
     def _hamiltonian_axis_gap(self) -> float:
         """Smallest ``|Re(lambda)|`` over the eigenvalues of the Hamiltonian matrix
         ``[[A, -B R^-1 B'], [-Q, -A']]``, relative to its norm: zero when the Riccati
@@ -210,6 +223,9 @@ class LQRProblem:
                 P = beta * sla.solve_continuous_are(self.A / alpha, self.B / alpha, self.Q / (alpha * beta),
                                                     self.R / (alpha * beta))
         except (np.linalg.LinAlgError, ValueError) as exc:
+            if not self._unobservable_axis_mode():  # a stabilizing solution exists: the solver failed on scale
+
+                raise ProblemError(self._badly_scaled(f"the solver failed: {exc}")) from None
             raise ProblemError(f"the Riccati equation has no stabilizing solution: {exc}") from None
         P = 0.5 * P + 0.5 * P.T
         self._check_care(P)
@@ -224,19 +240,20 @@ class LQRProblem:
             scale = sum(float(np.max(np.abs(t))) for t in terms)
             rel = float(np.max(np.abs(res))) / scale if scale > 0 else 0.0
         if not rel <= CARE_RTOL:
-            raise ProblemError(
-                f"the Riccati equation cannot be solved accurately in floating point (relative residual "
-                f"{rel:.2g}): the problem is badly scaled (largest |A| {float(np.max(np.abs(self.A))):.3g}, "
-                f"|B| {float(np.max(np.abs(self.B))):.3g}, |Q| {float(np.max(np.abs(self.Q))):.3g}, "
-                f"|R| {float(np.max(np.abs(self.R))):.3g}); rescale the states, inputs or time"
-            )
+            raise ProblemError(self._badly_scaled(f"relative residual {rel:.2g}"))
+
+    def _badly_scaled(self, why: str) -> str:
+        size = ", ".join(f"|{k}| {float(np.max(np.abs(getattr(self, k)))):.3g}" for k in ("A", "B", "Q", "R"))
+        return (f"the Riccati equation cannot be solved accurately in floating point ({why}): the problem is "
+                f"badly scaled (largest {size}); rescale the states, inputs or time")
 
     @cached_property
     def optimal_gain(self) -> np.ndarray:
         """``K* = R^-1 B' P*`` from the continuous algebraic Riccati equation."""
         K = np.linalg.solve(self.R, self.B.T @ self._care)
         if not self.is_stabilizing(K):
-            raise ProblemError("the Riccati solution does not stabilize the plant")
+            raise ProblemError("the Riccati equation has no stabilizing solution "
+                               "(the solver's solution leaves A - B K* unstable)")
         K.setflags(write=False)
         return K
 
