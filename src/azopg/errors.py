@@ -12,6 +12,7 @@ __all__ = [
     "NotStabilizingError",
     "SettingsError",
     "ProblemFileError",
+    "PlantProtocolError",
 ]
 
 
@@ -33,3 +34,8 @@ class ProblemFileError(ProblemError):
 
 class SettingsError(AzopgError, ValueError):
     """A learner or CLI setting has an invalid value."""
+
+
+class PlantProtocolError(AzopgError, TypeError):
+    """A plant answered outside the :class:`~azopg.plants.base.Plant` protocol (wrong type,
+    shape or values of its rollout costs or initial states)."""

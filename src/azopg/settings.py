@@ -8,7 +8,10 @@ from typing import Any
 
 from .errors import SettingsError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "MIN_TASK_TIMEOUT"]
+
+#: Smallest accepted ``task_timeout`` (seconds).
+MIN_TASK_TIMEOUT = 0.1
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = True, integer: bool = False) -> None:
@@ -123,6 +126,10 @@ class Settings:
             _positive(name, getattr(self, name), integer=True)
         for name in ("r", "tau", "step", "max_time", "target_gap", "task_timeout"):
             _positive(name, getattr(self, name))
+        if self.task_timeout is not None and self.task_timeout < MIN_TASK_TIMEOUT:
+            raise SettingsError(f"task_timeout must be >= {MIN_TASK_TIMEOUT} s (a task's round trip to a worker "
+                                "takes milliseconds, so a shorter timeout abandons every task), "
+                                f"got {self.task_timeout!r}")
         for name in ("smoothing", "tail_tol"):
             _positive(name, getattr(self, name), allow_none=False)
         _positive("workers", self.workers, allow_none=False, integer=True)

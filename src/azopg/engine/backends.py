@@ -131,8 +131,16 @@ def _simulated(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOpti
     return SimulatedExecutor(plant_factory, workers, per_rollout=o.per_rollout, model=o.latency_model, seed=o.seed)
 
 
+#: Resident memory of one worker process (measured: about 50 MB RSS with numpy and scipy loaded).
+WORKER_BYTES = 50 * 2**20
+
+
 def _processes(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOptions) -> Executor:
+    from ..model.validation import require_memory
     from .processes import ProcessExecutor
+
+    require_memory(workers * WORKER_BYTES, f"workers {workers}: starting {workers} worker processes (about "
+                   f"{WORKER_BYTES >> 20} MB each)", SettingsError)
 
     return ProcessExecutor(plant_factory, workers, task_timeout=o.task_timeout)
 

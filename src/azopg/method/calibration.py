@@ -105,6 +105,9 @@ def calibrate(probe: Probe, K0: np.ndarray, settings: Settings, N: int, *, tau: 
     s = settings
     tau, rep = _horizon(probe, K0, s, tau, N)
     f0 = rep.cost
+    if f0 < 0:
+        raise ProblemError(f"rollouts from K0 have a negative mean cost ({f0:.3g}): the learner's calibration "
+                           "needs positive rollout costs")
     if not f0 > 0:
         raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
     if s.r is None:

@@ -113,14 +113,16 @@ def estimate_gradient(
         cp, cm = cost[:N], cost[N:]
         bad = failed(res)
         ok = ~(bad[:N] | bad[N:])
-        weights = np.where(ok, (cp - cm) / (2.0 * r * N), 0.0)
-        center = 0.5 * (cp + cm)
+        with np.errstate(invalid="ignore", over="ignore"):  # failed samples (inf - inf) get weight 0
+            weights = np.where(ok, (cp - cm) / (2.0 * r * N), 0.0)
+            center = 0.5 * (cp + cm)
         rollouts = 2 * N
     elif method == "one-point":
         res = plant.rollout(K + r * U, x0, tau)
         ok = ~failed(res)
         cost = np.asarray(res.cost, dtype=float)
-        weights = np.where(ok, cost / (r * N), 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            weights = np.where(ok, cost / (r * N), 0.0)
         center = cost
         rollouts = N
     else:

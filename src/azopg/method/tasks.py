@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..plants.base import Plant, RolloutResult, failed
+from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate
 
 __all__ = ["Task", "Report", "evaluation_states", "report_gradient", "run_task", "task_rng"]
@@ -123,15 +124,26 @@ def evaluation_states(plant: Plant, seed: int) -> np.ndarray:
     """
     own = getattr(plant, "evaluation_states", None)
     if callable(own):
-        return np.asarray(own(), dtype=float)
-    return plant.initial_states(np.random.default_rng([seed, _EVAL_STREAM]), max(plant.n, 8))
+        return check_states(plant, own(), None, "evaluation_states")
+    size = max(plant.n, 8)
+    return check_states(plant, plant.initial_states(np.random.default_rng([seed, _EVAL_STREAM]), size), size)
 
 
 def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) -> Report:
-    """Do one task on ``plant`` and return the report."""
+    """Do one task on ``plant`` and return the report.
+
+    Raises
+    ------
+    PlantProtocolError
+        If the plant answers outside the protocol (see :mod:`azopg.plants.checked`).
+    SettingsError
+        If an estimate's batch does not fit in memory.
+    """
+    raw, plant = plant, CheckedPlant(plant)
     noise = (np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM])
              if task.cost_noise > 0 else None)
     if task.kind == "estimate":
+        require_task_memory(raw, task.N, 2 * task.N if task.method == "two-point" else task.N)
         est = estimate_gradient(
             plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task.K,
             r=task.r, N=task.N, tau=task.tau,
@@ -143,7 +155,7 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
             center_cost=est.center_cost,
         )
     if task.kind == "evaluate":
-        X = evaluation_states(plant, task.seed) if eval_states is None else eval_states
+        X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         k = X.shape[0]
         r1 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, task.tau)
         r2 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, 2.0 * task.tau)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ProblemError, ProblemFileError
 from .problem import LQRProblem
+from .validation import oracle_bytes, require_memory
 
 __all__ = ["DEFAULT_PROBLEM", "problem_names", "get_problem", "load_problem", "mass_spring_chain",
            "random_system"]
@@ -38,6 +39,7 @@ def mass_spring_chain(masses: int = 3, damping: float = 0.1) -> LQRProblem:
         raise ProblemError(f"masses must be >= 1, got {masses}")
     if not damping > 0:
         raise ProblemError(f"damping must be > 0, got {damping}")
+    require_memory(oracle_bytes(2 * s, s), f"a chain of {s} masses (n = {2 * s} states)")
     T = 2 * np.eye(s) - np.eye(s, k=1) - np.eye(s, k=-1)
     A = np.block([[np.zeros((s, s)), np.eye(s)], [-T, -damping * T]])
     B = np.vstack([np.zeros((s, s)), np.eye(s)])
@@ -56,6 +58,7 @@ def random_system(n: int, m: int, seed: int = 0, stable: bool = True) -> LQRProb
 
     if n < 1 or m < 1:
         raise ProblemError(f"n and m must be >= 1, got n={n}, m={m}")
+    require_memory(oracle_bytes(n, m), f"a random system with n = {n} states")
     rng = np.random.default_rng([seed, n, m])
     A = rng.standard_normal((n, n)) / np.sqrt(n)
     A -= (np.max(np.linalg.eigvals(A).real) + (0.5 if stable else -0.5)) * np.eye(n)
@@ -125,6 +128,8 @@ def load_problem(spec: str) -> LQRProblem:
     """
     path = Path(spec)
     if spec.endswith(".json") or path.exists() or "/" in spec:
+        if path.is_dir():
+            raise ProblemFileError(f"problem file {spec!r} is a directory, not a JSON problem file")
         if not path.is_file():
             raise ProblemFileError(f"problem file {spec!r} not found")
         try:

@@ -8,6 +8,7 @@ Conventions follow python-control: ``dx/dt = A x + B u`` with ``u = -K x``.
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import cached_property
 from typing import Any
@@ -16,11 +17,14 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import AzopgError, NotStabilizingError, ProblemError
+from .validation import as_matrix, parse_problem
 
 __all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
 
-_SYM_RTOL = 1e-8
+log = logging.getLogger("azopg")
 
+#: Largest relative residual of the Riccati solution accepted as a solution.
+CARE_RTOL = 1e-6
 
 def require_control() -> Any:
     """Import and return python-control (the ``control`` module).
@@ -37,44 +41,6 @@ def require_control() -> Any:
     return control
 
 
-def as_matrix(value: Any, name: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
-    """Convert ``value`` to a finite 2-D float array, checking its shape.
-
-    Parameters
-    ----------
-    value : array_like
-        Nested lists, an array, or a scalar (taken as 1 x 1).
-    name : str
-        Name used in error messages (``"A"``, ``"K0"`` ...).
-    rows, cols : int, optional
-        Required shape.
-
-    Raises
-    ------
-    ProblemError
-        If the value is not numeric, not 2-D, has the wrong shape or holds NaN/inf.
-    """
-    try:
-        arr = np.array(value, dtype=float)
-    except (TypeError, ValueError):
-        raise ProblemError(f"{name} must be a numeric matrix") from None
-    if arr.ndim == 0:
-        arr = arr.reshape(1, 1)
-    elif arr.ndim == 1 and arr.size == 1:
-        arr = arr.reshape(1, 1)
-    if arr.ndim != 2:
-        raise ProblemError(f"{name} must be a 2-D matrix, got an array of {arr.ndim} dimension(s)")
-    if arr.size == 0:
-        raise ProblemError(f"{name} is empty")
-    if not np.all(np.isfinite(arr)):
-        raise ProblemError(f"{name} contains NaN or inf")
-    if (rows is not None and arr.shape[0] != rows) or (cols is not None and arr.shape[1] != cols):
-        want = f"{rows if rows is not None else '?'}x{cols if cols is not None else '?'}"
-        raise ProblemError(f"{name} must be {want}, got {arr.shape[0]}x{arr.shape[1]}")
-    arr.setflags(write=False)
-    return arr
-
-
 def kleinman_gain(K: Any, E: Any, R: Any) -> np.ndarray:
     """The policy-iteration (Kleinman, Gauss--Newton) step ``K - R^-1 E`` from the gain
     ``K`` (m, n), its factor ``E = R K - B'P(K)`` (m, n) and the input weight ``R`` (m, m)."""
@@ -82,13 +48,14 @@ def kleinman_gain(K: Any, E: Any, R: Any) -> np.ndarray:
     return K - np.linalg.solve(np.asarray(R, dtype=float), np.asarray(E, dtype=float))
 
 
-def _check_symmetric(M: np.ndarray, name: str) -> np.ndarray:
-    scale = max(1.0, float(np.max(np.abs(M))))
-    if np.max(np.abs(M - M.T)) > _SYM_RTOL * scale:
-        raise ProblemError(f"{name} is not symmetric")
-    S = 0.5 * (M + M.T)
-    S.setflags(write=False)
-    return S
+def lyapunov(A: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``X`` with ``A X + X A' + C = 0``, solved on ``A`` and ``C`` scaled to unit size (so
+    matrices of any magnitude, e.g. ``1e-300``, keep their precision)."""
+    alpha = float(np.max(np.abs(A)))
+    beta = float(np.max(np.abs(C)))
+    if beta == 0:
+        return np.zeros_like(C)
+    return (beta / alpha) * sla.solve_continuous_lyapunov(A / alpha, -(C / beta))
 
 
 class LQRProblem:
@@ -136,46 +103,36 @@ class LQRProblem:
         source: str = "",
         title: str = "",
     ) -> None:
-        self.A = as_matrix(A, "A")
-        n = self.A.shape[0]
-        if self.A.shape[1] != n:
-            raise ProblemError(f"A must be square, got {self.A.shape[0]}x{self.A.shape[1]}")
-        B_arr = np.array(B, dtype=float) if B is not None else None
-        if B_arr is not None and B_arr.ndim == 1 and n > 1 and B_arr.size == n:
-            B = B_arr.reshape(n, 1)  # a single input column given flat
-        self.B = as_matrix(B, "B")
-        if self.B.shape[0] != n:
-            raise ProblemError(f"B must have {n} rows (as many as A), got {self.B.shape[0]}")
-        m = self.B.shape[1]
-        self.Q = _check_symmetric(as_matrix(np.eye(n) if Q is None else Q, "Q", n, n), "Q")
-        self.R = _check_symmetric(as_matrix(np.eye(m) if R is None else R, "R", m, m), "R")
-        qmin = float(np.min(np.linalg.eigvalsh(self.Q)))
-        if qmin < -1e-10 * max(1.0, float(np.max(np.abs(self.Q)))):
-            raise ProblemError(f"Q is not positive semi-definite (smallest eigenvalue {qmin:.3g})")
-        rmin = float(np.min(np.linalg.eigvalsh(self.R)))
-        if rmin <= 1e-12 * max(1.0, float(np.max(np.abs(self.R)))):
-            raise ProblemError(f"R is not positive definite (smallest eigenvalue {rmin:.3g})")
-        cov = np.eye(n) if x0_cov is None else x0_cov
-        self.x0_cov = _check_symmetric(as_matrix(cov, "x0_cov", n, n), "x0_cov")
-        cmin = float(np.min(np.linalg.eigvalsh(self.x0_cov)))
-        if cmin <= 0:
-            raise ProblemError(f"x0_cov is not positive definite (smallest eigenvalue {cmin:.3g})")
+        data = parse_problem(A, B, Q, R, x0_cov, K0)
+        self.A, self.B, self.Q, self.R, self.x0_cov = (data[k] for k in ("A", "B", "Q", "R", "x0_cov"))
+        m, n = self.m, self.n
         self.name = str(name)
         self.source = str(source)
         self.title = str(title)
-        if K0 is None:
+        if data["K0"] is None:
             if self.spectral_abscissa(np.zeros((m, n))) >= 0:
                 raise NotStabilizingError(
                     "A is not Hurwitz (open loop unstable): give a stabilizing initial gain K0"
                 )
             self.K0 = as_matrix(np.zeros((m, n)), "K0")
         else:
-            self.K0 = as_matrix(K0, "K0", m, n)
+            self.K0 = data["K0"]
             a = self.spectral_abscissa(self.K0)
             if a >= 0:
                 raise NotStabilizingError(
                     f"K0 does not stabilize A - B K0 (spectral abscissa {a:.3g} >= 0)"
                 )
+        if data["q_min"] is not None:  # indefinite Q: well posed only with a stabilizing Riccati solution
+            indefinite = f"Q is not positive semi-definite (smallest eigenvalue {data['q_min']:.3g})"
+            if self._hamiltonian_axis_gap() <= 1e-9:
+                raise ProblemError(f"{indefinite} and the Riccati equation has no stabilizing solution "
+                                   "(its Hamiltonian matrix has eigenvalues on the imaginary axis)")
+            try:
+                _ = self.optimal_gain
+            except ProblemError as exc:
+                raise ProblemError(f"{indefinite} and {exc}") from None
+            log.warning("azopg: warning: problem %s: %s; the Riccati equation has a stabilizing solution, "
+                        "so the problem is well posed, but costs can be negative", self.name, indefinite)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -217,16 +174,16 @@ class LQRProblem:
         Acl = self.closed_loop(K)
         if np.max(np.linalg.eigvals(Acl).real) >= 0:
             raise NotStabilizingError("K does not stabilize A - B K")
-        P = sla.solve_continuous_lyapunov(Acl.T, -(self.Q + K.T @ self.R @ K))
-        return 0.5 * (P + P.T)
+        P = lyapunov(Acl.T, self.Q + K.T @ self.R @ K)
+        return 0.5 * P + 0.5 * P.T
 
     def state_covariance(self, K: Any) -> np.ndarray:
         """``X(K) = int exp((A-BK)t) Omega exp((A-BK)'t) dt``."""
         Acl = self.closed_loop(K)
         if np.max(np.linalg.eigvals(Acl).real) >= 0:
             raise NotStabilizingError("K does not stabilize A - B K")
-        X = sla.solve_continuous_lyapunov(Acl, -self.x0_cov)
-        return 0.5 * (X + X.T)
+        X = lyapunov(Acl, self.x0_cov)
+        return 0.5 * X + 0.5 * X.T
 
     def cost(self, K: Any) -> float:
         """Infinite-horizon cost ``f(K) = tr(P(K) Omega)``; ``inf`` if not stabilizing."""
@@ -256,20 +213,68 @@ class LQRProblem:
         K = np.asarray(K, dtype=float).reshape(self.m, self.n)
         return kleinman_gain(K, self.E(K), self.R)
 
+    def _unobservable_axis_mode(self) -> bool:
+        """Whether the Riccati equation has no stabilizing solution although ``(A, B)`` is
+        stabilizable: for ``Q >= 0``, a mode of ``A`` on the imaginary axis that ``Q`` does not
+        see; for an indefinite ``Q``, a Hamiltonian eigenvalue on the axis."""
+        if float(np.min(np.linalg.eigvalsh(self.Q))) < 0:
+            return self._hamiltonian_axis_gap() <= 1e-9
+        w, V = np.linalg.eig(self.A)
+        qscale = float(np.max(np.abs(self.Q)))
+        for lam, v in zip(w, V.T, strict=True):
+            if abs(lam.real) <= 1e-9 * abs(lam) and np.linalg.norm(self.Q @ v) <= 1e-9 * qscale:
+                return True
+        return False
+
+    def _hamiltonian_axis_gap(self) -> float:
+        """Smallest ``|Re(lambda)|`` over the eigenvalues of the Hamiltonian matrix
+        ``[[A, -B R^-1 B'], [-Q, -A']]``, relative to its norm: zero when the Riccati
+        equation has no stabilizing solution."""
+        G = self.B @ np.linalg.solve(self.R, self.B.T)
+        H = np.block([[self.A, -G], [-self.Q, -self.A.T]])
+        return float(np.min(np.abs(np.linalg.eigvals(H).real))) / float(np.linalg.norm(H, 1))
+
     @cached_property
     def _care(self) -> np.ndarray:
         try:
-            P = sla.solve_continuous_are(self.A, self.B, self.Q, self.R)
+            # scale-free: time scaled by alpha = max|A| and the weights by beta leave the same equation
+            alpha = max(float(np.max(np.abs(self.A))), float(np.max(np.abs(self.B))))
+            beta = max(float(np.max(np.abs(self.Q))), float(np.max(np.abs(self.R)))) / alpha
+            with np.errstate(all="ignore"):
+                P = beta * sla.solve_continuous_are(self.A / alpha, self.B / alpha, self.Q / (alpha * beta),
+                                                    self.R / (alpha * beta))
         except (np.linalg.LinAlgError, ValueError) as exc:
+            if not self._unobservable_axis_mode():  # a stabilizing solution exists: the solver failed on scale
+
+                raise ProblemError(self._badly_scaled(f"the solver failed: {exc}")) from None
             raise ProblemError(f"the Riccati equation has no stabilizing solution: {exc}") from None
-        return 0.5 * (P + P.T)
+        P = 0.5 * P + 0.5 * P.T
+        self._check_care(P)
+        return P
+
+    def _check_care(self, P: np.ndarray) -> None:
+        """Refuse a Riccati solution whose residual is not small next to the equation's terms."""
+        with np.errstate(all="ignore"):
+            BP = self.B.T @ P
+            terms = (self.A.T @ P, BP.T @ np.linalg.solve(self.R, BP), self.Q)
+            res = terms[0] + terms[0].T - terms[1] + terms[2]
+            scale = sum(float(np.max(np.abs(t))) for t in terms)
+            rel = float(np.max(np.abs(res))) / scale if scale > 0 else 0.0
+        if not rel <= CARE_RTOL:
+            raise ProblemError(self._badly_scaled(f"relative residual {rel:.2g}"))
+
+    def _badly_scaled(self, why: str) -> str:
+        size = ", ".join(f"|{k}| {float(np.max(np.abs(getattr(self, k)))):.3g}" for k in ("A", "B", "Q", "R"))
+        return (f"the Riccati equation cannot be solved accurately in floating point ({why}): the problem is "
+                f"badly scaled (largest {size}); rescale the states, inputs or time")
 
     @cached_property
     def optimal_gain(self) -> np.ndarray:
         """``K* = R^-1 B' P*`` from the continuous algebraic Riccati equation."""
         K = np.linalg.solve(self.R, self.B.T @ self._care)
         if not self.is_stabilizing(K):
-            raise ProblemError("the Riccati solution does not stabilize the plant")
+            raise ProblemError("the Riccati equation has no stabilizing solution "
+                               "(the solver's solution leaves A - B K* unstable)")
         K.setflags(write=False)
         return K
 

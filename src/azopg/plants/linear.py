@@ -31,14 +31,16 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ProblemError
 from ..model.problem import LQRProblem
-from .base import GROWTH, RolloutResult, finalize, with_moments
+from .base import COST_LIMIT, GROWTH, RolloutResult, finalize, with_moments
 
 __all__ = ["LinearPlant"]
 
 _THETA = 0.5  # bound on ||Acl h|| (1- and inf-norm) for the short step
 _ORDER = 12  # Taylor order; truncation < THETA**13/13! ~ 2e-14
 _HILBERT = 1.0 / (np.arange(_ORDER + 1)[:, None] + np.arange(_ORDER + 1) + 1.0)
+_CHUNK_BYTES = 2**26  # a batch is done in chunks whose work arrays (about 16 n^2 floats each) fit in this
 
 
 class LinearPlant:
@@ -48,6 +50,12 @@ class LinearPlant:
     ----------
     problem : LQRProblem
         Supplies ``A, B, Q, R`` and the initial-state covariance.
+
+    Raises
+    ------
+    ProblemError
+        If the expected cost of ``K0`` is so large that its rollouts would count as
+        blown up (above ``COST_LIMIT / 1e6``).
     """
 
     #: ``rollout(..., moments=True)`` returns the state moments ``S`` and ``x_end``.
@@ -62,6 +70,10 @@ class LinearPlant:
         self._Q = np.array(problem.Q)
         self._R = np.array(problem.R)
         self._L = np.linalg.cholesky(np.array(problem.x0_cov))
+        f0 = problem.cost(problem.K0)
+        if not abs(f0) <= COST_LIMIT * 1e-6:
+            raise ProblemError(f"the expected cost of K0 is {f0:.3g}, beyond the range of rollout costs "
+                               f"(a cost above {COST_LIMIT:.0e} counts as blown up): rescale Q, R or x0_cov")
 
     def __repr__(self) -> str:
         return f"LinearPlant({self.problem.name!r}, n={self.n}, m={self.m})"
@@ -99,14 +111,25 @@ class LinearPlant:
         K = np.asarray(K, dtype=float)
         if K.ndim == 2:
             K = np.broadcast_to(K, (b, self.m, self.n))
-        M, E, S = self._matrices(K, tau, x0 if moments else None)
-        x = x0[:, :, None]
+        chunk = max(1, _CHUNK_BYTES // (8 * 16 * self.n * self.n))
+        cost = np.empty(b)
+        bad = np.empty(b, dtype=bool)
+        xT = np.empty((b, self.n))
+        S_all = np.empty((b, self.n, self.n)) if moments else None
+        for i in range(0, b, chunk):  # bounded memory for any batch
+            j = min(i + chunk, b)
+            M, E, S = self._matrices(K[i:j], tau, x0[i:j] if moments else None)
+            x = x0[i:j, :, None]
+            with np.errstate(all="ignore"):
+                cost[i:j] = (np.swapaxes(x, 1, 2) @ M @ x)[:, 0, 0]
+                xT[i:j] = (E @ x)[:, :, 0]
+                grow = np.sum(xT[i:j] * xT[i:j], axis=1) > GROWTH**2 * np.sum(x0[i:j] * x0[i:j], axis=1)
+                bad[i:j] = grow | ~np.isfinite(xT[i:j]).all(axis=1)
+            if S_all is not None:
+                S_all[i:j] = S
         with np.errstate(all="ignore"):
-            cost = (np.swapaxes(x, 1, 2) @ M @ x)[:, 0, 0]
-            xT = (E @ x)[:, :, 0]
-            grow = np.sum(xT * xT, axis=1) > GROWTH**2 * np.sum(x0 * x0, axis=1)
-            res = finalize(cost, grow | ~np.isfinite(xT).all(axis=1))
-            return res if S is None else with_moments(res, S, xT)
+            res = finalize(cost, bad)
+        return res if S_all is None else with_moments(res, S_all, xT)
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).

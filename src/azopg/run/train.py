@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,12 +74,13 @@ class Job:
         if oracle is None:
             return None
         fstar = oracle.optimal_cost
-        if not fstar > 0:
+        if fstar == 0:
             raise ProblemError("the optimal cost is 0 (is Q zero?): there is nothing to learn")
+        scale = abs(fstar)  # f* < 0 is possible with an indefinite Q
 
         def monitor(K: np.ndarray) -> tuple[float, float]:
             f = oracle.cost(K)
-            return f, (f - fstar) / fstar
+            return f, (f - fstar) / scale
 
         return monitor
 
@@ -175,6 +177,13 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None)
 
 def _executor(job: Job, settings: Settings, backend: str, elapsed: float) -> Executor:
     plant_factory = job.plant_factory
+    if executor_kind(backend) in ("processes", "ray"):  # the factory travels to the workers: refuse one that cannot
+        try:
+            pickle.dumps(plant_factory)
+        except Exception as exc:
+            raise SettingsError(f"the {backend} backend builds each worker's plant with plant_factory, which must be "
+                                f"picklable: pass plant_factory= a module-level function (or plant.copy) that "
+                                f"returns a {job.name} ({type(exc).__name__}: {exc})") from None
     if settings.rollout_latency > 0 and executor_kind(backend) != "simulated":
         from ..plants.latency import LatencyPlantFactory
 
@@ -286,7 +295,7 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
     if oracle is not None:
         cost = oracle.cost(K)
         fstar = oracle.optimal_cost
-        gap = (cost - fstar) / fstar
+        gap = (cost - fstar) / abs(fstar)
         stabilizing = oracle.is_stabilizing(K)
     else:
         cost = fstar = gap = math.nan
