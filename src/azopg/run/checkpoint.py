@@ -18,9 +18,12 @@ would have been, and ``azopg replay`` refuses it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
+import logging
 import math
 import os
 import time
@@ -30,18 +33,20 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AzopgError, SettingsError
 from ..method.master import HISTORY_FIELDS, HistoryRow, Master
+from .output import csv_bytes, write_atomic, write_json_atomic
+from .rundir import CHECKPOINT, FINISHED, FORMAT, RunDir, claim, validate_checkpoint
 
 if TYPE_CHECKING:
     from .train import Result
 
-__all__ = ["CHECKPOINT", "FINISHED", "INTERVAL", "RunFinished", "RunRecorder", "read_checkpoint", "resume"]
+__all__ = ["CHECKPOINT", "FINISHED", "INTERVAL", "RunFinished", "RunRecorder", "open_run", "read_checkpoint",
+           "resume"]
 
-CHECKPOINT = "checkpoint.json"
+log = logging.getLogger("azopg")
+
 #: Seconds between two checkpoints during a run.
 INTERVAL = 1.0
-#: Statuses of a run that ended on its own (resuming it has nothing to do).
-FINISHED = ("converged", "max_updates", "max_rollouts", "max_time")
-_FORMAT = 1
+_LOGS = ("history.csv", "arrivals.csv")
 _ARRIVAL_FIELDS = ("task_id", "worker", "kind", "version_read", "tau", "r", "N")
 _ARRIVAL_TYPES = (int, int, str, int, float, float, int)
 _HISTORY_TYPES = (int, float, int, float, float, int, int, int, float, str)
@@ -59,82 +64,71 @@ class RunFinished(AzopgError):
                          f"{checkpoint['master']['updates']} updates); nothing to resume")
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else repr(value)
-    return value
-
-
 def _parse(row: list[str], types: tuple[type, ...]) -> tuple[Any, ...]:
     if len(row) != len(types):
         raise ValueError(f"expected {len(types)} columns, got {len(row)}")
     return tuple(math.nan if (t is float and v == "") else t(v) for t, v in zip(types, row, strict=True))
 
 
-def _read_rows(path: Path, header: tuple[str, ...], types: tuple[type, ...], count: int) -> list[tuple[Any, ...]]:
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        if tuple(next(reader, ())) != header:
-            raise ValueError(f"{path.name} has an unexpected header")
-        rows = []
-        for row in reader:
-            if len(rows) == count:
-                break
-            rows.append(_parse(row, types))
-    if len(rows) < count:
+def _read_log(path: Path, header: tuple[str, ...], types: tuple[type, ...], count: int,
+              entry: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The ``count`` rows of the first ``entry["bytes"]`` bytes of a log, checked against
+    their sha256 in the checkpoint (rows after them describe work the checkpoint never saw)."""
+    data = path.read_bytes()
+    length = entry["bytes"]
+    if len(data) < length:
+        raise ValueError(f"{path.name} has {len(data)} bytes, fewer than the {length} the checkpoint counts")
+    prefix = data[:length]
+    if hashlib.sha256(prefix).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{path.name} is not the log of this checkpoint (its first {length} bytes differ from "
+                         "those the checkpoint recorded)")
+    reader = csv.reader(io.StringIO(prefix.decode(), newline=""))
+    if tuple(next(reader, ())) != header:
+        raise ValueError(f"{path.name} has an unexpected header")
+    rows = [_parse(row, types) for row in reader]
+    if len(rows) != count:
         raise ValueError(f"{path.name} has {len(rows)} rows, the checkpoint counts {count}")
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _csv_text(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows([_fmt(v) for v in row] for row in rows)
-    return buf.getvalue()
-
-
 def read_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint of the run in ``run_dir``.
+    """The checkpoint of the run in ``run_dir``, every field checked
+    (:func:`azopg.run.rundir.validate_checkpoint`).
 
     Raises
     ------
     SettingsError
-        If ``run_dir`` holds no readable checkpoint (not a run directory, or a run that
-        stopped before its calibration finished).
+        If ``run_dir`` holds no valid checkpoint (not a run directory, a run that
+        stopped before its calibration finished, or a damaged checkpoint).
     """
     path = Path(run_dir) / CHECKPOINT
     if not Path(run_dir).is_dir():
         what = "not a directory" if Path(run_dir).exists() else "no such directory"
         raise SettingsError(f"{str(run_dir)!r}: {what}")
-    if not path.is_file():
+    if path.is_dir():
+        raise SettingsError(f"{str(run_dir)!r}: {CHECKPOINT} is a directory, not a checkpoint file")
+    if not path.exists():
         raise SettingsError(f"{str(run_dir)!r}: no {CHECKPOINT} (not an azopg run directory, or the run "
                             "stopped before its calibration finished)")
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError("unknown checkpoint format")
-        for key in ("status", "settings", "backend", "master", "elapsed_s", "history_rows", "arrival_rows"):
-            if key not in data:
-                raise KeyError(key)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SettingsError(f"{str(run_dir)!r}: unreadable {CHECKPOINT} ({exc})") from None
-    return data
+    return validate_checkpoint(data, run_dir)
 
 
 class RunRecorder:
     """Keeps a run directory up to date during a run: logs appended, checkpoint refreshed.
 
+    Nothing is written before the first :meth:`save` or :meth:`flush`, so a run rejected
+    during its calibration leaves nothing behind. If the directory stops accepting writes,
+    one warning says so and the run goes on without checkpoints.
+
     Parameters
     ----------
-    out : path
-        The run directory (created if needed).
+    out : path or RunDir
+        The run directory: claimed here (see :func:`azopg.run.rundir.claim`) and released
+        by :meth:`close`, unless a :class:`~azopg.run.rundir.RunDir` claimed by the caller.
     master : Master
     given : dict
         Settings as given (``Settings.to_dict()``), stored for :func:`resume`.
@@ -142,68 +136,105 @@ class RunRecorder:
     problem_data : dict, optional
         The problem (``LQRProblem.to_dict()``); without it the run cannot be resumed.
     previous : dict, optional
-        The checkpoint being resumed: the logs are cut back to it and loaded into the master.
+        The checkpoint being resumed: the logs are checked against it, cut back to it and
+        loaded into the master.
+    overwrite : bool
+        Replace a run ``out`` holds (else such a directory is refused).
     """
 
     def __init__(self, out: str | os.PathLike[str], master: Master, *, given: dict[str, Any], backend: str,
-                 problem_data: dict[str, Any] | None, K0: Any, previous: dict[str, Any] | None = None) -> None:
-        from .output import prepare_out_dir, write_json_atomic
-
-        self.out = prepare_out_dir(out)
+                 problem_data: dict[str, Any] | None, K0: Any, previous: dict[str, Any] | None = None,
+                 overwrite: bool = False) -> None:
+        self._owns = not isinstance(out, RunDir)
+        self.run_dir = claim(out, overwrite=overwrite, resume=previous is not None) if self._owns else out
+        self.out = self.run_dir.path
         self.master = master
         self.given, self.backend, self.problem_data = given, backend, problem_data
         self.K0 = [list(map(float, row)) for row in K0]
         self.resumes = 0
         self.calibration_s: float | None = None
-        history_path, arrivals_path = self.out / "history.csv", self.out / "arrivals.csv"
+        self.write_error: OSError | None = None
         if previous is not None:
-            self.resumes = int(previous.get("resumes", 0)) + 1
-            self.calibration_s = previous.get("calibration_s")
+            self.resumes = previous["resumes"] + 1
+            self.calibration_s = previous["calibration_s"]
             try:
-                hist = _read_rows(history_path, HISTORY_FIELDS, _HISTORY_TYPES, previous["history_rows"])
-                arr = _read_rows(arrivals_path, _ARRIVAL_FIELDS, _ARRIVAL_TYPES, previous["arrival_rows"])
+                hist, arr = (_read_log(self.out / name, header, types, previous[rows], previous["logs"][name])
+                             for name, header, types, rows in zip(
+                                 _LOGS, (HISTORY_FIELDS, _ARRIVAL_FIELDS), (_HISTORY_TYPES, _ARRIVAL_TYPES),
+                                 ("history_rows", "arrival_rows"), strict=True))
             except (OSError, ValueError, UnicodeDecodeError) as exc:
-                raise SettingsError(f"{str(out)!r}: cannot resume, the run's logs are damaged ({exc})") from None
+                self.close()
+                raise SettingsError(f"{str(self.out)!r}: cannot resume: {exc}") from None
             master.history = [HistoryRow(*row) for row in hist]
             master.arrivals = list(arr)  # type: ignore[arg-type]
-        else:  # a new run: what an earlier run left in this directory is not its own
-            for name in (CHECKPOINT, "result.json"):
-                (self.out / name).unlink(missing_ok=True)
-        if problem_data is not None:
-            write_json_atomic(self.out / "problem.json", problem_data)
-        # logs as of the checkpoint (cut back: later rows described work the restored master never saw)
-        _write_atomic(history_path, _csv_text(HISTORY_FIELDS, [astuple(h) for h in master.history]))
-        _write_atomic(arrivals_path, _csv_text(_ARRIVAL_FIELDS, master.arrivals))
-        self._rows = [len(master.history), len(master.arrivals)]
-        self._files = [open(history_path, "a", newline=""), open(arrivals_path, "a", newline="")]
-        self._writers = [csv.writer(fh) for fh in self._files]
+        self._rows = [0, 0]
+        self._files: list[Any] = []
+        self._hashes = [hashlib.sha256(), hashlib.sha256()]
+        self._bytes = [0, 0]
         self._saved = -math.inf
+
+    def _open(self) -> None:
+        """Write ``problem.json`` and the logs as of now (a resumed run's cut back to its
+        checkpoint), then open the logs for appending."""
+        if self.problem_data is not None:
+            write_json_atomic(self.out / "problem.json", self.problem_data)
+        m = self.master
+        for i, (header, rows) in enumerate(((HISTORY_FIELDS, [astuple(h) for h in m.history]),
+                                            (_ARRIVAL_FIELDS, m.arrivals))):
+            data = csv_bytes(header, rows)
+            write_atomic(self.out / _LOGS[i], data)
+            self._hashes[i], self._bytes[i], self._rows[i] = hashlib.sha256(data), len(data), len(rows)
+        self._files = [open(self.out / name, "ab") for name in _LOGS]
+
+    def _failed(self, exc: OSError) -> None:
+        self.write_error = exc
+        log.warning("azopg: cannot write to %s (%s); the run goes on without checkpoints (it cannot be resumed)",
+                    self.out, exc.strerror or exc)
+        for fh in self._files:
+            with contextlib.suppress(OSError):
+                fh.close()
+        self._files = []
 
     def flush(self) -> None:
         """Append the history rows and arrivals logged since the last call, and flush them."""
+        if self.write_error is not None:
+            return
         m = self.master
-        self._writers[0].writerows([_fmt(v) for v in astuple(row)] for row in m.history[self._rows[0]:])
-        self._writers[1].writerows(m.arrivals[self._rows[1]:])
-        self._rows = [len(m.history), len(m.arrivals)]
-        for fh in self._files:
-            fh.flush()
+        try:
+            if not self._files:
+                self._open()
+                return
+            for i, rows in enumerate(([astuple(h) for h in m.history[self._rows[0]:]], m.arrivals[self._rows[1]:])):
+                data = csv_bytes(None, rows)
+                self._files[i].write(data)
+                self._files[i].flush()
+                self._hashes[i].update(data)
+                self._bytes[i] += len(data)
+                self._rows[i] += len(rows)
+        except OSError as exc:
+            self._failed(exc)
 
     def save(self, status: str = "running", *, K: Any = None) -> None:
         """Flush the logs, then atomically replace ``checkpoint.json``."""
-        from .output import write_json_atomic
-
         self.flush()
+        if self.write_error is not None:
+            return
         m = self.master
         gap = m.last_gap
         data = {
-            "format": _FORMAT, "status": status, "saved_at": time.time(), "elapsed_s": m.clock(),
+            "format": FORMAT, "status": status, "saved_at": time.time(), "elapsed_s": m.clock(),
             "calibration_s": self.calibration_s, "resumes": self.resumes, "backend": self.backend,
             "settings": self.given, "K0": self.K0, "problem": self.problem_data, "master": m.state_dict(),
             "history_rows": self._rows[0], "arrival_rows": self._rows[1],
+            "logs": {name: {"bytes": self._bytes[i], "sha256": self._hashes[i].hexdigest()}
+                     for i, name in enumerate(_LOGS)},
             "relative_gap": gap if math.isfinite(gap) else None,
             "result_K": None if K is None else [list(map(float, row)) for row in K],
         }
-        write_json_atomic(self.out / CHECKPOINT, data)
+        try:
+            write_json_atomic(self.out / CHECKPOINT, data)
+        except OSError as exc:
+            self._failed(exc)
         self._saved = time.monotonic()
 
     def maybe_save(self) -> None:
@@ -212,13 +243,41 @@ class RunRecorder:
             self.save()
 
     def close(self) -> None:
+        """Close the logs and, if this recorder claimed the directory, release it."""
         for fh in self._files:
-            fh.close()
+            with contextlib.suppress(OSError):
+                fh.close()
+        self._files = []
+        if self._owns:
+            self.run_dir.release()
+
+
+def open_run(run_dir: str | os.PathLike[str]) -> tuple[RunDir, dict[str, Any]]:
+    """Lock the run directory ``run_dir`` and read its checkpoint (release the
+    :class:`~azopg.run.rundir.RunDir` when done).
+
+    Raises
+    ------
+    SettingsError
+        If ``run_dir`` holds no valid checkpoint or another run holds its lock.
+    """
+    read_checkpoint(run_dir)  # a directory that holds no run gets no lock file
+    locked = claim(run_dir, resume=True)
+    try:
+        return locked, read_checkpoint(run_dir)  # as of now, under the lock
+    except BaseException:
+        locked.release()
+        raise
 
 
 def resume(run_dir: str | os.PathLike[str], *, progress: Any = None) -> Result:
     """Continue the run in ``run_dir`` from its checkpoint, with its own settings and
     backend, until its target or budget (``max_time`` counts the time already spent).
+
+    Parameters
+    ----------
+    run_dir : path or RunDir
+        A :class:`~azopg.run.rundir.RunDir` from :func:`open_run` stays locked on return.
 
     Returns
     -------
@@ -229,7 +288,8 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Any = None) -> Result:
     Raises
     ------
     SettingsError
-        If ``run_dir`` is not a resumable run directory.
+        If ``run_dir`` is not a resumable run directory, its checkpoint or logs are
+        damaged or do not belong together, or another run holds its lock.
     RunFinished
         If the run already finished (its result is in ``run_dir/result.json``).
     """
@@ -237,16 +297,18 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Any = None) -> Result:
     from ..settings import Settings
     from .train import train
 
-    ckpt = read_checkpoint(run_dir)
-    if ckpt["status"] in FINISHED:
-        raise RunFinished(run_dir, ckpt)
-    if ckpt.get("problem") is None:
-        raise SettingsError(f"{str(run_dir)!r}: the run learned a black-box plant; only runs of an LQR problem "
-                            "can be resumed")
-    try:
-        problem = LQRProblem.from_dict(ckpt["problem"])
+    if isinstance(run_dir, RunDir):
+        locked, ckpt, owned = run_dir, read_checkpoint(run_dir), contextlib.nullcontext()
+    else:
+        locked, ckpt = open_run(run_dir)
+        owned = locked
+    with owned:
+        if ckpt["status"] in FINISHED:
+            raise RunFinished(run_dir, ckpt)
+        if ckpt.get("problem") is None:
+            raise SettingsError(f"{str(run_dir)!r}: the run learned a black-box plant; only runs of an LQR "
+                                "problem can be resumed")
+        problem = LQRProblem.from_dict(ckpt["problem"])  # both checked by read_checkpoint
         settings = Settings.from_dict(ckpt["settings"])
-    except (AzopgError, TypeError, ValueError) as exc:
-        raise SettingsError(f"{str(run_dir)!r}: unreadable {CHECKPOINT} ({exc})") from None
-    return train(problem, settings, K0=ckpt["K0"], backend=ckpt["backend"], progress=progress, out_dir=run_dir,
-                 _resume=ckpt)
+        return train(problem, settings, K0=ckpt["K0"], backend=ckpt["backend"], progress=progress,
+                     out_dir=locked, _resume=ckpt)

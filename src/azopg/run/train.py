@@ -110,6 +110,7 @@ def train(
     plant_factory: Callable[[], Plant] | None = None,
     progress: Callable[[Master], None] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     _resume: dict[str, Any] | None = None,
     **options: Any,
 ) -> Result:
@@ -141,6 +142,10 @@ def train(
         ``arrivals.csv`` appended as the run goes, ``checkpoint.json`` (see
         :mod:`azopg.run.checkpoint`) and ``problem.json``. ``result.json`` and the plot are
         written by :func:`azopg.run.output.write_run` (as the command line does).
+        A directory that holds a run is refused, and one that another run uses is locked
+        (see :func:`azopg.run.rundir.claim`).
+    overwrite : bool
+        Replace the run ``out_dir`` holds (its run files are removed, nothing else).
 
     Returns
     -------
@@ -210,7 +215,8 @@ def train(
         from .checkpoint import RunRecorder
 
         recorder = RunRecorder(out_dir, master, given=settings.to_dict(), backend=backend, K0=K0,
-                               problem_data=oracle.to_dict() if oracle is not None else None, previous=_resume)
+                               problem_data=oracle.to_dict() if oracle is not None else None, previous=_resume,
+                               overwrite=overwrite)
     tick = progress
     if recorder is not None:
         def tick(m: Master) -> None:
