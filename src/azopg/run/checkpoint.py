@@ -154,6 +154,7 @@ class RunRecorder:
         self.resumes = 0
         self.calibration_s: float | None = None
         self.write_error: OSError | None = None
+        self._files: list[Any] = []
         if previous is not None:
             self.resumes = previous["resumes"] + 1
             self.calibration_s = previous["calibration_s"]
@@ -168,7 +169,6 @@ class RunRecorder:
             master.history = [HistoryRow(*row) for row in hist]
             master.arrivals = list(arr)  # type: ignore[arg-type]
         self._rows = [0, 0]
-        self._files: list[Any] = []
         self._hashes = [hashlib.sha256(), hashlib.sha256()]
         self._bytes = [0, 0]
         self._saved = -math.inf
