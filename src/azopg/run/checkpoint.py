@@ -5,9 +5,9 @@ arrival to ``history.csv`` and ``arrivals.csv`` as the run goes and, at least ev
 :data:`INTERVAL` seconds and at the end, atomically replaces ``checkpoint.json``: the
 master's state (gain, version, step, radius, horizon, anchor, counters -- see
 :meth:`azopg.method.master.Master.state_dict`), the settings, the backend, the problem, the
-elapsed time and how many rows of the two logs belong to that state. There is no
-generator state to save: every task's draws come from (seed, worker, task id), and task
-ids keep rising after a resume.
+elapsed time and how many rows (and bytes, with their sha256) of the two logs belong to
+that state. There is no generator state to save: every task's draws come from (seed,
+worker, task id), and task ids keep rising after a resume.
 
 :func:`resume` continues such a run: no calibration, the master restored, the logs cut
 back to the checkpoint (rows written after it described tasks whose effect is lost) and
