@@ -175,7 +175,13 @@ def test_resume_refuses_the_logs_of_another_run(chain3, tmp_path, capsys):
     interrupted_run(azopg.get_problem("he1"), other)
     for name in ("history.csv", "arrivals.csv"):
         saved = (mine / name).read_bytes()
-        shutil.copy(other / name, mine / name)
+        shutil.copy(other / name, mine / name)  # shorter or longer: refused either way
+        assert main(["train", "--resume", str(mine), "--quiet"]) == 2
+        one_error_line(capsys, "--resume", "cannot resume", name)
+        middle = len(saved) // 2  # the same length, one digit changed
+        digit = next(i for i in range(middle, len(saved)) if chr(saved[i]).isdigit())
+        edited = saved[:digit] + str((int(chr(saved[digit])) + 1) % 10).encode() + saved[digit + 1:]
+        (mine / name).write_bytes(edited)
         assert main(["train", "--resume", str(mine), "--quiet"]) == 2
         one_error_line(capsys, "--resume", name, "not the log of this checkpoint")
         (mine / name).write_bytes(saved)
