@@ -27,6 +27,7 @@ _OPTION_OF = {  # Settings field -> CLI option, for error messages
     "seed": "--seed", "workers": "--workers", "max_delay": "--max-delay",
     "rollout_latency": "--rollout-latency", "method": "--method", "check_every": "--check-every",
     "task_timeout": "--task-timeout", "cost_noise": "--cost-noise", "ray_address": "--ray-address",
+    "out_dir": "--out",
 }
 
 
@@ -107,41 +108,43 @@ def cli() -> None:
               help="Relative measurement noise of every rollout cost (emulates a noisy plant).")
 @click.option("--resume", "resume_dir", default=None, metavar="DIR",
               help="Continue the run in DIR from its checkpoint.json (its own settings; other options ignored).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run --out holds: remove its result.json, checkpoint.json, history.csv, arrivals.csv, "
+              "problem.json, convergence.png, responses.png and compare.json (nothing else).  "
+              "[default: a directory that holds a run is refused]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int | None,
           max_rollouts: int | None, target_gap: float, out_dir: str, batch: int | None,
           r: float | None, tau: float | None, step: float | None, method: str, workers: int,
           backend: str | None, max_delay: int | None, staleness: str, rollout_latency: float,
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
-          resume_dir: str | None, quiet: bool, ray_address: str | None) -> None:
+          resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool) -> None:
     """Learn a gain for a problem and write DIR/result.json, history.csv, arrivals.csv,
     problem.json, convergence.png and responses.png (checkpoint.json and the logs are kept up to date
     during the run, for --resume)."""
-    from pathlib import Path
-
-    from .run.files import prepare_out_dir
     from .run.output import write_run
+    from .run.rundir import claim
     from .run.train import train as run_train
 
     if resume_dir is not None:
-        from .run.checkpoint import FINISHED, read_checkpoint
+        from .run.checkpoint import FINISHED, open_run
         from .run.train import resume
 
         try:
-            ckpt = read_checkpoint(resume_dir)
+            out, ckpt = open_run(resume_dir)
         except SettingsError as exc:
             raise SettingsError(f"--resume {exc}") from None
+        click.get_current_context().call_on_close(out.release)
         if ckpt["status"] in FINISHED:
             gap = ckpt.get("relative_gap")
             click.echo(f"{resume_dir}: the run already finished ({ckpt['status']}"
                        + (f", relative gap {gap:.3e}" if isinstance(gap, float) else "")
                        + f" after {ckpt['master']['updates']} updates); nothing to resume")
             return
-        out = Path(resume_dir)
         name = (ckpt.get("problem") or {}).get("name", str(resume_dir))
         with _Progress(name, ckpt["settings"].get("target_gap"), quiet) as bar:
             try:
-                result = resume(resume_dir, progress=bar.update)
+                result = resume(out, progress=bar.update)
             except SettingsError as exc:
                 raise SettingsError(f"--resume {exc}") from None
     else:
@@ -155,17 +158,20 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
                              task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address)
         backend = _backend(backend, workers, ray_address)
-        out = prepare_out_dir(out_dir)
         _ = problem.optimal_cost  # fail early if the Riccati equation has no solution
+        out = claim(out_dir, overwrite=overwrite)  # only now, with the input checked, is --out touched
+        click.get_current_context().call_on_close(out.release)
         with _Progress(problem.name, target_gap, quiet) as bar:
             result = run_train(problem, settings, backend=backend, progress=bar.update, out_dir=out)
-    files = write_run(out, result)
+    files = write_run(out.path, result)
     click.echo(
         f"{result.problem}: {result.status}, relative gap {result.relative_gap:.3e} "
         f"(cost {result.cost:.6g}, optimum {result.optimal_cost:.6g}) after {result.updates} updates, "
         f"{result.rollouts} rollouts, {result.wall_time_s:.2f} s"
     )
-    click.echo("wrote " + ", ".join(str(f) for f in files))
+    if out.path / "result.json" not in files:  # the gain must not be lost with the file
+        click.echo(f"K = {result.K.tolist()}")
+    click.echo("wrote " + (", ".join(str(f) for f in files) or "nothing"))
     if result.status == "interrupted":
         sys.exit(_interrupted_code())
 
@@ -218,12 +224,13 @@ def _int_list(text: str) -> list[int]:
 @click.option("--max-time", type=float, default=600.0, show_default=True, metavar="SEC", help="Budget per run.")
 @click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True)
 @click.option("--out", "out_dir", default="azopg-speedup", show_default=True, metavar="DIR")
+@click.option("--overwrite", is_flag=True, help="Replace DIR/speedup.csv and speedup.png if DIR has them.")
 def speedup(workers_text: str, backend: str, rollout_latency: float, latency_model: str, target_gap: float,
             repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
-            out_dir: str, ray_address: str | None) -> None:
+            out_dir: str, ray_address: str | None, overwrite: bool) -> None:
     """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
-    from .run.files import prepare_out_dir
     from .run.plots import plot_speedup
+    from .run.rundir import prepare_out_dir
     from .run.speedup import run_speedup, summarize, write_speedup_csv
 
     workers = _int_list(workers_text)
@@ -235,7 +242,7 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
                      workers=max(workers), ray_address=ray_address)
     for w in workers:
         _backend(backend, w, ray_address)
-    out = prepare_out_dir(out_dir)
+    out = prepare_out_dir(out_dir, files=("speedup.csv",), overwrite=overwrite)
 
     def report(run: Any) -> None:
         click.echo(f"  W={run.workers:<3} repeat {run.repeat}: time to target {run.time_to_target_s:8.3f} s, "

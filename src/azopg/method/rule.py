@@ -24,12 +24,15 @@ from .safeguards import CHECK_SAMPLES, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
-__all__ = ["Arrival", "Observer", "UpdateRule"]
+__all__ = ["Arrival", "Observer", "STATE_FIELDS", "UpdateRule"]
 
 #: One row of the arrival log: (task_id, worker, kind, version_read, tau, r, N).
 Arrival = tuple[int, int, str, int, float, float, int]
 #: Runs one task to completion and returns its report.
 Runner = Callable[[Task], Report]
+#: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
+STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
+                "_since_check", "_branch_start", *(f.name for f in dataclasses.fields(Stats)))
 
 
 class Observer(Protocol):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +24,44 @@ from ..method.tasks import Task, run_task
 from ..model.problem import LQRProblem
 from ..plants.linear import LinearPlant
 from ..settings import Settings
+from .records import ARRIVAL_FIELDS
 
 __all__ = ["replay_run"]
+
+
+_TYPES = (int, int, str, int, float, float, int)
+
+
+def _arrivals(path: Path, run_dir: str | Path) -> list[tuple[int, tuple[Any, ...]]]:
+    """(line number, row) of every report in ``arrivals.csv``, each field parsed.
+
+    Raises
+    ------
+    SettingsError
+        Naming the first line that is not a row of the log.
+    """
+    rows = []
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            if tuple(next(reader, ())) != ARRIVAL_FIELDS:
+                raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line 1: expected the header "
+                                    f"{','.join(ARRIVAL_FIELDS)}")
+            for row in reader:
+                line = reader.line_num
+                try:
+                    if len(row) != len(_TYPES):
+                        raise ValueError(f"{len(row)} fields, expected {len(_TYPES)}")
+                    values = tuple(t(v) for t, v in zip(_TYPES, row, strict=True))
+                    if not all(math.isfinite(v) and v > 0 for v in values[4:6]) or min(values[0:2]) < 0 \
+                            or values[3] < 0 or values[6] < 1 or values[2] not in ("estimate", "evaluate"):
+                        raise ValueError("a value out of range")
+                except ValueError as exc:
+                    raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line {line}: not a report ({exc})") from None
+                rows.append((line, values))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SettingsError(f"{str(run_dir)!r}: unreadable arrivals.csv ({exc})") from None
+    return rows
 
 
 def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
@@ -64,18 +102,20 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
     settings = Settings.from_dict(given)
     plant = LinearPlant(problem)
-    rule = AZOPG(np.array(problem.K0), settings, keep_all_gains=True)
-    rule.calibrate(lambda task: run_task(plant, task))
+    master = AZOPG(np.array(problem.K0), settings, keep_all_gains=True)
+    master.calibrate(lambda task: run_task(plant, task))
     events = 0
-    with open(files["arrivals.csv"], newline="") as fh:
-        for row in csv.DictReader(fh):
-            task_id, version = int(row["task_id"]), int(row["version_read"])
-            task = Task(task_id=task_id, worker=int(row["worker"]), kind=row["kind"],
-                        K=rule.gain_at(version).copy(), version=version, tau=float(row["tau"]),
-                        r=float(row["r"]), N=int(row["N"]), method=settings.method, seed=settings.seed,
-                        light=settings.light, cost_noise=settings.cost_noise)
-            rule.register(task)
-            rule.tell(run_task(plant, task))
-            events += 1
-    K = rule.final_gain(status, lambda task: run_task(plant, task))
+    for line, (task_id, worker, kind, version, tau, r, N) in _arrivals(files["arrivals.csv"], run_dir):
+        try:
+            K = master.gain_at(version).copy()
+        except KeyError:
+            raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line {line}: version {version} was never "
+                                "reached in the replay") from None
+        task = Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version,
+                    tau=tau, r=r, N=N, method=settings.method, seed=settings.seed, light=settings.light,
+                    cost_noise=settings.cost_noise)
+        master.register(task)
+        master.tell(run_task(plant, task))
+        events += 1
+    K = master.final_gain(status, lambda task: run_task(plant, task))
     return K, K_recorded, events

@@ -23,16 +23,17 @@ import numpy as np
 
 from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
 from ..engine.loops import LOOPS, Throttle
-from ..errors import AzopgError, ProblemError, SettingsError
+from ..errors import ProblemError, SettingsError
 from ..method.azopg import AZOPG
 from ..method.rule import UpdateRule
 from ..model.problem import LQRProblem, as_matrix
 from ..plants.base import Plant
 from ..plants.linear import LinearPlant
 from ..settings import Settings
-from .checkpoint import FINISHED, RunFinished, RunRecorder, read_checkpoint
+from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
 from .history import Monitor, RunLog
 from .records import HistoryRow, Result
+from .rundir import RunDir
 
 __all__ = ["Job", "Result", "resume", "stop_reason", "time_to_target", "train"]
 
@@ -94,6 +95,7 @@ def train(
     plant_factory: Callable[[], Plant] | None = None,
     progress: Progress | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> Result:
     """Learn a gain from rollout costs.
@@ -124,6 +126,10 @@ def train(
         ``arrivals.csv`` appended as the run goes, ``checkpoint.json`` (see
         :mod:`azopg.run.checkpoint`) and ``problem.json``. ``result.json`` and the plots are
         written by :func:`azopg.run.output.write_run` (as the command line does).
+        A directory that holds a run is refused, and one that another run uses is locked
+        (see :func:`azopg.run.rundir.claim`).
+    overwrite : bool
+        Replace the run ``out_dir`` holds (its run files are removed, nothing else).
 
     Returns
     -------
@@ -140,12 +146,19 @@ def train(
         settings = Settings(**options)
     elif options:
         settings = Settings.from_dict({**settings.to_dict(), **options})
-    return _run(Job.of(problem, settings, K0, plant_factory), settings, backend, progress, out_dir)
+    return _run(Job.of(problem, settings, K0, plant_factory), settings, backend, progress, out_dir,
+                overwrite=overwrite)
 
 
 def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None) -> Result:
     """Continue the run in ``run_dir`` from its checkpoint, with its own settings and
     backend, until its target or budget (``max_time`` counts the time already spent).
+
+    Parameters
+    ----------
+    run_dir : path or RunDir
+        A :class:`~azopg.run.rundir.RunDir` from :func:`~azopg.run.checkpoint.open_run` stays
+        locked on return; a path is locked for the resumed run's life.
 
     Returns
     -------
@@ -156,23 +169,25 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None)
     Raises
     ------
     SettingsError
-        If ``run_dir`` is not a resumable run directory.
+        If ``run_dir`` is not a resumable run directory, its checkpoint or logs are
+        damaged or do not belong together, or another run holds its lock.
     RunFinished
         If the run already finished (its result is in ``run_dir/result.json``).
     """
-    ckpt = read_checkpoint(run_dir)
-    if ckpt["status"] in FINISHED:
-        raise RunFinished(run_dir, ckpt)
-    if ckpt.get("problem") is None:
-        raise SettingsError(f"{str(run_dir)!r}: the run learned a black-box plant; only runs of an LQR problem "
-                            "can be resumed")
-    try:
-        problem = LQRProblem.from_dict(ckpt["problem"])
+    if isinstance(run_dir, RunDir):
+        locked, ckpt, owned = run_dir, read_checkpoint(run_dir), contextlib.nullcontext()
+    else:
+        locked, ckpt = open_run(run_dir)
+        owned = locked
+    with owned:
+        if ckpt["status"] in FINISHED:
+            raise RunFinished(run_dir, ckpt)
+        if ckpt.get("problem") is None:
+            raise SettingsError(f"{str(run_dir)!r}: the run learned a black-box plant; only runs of an LQR "
+                                "problem can be resumed")
+        problem = LQRProblem.from_dict(ckpt["problem"])  # both checked by read_checkpoint
         settings = Settings.from_dict(ckpt["settings"])
-        job = Job.of(problem, settings, ckpt["K0"])
-    except (AzopgError, TypeError, ValueError) as exc:
-        raise SettingsError(f"{str(run_dir)!r}: unreadable checkpoint.json ({exc})") from None
-    return _run(job, settings, ckpt["backend"], progress, run_dir, ckpt)
+        return _run(Job.of(problem, settings, ckpt["K0"]), settings, ckpt["backend"], progress, locked, ckpt)
 
 
 def _executor(job: Job, settings: Settings, backend: str, elapsed: float) -> Executor:
@@ -194,7 +209,8 @@ def _executor(job: Job, settings: Settings, backend: str, elapsed: float) -> Exe
 
 
 def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
-         out_dir: str | os.PathLike[str] | None, restore: dict[str, Any] | None = None) -> Result:
+         out_dir: str | os.PathLike[str] | None, restore: dict[str, Any] | None = None, *,
+         overwrite: bool = False) -> Result:
     """Learn ``job``: the one place where executor, rule, log and recorder meet."""
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
@@ -207,7 +223,8 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     if out_dir is not None:
         oracle = job.oracle
         recorder = RunRecorder(out_dir, rule, runlog, given=settings.to_dict(), backend=backend, K0=job.K0,
-                               problem_data=oracle.to_dict() if oracle is not None else None, previous=restore)
+                               problem_data=oracle.to_dict() if oracle is not None else None, previous=restore,
+                               overwrite=overwrite)
 
     def ticked() -> None:
         if recorder is not None:
