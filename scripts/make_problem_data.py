@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.linalg as la
-
 from problem_data_large import large_systems
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "src" / "azopg" / "data" / "problems"
@@ -495,7 +494,7 @@ def main() -> None:
         )
         write_json(OUT_DIR / f"{sysd['name']}.json", rec)
         print(
-            f"{sysd['name']:8s} {n:2d} {m:2d} {str(hurwitz):>10s} {a_ol:9.4g} {J_opt:10.5g} "
+            f"{sysd['name']:8s} {n:2d} {m:2d} {hurwitz!s:>10s} {a_ol:9.4g} {J_opt:10.5g} "
             f"{J0:11.5g} {J0 / J_opt:7.3g} {condP:9.3g} {a_cl:11.4g}  {k0_txt}"
         )
 

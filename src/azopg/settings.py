@@ -61,6 +61,10 @@ class Settings:
     target_gap : float, optional
         Stop once the relative gap to the optimum (reported by the exact oracle,
         when the problem is known) is at most this.
+    target_gain_error : float, optional
+        Stop once the relative gain error ``||K - K*||_F / ||K*||_F`` (exact oracle; a
+        known problem only) is at most this. With both targets, the run converges when
+        both are met.
     workers : int
         Number of parallel workers W.
     max_delay : int, optional
@@ -106,6 +110,7 @@ class Settings:
     max_rollouts: int | None = None
     max_time: float | None = None
     target_gap: float | None = 1e-3
+    target_gain_error: float | None = None
     workers: int = 1
     max_delay: int | None = None
     staleness: str = "constant"
@@ -121,7 +126,7 @@ class Settings:
             raise SettingsError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay"):
             _positive(name, getattr(self, name), integer=True)
-        for name in ("r", "tau", "step", "max_time", "target_gap", "task_timeout"):
+        for name in ("r", "tau", "step", "max_time", "target_gap", "target_gain_error", "task_timeout"):
             _positive(name, getattr(self, name))
         for name in ("smoothing", "tail_tol"):
             _positive(name, getattr(self, name), allow_none=False)

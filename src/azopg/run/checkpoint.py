@@ -139,7 +139,8 @@ class RunRecorder:
             runlog.history = [HistoryRow(*row) for row in hist]
             runlog.arrivals = list(arr)  # type: ignore[arg-type]
             master = previous["master"]
-            runlog.last_cost, runlog.last_gap = (float(master.get(k, math.inf)) for k in ("last_cost", "last_gap"))
+            runlog.last_cost, runlog.last_gap, runlog.last_gain_error = (
+                float(master.get(k, math.inf)) for k in ("last_cost", "last_gap", "last_gain_error"))
             runlog.updates = rule.stats.updates
         else:  # a new run: what an earlier run left in this directory is not its own
             for name in (CHECKPOINT, "result.json"):
@@ -169,7 +170,7 @@ class RunRecorder:
         m = self.runlog
         gap = m.last_gap
         state = self.rule.state_dict()
-        for key, value in (("last_cost", m.last_cost), ("last_gap", gap)):
+        for key, value in (("last_cost", m.last_cost), ("last_gap", gap), ("last_gain_error", m.last_gain_error)):
             state[key] = value if math.isfinite(value) else repr(value)
         data = {
             "format": _FORMAT, "status": status, "saved_at": time.time(), "elapsed_s": m.clock(),

@@ -34,7 +34,7 @@ from .checkpoint import FINISHED, RunFinished, RunRecorder, read_checkpoint
 from .history import Monitor, RunLog
 from .records import HistoryRow, Result
 
-__all__ = ["Job", "Result", "resume", "stop_reason", "time_to_target", "train"]
+__all__ = ["Job", "Result", "gain_error", "resume", "stop_reason", "time_to_target", "train"]
 
 log = logging.getLogger("azopg")
 
@@ -64,12 +64,16 @@ class Job:
         if K0 is None:
             raise SettingsError("K0 is required for a black-box plant")
         K0 = as_matrix(K0, "K0", plant.m, plant.n)
+        if settings.target_gain_error is not None:
+            raise SettingsError("target_gain_error needs a known LQR problem (K* of the exact oracle); "
+                                "a black-box plant has none")
         if not (settings.max_updates or settings.max_rollouts or settings.max_time):
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
         return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant))
 
     def monitor(self) -> Monitor | None:
-        """``K -> (cost, relative gap)`` by the exact oracle, if the problem is known."""
+        """``K -> (cost, relative gap, gain error)`` by the exact oracle, if the problem is known
+        (:func:`gain_error`)."""
         oracle = self.oracle
         if oracle is None:
             return None
@@ -77,9 +81,11 @@ class Job:
         if not fstar > 0:
             raise ProblemError("the optimal cost is 0 (is Q zero?): there is nothing to learn")
 
-        def monitor(K: np.ndarray) -> tuple[float, float]:
+        Kstar = oracle.optimal_gain
+
+        def monitor(K: np.ndarray) -> tuple[float, float, float]:
             f = oracle.cost(K)
-            return f, (f - fstar) / fstar
+            return f, (f - fstar) / fstar, gain_error(K, Kstar)
 
         return monitor
 
@@ -284,10 +290,17 @@ def time_to_target(history: list[HistoryRow], target: float | None, start: float
     return None
 
 
+def gain_error(K: np.ndarray, Kstar: np.ndarray) -> float:
+    """``||K - K*||_F / ||K*||_F`` (the absolute ``||K - K*||_F`` if ``K* = 0``)."""
+    scale = float(np.linalg.norm(Kstar))
+    err = float(np.linalg.norm(np.asarray(K, dtype=float) - Kstar))
+    return err / scale if scale > 0 else err
+
+
 def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) -> str | None:
-    """Why the run should stop now, or ``None``."""
+    """Why the run should stop now, or ``None`` ("converged": every given target is met)."""
     s = rule.settings
-    if s.target_gap is not None and runlog.last_gap <= s.target_gap:
+    if runlog.targets_met(s.target_gap, s.target_gain_error):
         return "converged"
     if s.max_updates is not None and rule.stats.updates >= s.max_updates:
         return "max_updates"
@@ -304,9 +317,10 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
         cost = oracle.cost(K)
         fstar = oracle.optimal_cost
         gap = (cost - fstar) / fstar
+        err = gain_error(K, oracle.optimal_gain)
         stabilizing = oracle.is_stabilizing(K)
     else:
-        cost = fstar = gap = math.nan
+        cost = fstar = gap = err = math.nan
         stabilizing = True
     t = rule.tuning
     s = rule.settings.to_dict()
@@ -314,4 +328,4 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
              max_delay=rule.max_delay)
     return Result(job.name, K, cost, fstar, gap, stabilizing, rule.stats.updates, rule.stats.rollouts, wall,
                   rule.settings.seed, status, s, rule.stats.summary(), runlog.history, arrivals=runlog.arrivals,
-                  problem_data=oracle.to_dict() if oracle is not None else None)
+                  problem_data=oracle.to_dict() if oracle is not None else None, gain_error=err)
