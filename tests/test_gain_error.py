@@ -11,22 +11,24 @@ import pytest
 
 import azopg
 from _support import BlackBoxPlant
+from azopg.model.compare import relative_gain_error
 from azopg.run import train as train_module
 from azopg.run.history import RunLog
 from azopg.run.records import HISTORY_FIELDS
 from test_cli import run_cli
 
 
-def relative_gain_error(p: azopg.LQRProblem, K: np.ndarray) -> float:
+def error_against_care(p: azopg.LQRProblem, K: np.ndarray) -> float:
     Ks = np.asarray(p.optimal_gain)
     return float(np.linalg.norm(K - Ks) / np.linalg.norm(Ks))
 
 
 def test_gain_error_closed_form():
     Ks = np.array([[3.0, 4.0]])  # ||K*||_F = 5
-    assert train_module.gain_error(Ks, Ks) == 0.0
-    assert train_module.gain_error(np.array([[3.0, 7.0]]), Ks) == pytest.approx(3 / 5, rel=1e-15)
-    assert train_module.gain_error(np.array([[1.0, 0.0]]), np.zeros((1, 2))) == 1.0  # K* = 0: absolute
+    assert relative_gain_error(Ks, Ks) == 0.0
+    assert relative_gain_error(np.array([[3.0, 7.0]]), Ks) == pytest.approx(3 / 5, rel=1e-15)
+    assert relative_gain_error(np.zeros((1, 2)), np.zeros((1, 2))) == 0.0  # K* = 0
+    assert relative_gain_error(np.array([[1.0, 0.0]]), np.zeros((1, 2))) == math.inf
 
 
 @pytest.mark.parametrize(("gap", "err", "target_gap", "target_err", "met"), [
@@ -64,7 +66,7 @@ def test_run_stops_at_the_first_gain_error_below_the_target(monkeypatch):
     res = azopg.train(p, seed=0, target_gap=None, target_gain_error=1e-2, max_time=60)
     assert res.status == "converged"
     assert res.gain_error <= 1e-2
-    assert res.gain_error == pytest.approx(relative_gain_error(p, res.K), rel=1e-12)
+    assert res.gain_error == pytest.approx(error_against_care(p, res.K), rel=1e-12)
     # the monitor saw the gain error fall below the target exactly once, at its last call
     below = [i for i, e in enumerate(seen) if e <= 1e-2]
     assert below == [len(seen) - 1]
@@ -79,7 +81,7 @@ def test_a_gain_error_target_always_met_leaves_the_gap_run_unchanged():
     assert a.status == b.status == "converged"
     assert (a.updates, a.rollouts) == (b.updates, b.rollouts)
     np.testing.assert_array_equal(a.K, b.K)
-    assert a.relative_gap <= 1e-3 and a.gain_error == pytest.approx(relative_gain_error(p, a.K), rel=1e-12)
+    assert a.relative_gap <= 1e-3 and a.gain_error == pytest.approx(error_against_care(p, a.K), rel=1e-12)
 
 
 def test_black_box_result_has_no_gain_error_and_rejects_the_target():
@@ -104,7 +106,7 @@ def test_cli_target_gain_error(tmp_path):
     p = azopg.get_problem("chain3")
     assert result["status"] == "converged"
     assert result["gain_error"] <= 1e-2 and result["relative_gap"] <= 1e-3  # both targets met
-    assert result["gain_error"] == pytest.approx(relative_gain_error(p, np.array(result["K"])), rel=1e-12)
+    assert result["gain_error"] == pytest.approx(error_against_care(p, np.array(result["K"])), rel=1e-12)
     assert result["settings"]["target_gain_error"] == 1e-2
     assert f"gain error {result['gain_error']:.3e}" in proc.stdout
     with open(out / "history.csv", newline="") as fh:

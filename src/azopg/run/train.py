@@ -26,6 +26,7 @@ from ..engine.loops import LOOPS, Throttle
 from ..errors import AzopgError, ProblemError, SettingsError
 from ..method.azopg import AZOPG
 from ..method.rule import UpdateRule
+from ..model.compare import relative_gain_error as gain_error
 from ..model.problem import LQRProblem, as_matrix
 from ..plants.base import Plant
 from ..plants.linear import LinearPlant
@@ -34,7 +35,7 @@ from .checkpoint import FINISHED, RunFinished, RunRecorder, read_checkpoint
 from .history import Monitor, RunLog
 from .records import HistoryRow, Result
 
-__all__ = ["Job", "Result", "gain_error", "resume", "stop_reason", "time_to_target", "train"]
+__all__ = ["Job", "Result", "resume", "stop_reason", "time_to_target", "train"]
 
 log = logging.getLogger("azopg")
 
@@ -73,7 +74,7 @@ class Job:
 
     def monitor(self) -> Monitor | None:
         """``K -> (cost, relative gap, gain error)`` by the exact oracle, if the problem is known
-        (:func:`gain_error`)."""
+        (:func:`azopg.model.compare.relative_gain_error`)."""
         oracle = self.oracle
         if oracle is None:
             return None
@@ -288,13 +289,6 @@ def time_to_target(history: list[HistoryRow], target: float | None, start: float
         if row.relative_gap <= target:
             return max(row.time_s - start, 0.0)
     return None
-
-
-def gain_error(K: np.ndarray, Kstar: np.ndarray) -> float:
-    """``||K - K*||_F / ||K*||_F`` (the absolute ``||K - K*||_F`` if ``K* = 0``)."""
-    scale = float(np.linalg.norm(Kstar))
-    err = float(np.linalg.norm(np.asarray(K, dtype=float) - Kstar))
-    return err / scale if scale > 0 else err
 
 
 def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) -> str | None:
