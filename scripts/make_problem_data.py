@@ -5,8 +5,10 @@ Every system below is a continuous-time linear plant ``dx/dt = A x + B u`` taken
 from the control literature (mostly via COMPleib).  The A and B matrices are typed
 in exactly as they appear in the source named in the comment above each entry
 (``B`` is always the control-input matrix, never COMPleib's disturbance
-matrix ``B1``).  For every system the LQR weights are ``Q = I_n`` and ``R = I_m``
-and the initial-state covariance is ``I_n``.
+matrix ``B1``).  The LQR weights are ``Q = I_n`` and ``R = I_m`` unless an entry
+gives its own (the CTMS cart-pole), and the initial-state covariance is ``I_n``.
+The larger systems (n = 20 ... 60) and the cart-pole are built by code in
+``problem_data_large.py``.
 
 For an open-loop system that is not Hurwitz the file also holds a stabilizing,
 deliberately sub-optimal initial gain ``K0`` (convention ``u = -K x``), computed
@@ -24,6 +26,13 @@ with the smallest ``k >= 0`` such that (i) ``X`` is positive definite,
 (ii) ``A - B K0`` is Hurwitz after ``K0`` is rounded to 6 significant digits,
 (iii) the LQR cost of the rounded ``K0`` is between 1.5x and 1e4x the optimal cost.
 
+An open-loop Hurwitz system gets no ``K0`` (so ``K0 = 0``) unless ``J(0) > 1e4 J*``;
+then it gets a Bass gain by the same rule.  When no Bass gain passes (i)-(iii)
+(a chain of masses actuated only at its ends: placing every pole at ``-beta``
+needs gains so large that ``J(K0)/J*`` exceeds 1e10), ``K0`` is instead the LQR
+gain for the heavier input weight ``rho R``, ``rho = 10^j`` with the smallest
+``j >= 1`` such that the rounded gain passes (ii) and (iii).
+
 Run with ``python scripts/make_problem_data.py``; it rewrites the JSON files and
 prints a summary table.  Only numpy and scipy are needed.
 """
@@ -32,10 +41,12 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg as la
+from problem_data_large import large_systems
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "src" / "azopg" / "data" / "problems"
 
@@ -317,13 +328,14 @@ def spectral_abscissa(M: np.ndarray) -> float:
     return float(np.max(np.linalg.eigvals(M).real))
 
 
-def lqr_cost(A: np.ndarray, B: np.ndarray, K: np.ndarray) -> float:
-    """tr(P), (A-BK)^T P + P (A-BK) + Q + K^T R K = 0 with Q=I, R=I, Omega=I."""
+def lqr_cost(A: np.ndarray, B: np.ndarray, K: np.ndarray, Q=None, R=None) -> float:
+    """tr(P), (A-BK)^T P + P (A-BK) + Q + K^T R K = 0 (default Q=I, R=I), Omega=I."""
     Acl = A - B @ K
     if spectral_abscissa(Acl) >= 0:
         return math.inf
     n = A.shape[0]
-    P = la.solve_continuous_lyapunov(Acl.T, -(np.eye(n) + K.T @ K))
+    W = np.eye(n) + K.T @ K if Q is None else Q + K.T @ R @ K
+    P = la.solve_continuous_lyapunov(Acl.T, -W)
     return float(np.trace(P))
 
 
@@ -346,20 +358,45 @@ def bass_gain(A: np.ndarray, B: np.ndarray, beta: float) -> tuple[np.ndarray, fl
     return K, float(np.min(np.linalg.eigvalsh(X)))
 
 
-def choose_k0(A: np.ndarray, B: np.ndarray, J_opt: float) -> tuple[np.ndarray, float, float, int]:
+def choose_k0(A: np.ndarray, B: np.ndarray, J_opt: float, Q=None, R=None) -> tuple[np.ndarray, float, float, int]:
     beta0 = max(0.0, spectral_abscissa(A)) + 1.0
     for k in range(200):
         beta = beta0 + 0.5 * k
-        K, xmin = bass_gain(A, B, beta)
-        if xmin <= 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # singular Lyapunov operator
+            K, xmin = bass_gain(A, B, beta)
+        if not np.all(np.isfinite(K)) or xmin <= 0:
             continue
         K = round_sig(K)
         if spectral_abscissa(A - B @ K) >= 0:
             continue
-        J0 = lqr_cost(A, B, K)
+        J0 = lqr_cost(A, B, K, Q, R)
         if 1.5 * J_opt <= J0 <= 1e4 * J_opt:
             return K, beta, J0, k
     raise RuntimeError("no acceptable Bass gain found")
+
+
+def _bass_passes(A: np.ndarray, B: np.ndarray, J_opt: float, Q=None, R=None) -> bool:
+    try:
+        choose_k0(A, B, J_opt, Q, R)
+    except RuntimeError:
+        return False
+    return True
+
+
+def heavy_input_gain(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray,
+                     J_opt: float) -> tuple[np.ndarray, float, float]:
+    """K0 = rounded LQR gain for (Q, rho R), rho = 10^j, smallest j >= 1 passing (ii), (iii)."""
+    for j in range(1, 13):
+        rho = 10.0**j
+        P = la.solve_continuous_are(A, B, Q, rho * R)
+        K = round_sig(np.linalg.solve(rho * R, B.T @ P))
+        if spectral_abscissa(A - B @ K) >= 0:
+            continue
+        J0 = lqr_cost(A, B, K, Q, R)
+        if 1.5 * J_opt <= J0 <= 1e4 * J_opt:
+            return K, rho, J0
+    raise RuntimeError("no acceptable heavy-input LQR gain found")
 
 
 def fmt_matrix(M, indent: str) -> str:
@@ -380,17 +417,19 @@ def write_json(path: Path, rec: dict) -> None:
 def main() -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     header = (
-        f"{'name':6s} {'n':>2s} {'m':>2s} {'OL Hurwitz':>10s} {'absc(A)':>9s} {'J*':>10s} "
+        f"{'name':8s} {'n':>2s} {'m':>2s} {'OL Hurwitz':>10s} {'absc(A)':>9s} {'J*':>10s} "
         f"{'J(K0 or 0)':>11s} {'ratio':>7s} {'cond(P*)':>9s} {'absc(A-BK*)':>11s}  K0"
     )
     print(header)
-    for sysd in SYSTEMS:
+    for sysd in SYSTEMS + large_systems():
         A = np.array(sysd["A"], dtype=float)
         B = np.array(sysd["B"], dtype=float)
         n, m = B.shape
         assert A.shape == (n, n), sysd["name"]
-        assert n <= 10, sysd["name"]
-        Q, R = np.eye(n), np.eye(m)
+        assert n <= 60, sysd["name"]
+        Qw, Rw = sysd.get("Q"), sysd.get("R")  # own weights, else I (None keeps the I path)
+        Q = np.eye(n) if Qw is None else np.array(Qw, dtype=float)
+        R = np.eye(m) if Rw is None else np.array(Rw, dtype=float)
 
         # stabilizable / detectable check: the CARE has a stabilizing solution
         P = la.solve_continuous_are(A, B, Q, R)
@@ -398,12 +437,12 @@ def main() -> None:
         a_cl = spectral_abscissa(A - B @ Kstar)
         assert a_cl < 0, f"{sysd['name']}: A - B K* not Hurwitz"
         J_opt = float(np.trace(P))
-        J_check = lqr_cost(A, B, Kstar)
+        J_check = lqr_cost(A, B, Kstar, Qw, Rw)
         assert abs(J_check - J_opt) <= 1e-6 * J_opt, (sysd["name"], J_check, J_opt)
         condP = float(np.linalg.cond(P))
 
         a_ol = spectral_abscissa(A)
-        hurwitz = a_ol < 0
+        hurwitz = a_ol < -1e-13 * max(1.0, float(np.max(np.abs(A))))  # a pole at 0 is not
         rec: dict = {
             "name": sysd["name"],
             "title": sysd["title"],
@@ -413,12 +452,24 @@ def main() -> None:
             "Q": Q,
             "R": R,
         }
-        if hurwitz:
-            J0 = lqr_cost(A, B, np.zeros((m, n)))
+        J_zero = lqr_cost(A, B, np.zeros((m, n)), Qw, Rw) if hurwitz else math.inf
+        if hurwitz and J_zero <= 1e4 * J_opt:
+            J0 = J_zero
             k0_txt = "-"
             stab_txt = f"open-loop stable (spectral abscissa {a_ol:.4g})"
+        elif not _bass_passes(A, B, J_opt, Qw, Rw):
+            K0, rho, J0 = heavy_input_gain(A, B, Q, R, J_opt)
+            rec["K0"] = K0
+            rec["K0_method"] = f"LQR gain for input weight {rho:g} R"
+            k0_txt = f"LQR(Q, {rho:g} R) (no Bass gain passes)"
+            stab_txt = (
+                f"open loop not Hurwitz (spectral abscissa {a_ol:.4g}); no Bass gain gives "
+                f"J(K0) <= 1e4 J*, so K0 = LQR gain for (Q, rho R), rho = {rho:g} = the smallest "
+                f"power of 10 giving J(K0) >= 1.5 J*, rounded to 6 digits; A - B K0 spectral "
+                f"abscissa {spectral_abscissa(A - B @ K0):.4g}, J(K0)/J* = {J0 / J_opt:.3g}"
+            )
         else:
-            K0, beta, J0, k = choose_k0(A, B, J_opt)
+            K0, beta, J0, k = choose_k0(A, B, J_opt, Qw, Rw)
             rec["K0"] = K0
             beta_s = f"{beta:.6g}"
             rule = "max(0, spectral abscissa of A) + 1" + (f" + 0.5*{k}" if k else "")
@@ -428,6 +479,9 @@ def main() -> None:
                 f"open-loop unstable (spectral abscissa {a_ol:.4g})"
                 if a_ol > 0
                 else f"open loop not Hurwitz (spectral abscissa {a_ol:.4g})"
+                if not hurwitz
+                else f"open-loop stable (spectral abscissa {a_ol:.4g}) but J(0)/J* = "
+                f"{J_zero / J_opt:.3g} > 1e4"
             )
             stab_txt += (
                 f"; K0 = Bass gain, beta = {beta_s} = {rule}, chosen as the smallest such "
@@ -436,11 +490,11 @@ def main() -> None:
             )
         rec["notes"] = (
             f"n={n}, m={m}; {stab_txt}; optimal cost tr(P*) = {J_opt:.6g} "
-            f"(Q=I, R=I, x0 covariance I); {sysd['notes_extra']}"
+            f"({sysd.get('weights', 'Q=I, R=I')}, x0 covariance I); {sysd['notes_extra']}"
         )
         write_json(OUT_DIR / f"{sysd['name']}.json", rec)
         print(
-            f"{sysd['name']:6s} {n:2d} {m:2d} {str(hurwitz):>10s} {a_ol:9.4g} {J_opt:10.5g} "
+            f"{sysd['name']:8s} {n:2d} {m:2d} {hurwitz!s:>10s} {a_ol:9.4g} {J_opt:10.5g} "
             f"{J0:11.5g} {J0 / J_opt:7.3g} {condP:9.3g} {a_cl:11.4g}  {k0_txt}"
         )
 

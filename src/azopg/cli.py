@@ -24,6 +24,7 @@ __all__ = ["main", "cli"]
 _OPTION_OF = {  # Settings field -> CLI option, for error messages
     "max_time": "--max-time", "max_updates": "--max-updates", "max_rollouts": "--max-rollouts",
     "target_gap": "--target-gap", "batch": "--batch", "r": "--r", "tau": "--tau", "step": "--step",
+    "target_gain_error": "--target-gain-error",
     "seed": "--seed", "workers": "--workers", "max_delay": "--max-delay",
     "rollout_latency": "--rollout-latency", "method": "--method", "check_every": "--check-every",
     "task_timeout": "--task-timeout", "cost_noise": "--cost-noise", "ray_address": "--ray-address",
@@ -74,6 +75,9 @@ def cli() -> None:
 @click.option("--max-rollouts", type=int, default=None, metavar="N", help="Budget of rollouts.")
 @click.option("--target-gap", type=float, default=1e-3, show_default=True, metavar="G",
               help="Stop when the relative gap (f(K) - f*)/f* reported by the exact oracle is <= G.")
+@click.option("--target-gain-error", type=float, default=None, metavar="E",
+              help="Stop when the gain error ||K - K*||_F/||K*||_F by the exact oracle is <= E "
+              "(with --target-gap too: when both are met).")
 @click.option("--out", "out_dir", default="azopg-run", show_default=True, metavar="DIR",
               help="Directory for result.json, history.csv, arrivals.csv, problem.json and the plots.")
 @click.option("--batch", type=int, default=None, metavar="N",
@@ -114,7 +118,8 @@ def cli() -> None:
               "[default: a directory that holds a run is refused]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int | None,
-          max_rollouts: int | None, target_gap: float, out_dir: str, batch: int | None,
+          max_rollouts: int | None, target_gap: float, target_gain_error: float | None, out_dir: str,
+          batch: int | None,
           r: float | None, tau: float | None, step: float | None, method: str, workers: int,
           backend: str | None, max_delay: int | None, staleness: str, rollout_latency: float,
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
@@ -142,7 +147,8 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                        + f" after {ckpt['master']['updates']} updates); nothing to resume")
             return
         name = (ckpt.get("problem") or {}).get("name", str(resume_dir))
-        with _Progress(name, ckpt["settings"].get("target_gap"), quiet) as bar:
+        with _Progress(name, ckpt["settings"].get("target_gap"), quiet,
+                       ckpt["settings"].get("target_gain_error")) as bar:
             try:
                 result = resume(out, progress=bar.update)
             except SettingsError as exc:
@@ -153,7 +159,8 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
         except AzopgError as exc:
             raise SettingsError(f"--problem {problem_spec!r}: {exc}") from None
         settings = _settings(seed=seed, max_time=max_time, max_updates=max_updates, max_rollouts=max_rollouts,
-                             target_gap=target_gap, batch=batch, r=r, tau=tau, step=step, method=method,
+                             target_gap=target_gap, target_gain_error=target_gain_error,
+                             batch=batch, r=r, tau=tau, step=step, method=method,
                              workers=workers, max_delay=max_delay, staleness=staleness,
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
                              task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address)
@@ -161,11 +168,12 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
         _ = problem.optimal_cost  # fail early if the Riccati equation has no solution
         out = claim(out_dir, overwrite=overwrite)  # only now, with the input checked, is --out touched
         click.get_current_context().call_on_close(out.release)
-        with _Progress(problem.name, target_gap, quiet) as bar:
+        with _Progress(problem.name, target_gap, quiet, target_gain_error) as bar:
             result = run_train(problem, settings, backend=backend, progress=bar.update, out_dir=out)
     files = write_run(out.path, result)
     click.echo(
-        f"{result.problem}: {result.status}, relative gap {result.relative_gap:.3e} "
+        f"{result.problem}: {result.status}, relative gap {result.relative_gap:.3e}, "
+        f"gain error {result.gain_error:.3e} "
         f"(cost {result.cost:.6g}, optimum {result.optimal_cost:.6g}) after {result.updates} updates, "
         f"{result.rollouts} rollouts, {result.wall_time_s:.2f} s"
     )
@@ -300,11 +308,14 @@ def compare(run_dir: str) -> None:
 
 
 class _Progress:
-    """A rich progress bar on stderr; its fraction is the gap's way down to the target on a log scale."""
+    """A rich progress bar on stderr; its fraction is the gap's way down to the target on a log scale
+    (the gain error's, when only a gain-error target is given)."""
 
-    def __init__(self, name: str, target: float | None, quiet: bool) -> None:
+    def __init__(self, name: str, target: float | None, quiet: bool,
+                 target_gain_error: float | None = None) -> None:
         self.quiet = quiet
-        self.target = target
+        self.target, self.use_gain = ((target, False) if target is not None or target_gain_error is None
+                                      else (target_gain_error, True))
         self.gap0: float | None = None
         self.name = name
 
@@ -323,13 +334,15 @@ class _Progress:
     def update(self, runlog: Any) -> None:
         if self.quiet:
             return
-        gap = runlog.last_gap
+        gap, err = runlog.last_gap, runlog.last_gain_error
+        value = err if self.use_gain else gap
         frac = 0.0
-        if self.target and math.isfinite(gap) and gap > 0:
-            self.gap0 = self.gap0 or max(gap, self.target * 10)
-            frac = math.log(self.gap0 / gap) / math.log(self.gap0 / self.target)
+        if self.target and math.isfinite(value) and value > 0:
+            self.gap0 = self.gap0 or max(value, self.target * 10)
+            frac = math.log(self.gap0 / value) / math.log(self.gap0 / self.target)
         self._p.update(self._task, completed=min(max(frac, 0.0), 1.0),
-                       info=f"updates {runlog.updates}  cost {runlog.last_cost:.6g}  gap {gap:.2e}")
+                       info=f"updates {runlog.updates}  cost {runlog.last_cost:.6g}  gap {gap:.2e}  "
+                       f"gain err {err:.2e}")
 
     def __exit__(self, *exc: object) -> None:
         if not self.quiet:

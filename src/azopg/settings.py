@@ -64,6 +64,10 @@ class Settings:
     target_gap : float, optional
         Stop once the relative gap to the optimum (reported by the exact oracle,
         when the problem is known) is at most this.
+    target_gain_error : float, optional
+        Stop once the relative gain error ``||K - K*||_F / ||K*||_F`` (exact oracle; a
+        known problem only) is at most this. With both targets, the run converges when
+        both are met.
     workers : int
         Number of parallel workers W.
     max_delay : int, optional
@@ -109,6 +113,7 @@ class Settings:
     max_rollouts: int | None = None
     max_time: float | None = None
     target_gap: float | None = 1e-3
+    target_gain_error: float | None = None
     workers: int = 1
     max_delay: int | None = None
     staleness: str = "constant"
@@ -124,7 +129,7 @@ class Settings:
             raise SettingsError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay"):
             _positive(name, getattr(self, name), integer=True)
-        for name in ("r", "tau", "step", "max_time", "target_gap", "task_timeout"):
+        for name in ("r", "tau", "step", "max_time", "target_gap", "target_gain_error", "task_timeout"):
             _positive(name, getattr(self, name))
         if self.task_timeout is not None and self.task_timeout < MIN_TASK_TIMEOUT:
             raise SettingsError(f"task_timeout must be >= {MIN_TASK_TIMEOUT} s (a task's round trip to a worker "

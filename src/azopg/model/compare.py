@@ -140,9 +140,7 @@ def compare(problem: LQRProblem, K: Any) -> Comparison:
     if not fstar > 0:
         raise ProblemError(f"the optimal cost is {fstar:.3g} (is Q zero?): the relative gap is undefined")
     cost = problem.cost(K)
-    norm_opt = float(np.linalg.norm(K_opt))
-    diff = float(np.linalg.norm(K - K_opt))
-    gain_error = diff / norm_opt if norm_opt > 0 else (0.0 if diff == 0 else math.inf)
+    gain_error = relative_gain_error(K, K_opt)
     return Comparison(
         problem=problem.name,
         K=K,
@@ -155,6 +153,14 @@ def compare(problem: LQRProblem, K: Any) -> Comparison:
         optimal_eigenvalues=np.sort_complex(np.linalg.eigvals(A - B @ K_opt)),
         stabilizing=problem.is_stabilizing(K),
     )
+
+
+def relative_gain_error(K: Any, K_opt: Any) -> float:
+    """``||K - K*||_F / ||K*||_F`` (if ``K* = 0``: 0 for ``K = 0``, else ``inf``)."""
+    K_opt = np.asarray(K_opt, dtype=float)
+    norm_opt = float(np.linalg.norm(K_opt))
+    diff = float(np.linalg.norm(np.asarray(K, dtype=float) - K_opt))
+    return diff / norm_opt if norm_opt > 0 else (0.0 if diff == 0 else math.inf)
 
 
 def _read_json(path: Path, run_dir: str) -> Any:

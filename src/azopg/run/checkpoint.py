@@ -161,7 +161,8 @@ class RunRecorder:
             runlog.history = [HistoryRow(*row) for row in hist]
             runlog.arrivals = list(arr)  # type: ignore[arg-type]
             state = previous["master"]
-            runlog.last_cost, runlog.last_gap = (float(state[k]) for k in ("last_cost", "last_gap"))
+            runlog.last_cost, runlog.last_gap, runlog.last_gain_error = (
+                float(state.get(k, math.inf)) for k in ("last_cost", "last_gap", "last_gain_error"))
             runlog.updates = int(state["updates"])
         self._rows = [0, 0]
         self._hashes = [hashlib.sha256(), hashlib.sha256()]
@@ -217,7 +218,7 @@ class RunRecorder:
         m = self.runlog
         gap = m.last_gap
         state = self.rule.state_dict()
-        for key, value in (("last_cost", m.last_cost), ("last_gap", gap)):
+        for key, value in (("last_cost", m.last_cost), ("last_gap", gap), ("last_gain_error", m.last_gain_error)):
             state[key] = value if math.isfinite(value) else repr(value)
         data = {
             "format": FORMAT, "status": status, "saved_at": time.time(), "elapsed_s": m.clock(),

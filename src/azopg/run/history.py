@@ -12,8 +12,9 @@ from .records import HistoryRow
 
 __all__ = ["Monitor", "RunLog"]
 
-#: ``K -> (cost, relative_gap)``, for reporting only (the exact oracle when the problem is known).
-Monitor = Callable[[np.ndarray], tuple[float, float]]
+#: ``K -> (cost, relative_gap, gain_error)``, for reporting only (the exact oracle when the problem is
+#: known); ``gain_error`` is ``||K - K*||_F / ||K*||_F``.
+Monitor = Callable[[np.ndarray], tuple[float, float, float]]
 
 
 class RunLog:
@@ -36,15 +37,22 @@ class RunLog:
         self.monitor, self.clock, self.workers = monitor, clock, workers
         self.history: list[HistoryRow] = []
         self.arrivals: list[Arrival] = []
-        self.last_cost = self.last_gap = math.inf
+        self.last_cost = self.last_gap = self.last_gain_error = math.inf
         self.updates = 0
+
+    def targets_met(self, target_gap: float | None, target_gain_error: float | None) -> bool:
+        """Whether at least one target is given and the last evaluation meets every given one."""
+        targets = [(target_gap, self.last_gap), (target_gain_error, self.last_gain_error)]
+        given = [(t, value) for t, value in targets if t is not None]
+        return bool(given) and all(value <= t for t, value in given)
 
     def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
         now = self.clock()
         cost = gap = math.nan
         self.updates = rule.stats.updates
         if self.monitor is not None and (name != "update" or self.updates % self.workers == 0):
-            self.last_cost, self.last_gap = cost, gap = self.monitor(rule.K)
+            cost, gap, self.last_gain_error = self.monitor(rule.K)
+            self.last_cost, self.last_gap = cost, gap
         self.history.append(HistoryRow(self.updates, now, rule.stats.rollouts, cost, gap, delay, worker,
                                        version_read, rule.tuning.alpha, name))
 

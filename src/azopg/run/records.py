@@ -77,13 +77,15 @@ class Result:
     cost, optimal_cost, relative_gap : float
         Exact cost of ``K``, the optimum and their relative gap (``nan`` for a
         black-box plant with no oracle).
+    gain_error : float
+        ``||K - K*||_F / ||K*||_F`` against the Riccati gain (``nan`` for a black-box plant).
     stabilizing : bool
         Whether ``A - B K`` is Hurwitz (``True`` if unknown but rollouts stayed bounded).
     updates, rollouts : int
         Applied updates and rollouts spent (estimates, checks and calibration).
     wall_time_s : float
     status : str
-        ``"converged"`` (target gap reached), ``"max_updates"``, ``"max_rollouts"``,
+        ``"converged"`` (every given target -- gap, gain error -- reached), ``"max_updates"``, ``"max_rollouts"``,
         ``"max_time"`` or ``"interrupted"``.
     settings : dict
         Settings as given, plus the values chosen automatically (``step``: the step size
@@ -108,6 +110,7 @@ class Result:
     given_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     arrivals: list[tuple[int, int, str, int, float, float, int]] = field(default_factory=list, repr=False)
     problem_data: dict[str, Any] | None = field(default=None, repr=False)
+    gain_error: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """The ``result.json`` document."""
@@ -121,6 +124,7 @@ class Result:
             "cost": num(self.cost),
             "optimal_cost": num(self.optimal_cost),
             "relative_gap": num(self.relative_gap),
+            "gain_error": num(self.gain_error),
             "stabilizing": bool(self.stabilizing),
             "updates": self.updates,
             "rollouts": self.rollouts,

@@ -26,6 +26,7 @@ from ..engine.loops import LOOPS, Throttle
 from ..errors import ProblemError, SettingsError
 from ..method.azopg import AZOPG
 from ..method.rule import UpdateRule
+from ..model.compare import relative_gain_error as gain_error
 from ..model.problem import LQRProblem, as_matrix
 from ..plants.base import Plant
 from ..plants.linear import LinearPlant
@@ -65,12 +66,16 @@ class Job:
         if K0 is None:
             raise SettingsError("K0 is required for a black-box plant")
         K0 = as_matrix(K0, "K0", plant.m, plant.n)
+        if settings.target_gain_error is not None:
+            raise SettingsError("target_gain_error needs a known LQR problem (K* of the exact oracle); "
+                                "a black-box plant has none")
         if not (settings.max_updates or settings.max_rollouts or settings.max_time):
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
         return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant))
 
     def monitor(self) -> Monitor | None:
-        """``K -> (cost, relative gap)`` by the exact oracle, if the problem is known."""
+        """``K -> (cost, relative gap, gain error)`` by the exact oracle, if the problem is known
+        (:func:`azopg.model.compare.relative_gain_error`)."""
         oracle = self.oracle
         if oracle is None:
             return None
@@ -78,10 +83,11 @@ class Job:
         if fstar == 0:
             raise ProblemError("the optimal cost is 0 (is Q zero?): there is nothing to learn")
         scale = abs(fstar)  # f* < 0 is possible with an indefinite Q
+        Kstar = oracle.optimal_gain
 
-        def monitor(K: np.ndarray) -> tuple[float, float]:
+        def monitor(K: np.ndarray) -> tuple[float, float, float]:
             f = oracle.cost(K)
-            return f, (f - fstar) / scale
+            return f, (f - fstar) / scale, gain_error(K, Kstar)
 
         return monitor
 
@@ -294,9 +300,9 @@ def time_to_target(history: list[HistoryRow], target: float | None, start: float
 
 
 def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) -> str | None:
-    """Why the run should stop now, or ``None``."""
+    """Why the run should stop now, or ``None`` ("converged": every given target is met)."""
     s = rule.settings
-    if s.target_gap is not None and runlog.last_gap <= s.target_gap:
+    if runlog.targets_met(s.target_gap, s.target_gain_error):
         return "converged"
     if s.max_updates is not None and rule.stats.updates >= s.max_updates:
         return "max_updates"
@@ -313,9 +319,10 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
         cost = oracle.cost(K)
         fstar = oracle.optimal_cost
         gap = (cost - fstar) / abs(fstar)
+        err = gain_error(K, oracle.optimal_gain)
         stabilizing = oracle.is_stabilizing(K)
     else:
-        cost = fstar = gap = math.nan
+        cost = fstar = gap = err = math.nan
         stabilizing = True
     t = rule.tuning
     s = rule.settings.to_dict()
@@ -323,4 +330,4 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
              max_delay=rule.max_delay)
     return Result(job.name, K, cost, fstar, gap, stabilizing, rule.stats.updates, rule.stats.rollouts, wall,
                   rule.settings.seed, status, s, rule.stats.summary(), runlog.history, arrivals=runlog.arrivals,
-                  problem_data=oracle.to_dict() if oracle is not None else None)
+                  problem_data=oracle.to_dict() if oracle is not None else None, gain_error=err)
