@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SettingsError
-from ..method.azopg import AZOPG
-from ..method.tasks import Task, run_task
+from ..method.rules import make_rule
+from ..method.tasks import run_task
 from ..model.problem import LQRProblem
 from ..plants.linear import LinearPlant
 from ..settings import Settings
@@ -63,16 +63,14 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
     settings = Settings.from_dict(given)
     plant = LinearPlant(problem)
-    rule = AZOPG(np.array(problem.K0), settings, keep_all_gains=True)
+    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True)
     rule.calibrate(lambda task: run_task(plant, task))
     events = 0
     with open(files["arrivals.csv"], newline="") as fh:
         for row in csv.DictReader(fh):
             task_id, version = int(row["task_id"]), int(row["version_read"])
-            task = Task(task_id=task_id, worker=int(row["worker"]), kind=row["kind"],
-                        K=rule.gain_at(version).copy(), version=version, tau=float(row["tau"]),
-                        r=float(row["r"]), N=int(row["N"]), method=settings.method, seed=settings.seed,
-                        light=settings.light, cost_noise=settings.cost_noise)
+            task = rule.make_task(task_id, int(row["worker"]), row["kind"], rule.gain_at(version).copy(), version,
+                                  float(row["tau"]), float(row["r"]), int(row["N"]))
             rule.register(task)
             rule.tell(run_task(plant, task))
             events += 1
