@@ -11,17 +11,19 @@ the rollouts of recent reports (workers stay cost-only apart from the summed ``S
 task); it changes only when a new gain version is made, so the factors of a task are
 those of the version it read -- replay rebuilds them from the reports alone. An estimate
 from ``N`` directions has relative variance about ``(mn + 1) / N``, so the initial step is
-``0.5 / (1 + (mn + 1) / N)``, then adapted by the shared safeguards (no line search).
+``0.5 / (1 + (mn + 1) / N)``, then adapted by the shared safeguards (no line search). A step is shrunk to the trust
+region ``tr(Xh D'R D) <= TRUST f(anchor)``: a noisy step in a weakly excited direction
+(a large ``Xh^-1``) cannot throw the gain far outside the region the quadratic model holds.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from .azopg import AZOPG
-from .rule import Runner
+from .rule import Runner, UpdateRule
 from .tasks import Report, report_gradient
 from .whitening import Factors, Whitening
 
@@ -29,9 +31,12 @@ __all__ = ["Natural", "KLEINMAN_STEP"]
 
 #: The step along the natural direction ``2 R^-1 E`` that is a Kleinman step.
 KLEINMAN_STEP = 0.5
+#: Trust region: a step's second-order cost ``tr(Xh D'R D)`` is at most ``TRUST`` times the
+#: anchor's cost (an exact Kleinman step's is about the gap ``f(K) - f*``, below that).
+TRUST = 1.0
 
 
-class Natural(AZOPG):
+class Natural(UpdateRule):
     """Asynchronous zero-order Gauss--Newton: whitened directions, estimates applied as they arrive."""
 
     name = "natural"
@@ -60,12 +65,23 @@ class Natural(AZOPG):
 
     def _tell(self, rep: Report, delay: int) -> None:
         self.whitening.add(rep.S, rep.S_count)
-        super()._tell(rep, delay)
+        step = self.tuning.alpha
+        if self.settings.staleness == "inverse":
+            step /= 1.0 + delay / self.settings.workers
+        self._step(-step * self.gradient(rep), delay, rep.worker, rep.version)
 
     def _tell_round(self, reports: list[Report]) -> None:
         for rep in reports:
             self.whitening.add(rep.S, rep.S_count)
-        super()._tell_round(reports)
+        g = sum(self.gradient(rep) for rep in reports) / len(reports)
+        self._step(-self.tuning.alpha * g, 0, -1, self.version)
+
+    def _step(self, D: np.ndarray, delay: int, worker: int, version_read: int) -> None:
+        """Apply ``K + D``, ``D`` shrunk to the trust region ``tr(Xh D'RD) <= TRUST f(anchor)``."""
+        q, limit = self.whitening.curvature(D), TRUST * self.safeguards.anchor_cost
+        if q > limit:
+            D = D * math.sqrt(limit / q)
+        self.apply(self.K + D, delay, worker, version_read)
 
     def new_version(self, K: np.ndarray) -> None:
         super().new_version(K)

@@ -61,7 +61,8 @@ class Whitening:
     """
 
     def __init__(self, R: np.ndarray, n: int, window: int = 8) -> None:
-        self.L = inverse_sqrt(np.asarray(R, dtype=float), floor=0.0)
+        self.R = np.asarray(R, dtype=float)
+        self.L = inverse_sqrt(self.R, floor=0.0)
         self.n = n
         self._trRinv = float(np.sum(self.L * self.L))
         self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=window)
@@ -76,6 +77,11 @@ class Whitening:
         if not self._recent:
             return None
         return sum(S for S, _ in self._recent) / sum(c for _, c in self._recent)
+
+    def curvature(self, D: np.ndarray) -> float:
+        """``tr(Xh D'R D)``: the second-order cost change of a step ``D`` (0 before any moments)."""
+        X = self.X()
+        return 0.0 if X is None else float(np.sum((D.T @ self.R @ D) * X))
 
     def factors(self) -> Factors:
         """``L = R^-1/2``, ``M = c Xh^-1/2`` (``M = c I`` before any moments) and ``c^2``."""
