@@ -53,5 +53,5 @@ class RolloutBuffer:
         """Least-squares ``(P, E)`` of base gain ``K`` from every buffered rollout
         (``R`` estimated too if ``None``), most recent first."""
         chunks = list(reversed(self._chunks))
-        Ki, x0, x_end, S, cost = (np.concatenate(a) for a in zip(*(c.arrays() for c in chunks)))
+        Ki, x0, x_end, S, cost = (np.concatenate(a) for a in zip(*(c.arrays() for c in chunks), strict=True))
         return evaluate_policy(K, Ki, x0, x_end, S, cost, R)
