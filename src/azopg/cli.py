@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import AzopgError, SettingsError
 from .model.library import DEFAULT_PROBLEM, get_problem, load_problem, problem_names
+from .settings import METHODS
 
 __all__ = ["main", "cli"]
 
@@ -85,8 +86,9 @@ def cli() -> None:
 @click.option("--r", "r", type=float, default=None, help="Smoothing radius.  [default: calibrated]")
 @click.option("--tau", type=float, default=None, help="Rollout horizon.  [default: grown until the tail is negligible]")
 @click.option("--step", type=float, default=None, help="Initial step size.  [default: line search]")
-@click.option("--method", type=click.Choice(["two-point", "one-point"]), default="two-point",
-              show_default=True, help="Zero-order gradient estimator.")
+@click.option("--method", type=click.Choice(list(METHODS)), default="two-point",
+              show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
+              "whitened zero-order Gauss-Newton (natural) or model-free policy iteration.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
               help="serial | async | sync | simulated | simulated-sync | ray.  "
@@ -231,11 +233,13 @@ def _int_list(text: str) -> list[int]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-time", type=float, default=600.0, show_default=True, metavar="SEC", help="Budget per run.")
 @click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True)
+@click.option("--method", type=click.Choice(list(METHODS)), default="two-point", show_default=True,
+              help="Update rule (see `azopg train --help`).")
 @click.option("--out", "out_dir", default="azopg-speedup", show_default=True, metavar="DIR")
 @click.option("--overwrite", is_flag=True, help="Replace DIR/speedup.csv and speedup.png if DIR has them.")
 def speedup(workers_text: str, backend: str, rollout_latency: float, latency_model: str, target_gap: float,
             repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
-            out_dir: str, ray_address: str | None, overwrite: bool) -> None:
+            method: str, out_dir: str, ray_address: str | None, overwrite: bool) -> None:
     """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
     from .run.plots import plot_speedup
     from .run.rundir import prepare_out_dir
@@ -247,7 +251,7 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
     problem = load_problem(problem_spec)
     base = _settings(seed=seed, target_gap=target_gap, rollout_latency=rollout_latency,
                      latency_model=latency_model, batch=batch, max_time=max_time, staleness=staleness,
-                     workers=max(workers), ray_address=ray_address)
+                     workers=max(workers), ray_address=ray_address, method=method)
     for w in workers:
         _backend(backend, w, ray_address)
     out = prepare_out_dir(out_dir, files=("speedup.csv",), overwrite=overwrite)

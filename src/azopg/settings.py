@@ -8,10 +8,13 @@ from typing import Any
 
 from .errors import SettingsError
 
-__all__ = ["Settings", "MIN_TASK_TIMEOUT"]
+__all__ = ["METHODS", "MIN_TASK_TIMEOUT", "Settings"]
 
 #: Smallest accepted ``task_timeout`` (seconds).
 MIN_TASK_TIMEOUT = 0.1
+#: Update rules: AZOPG with the two-point or one-point estimator, the whitened (natural)
+#: zero-order rule, model-free policy iteration (see :mod:`azopg.method.rules`).
+METHODS = ("two-point", "one-point", "natural", "policy-iteration")
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = True, integer: bool = False) -> None:
@@ -38,8 +41,11 @@ class Settings:
     batch : int, optional
         Directions ``N`` per gradient estimate (two-point: ``2N`` rollouts).
         Default: ``ceil(m n / 2W)``: W workers together sample about ``mn/2`` directions per round.
-    method : {"two-point", "one-point"}
-        Zero-order estimator.
+    method : {"two-point", "one-point", "natural", "policy-iteration"}
+        Update rule: AZOPG with the two-point or one-point zero-order estimator; ``natural``,
+        AZOPG along whitened directions (a zero-order Gauss--Newton step); ``policy-iteration``,
+        Kleinman's steps on ``(P, E)`` fitted to rollouts with state moments (the plant must
+        return them).
     r : float, optional
         Smoothing radius. Default: calibrated so a perturbation changes the rollout
         cost by about ``smoothing`` (relative).
@@ -144,8 +150,8 @@ class Settings:
         lat = self.rollout_latency
         if isinstance(lat, bool) or not isinstance(lat, (int, float)) or not math.isfinite(lat) or lat < 0:
             raise SettingsError(f"rollout_latency must be a finite number >= 0, got {lat!r}")
-        if self.method not in ("two-point", "one-point"):
-            raise SettingsError(f"method must be 'two-point' or 'one-point', got {self.method!r}")
+        if self.method not in METHODS:
+            raise SettingsError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         from .plants.latency import LATENCY_MODELS
 
         if self.latency_model not in LATENCY_MODELS:

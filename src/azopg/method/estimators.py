@@ -8,7 +8,10 @@ distribution:
   ``g = 1/(2 r N) sum_i [f_tau(x_i; K + r U_i) - f_tau(x_i; K - r U_i)] U_i``
 * one-point: ``g = 1/(r N) sum_i f_tau(x_i; K + r U_i) U_i``
 
-Both are unbiased for the gradient of the smoothed finite-horizon cost. The
+Both are unbiased for the gradient of the smoothed finite-horizon cost. With whitening
+factors ``L`` (m x m) and ``M`` (n x n) the directions are ``U_i = L Z_i M``, ``Z_i`` as
+above; since ``E[vec Z vec Z'] = I``, ``E[<G, U> U] = L L' G M' M`` (with ``L = R^-1/2`` and
+``M = c X^-1/2`` a scaled Gauss--Newton direction, see :mod:`azopg.method.whitening`). The
 directions are drawn *first* from the task's generator, so a master that knows the
 generator's seed can rebuild them from the scalar cost differences alone
 (:func:`rebuild_estimate`).
@@ -52,6 +55,9 @@ class Estimate:
         Rollouts spent.
     blown_up : int
         Samples discarded because a rollout blew up.
+    S : ndarray, shape (n, n), or None
+        With ``moments=True``: the sum of ``int_0^tau x x' dt`` over the rollouts that did not
+        blow up (``S_count`` of them).
     """
 
     grad: np.ndarray
@@ -59,6 +65,8 @@ class Estimate:
     center_cost: float
     rollouts: int
     blown_up: int
+    S: np.ndarray | None = None
+    S_count: int = 0
 
 
 def sphere_directions(rng: np.random.Generator, N: int, m: int, n: int) -> np.ndarray:
@@ -67,6 +75,15 @@ def sphere_directions(rng: np.random.Generator, N: int, m: int, n: int) -> np.nd
     norms = np.sqrt(np.sum(G * G, axis=(1, 2), keepdims=True))
     return G * (np.sqrt(m * n) / norms)
 
+
+def _directions(rng: np.random.Generator, N: int, m: int, n: int, L: np.ndarray | None,
+                M: np.ndarray | None) -> np.ndarray:
+    Z = sphere_directions(rng, N, m, n)
+    if L is not None:
+        Z = np.asarray(L, dtype=float) @ Z
+    if M is not None:
+        Z = Z @ np.asarray(M, dtype=float)
+    return Z
 
 
 def estimate_gradient(
@@ -78,6 +95,9 @@ def estimate_gradient(
     tau: float,
     rng: np.random.Generator,
     method: Method = "two-point",
+    L: np.ndarray | None = None,
+    M: np.ndarray | None = None,
+    moments: bool = False,
 ) -> Estimate:
     """Zero-order estimate of the gradient of the cost at ``K``.
 
@@ -96,6 +116,10 @@ def estimate_gradient(
     rng : numpy.random.Generator
         Source of the directions (drawn first) and then of the initial states.
     method : {"two-point", "one-point"}
+    L, M : ndarray, shape (m, m) and (n, n), optional
+        Whitening factors: directions ``L Z_i M`` (module docstring).
+    moments : bool
+        Also sum the state moments ``S`` of the rollouts (the plant must return them).
 
     Returns
     -------
@@ -104,11 +128,12 @@ def estimate_gradient(
     """
     K = np.asarray(K, dtype=float)
     m, n = K.shape
-    U = sphere_directions(rng, N, m, n)
+    U = _directions(rng, N, m, n, L, M)
     x0 = plant.initial_states(rng, N)
+    extra = {"moments": True} if moments else {}
     if method == "two-point":
         rU = r * U
-        res = plant.rollout(np.concatenate([K + rU, K - rU]), np.concatenate([x0, x0]), tau)
+        res = plant.rollout(np.concatenate([K + rU, K - rU]), np.concatenate([x0, x0]), tau, **extra)
         cost = np.asarray(res.cost, dtype=float)
         cp, cm = cost[:N], cost[N:]
         bad = failed(res)
@@ -118,7 +143,7 @@ def estimate_gradient(
             center = 0.5 * (cp + cm)
         rollouts = 2 * N
     elif method == "one-point":
-        res = plant.rollout(K + r * U, x0, tau)
+        res = plant.rollout(K + r * U, x0, tau, **extra)
         ok = ~failed(res)
         cost = np.asarray(res.cost, dtype=float)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -132,11 +157,16 @@ def estimate_gradient(
         weights = weights * (N / nok)  # average over the samples that survived
     grad = (weights @ U.reshape(N, m * n)).reshape(m, n)
     center_cost = float(center[ok].sum()) / nok if nok else float("inf")
-    return Estimate(grad, weights, center_cost, rollouts, N - nok)
+    S_sum, S_count = None, 0
+    if moments and res.S is not None:
+        fine = ~failed(res)
+        S_sum, S_count = res.S[fine].sum(axis=0), int(np.count_nonzero(fine))
+    return Estimate(grad, weights, center_cost, rollouts, N - nok, S_sum, S_count)
 
 
-def rebuild_estimate(weights: np.ndarray, rng: np.random.Generator, m: int, n: int) -> np.ndarray:
-    """Rebuild ``sum_i w_i U_i`` from the task's generator (fresh, same seed)."""
+def rebuild_estimate(weights: np.ndarray, rng: np.random.Generator, m: int, n: int,
+                     L: np.ndarray | None = None, M: np.ndarray | None = None) -> np.ndarray:
+    """Rebuild ``sum_i w_i U_i`` from the task's generator (fresh, same seed) and factors."""
     N = len(weights)
-    U = sphere_directions(rng, N, m, n)
+    U = _directions(rng, N, m, n, L, M)
     return (np.asarray(weights, dtype=float) @ U.reshape(N, m * n)).reshape(m, n)

@@ -65,11 +65,17 @@ class UpdateRule:
         Told every event and arrival.
     keep_all_gains : bool
         Keep the gain of every version (replay needs them), not only the last ``max_delay``.
+    R : ndarray, shape (m, m), optional
+        The input weight, if known (rules that precondition by it or step by ``R^-1 E``).
     """
 
+    #: Whether calibration chooses the initial step by a line search (else ``tuning.alpha`` is kept).
+    line_search = True
+
     def __init__(self, K0: np.ndarray, settings: Settings, *, observer: Observer | None = None,
-                 keep_all_gains: bool = False) -> None:
+                 keep_all_gains: bool = False, R: np.ndarray | None = None) -> None:
         s = self.settings = settings
+        self.R = None if R is None else np.array(R, dtype=float)
         self.m, self.n = K0.shape
         d = self.m * self.n
         self.K = np.array(K0, dtype=float)
@@ -114,10 +120,26 @@ class UpdateRule:
         self._issued[task_id] = (tau, r, N)
         if kind == "evaluate" and K is None:
             self.safeguards.watch(task_id, self.K.copy())
+        return self.make_task(task_id, worker, kind, self.K.copy() if K is None else K,
+                              self.version if K is None else -1, tau, r, N)
+
+    def make_task(self, task_id: int, worker: int, kind: str, K: np.ndarray, version: int, tau: float, r: float,
+                  N: int) -> Task:
+        """The :class:`Task` of these identity and settings (also used by replay to rebuild a task)."""
         s = self.settings
-        return Task(task_id=task_id, worker=worker, kind=kind, K=self.K.copy() if K is None else K,
-                    version=self.version if K is None else -1, tau=tau, r=r, N=N, method=s.method, seed=s.seed,
-                    light=s.light, cost_noise=s.cost_noise)
+        return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
+                    method=self.estimator, seed=s.seed, light=s.light, cost_noise=s.cost_noise,
+                    **self.task_fields(version))
+
+    @property
+    def estimator(self) -> str:
+        """The zero-order estimator of the rule's estimate tasks (``"two-point"`` or ``"one-point"``)."""
+        return self.settings.method
+
+    def task_fields(self, version: int) -> dict[str, Any]:
+        """Extra :class:`Task` fields (whitening factors, moments) of a task at gain ``version``
+        (-1: a probe at an explicit gain); a pure function of the rule's state at that version."""
+        return {}
 
     def register(self, task: Task) -> None:
         """Record a task built elsewhere (replay)."""
@@ -164,7 +186,7 @@ class UpdateRule:
                 self.safeguards.judge(self, rep, 0)
                 if self.version != rep.version:  # rolled back: the round's estimates are moot
                     return
-        est = [rep for rep in reports if rep.kind == "estimate"]
+        est = [rep for rep in reports if rep.kind != "evaluate"]
         self.stats.delay_count += len(est)
         good = [rep for rep in est if math.isfinite(rep.center_cost)]
         if est and not good:
@@ -235,7 +257,10 @@ class UpdateRule:
         def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int) -> Report:
             return self.probe(run, kind, K, tau, r, N)
 
-        cal = calibrate(probe, self.K.copy(), self.settings, self.tuning.N, tau=self.tuning.tau,
+        settings = self.settings
+        if not self.line_search and settings.step is None:  # the rule's own initial step is kept
+            settings = dataclasses.replace(settings, step=self.tuning.alpha)
+        cal = calibrate(probe, self.K.copy(), settings, self.tuning.N, tau=self.tuning.tau,
                         r=self.tuning.r, alpha=self.tuning.alpha)
         self.tuning.tau, self.tuning.r, self.tuning.alpha = cal.tau, cal.r, cal.alpha
         self.safeguards.anchor_cost = cal.f0

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..plants.base import Plant, RolloutResult, failed
+from ..plants.base import Plant, RolloutResult, failed, returns_moments
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
-from .estimators import estimate_gradient, rebuild_estimate
+from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 
-__all__ = ["Task", "Report", "evaluation_states", "report_gradient", "run_task", "task_rng"]
+__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "evaluation_states", "report_gradient", "run_task",
+           "task_rng"]
 
+#: What a task can ask of a worker (see :func:`run_task`).
+TASK_KINDS = ("estimate", "evaluate", "moments")
 _EVAL_STREAM = 2**31 - 1  # generator stream of the fixed evaluation states
 _NOISE_STREAM = 2**31 - 3  # generator stream of a task's measurement noise
 
@@ -29,29 +32,35 @@ def _noise_factors(rng: np.random.Generator, sigma: float, size: int) -> np.ndar
 
 class NoisyCosts:
     """A plant whose measured rollout costs carry relative noise ``sigma`` (see
-    :attr:`azopg.settings.Settings.cost_noise`); blown-up rollouts stay as they are."""
+    :attr:`azopg.settings.Settings.cost_noise`); blown-up rollouts stay as they are. State
+    moments (``moments=True``) pass through exact: only the cost is a noisy measurement."""
 
     def __init__(self, plant: Plant, sigma: float, rng: np.random.Generator) -> None:
         self.plant, self.sigma, self.rng = plant, sigma, rng
         self.n, self.m = plant.n, plant.m
+        self.returns_moments = returns_moments(plant)
 
     def initial_states(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return self.plant.initial_states(rng, size)
 
-    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float) -> RolloutResult:
-        res = self.plant.rollout(K, x0, tau)
+    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
+        res = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
         cost = np.asarray(res.cost, dtype=float)
         noisy = cost * _noise_factors(self.rng, self.sigma, cost.shape[0])
-        return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up)
+        return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up, res.S, res.x_end)
 
 
 @dataclass(frozen=True)
 class Task:
     """One unit of work for a worker.
 
-    ``kind`` is ``"estimate"`` (a zero-order gradient estimate at ``K``) or
+    ``kind`` is ``"estimate"`` (a zero-order gradient estimate at ``K``),
     ``"evaluate"`` (the cost of ``K`` at horizons ``tau`` and ``2 tau`` from fixed
-    evaluation states -- common random numbers, so two gains compare exactly).
+    evaluation states -- common random numbers, so two gains compare exactly) or
+    ``"moments"`` (``N`` rollouts of gains ``K + r Z_i``, returned raw with their state
+    moments: :class:`RolloutData`). ``L`` and ``M`` whiten an estimate's directions
+    (``L Z M``, see :func:`~azopg.method.estimators.estimate_gradient`); with ``moments`` an
+    estimate or check also returns the sum of its rollouts' ``S`` (if the plant has them).
     """
 
     task_id: int
@@ -66,6 +75,33 @@ class Task:
     seed: int
     light: bool = False
     cost_noise: float = 0.0
+    L: np.ndarray | None = None
+    M: np.ndarray | None = None
+    moments: bool = False
+
+
+@dataclass
+class RolloutData:
+    """Raw rollouts of a ``"moments"`` task: what the regression of
+    :mod:`azopg.method.regression` needs, for any base gain.
+
+    Attributes
+    ----------
+    Ki : ndarray, shape (b, m, n)
+        The gains rolled out.
+    x0, x_end : ndarray, shape (b, n)
+    S : ndarray, shape (b, n, n)
+    cost : ndarray, shape (b,)
+    """
+
+    Ki: np.ndarray
+    x0: np.ndarray
+    x_end: np.ndarray
+    S: np.ndarray
+    cost: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.Ki, self.x0, self.x_end, self.S, self.cost
 
 
 @dataclass
@@ -87,6 +123,9 @@ class Report:
     center_cost: float = float("nan")
     cost: float = float("nan")
     cost2: float = float("nan")
+    S: np.ndarray | None = None
+    S_count: int = 0
+    data: RolloutData | None = None
 
     def long_tail(self, tail_tol: float) -> bool:
         """Whether a check's cost between ``tau`` and ``2 tau`` is not negligible (relative
@@ -96,7 +135,8 @@ class Report:
     def payload_bytes(self) -> int:
         """Bytes of numerical payload this report carries back to the master."""
         size = 8 * 4  # ids and the scalar costs
-        for arr in (self.grad, self.weights):
+        arrays = [self.grad, self.weights, self.S, *(self.data.arrays() if self.data is not None else ())]
+        for arr in arrays:
             if arr is not None:
                 size += arr.nbytes
         return size
@@ -107,12 +147,14 @@ def task_rng(seed: int, worker: int, task_id: int) -> np.random.Generator:
     return np.random.default_rng([seed, worker, task_id])
 
 
-def report_gradient(rep: Report, seed: int, m: int, n: int) -> np.ndarray:
-    """The gradient estimate a report carries, rebuilt from its task's seed in light mode."""
+def report_gradient(rep: Report, seed: int, m: int, n: int, L: np.ndarray | None = None,
+                    M: np.ndarray | None = None) -> np.ndarray:
+    """The gradient estimate a report carries, rebuilt from its task's seed (and the
+    whitening factors the task was sent, if any) in light mode."""
     if rep.grad is not None:
         return rep.grad
     assert rep.weights is not None, "an estimate report carries grad or weights"
-    return rebuild_estimate(rep.weights, task_rng(seed, rep.worker, rep.task_id), m, n)
+    return rebuild_estimate(rep.weights, task_rng(seed, rep.worker, rep.task_id), m, n, L, M)
 
 
 def evaluation_states(plant: Plant, seed: int) -> np.ndarray:
@@ -142,30 +184,57 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
     raw, plant = plant, CheckedPlant(plant)
     noise = (np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM])
              if task.cost_noise > 0 else None)
+    moments = task.moments and returns_moments(plant)
     if task.kind == "estimate":
         require_task_memory(raw, task.N, 2 * task.N if task.method == "two-point" else task.N)
         est = estimate_gradient(
             plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task.K,
             r=task.r, N=task.N, tau=task.tau,
             rng=task_rng(task.seed, task.worker, task.task_id), method=task.method,  # type: ignore[arg-type]
+            L=task.L, M=task.M, moments=moments,
         )
         return Report(
             task.task_id, task.worker, task.kind, task.version, est.rollouts, est.blown_up,
             grad=None if task.light else est.grad, weights=est.weights if task.light else None,
-            center_cost=est.center_cost,
+            center_cost=est.center_cost, S=est.S, S_count=est.S_count,
         )
+    if task.kind == "moments":
+        return _run_moments(plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task)
     if task.kind == "evaluate":
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         k = X.shape[0]
-        r1 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, task.tau)
+        r1 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, task.tau,
+                           **({"moments": True} if moments else {}))
         r2 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, 2.0 * task.tau)
         if noise is not None:  # one noisy measurement per state, at both horizons of its rollout
             f = _noise_factors(noise, task.cost_noise, k)
             r1 = RolloutResult(np.where(r1.blown_up, r1.cost, r1.cost * f), r1.blown_up)
             r2 = RolloutResult(np.where(r2.blown_up, r2.cost, r2.cost * f), r2.blown_up)
         blown = int(np.sum(failed(r1)) + np.sum(failed(r2)))
+        fine = ~failed(r1)
+        S = r1.S[fine].sum(axis=0) if r1.S is not None else None
         return Report(
             task.task_id, task.worker, task.kind, task.version, 2 * k, blown,
             cost=float(np.mean(r1.cost)), cost2=float(np.mean(r2.cost)),
+            S=S, S_count=int(np.count_nonzero(fine)) if S is not None else 0,
         )
     raise ValueError(f"unknown task kind {task.kind!r}")
+
+
+def _run_moments(plant: Plant, task: Task) -> Report:
+    """``N`` rollouts of ``K + r Z_i`` (``Z_i`` on the sphere, drawn first, then the states),
+    returned raw; blown-up rollouts are left out (and counted)."""
+    if not returns_moments(plant):
+        raise ValueError("a 'moments' task needs a plant that returns state moments")
+    rng = task_rng(task.seed, task.worker, task.task_id)
+    m, n = task.K.shape
+    Ki = task.K + task.r * sphere_directions(rng, task.N, m, n)
+    x0 = plant.initial_states(rng, task.N)
+    res = plant.rollout(Ki, x0, task.tau, moments=True)  # type: ignore[call-arg]
+    ok = ~failed(res)
+    assert res.S is not None and res.x_end is not None
+    cost = np.asarray(res.cost, dtype=float)
+    data = RolloutData(Ki[ok], x0[ok], res.x_end[ok], res.S[ok], cost[ok])
+    nok = int(np.count_nonzero(ok))
+    return Report(task.task_id, task.worker, task.kind, task.version, task.N, task.N - nok,
+                  center_cost=float(cost[ok].mean()) if nok else float("inf"), data=data)

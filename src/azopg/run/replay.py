@@ -19,8 +19,8 @@ import numpy as np
 
 from ..engine.backends import BACKENDS, loop_policy
 from ..errors import SettingsError
-from ..method.azopg import AZOPG
-from ..method.tasks import Task, run_task
+from ..method.rules import make_rule
+from ..method.tasks import TASK_KINDS, run_task
 from ..model.problem import LQRProblem
 from ..plants.linear import LinearPlant
 from ..settings import Settings
@@ -54,7 +54,7 @@ def _arrivals(path: Path, run_dir: str | Path) -> list[tuple[int, tuple[Any, ...
                         raise ValueError(f"{len(row)} fields, expected {len(_TYPES)}")
                     values = tuple(t(v) for t, v in zip(_TYPES, row, strict=True))
                     if not all(math.isfinite(v) and v > 0 for v in values[4:6]) or min(values[0:2]) < 0 \
-                            or values[3] < 0 or values[6] < 1 or values[2] not in ("estimate", "evaluate"):
+                            or values[3] < 0 or values[6] < 1 or values[2] not in TASK_KINDS:
                         raise ValueError("a value out of range")
                 except ValueError as exc:
                     raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line {line}: not a report ({exc})") from None
@@ -102,20 +102,18 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
     settings = Settings.from_dict(given)
     plant = LinearPlant(problem)
-    master = AZOPG(np.array(problem.K0), settings, keep_all_gains=True)
-    master.calibrate(lambda task: run_task(plant, task))
+    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True)
+    rule.calibrate(lambda task: run_task(plant, task))
     events = 0
     for line, (task_id, worker, kind, version, tau, r, N) in _arrivals(files["arrivals.csv"], run_dir):
         try:
-            K = master.gain_at(version).copy()
+            K = rule.gain_at(version).copy()
         except KeyError:
             raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line {line}: version {version} was never "
                                 "reached in the replay") from None
-        task = Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version,
-                    tau=tau, r=r, N=N, method=settings.method, seed=settings.seed, light=settings.light,
-                    cost_noise=settings.cost_noise)
-        master.register(task)
-        master.tell(run_task(plant, task))
+        task = rule.make_task(task_id, worker, kind, K, version, tau, r, N)
+        rule.register(task)
+        rule.tell(run_task(plant, task))
         events += 1
-    K = master.final_gain(status, lambda task: run_task(plant, task))
+    K = rule.final_gain(status, lambda task: run_task(plant, task))
     return K, K_recorded, events

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.backends import make_executor
-from ..method.azopg import AZOPG
+from ..method.rules import make_rule
 from ..model.problem import LQRProblem
 from ..plants.linear import LinearPlant
 from ..settings import Settings
@@ -56,7 +56,7 @@ class SpeedupRun:
 
 def calibrated_settings(problem: LQRProblem, settings: Settings) -> Settings:
     """``settings`` with ``tau``, ``r`` and ``step`` fixed by a serial calibration at ``K0``."""
-    rule = AZOPG(np.array(problem.K0), settings)
+    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R))
     executor = make_executor("serial", lambda: LinearPlant(problem), 1)
     executor.start()
     rule.calibrate(executor.run)

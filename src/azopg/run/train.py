@@ -24,11 +24,11 @@ import numpy as np
 from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
 from ..engine.loops import LOOPS, Throttle
 from ..errors import ProblemError, SettingsError
-from ..method.azopg import AZOPG
 from ..method.rule import UpdateRule
+from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
 from ..model.problem import LQRProblem, as_matrix
-from ..plants.base import Plant
+from ..plants.base import Plant, returns_moments
 from ..plants.linear import LinearPlant
 from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
@@ -47,12 +47,15 @@ Progress = Callable[[RunLog], None]
 @dataclass
 class Job:
     """What a run learns: its name, the initial gain, how workers build their plants and, for a
-    known problem, the exact oracle (used only to report the gap and stop at the target)."""
+    known problem, the exact oracle (used only to report the gap and stop at the target). ``R``,
+    the input weight if known (the problem's, or a black-box plant's attribute ``R``), is given
+    to the rules that use it."""
 
     name: str
     K0: np.ndarray
     plant_factory: Callable[[], Plant]
     oracle: LQRProblem | None = None
+    R: np.ndarray | None = None
 
     @classmethod
     def of(cls, problem: LQRProblem | Plant, settings: Settings, K0: Any = None,
@@ -61,7 +64,7 @@ class Job:
         if isinstance(problem, LQRProblem):
             K0 = problem.K0 if K0 is None else as_matrix(K0, "K0", problem.m, problem.n)
             return cls(problem.name, np.array(K0, dtype=float),
-                       plant_factory or functools.partial(LinearPlant, problem), problem)
+                       plant_factory or functools.partial(LinearPlant, problem), problem, np.array(problem.R))
         plant = problem
         if K0 is None:
             raise SettingsError("K0 is required for a black-box plant")
@@ -71,7 +74,9 @@ class Job:
                                 "a black-box plant has none")
         if not (settings.max_updates or settings.max_rollouts or settings.max_time):
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
-        return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant))
+        R = getattr(plant, "R", None)
+        return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant),
+                   R=None if R is None else as_matrix(R, "R", plant.m, plant.m))
 
     def monitor(self) -> Monitor | None:
         """``K -> (cost, relative gap, gain error)`` by the exact oracle, if the problem is known
@@ -221,7 +226,10 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
     runlog = RunLog(job.monitor(), clock, settings.workers)
-    rule: UpdateRule = AZOPG(job.K0, settings, observer=runlog)
+    rule = make_rule(job.K0, settings, R=job.R, observer=runlog)
+    if getattr(rule, "needs_moments", False) and not returns_moments(job.plant_factory()):
+        raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
+                            "moments=True), see azopg.plants.base)")
     if restore is not None:
         rule.load_state(restore["master"])
     executor.on_lost = functools.partial(_worker_lost, rule, clock)

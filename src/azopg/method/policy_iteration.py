@@ -1,0 +1,90 @@
+"""Model-free policy iteration: Kleinman's method with ``(P_K, E_K)`` fitted to rollouts.
+
+Workers run ``"moments"`` tasks: rollouts of ``K_i = K + r Z_i`` (``Z_i`` on the ``sqrt(mn)``
+sphere) returned raw with their state moments. The master keeps them in a bounded
+:class:`~azopg.method.buffer.RolloutBuffer`; once it holds ``OVERDETERMINED`` times as many
+rollouts as unknowns, every report is followed by one least-squares fit of the *current*
+gain's ``(P, E)`` on the whole buffer (old rollouts are re-based: the identity holds for
+any perturbation, so stale data is exact) and, if the fit is well conditioned, the step
+
+    K <- K - eta R^-1 E,    ||eta R^-1 E|| <= TRUST ||K||,
+
+with ``eta = min(alpha, 1)``: ``eta = 1`` is Kleinman's step, which from a stabilizing
+gain stays stabilizing and converges quadratically on exact data. The shared safeguards
+check the gain every ``CHECK_EVERY`` updates (a failed check rolls back and halves
+``alpha``). With ``R`` unknown it is estimated with ``(P, E)``.
+
+The buffer is not part of :meth:`state_dict`: after a resume it is refilled from scratch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .buffer import RolloutBuffer
+from .regression import unknowns
+from .rule import UpdateRule
+from .tasks import Report, Task
+
+__all__ = ["PolicyIteration"]
+
+#: Rollouts needed per unknown of ``(P, E)`` before a fit; the buffer keeps ``KEEP`` per unknown.
+OVERDETERMINED, KEEP = 2.0, 6.0
+#: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
+MAX_CONDITION = 1e14
+#: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
+TRUST = 1.0
+#: Applied updates between two rollout checks (unless ``check_every`` is set).
+CHECK_EVERY = 2
+
+
+class PolicyIteration(UpdateRule):
+    """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from buffered rollouts."""
+
+    name = "policy-iteration"
+    line_search = False
+    needs_moments = True
+
+    def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
+        super().__init__(K0, settings, **kw)
+        p = unknowns(self.n, self.m, self.R is None)
+        self.needed = math.ceil(OVERDETERMINED * p)
+        self.buffer = RolloutBuffer(math.ceil(KEEP * p))
+        if settings.step is None:
+            self.tuning.alpha = 1.0
+        if settings.check_every is None:
+            self.safeguards.check_every = CHECK_EVERY
+
+    def _ask(self, worker: int) -> Task:
+        return self.issue(worker, "moments")
+
+    def _tell(self, rep: Report, delay: int) -> None:
+        self.buffer.add(rep.data)
+        self._step(delay, rep.worker, rep.version)
+
+    def _tell_round(self, reports: list[Report]) -> None:
+        for rep in reports:
+            self.buffer.add(rep.data)
+        self._step(0, -1, self.version)
+
+    def _step(self, delay: int, worker: int, version_read: int) -> None:
+        if len(self.buffer) < self.needed:
+            return
+        fit = self.buffer.evaluate(self.K, self.R)
+        if not fit.condition < MAX_CONDITION:
+            self.log("ill-conditioned", delay, worker, version_read)
+            return
+        try:
+            step = -np.linalg.solve(np.linalg.cholesky(fit.R).T, np.linalg.solve(np.linalg.cholesky(fit.R), fit.E))
+        except np.linalg.LinAlgError:  # an estimated R that is not positive definite: wait for more data
+            self.log("ill-conditioned", delay, worker, version_read)
+            return
+        self.tuning.alpha = min(self.tuning.alpha, 1.0)
+        step *= self.tuning.alpha
+        limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
+        if 0 < limit < size:
+            step *= limit / size
+        self.apply(self.K + step, delay, worker, version_read)
