@@ -221,7 +221,8 @@ class ProcessExecutor(RemoteExecutor):
         old.join(2.0)
         for obj in (self._conns[w], old.sentinel):
             with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(obj)
+                if obj is not None:
+                    self._selector.unregister(obj)
         with contextlib.suppress(Exception):
             self._conn(w).close()
         lost = [rec.task for rec in self._inflight[w]]

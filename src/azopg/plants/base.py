@@ -23,11 +23,11 @@ the gradient factor of another gain (see :mod:`azopg.method.regression`).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "Plant", "RolloutResult", "failed", "finalize",
+__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "MomentPlant", "Plant", "RolloutResult", "failed", "finalize",
            "returns_moments", "with_moments"]
 
 #: Finite value reported as the cost of a rollout that blew up.
@@ -105,7 +105,17 @@ def with_moments(res: RolloutResult, S: np.ndarray, x_end: np.ndarray) -> Rollou
                          np.where(bad[:, None, None], np.nan, S), np.where(bad[:, None], np.nan, x_end))
 
 
-def returns_moments(plant: object) -> bool:
+class MomentPlant(Plant, Protocol):
+    """A plant whose ``rollout(..., moments=True)`` also returns ``S`` and ``x_end``."""
+
+    returns_moments: bool
+
+    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
+        """As :meth:`Plant.rollout`; with ``moments`` the result carries ``S`` and ``x_end``."""
+        ...
+
+
+def returns_moments(plant: object) -> TypeGuard[MomentPlant]:
     """Whether ``plant.rollout(..., moments=True)`` returns state moments (``returns_moments``
     attribute; plants without it do not)."""
     return bool(getattr(plant, "returns_moments", False))

@@ -107,13 +107,17 @@ class CheckedPlant:
         b = np.shape(x0)[0]
         if not moments:
             return check_rollout(self.plant, self.plant.rollout(K, x0, tau), b)
-        res = self.plant.rollout(K, x0, tau, moments=True)  # type: ignore[call-arg]
-        checked = check_rollout(self.plant, res, b)
+        plant = self.plant
+        if not returns_moments(plant):
+            raise PlantProtocolError(f"{plant_name(plant)} returns no state moments (no returns_moments attribute)")
+        res = plant.rollout(K, x0, tau, moments=True)
+        checked = check_rollout(plant, res, b)
         S, x_end = getattr(res, "S", None), getattr(res, "x_end", None)
         n = self.n
-        if np.shape(S) != (b, n, n) or np.shape(x_end) != (b, n):
+        if S is None or x_end is None or np.shape(S) != (b, n, n) or np.shape(x_end) != (b, n):
+            shapes = [None if v is None else np.shape(v) for v in (S, x_end)]
             raise PlantProtocolError(f"{plant_name(self.plant)}.rollout(moments=True) returned S of shape "
-                                     f"{np.shape(S)} and x_end of shape {np.shape(x_end)}; the protocol wants "
+                                     f"{shapes[0]} and x_end of shape {shapes[1]}; the protocol wants "
                                      f"({b}, {n}, {n}) and ({b}, {n})")
         return checked._replace(S=np.asarray(S, dtype=float), x_end=np.asarray(x_end, dtype=float))
 

@@ -138,7 +138,8 @@ class RunRecorder:
                  backend: str, problem_data: dict[str, Any] | None, K0: Any, previous: dict[str, Any] | None = None,
                  overwrite: bool = False) -> None:
         self._owns = not isinstance(out, RunDir)
-        self.run_dir = claim(out, overwrite=overwrite, resume=previous is not None) if self._owns else out
+        self.run_dir: RunDir = out if isinstance(out, RunDir) else claim(out, overwrite=overwrite,
+                                                                         resume=previous is not None)
         self.out = self.run_dir.path
         self.rule, self.runlog = rule, runlog
         self.given, self.backend, self.problem_data = given, backend, problem_data

@@ -99,7 +99,8 @@ class RunDir(os.PathLike):
     """A claimed run directory: its path and the lock held on it until :meth:`release`."""
 
     def __init__(self, path: Path, fd: int, created: bool) -> None:
-        self.path, self._fd, self._created = path, fd, created
+        self.path, self._created = path, created
+        self._fd: int | None = fd
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)

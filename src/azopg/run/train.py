@@ -185,6 +185,7 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None)
     RunFinished
         If the run already finished (its result is in ``run_dir/result.json``).
     """
+    owned: contextlib.AbstractContextManager[Any]
     if isinstance(run_dir, RunDir):
         locked, ckpt, owned = run_dir, read_checkpoint(run_dir), contextlib.nullcontext()
     else:
