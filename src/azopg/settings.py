@@ -8,8 +8,10 @@ from typing import Any
 
 from .errors import SettingsError
 
-__all__ = ["METHODS", "MIN_TASK_TIMEOUT", "Settings"]
+__all__ = ["LATENCY_MODELS", "METHODS", "MIN_TASK_TIMEOUT", "Settings"]
 
+#: Random factors of a task's rollout time (see :func:`azopg.plants.latency.latency_factor`).
+LATENCY_MODELS = ("constant", "uniform", "exponential", "pareto")
 #: Smallest accepted ``task_timeout`` (seconds).
 MIN_TASK_TIMEOUT = 0.1
 #: Update rules: AZOPG with the two-point or one-point estimator, the whitened (natural)
@@ -98,7 +100,8 @@ class Settings:
         Relative measurement noise of rollout costs: each measured cost is the true one
         times ``1 + cost_noise * e``, ``e ~ N(0, 1)`` drawn from the task's own stream
         (reproducible; the two horizons of a check share it). Emulates a noisy plant;
-        the calibration then aims at a cost change of at least ``10 * cost_noise`` per
+        the calibration then aims at a cost change of at least
+        ``NOISE_SMOOTHING * cost_noise`` (30 x, at most 0.5; see :mod:`azopg.method.calibration`) per
         perturbation. Default 0 (exact costs).
     ray_address : str, optional
         The ``ray`` backend joins the Ray cluster at this address (``HOST:PORT`` of a head
@@ -152,8 +155,6 @@ class Settings:
             raise SettingsError(f"rollout_latency must be a finite number >= 0, got {lat!r}")
         if self.method not in METHODS:
             raise SettingsError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        from .plants.latency import LATENCY_MODELS
-
         if self.latency_model not in LATENCY_MODELS:
             raise SettingsError(
                 f"latency_model must be one of {', '.join(LATENCY_MODELS)}, got {self.latency_model!r}"

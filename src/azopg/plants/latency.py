@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..settings import LATENCY_MODELS
 from .base import Plant, RolloutResult
 
 __all__ = ["LATENCY_MODELS", "LatencyPlant", "LatencyPlantFactory", "latency_factor"]
 
 #: Rollout-time models: each draws a factor of mean 1 that scales a task's time.
-LATENCY_MODELS = ("constant", "uniform", "exponential", "pareto")
 
 
 def latency_factor(model: str, rng: np.random.Generator) -> float:
