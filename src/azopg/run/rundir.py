@@ -270,7 +270,8 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
         if not isinstance(data, dict):
             raise _bad("the document", type(data).__name__, "expected a JSON object")
         if data.get("format") != FORMAT:
-            raise _bad("format", data.get("format"), f"this azopg reads checkpoints of format {FORMAT}")
+            raise _bad("format", data.get("format"), f"this azopg reads checkpoints of format {FORMAT} only; a "
+                       "checkpoint of an earlier format cannot be resumed (its result so far is in the logs)")
         status = data.get("status")
         if not isinstance(status, str) or status not in (*FINISHED, "running", "interrupted", "failed"):
             raise _bad("status", status, "unknown run status")
