@@ -82,9 +82,18 @@ def _our_actors() -> dict[str, object]:
     return {a["name"]: ray.get_actor(a["name"], namespace=a["namespace"]) for a in found}
 
 
-def _where(actors: dict[str, object], timeout: float = 60) -> dict[str, tuple[int, str, int]]:
-    """(pid, node id, tasks run) of each actor, from inside it."""
-    return dict(zip(actors, ray.get([a.where.remote() for a in actors.values()], timeout=timeout), strict=True))
+def _where(actors: dict[str, object], timeout: float = 90) -> dict[str, tuple[int, str, int]]:
+    """(pid, node id, tasks run) of each actor, from inside it; asked again while Ray restarts
+    one (a call to a restarting actor fails at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return dict(zip(actors, ray.get([a.where.remote() for a in actors.values()], timeout=timeout),
+                            strict=True))
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _worker_nodes(c) -> set[str]:

@@ -49,6 +49,8 @@ __all__ = ["AUTH_MODE_ENV", "LOOPBACK_ENV", "MAX_RESTARTS", "RayExecutor", "acto
 MAX_RESTARTS = 3
 #: Seconds :meth:`RayExecutor.close` waits for the calls in flight on a shared connection.
 CLOSE_WAIT = 2.0
+#: Seconds between probes of an actor Ray is restarting (a call to it fails at once until it is up).
+PROBE_PERIOD = 0.5
 
 log = logging.getLogger("azopg")
 
@@ -114,6 +116,7 @@ class RayExecutor(RemoteExecutor):
         self._pending: dict[Any, InFlight] = {}
         self._restarting: set[int] = set()  # actors Ray is restarting (reported, not yet seen back)
         self._probes: dict[Any, int] = {}  # `where` calls on restarting actors -> actor index
+        self._reprobe: dict[int, float] = {}  # restarting actor -> when to probe it again
         self._attempts: dict[int, int] = {}  # task id -> times sent again after its actor died
         self._closed = False
         self.namespace = f"azopg-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -138,7 +141,7 @@ class RayExecutor(RemoteExecutor):
         self._alive = [True] * self.workers
         try:
             where = ray.get([a.where.remote() for a in self._actors])
-        except ray.exceptions.RayActorError as exc:
+        except ray.exceptions.RayError as exc:  # died, or could not be scheduled
             raise WorkerError(f"a Ray worker actor failed to start: {first_line(exc)}") from None
         self._pids = [pid for pid, _, _ in where]
         self._nodes = [node for _, node, _ in where]
@@ -157,6 +160,10 @@ class RayExecutor(RemoteExecutor):
         for one if none has finished: one :func:`ray.wait` and one :func:`ray.get` for all
         the reports that queued up while the master was busy."""
         ray = self._ray
+        now = time.monotonic()
+        for a in [a for a, due in self._reprobe.items() if now >= due]:
+            del self._reprobe[a]
+            self._probes[self._actors[a].where.remote()] = a
         refs = [*self._pending, *self._probes]
         if not refs:
             return
@@ -240,7 +247,7 @@ class RayExecutor(RemoteExecutor):
             pid, node, _ = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             if isinstance(exc, getattr(ray.exceptions, "ActorUnavailableError", ())):
-                self._probes[self._actors[a].where.remote()] = a  # still restarting: ask again
+                self._reprobe[a] = time.monotonic() + PROBE_PERIOD  # still restarting: ask again later
             else:
                 self._drop(a, None, first_line(exc))
             return
