@@ -8,11 +8,8 @@ update, a :class:`~azopg.method.tasks.Task` travels out (the gain ``K``, its ver
 scalars) and a :class:`~azopg.method.tasks.Report` travels back (the ``m x n`` estimate, or in
 communication-light mode the seed's ``N`` scalar weights).
 
-Without an address the executor starts a private Ray instance on this machine (no
-dashboard, a small object store, every listener on 127.0.0.1, Ray's own log lines kept
-out of the terminal) and shuts it down at :meth:`RayExecutor.close`. With
-``address="HOST:PORT"`` it joins a cluster started with ``ray start --head`` and, at
-close, only kills its own actors: the cluster keeps running.
+Connecting (a private local instance, or a cluster's address) is :mod:`azopg.engine.ray_session`'s;
+with an address, :meth:`RayExecutor.close` only kills this run's actors: the cluster keeps running.
 
 Faults: an actor whose process dies -- alone, or with its whole node -- is restarted by Ray
 (up to :data:`MAX_RESTARTS` times, on any node with room). Once its call in flight has failed
