@@ -8,23 +8,23 @@ update, a :class:`~azopg.method.tasks.Task` travels out (the gain ``K``, its ver
 scalars) and a :class:`~azopg.method.tasks.Report` travels back (the ``m x n`` estimate, or in
 communication-light mode the seed's ``N`` scalar weights).
 
-Without an address the executor starts a private Ray instance on this machine (no
-dashboard, a small object store, every listener on 127.0.0.1, Ray's own log lines kept
-out of the terminal) and shuts it down at :meth:`RayExecutor.close`. With
-``address="HOST:PORT"`` it joins a cluster started with ``ray start --head`` and, at
-close, only kills its own actors: the cluster keeps running.
+Connecting (a private local instance, or a cluster's address) is :mod:`azopg.engine.ray_session`'s;
+with an address, :meth:`RayExecutor.close` only kills this run's actors: the cluster keeps running.
 
-Faults: an actor whose process dies is restarted by Ray (up to
-:data:`MAX_RESTARTS` times) and the master sends its call in flight again, once the call
-has failed (so the loss is reported to the master at once, like a replaced worker
-process). An actor that keeps dying is dropped with a warning and its worker's tasks run
-on the remaining actors (a task's random draws depend on its worker id, not on the process
-that runs it).
+Faults: an actor whose process dies -- alone, or with its whole node -- is restarted by Ray
+(up to :data:`MAX_RESTARTS` times, on any node with room). Once its call in flight has failed
+(so the loss is reported to the master at once, like a replaced worker process) the master
+sends that call, and the worker's next ones, to the least busy live actor until a probe call
+finds the actor back: a restart that waits for room (its node is gone and the others are
+full) does not stall the run, and a node that joins later gets the waiting actors. An actor
+that keeps dying is dropped with a warning and its worker's tasks run on the remaining
+actors (a task's random draws depend on its worker id, not on the process that runs it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import time
@@ -36,15 +36,20 @@ from ..method.tasks import Task
 from ..plants.base import Plant
 from .executor import WorkerError, WorkerLoss, single_thread_env
 from .inflight import InFlight, RemoteExecutor, run_or_fail
-from .ray_session import AUTH_MODE_ENV, LOOPBACK_ENV, connect, first_line, import_ray, ray_session
+from .ray_session import AUTH_MODE_ENV, LOOPBACK_ENV, actor_cpus, connect, first_line, import_ray, ray_session
 
 # The connection helpers live in ray_session.py; they stay importable from here.
-__all__ = ["AUTH_MODE_ENV", "LOOPBACK_ENV", "MAX_RESTARTS", "RayExecutor", "connect", "import_ray", "ray_session"]
+__all__ = ["AUTH_MODE_ENV", "LOOPBACK_ENV", "MAX_RESTARTS", "RayExecutor", "actor_cpus", "connect", "import_ray",
+           "ray_session"]
 
 #: Times Ray restarts a worker actor whose process died before the actor is dropped.
 MAX_RESTARTS = 3
 #: Seconds :meth:`RayExecutor.close` waits for the calls in flight on a shared connection.
 CLOSE_WAIT = 2.0
+#: Seconds between probes of an actor Ray is restarting (a call to it fails at once until it is up).
+PROBE_PERIOD = 0.5
+
+log = logging.getLogger("azopg")
 
 
 class RayWorker:
@@ -57,13 +62,21 @@ class RayWorker:
 
     def __init__(self, plant_factory: Callable[[], Plant]) -> None:
         self.plant = plant_factory()
+        self.calls = 0
 
     def run(self, payload: bytes) -> bytes:
+        self.calls += 1
         msg = run_or_fail(self.plant, pickle.loads(payload))
         return pickle.dumps((os.getpid(), msg), protocol=pickle.HIGHEST_PROTOCOL)
 
     def pid(self) -> int:
         return os.getpid()
+
+    def where(self) -> tuple[int, str, int]:
+        """This process's id, the id of the Ray node it runs on, and the tasks it ran."""
+        import ray
+
+        return os.getpid(), ray.get_runtime_context().get_node_id(), self.calls
 
 
 class RayExecutor(RemoteExecutor):
@@ -91,13 +104,16 @@ class RayExecutor(RemoteExecutor):
         self._factory = plant_factory
         self._ray: Any = None
         self._started = False  # whether this executor started Ray (and so shuts it down)
-        self._actors: list[Any] = []
+        self._actors: list[Any] = []  # actor a is worker a's own
         self._pids: list[int | None] = []
+        self._nodes: list[str | None] = []  # Ray node id of each actor, as last seen
         self._route: list[int] = list(range(self.workers))  # worker id -> index of the actor running it
         self._alive: list[bool] = []
         #: calls in flight, in the order sent: object ref -> record (its slot is the actor's index)
         self._pending: dict[Any, InFlight] = {}
         self._restarting: set[int] = set()  # actors Ray is restarting (reported, not yet seen back)
+        self._probes: dict[Any, int] = {}  # `where` calls on restarting actors -> actor index
+        self._reprobe: dict[int, float] = {}  # restarting actor -> when to probe it again
         self._attempts: dict[int, int] = {}  # task id -> times sent again after its actor died
         self._closed = False
         self.namespace = f"azopg-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -113,19 +129,19 @@ class RayExecutor(RemoteExecutor):
         if not ray.is_initialized():
             connect(self.address, self.workers)
             self._started = True
-        total = float(ray.cluster_resources().get("CPU", 1.0))
-        # one CPU each while the cluster has enough, else an equal share: many workers that
-        # mostly wait (a slow plant) still all get scheduled
-        cpus = min(1.0, total / self.workers)
+        nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        options = dict(num_cpus=actor_cpus(nodes, self.workers), max_restarts=MAX_RESTARTS, max_task_retries=0,
+                       scheduling_strategy="SPREAD", namespace=self.namespace,
+                       runtime_env={"env_vars": single_thread_env()})
         actor_class = ray.remote(RayWorker)
-        options = dict(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0, scheduling_strategy="SPREAD",
-                       namespace=self.namespace, runtime_env={"env_vars": single_thread_env()})
         self._actors = [actor_class.options(name=name, **options).remote(self._factory) for name in self.actor_names]
         self._alive = [True] * self.workers
         try:
-            self._pids = list(ray.get([a.pid.remote() for a in self._actors]))
-        except ray.exceptions.RayActorError as exc:
+            where = ray.get([a.where.remote() for a in self._actors])
+        except ray.exceptions.RayError as exc:  # died, or could not be scheduled
             raise WorkerError(f"a Ray worker actor failed to start: {first_line(exc)}") from None
+        self._pids = [pid for pid, _, _ in where]
+        self._nodes = [node for _, node, _ in where]
 
     # ------------------------------------------------------------ messaging
     def _records(self) -> Iterable[InFlight]:
@@ -137,21 +153,38 @@ class RayExecutor(RemoteExecutor):
         self._pending[ref] = self._record(task, a)
 
     def _wait(self, timeout: float) -> None:
-        """Collect a finished call (the oldest ready one), unless ``timeout`` passes first."""
-        refs = list(self._pending)
-        if refs:
-            ready, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
-            for ref in ready:
-                self._collect(ref)
+        """Collect every finished call (in the order sent), waiting up to ``timeout`` seconds
+        for one if none has finished: one :func:`ray.wait` and one :func:`ray.get` for all
+        the reports that queued up while the master was busy."""
+        ray = self._ray
+        now = time.monotonic()
+        for a in [a for a, due in self._reprobe.items() if now >= due]:
+            del self._reprobe[a]
+            self._probes[self._actors[a].where.remote()] = a
+        refs = [*self._pending, *self._probes]
+        if not refs:
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not ready and timeout > 0:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        try:
+            values = ray.get(ready)
+        except ray.exceptions.RayError:  # one of them failed: take them one by one
+            values = [None] * len(ready)
+        for ref, value in zip(ready, values, strict=True):
+            if ref in self._probes:
+                self._probed(ref)
+            else:
+                self._collect(ref, value)
 
-    def _collect(self, ref: Any) -> None:
+    def _collect(self, ref: Any, value: bytes | None) -> None:
         ray = self._ray
         rec = self._pending.pop(ref)
         task, a = rec.task, rec.slot
         now = time.monotonic()
         self._start_next(a, now)
         try:
-            pid, msg = pickle.loads(ray.get(ref))
+            pid, msg = pickle.loads(value if value is not None else ray.get(ref))
         except ray.exceptions.RayActorError as exc:
             self._actor_failed(a, task, exc)
             return
@@ -163,59 +196,101 @@ class RayExecutor(RemoteExecutor):
         self._answered(rec, msg, now)
         if pid != self._pids[a]:  # a new process: Ray restarted the actor
             old, self._pids[a] = self._pids[a], pid
-            if a in self._restarting:  # reported when its call failed
-                self._restarting.discard(a)
-            else:
+            if a not in self._restarting:  # not reported when its call failed
                 self._notify(WorkerLoss(task.worker, old, pid, "was restarted by Ray"))
 
     # --------------------------------------------------------------- faults
     def _actor_failed(self, a: int, task: Task, exc: BaseException) -> None:
         """A call on actor ``a`` failed because its process died. While Ray restarts the actor
-        (up to :data:`MAX_RESTARTS` times) the same task is sent to it again; an actor Ray gave
-        up on is dropped."""
+        (up to :data:`MAX_RESTARTS` times) the same task is sent to a live actor; an actor Ray
+        gave up on is dropped."""
         unavailable = getattr(self._ray.exceptions, "ActorUnavailableError", ())
         tries = self._attempts.get(task.task_id, 0)
         if isinstance(exc, unavailable) and tries <= MAX_RESTARTS:  # being restarted
             self._attempts[task.task_id] = tries + 1
             if a not in self._restarting:
-                self._restarting.add(a)
                 self._notify(WorkerLoss(task.worker, self._pids[a], None,
-                                        "lost its process; Ray restarts it and the task in flight is sent again"))
+                                        f"lost its process{self._node_gone(a)}; {self._restart(a)}"))
             self.submit(task)
         else:
             self._drop(a, task, first_line(exc))
 
-    def _drop(self, a: int, task: Task, reason: str) -> None:
+    def _node_gone(self, a: int) -> str:
+        """``" with its node ID"`` if actor ``a``'s node has left the cluster, else ``""``."""
+        with contextlib.suppress(Exception):
+            alive = {n["NodeID"] for n in self._ray.nodes() if n.get("Alive")}
+            if self._nodes[a] is not None and self._nodes[a] not in alive:
+                return f" with its node {self._nodes[a][:12]}"
+        return ""
+
+    def _restart(self, a: int) -> str:
+        """Actor ``a`` is being restarted: probe it, and run its workers' tasks on the other
+        actors until it is back; says where they run."""
+        self._restarting.add(a)
+        self._probes[self._actors[a].where.remote()] = a
+        usable = [b for b in range(len(self._actors)) if self._alive[b] and b not in self._restarting]
+        if not usable:
+            return "Ray restarts it and its tasks wait for it"
+        for w in range(self.workers):
+            if self._route[w] == a:
+                self._route[w] = min(usable, key=lambda b: (sum(r == b for r in self._route), b))
+        return f"Ray restarts it where there is room, and meanwhile its tasks run on worker actor {self._route[a]}"
+
+    def _probed(self, ref: Any) -> None:
+        """A probe of a restarting actor came back: the actor is up again (its worker's tasks go
+        back to it), or Ray gave up on it (it is dropped)."""
+        ray, a = self._ray, self._probes.pop(ref)
+        try:
+            pid, node, _ = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            if isinstance(exc, getattr(ray.exceptions, "ActorUnavailableError", ())):
+                self._reprobe[a] = time.monotonic() + PROBE_PERIOD  # still restarting: ask again later
+            else:
+                self._drop(a, None, first_line(exc))
+            return
+        self._restarting.discard(a)
+        self._pids[a], self._nodes[a] = pid, node
+        if self._alive[a] and a < self.workers:
+            self._route[a] = a
+        log.info("azopg: worker actor %d is back (pid %d, node %s); worker %d's tasks run on it again",
+                 a, pid, node[:12], a)
+
+    def _drop(self, a: int, task: Task | None, reason: str) -> None:
         """Ray gave up on actor ``a``: stop using it, run its workers' tasks elsewhere."""
-        if self._alive[a]:
+        first = self._alive[a]
+        if first:
             self._alive[a] = False
             with contextlib.suppress(Exception):
                 self._ray.kill(self._actors[a], no_restart=True)
+        self._restarting.discard(a)
         live = [b for b in range(len(self._actors)) if self._alive[b]]
         if not live:
             raise WorkerError(f"every Ray worker actor died (last: {reason})")
-        moved = [w for w in range(self.workers) if self._route[w] == a]
-        for w in moved:
-            self._route[w] = min(live, key=lambda b: (sum(r == b for r in self._route), b))
-        if moved:
-            self._notify(WorkerLoss(task.worker, self._pids[a], None,
+        for w in range(self.workers):
+            if self._route[w] == a:
+                self._route[w] = min(live, key=lambda b: (sum(r == b for r in self._route), b))
+        worker = a if task is None else task.worker
+        if first:
+            self._notify(WorkerLoss(worker, self._pids[a], None,
                                     f"died more than {MAX_RESTARTS} times ({reason}); dropped, its tasks now run "
-                                    f"on worker actor {self._route[task.worker]}"))
-        self.submit(task)  # the same task (same draws) on a live actor
+                                    f"on worker actor {self._route[worker]}"))
+        if task is not None:
+            self.submit(task)  # the same task (same draws) on a live actor
 
     def _overdue(self, rec: InFlight, now: float, limit: float) -> None:
         """Kill the actor for Ray to restart it; its calls fail and are sent again (no deadline until then)."""
         assert rec.started is not None
         started, a = rec.started, rec.slot
+        if a in self._restarting:  # already killed: its calls fail soon
+            return
         first = True
         for other in self._slot_records(a):
             other.started, first = (now if first else None), False
         with contextlib.suppress(Exception):
             self._ray.kill(self._actors[a], no_restart=False)
-        self._restarting.add(a)
         self._notify(WorkerLoss(rec.task.worker, self._pids[a], None,
                                 f"timed out: task {rec.task.task_id} not back after {now - started:.1f} s "
-                                f"(timeout {limit:.3g} s); killed for Ray to restart it and retry the task"))
+                                f"(timeout {limit:.3g} s); killed; {self._restart(a)}"))
 
     # ------------------------------------------------------------------ end
     def close(self) -> None:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..errors import SettingsError
 
-__all__ = ["AUTH_MODE_ENV", "CONNECT_TIMEOUT", "LOCAL_OBJECT_STORE", "LOOPBACK_ENV", "connect", "first_line",
-           "import_ray", "ray_session"]
+__all__ = ["AUTH_MODE_ENV", "CONNECT_TIMEOUT", "CPU_QUANTUM", "LOCAL_OBJECT_STORE", "LOOPBACK_ENV", "actor_cpus",
+           "connect", "first_line", "import_ray", "ray_session"]
 
 #: Seconds to wait for a TCP connection to a cluster's address before giving up.
 CONNECT_TIMEOUT = 5.0
@@ -32,6 +33,25 @@ LOCAL_OBJECT_STORE = 100 * 1024**2
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Ray's authentication mode switch (``token`` or ``disabled``).
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
+#: Resolution of Ray's resource quantities (a fractional CPU is rounded down to it).
+CPU_QUANTUM = 1e-4
+
+def actor_cpus(node_cpus: Iterable[float], workers: int) -> float:
+    """CPUs each of ``workers`` actors asks for: one while the nodes have room, else the
+    largest share with which all of them fit the nodes (``node_cpus``: the CPUs of each)
+    at once -- many workers that mostly wait (a slow plant) still all get scheduled.
+
+    Shares are rounded down to :data:`CPU_QUANTUM` (Ray's resolution), so that ``k`` actors
+    of ``c / k`` CPUs really fit a node of ``c``.
+    """
+    cpus = [float(c) for c in node_cpus if c > 0]
+    if not cpus:
+        return CPU_QUANTUM
+    for x in sorted({min(1.0, c / k) for c in cpus for k in range(1, workers + 1)}, reverse=True):
+        x = max(math.floor(x / CPU_QUANTUM) * CPU_QUANTUM, CPU_QUANTUM)
+        if sum(math.floor(c / x + 1e-9) for c in cpus) >= workers:
+            return x
+    return CPU_QUANTUM
 
 
 def import_ray(address: str | None = None) -> Any:
