@@ -68,7 +68,8 @@ def test_same_seed_same_gain_to_convergence(default_problem):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_tiny_budget_never_worse_than_K0(name, seed):
     p = azopg.get_problem(name)
-    res = azopg.train(p, seed=seed, max_updates=5, target_gap=None, max_time=600)  # a safety net only: the budget is the 5 updates
+    # the time limit is a safety net only: the budget is the 5 updates
+    res = azopg.train(p, seed=seed, max_updates=5, target_gap=None, max_time=600)
     assert res.status == "max_updates"
     assert p.is_stabilizing(res.K)
     assert p.cost(res.K) <= p.cost(p.K0)
