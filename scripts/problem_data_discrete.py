@@ -67,14 +67,15 @@ def discrete_systems() -> list[dict]:
     out = []
     A = np.array([[1.01, 0.01, 0.0], [0.01, 1.01, 0.01], [0.0, 0.01, 1.01]])
     B, Q, R = np.eye(3), 1e-3 * np.eye(3), np.eye(3)
-    Kstar, P = dlqr(A, B, Q, R)
+    P = dlqr(A, B, Q, R)[1]
     J_opt = float(np.trace(P))
     K0, rho, J0 = heavy_input_gain(A, B, Q, R, J_opt)
     out.append(dict(
         name="dean3", title="Discrete-time graph-Laplacian system of Dean et al. (3 states, 3 inputs)", source=DEAN,
         A=A, B=B, Q=Q, R=R, K0=K0, K0_method=f"discrete LQR gain for input weight {rho:g} R",
-        notes=(f"discrete time; n=3, m=3; open loop not Schur (spectral radius {spectral_radius(A):.4g}); K0 = discrete "
-               f"LQR gain for (Q, rho R), rho = {rho:g} = the smallest power of 10 giving J(K0) >= 1.5 J*, rounded "
+        notes=(f"discrete time; n=3, m=3; open loop not Schur (spectral radius {spectral_radius(A):.4g}); "
+               f"K0 = discrete LQR gain for (Q, rho R), rho = {rho:g} = the smallest power of 10"
+               f" giving J(K0) >= 1.5 J*, rounded "
                f"to 6 digits; A - B K0 spectral radius {spectral_radius(A - B @ K0):.4g}, J(K0)/J* = "
                f"{J0 / J_opt:.3g}; optimal cost tr(P*) = {J_opt:.6g} (Q=1e-3 I, R=I, x0 covariance I)"),
     ))
@@ -84,7 +85,7 @@ def discrete_systems() -> list[dict]:
     Q, R = np.eye(4), np.eye(2)
     K0 = np.array([[0.33683197, -1.7417071, 0.15033713, 0.28966262],
                    [0.68460759, 0.42031008, -0.28415275, -0.6531542]])
-    Kstar, P = dlqr(A, B, Q, R)
+    P = dlqr(A, B, Q, R)[1]
     J_opt = float(np.trace(P))
     J0 = dlqr_cost(A, B, K0, Q, R)
     assert np.isfinite(J0)
