@@ -8,7 +8,8 @@ in exactly as they appear in the source named in the comment above each entry
 matrix ``B1``).  The LQR weights are ``Q = I_n`` and ``R = I_m`` unless an entry
 gives its own (the CTMS cart-pole), and the initial-state covariance is ``I_n``.
 The larger systems (n = 20 ... 60) and the cart-pole are built by code in
-``problem_data_large.py``.
+``problem_data_large.py``; the discrete-time systems (``"discrete_time": true``) in
+``problem_data_discrete.py``.
 
 For an open-loop system that is not Hurwitz the file also holds a stabilizing,
 deliberately sub-optimal initial gain ``K0`` (convention ``u = -K x``), computed
@@ -47,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg as la
 from problem_data_large import large_systems
+from problem_data_discrete import discrete_systems
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "src" / "azopg" / "data" / "problems"
 
@@ -497,6 +499,10 @@ def main() -> None:
             f"{sysd['name']:8s} {n:2d} {m:2d} {hurwitz!s:>10s} {a_ol:9.4g} {J_opt:10.5g} "
             f"{J0:11.5g} {J0 / J_opt:7.3g} {condP:9.3g} {a_cl:11.4g}  {k0_txt}"
         )
+
+    for rec in discrete_systems():  # complete records, written as they are
+        write_json(OUT_DIR / f"{rec['name']}.json", rec)
+        print(f"{rec['name']:8s} {len(rec['A']):2d} {len(rec['R']):2d}  discrete time: {rec['notes']}")
 
 
 if __name__ == "__main__":

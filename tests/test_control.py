@@ -80,11 +80,11 @@ def test_unspecified_timebase_is_accepted():
 
 
 @pytest.mark.parametrize("dt", [0.1, True])
-def test_discrete_time_system_rejected(dt):
+def test_discrete_time_system_gives_a_discrete_problem(dt):
     sys_ = control.ss([[0.5]], [[1.0]], [[1.0]], 0, dt=dt)
-    with pytest.raises(ProblemError, match="discrete-time") as info:
-        LQRProblem.from_statespace(sys_)
-    assert "\n" not in str(info.value)
+    p = LQRProblem.from_statespace(sys_)
+    assert p.discrete_time and p.dt == (None if dt is True else dt)
+    assert p.optimal_gain[0, 0] == pytest.approx(control.dlqr([[0.5]], [[1.0]], [[1.0]], [[1.0]])[0][0, 0])
 
 
 def test_non_statespace_rejected():

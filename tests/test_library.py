@@ -44,7 +44,11 @@ def test_every_builtin_problem_is_valid(name):
     assert p.is_stabilizing(Ks)
     # the Riccati residual at P* = value_matrix(K*) vanishes
     P = p.value_matrix(Ks)
-    res = p.A.T @ P + P @ p.A - P @ p.B @ np.linalg.solve(p.R, p.B.T @ P) + p.Q
+    if p.discrete_time:  # P = A'PA - A'PB (R + B'PB)^-1 B'PA + Q
+        BPA = p.B.T @ P @ p.A
+        res = p.A.T @ P @ p.A - BPA.T @ np.linalg.solve(p.R + p.B.T @ P @ p.B, BPA) + p.Q - P
+    else:
+        res = p.A.T @ P + P @ p.A - P @ p.B @ np.linalg.solve(p.R, p.B.T @ P) + p.Q
     assert np.abs(res).max() <= 1e-8 * max(1.0, np.abs(P).max() * np.abs(p.A).max())
     assert 0 < p.optimal_cost <= p.cost(p.K0)
     if name != DEFAULT_PROBLEM:

@@ -356,21 +356,21 @@ class _Progress:
 @cli.command()
 @click.option("--show", "show", default=None, metavar="NAME", help="Print one problem's matrices, source and optimum.")
 def problems(show: str | None) -> None:
-    """List the built-in problems (n, m, open-loop stability, optimal cost)."""
+    """List the built-in problems (n, m, time domain, open-loop stability, optimal cost)."""
     if show is not None:
         p = load_problem(show)
         np.set_printoptions(precision=6, suppress=False, linewidth=110)
-        click.echo(f"{p.name}: {p.title}\nsource: {p.source or '-'}\nn = {p.n}, m = {p.m}")
+        click.echo(f"{p.name}: {p.title}\nsource: {p.source or '-'}\nn = {p.n}, m = {p.m}, time: {p.time_domain}")
         for label, M in (("A", p.A), ("B", p.B), ("Q", p.Q), ("R", p.R), ("x0_cov", p.x0_cov),
-                         ("K0", p.K0), ("K* (CARE)", p.optimal_gain)):
+                         ("K0", p.K0), ("K* (DARE)" if p.discrete_time else "K* (CARE)", p.optimal_gain)):
             click.echo(f"{label} =\n{np.array2string(np.asarray(M))}")
         click.echo(f"f(K0) = {p.cost(p.K0):.6g}\nf*    = {p.optimal_cost:.6g}")
         return
-    click.echo(f"{'name':<10} {'n':>3} {'m':>3}  {'open loop':<10} {'f(K0)':>11} {'f*':>11}  title")
+    click.echo(f"{'name':<10} {'n':>3} {'m':>3}  {'time':<10} {'open loop':<10} {'f(K0)':>11} {'f*':>11}  title")
     for name in problem_names():
         p = get_problem(name)
-        stable = "stable" if p.spectral_abscissa(np.zeros((p.m, p.n))) < 0 else "unstable"
-        click.echo(f"{name:<10} {p.n:>3} {p.m:>3}  {stable:<10} {p.cost(p.K0):>11.5g} "
+        stable = "stable" if p.is_stabilizing(np.zeros((p.m, p.n))) else "unstable"
+        click.echo(f"{name:<10} {p.n:>3} {p.m:>3}  {p.time_domain:<10} {stable:<10} {p.cost(p.K0):>11.5g} "
                    f"{p.optimal_cost:>11.5g}  {p.title}")
 
 

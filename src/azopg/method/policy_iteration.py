@@ -12,7 +12,9 @@ any perturbation, so stale data is exact) and, if the fit is well conditioned, t
 with ``eta = min(alpha, 1)``: ``eta = 1`` is Kleinman's step, which from a stabilizing
 gain stays stabilizing and converges quadratically on exact data. The shared safeguards
 check the gain every ``CHECK_EVERY`` updates (a failed check rolls back and halves
-``alpha``). With ``R`` unknown it is estimated with ``(P, E)``.
+``alpha``). With ``R`` unknown it is estimated with ``(P, E)``. On a discrete-time plant the
+fit estimates ``H_uu = R + B'P B`` in place of ``R`` and the step is Hewer's ``K - H_uu^-1 E``
+(:func:`~azopg.method.discrete.fit_weight`).
 
 The buffer is not part of :meth:`state_dict`: after a resume it is refilled from scratch.
 """
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .buffer import RolloutBuffer
+from .discrete import fit_weight
 from .regression import unknowns
 from .rule import UpdateRule
 from .tasks import Report, Task
@@ -50,7 +53,8 @@ class PolicyIteration(UpdateRule):
 
     def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)
-        p = unknowns(self.n, self.m, self.R is None)
+        self.fit_R = fit_weight(self.R, self.discrete_time)  # discrete time: None, H_uu is estimated
+        p = unknowns(self.n, self.m, self.fit_R is None)
         self.needed = math.ceil(OVERDETERMINED * p)
         self.buffer = RolloutBuffer(math.ceil(KEEP * p))
         if settings.step is None:
@@ -73,7 +77,7 @@ class PolicyIteration(UpdateRule):
     def _step(self, delay: int, worker: int, version_read: int) -> None:
         if len(self.buffer) < self.needed:
             return
-        fit = self.buffer.evaluate(self.K, self.R)
+        fit = self.buffer.evaluate(self.K, self.fit_R)
         if not fit.condition < MAX_CONDITION:
             self.log("ill-conditioned", delay, worker, version_read)
             return

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ProblemError
 from ..settings import Settings
 from .calibration import calibrate, search_step
+from .discrete import start_tau
 from .safeguards import CHECK_SAMPLES, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
@@ -67,21 +68,24 @@ class UpdateRule:
         Keep the gain of every version (replay needs them), not only the last ``max_delay``.
     R : ndarray, shape (m, m), optional
         The input weight, if known (rules that precondition by it or step by ``R^-1 E``).
+    discrete_time : bool
+        The plant is discrete-time: ``tau`` counts steps (see :mod:`azopg.method.discrete`).
     """
 
     #: Whether calibration chooses the initial step by a line search (else ``tuning.alpha`` is kept).
     line_search = True
 
     def __init__(self, K0: np.ndarray, settings: Settings, *, observer: Observer | None = None,
-                 keep_all_gains: bool = False, R: np.ndarray | None = None) -> None:
+                 keep_all_gains: bool = False, R: np.ndarray | None = None, discrete_time: bool = False) -> None:
         s = self.settings = settings
+        self.discrete_time = bool(discrete_time)
         self.R = None if R is None else np.array(R, dtype=float)
         self.m, self.n = K0.shape
         d = self.m * self.n
         self.K = np.array(K0, dtype=float)
         self.version = 0
         N = s.batch or max(1, math.ceil(d / (2 * s.workers)))
-        self.tuning = Tuning(tau=s.tau or 1.0, r=s.r or 0.0, alpha=s.step or 0.0, N=N)
+        self.tuning = Tuning(tau=s.tau or start_tau(self.discrete_time), r=s.r or 0.0, alpha=s.step or 0.0, N=N)
         self.max_delay = s.max_delay or 4 * s.workers + 4
         self.stats = Stats()
         self.safeguards = Safeguards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))

@@ -1,4 +1,4 @@
-"""Compare a learned gain with python-control's ``lqr`` solution.
+"""Compare a learned gain with python-control's ``lqr`` solution (``dlqr`` in discrete time).
 
 An independent check of a run: the reference gain ``K*`` and value matrix ``S`` come
 from :func:`control.lqr`, not from azopg's own Riccati oracle. Needs the ``control``
@@ -56,7 +56,9 @@ class Comparison:
     eigenvalues, optimal_eigenvalues : ndarray of complex, shape (n,)
         Sorted closed-loop eigenvalues of ``A - B K`` and ``A - B K*``.
     stabilizing : bool
-        Whether ``A - B K`` is Hurwitz.
+        Whether ``A - B K`` is Hurwitz (Schur, for a discrete-time problem).
+    reference : str
+        The python-control solver: ``"control.lqr"``, or ``"control.dlqr"`` for a discrete-time problem.
     """
 
     problem: str
@@ -69,13 +71,14 @@ class Comparison:
     eigenvalues: np.ndarray
     optimal_eigenvalues: np.ndarray
     stabilizing: bool
+    reference: str = "control.lqr"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready document (``compare.json``): non-finite numbers become ``null`` and
         complex eigenvalues ``[re, im]`` pairs."""
         return {
             "problem": self.problem,
-            "reference": "control.lqr",
+            "reference": self.reference,
             "K": self.K.tolist(),
             "K_opt": self.K_opt.tolist(),
             "cost": _num(self.cost),
@@ -92,9 +95,9 @@ class Comparison:
         m, n = self.K.shape
         w = 26
         lines = [
-            f"{self.problem} (n = {n}, m = {m}): learned K against control.lqr",
+            f"{self.problem} (n = {n}, m = {m}): learned K against {self.reference}",
             f"  {'cost f(K)':<{w}}{self.cost:.8g}",
-            f"  {'optimal cost f* (lqr)':<{w}}{self.optimal_cost:.8g}",
+            f"  {f'optimal cost f* ({self.reference[8:]})':<{w}}{self.optimal_cost:.8g}",
             f"  {'relative gap':<{w}}{self.relative_gap:.3e}",
             f"  {'||K - K*||_F / ||K*||_F':<{w}}{self.gain_error:.3e}",
             f"  {'A - B K stable':<{w}}{'yes' if self.stabilizing else 'NO'}",
@@ -106,7 +109,8 @@ class Comparison:
 
 
 def compare(problem: LQRProblem, K: Any) -> Comparison:
-    """Compare the gain ``K`` with ``control.lqr(A, B, Q, R)`` on ``problem``.
+    """Compare the gain ``K`` with ``control.lqr(A, B, Q, R)`` on ``problem`` (``control.dlqr`` for a
+    discrete-time problem).
 
     Parameters
     ----------
@@ -129,11 +133,12 @@ def compare(problem: LQRProblem, K: Any) -> Comparison:
     control = require_control()
     K = np.array(as_matrix(K, "K", problem.m, problem.n))
     A, B, Q, R = (np.array(M) for M in (problem.A, problem.B, problem.Q, problem.R))
+    reference = "control.dlqr" if problem.discrete_time else "control.lqr"
     try:
-        K_opt, S, _ = control.lqr(A, B, Q, R)
+        K_opt, S, _ = (control.dlqr if problem.discrete_time else control.lqr)(A, B, Q, R)
     except Exception as exc:  # python-control raises several types (ControlArgument, LinAlgError, ValueError)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ProblemError(f"control.lqr failed: {first}") from None
+        raise ProblemError(f"{reference} failed: {first}") from None
     K_opt = np.asarray(K_opt, dtype=float).reshape(problem.m, problem.n)
     S = np.asarray(S, dtype=float)
     fstar = float(np.trace(S @ problem.x0_cov))
@@ -152,6 +157,7 @@ def compare(problem: LQRProblem, K: Any) -> Comparison:
         eigenvalues=np.sort_complex(np.linalg.eigvals(A - B @ K)),
         optimal_eigenvalues=np.sort_complex(np.linalg.eigvals(A - B @ K_opt)),
         stabilizing=problem.is_stabilizing(K),
+        reference=reference,
     )
 
 

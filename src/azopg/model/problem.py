@@ -17,6 +17,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import AzopgError, NotStabilizingError, ProblemError
+from . import discrete as dlqr
 from .validation import as_matrix, parse_problem
 
 __all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
@@ -59,7 +60,9 @@ def lyapunov(A: np.ndarray, C: np.ndarray) -> np.ndarray:
 
 
 class LQRProblem:
-    """A continuous-time LQR problem ``min_K E int (x'Qx + u'Ru) dt``, ``u = -K x``.
+    """An LQR problem ``min_K E int (x'Qx + u'Ru) dt``, ``u = -K x`` -- or, with
+    ``discrete_time=True``, ``min_K E sum_t (x_t'Q x_t + u_t'R u_t)`` for
+    ``x_{t+1} = A x_t + B u_t`` (the oracle of :mod:`azopg.model.discrete`).
 
     Parameters
     ----------
@@ -80,14 +83,20 @@ class LQRProblem:
         Short identifier.
     source : str, optional
         Citation or provenance.
+    discrete_time : bool, optional
+        A discrete-time plant ``x_{t+1} = A x_t + B u_t`` (stabilizing: spectral radius of
+        ``A - B K`` below 1; optimum from the discrete Riccati equation).
+    dt : float, optional
+        Sampling period of a discrete-time plant (> 0; information only: the cost is a sum
+        over steps). ``None``: unspecified.
 
     Raises
     ------
     ProblemError
-        On any malformed matrix.
+        On any malformed matrix, or a ``dt`` that is not a finite number > 0.
     NotStabilizingError
         If ``K0`` does not stabilize ``A - B K0``, or ``K0`` is omitted and ``A``
-        is not Hurwitz.
+        is not Hurwitz (Schur in discrete time).
     """
 
     def __init__(
@@ -102,7 +111,10 @@ class LQRProblem:
         name: str = "custom",
         source: str = "",
         title: str = "",
+        discrete_time: bool = False,
+        dt: float | None = None,
     ) -> None:
+        self.discrete_time, self.dt = _time_domain(discrete_time, dt)
         data = parse_problem(A, B, Q, R, x0_cov, K0)
         self.A, self.B, self.Q, self.R, self.x0_cov = (data[k] for k in ("A", "B", "Q", "R", "x0_cov"))
         m, n = self.m, self.n
@@ -110,21 +122,17 @@ class LQRProblem:
         self.source = str(source)
         self.title = str(title)
         if data["K0"] is None:
-            if self.spectral_abscissa(np.zeros((m, n))) >= 0:
-                raise NotStabilizingError(
-                    "A is not Hurwitz (open loop unstable): give a stabilizing initial gain K0"
-                )
+            if not self.is_stabilizing(np.zeros((m, n))):
+                raise NotStabilizingError(f"A is not {self._stable_word} (open loop unstable): "
+                                          "give a stabilizing initial gain K0")
             self.K0 = as_matrix(np.zeros((m, n)), "K0")
         else:
             self.K0 = data["K0"]
-            a = self.spectral_abscissa(self.K0)
-            if a >= 0:
-                raise NotStabilizingError(
-                    f"K0 does not stabilize A - B K0 (spectral abscissa {a:.3g} >= 0)"
-                )
+            if not self.is_stabilizing(self.K0):
+                raise NotStabilizingError(f"K0 does not stabilize A - B K0 ({self._instability(self.K0)})")
         if data["q_min"] is not None:  # indefinite Q: well posed only with a stabilizing Riccati solution
             indefinite = f"Q is not positive semi-definite (smallest eigenvalue {data['q_min']:.3g})"
-            if self._hamiltonian_axis_gap() <= 1e-9:
+            if not self.discrete_time and self._hamiltonian_axis_gap() <= 1e-9:
                 raise ProblemError(f"{indefinite} and the Riccati equation has no stabilizing solution "
                                    "(its Hamiltonian matrix has eigenvalues on the imaginary axis)")
             try:
@@ -146,7 +154,24 @@ class LQRProblem:
         return self.B.shape[1]
 
     def __repr__(self) -> str:
-        return f"LQRProblem(name={self.name!r}, n={self.n}, m={self.m})"
+        kind = ", discrete_time=True" if self.discrete_time else ""
+        return f"LQRProblem(name={self.name!r}, n={self.n}, m={self.m}{kind})"
+
+    @property
+    def time_domain(self) -> str:
+        """``"continuous"``, or ``"discrete"`` with the sampling period if known (``"discrete, dt=0.1"``)."""
+        if not self.discrete_time:
+            return "continuous"
+        return "discrete" if self.dt is None else f"discrete, dt={self.dt:g}"
+
+    @property
+    def _stable_word(self) -> str:
+        return "Schur" if self.discrete_time else "Hurwitz"
+
+    def _instability(self, K: Any) -> str:
+        if self.discrete_time:
+            return f"spectral radius {self.spectral_radius(K):.3g} >= 1"
+        return f"spectral abscissa {self.spectral_abscissa(K):.3g} >= 0"
 
     # ------------------------------------------------------------ the oracle
     def closed_loop(self, K: Any) -> np.ndarray:
@@ -158,9 +183,19 @@ class LQRProblem:
         """Largest real part of the eigenvalues of ``A - B K``."""
         return float(np.max(np.linalg.eigvals(self.closed_loop(K)).real))
 
+    def spectral_radius(self, K: Any) -> float:
+        """Largest modulus of the eigenvalues of ``A - B K``."""
+        return dlqr.spectral_radius(self.closed_loop(K))
+
     def is_stabilizing(self, K: Any) -> bool:
-        """Whether ``A - B K`` is Hurwitz."""
+        """Whether ``A - B K`` is Hurwitz (Schur: spectral radius below 1, in discrete time)."""
+        if self.discrete_time:
+            return self.spectral_radius(K) < 1
         return self.spectral_abscissa(K) < 0
+
+    def _require_stabilizing(self, K: np.ndarray) -> None:
+        if not self.is_stabilizing(K):
+            raise NotStabilizingError("K does not stabilize A - B K")
 
     def value_matrix(self, K: Any) -> np.ndarray:
         """``P(K)``: solution of ``(A-BK)'P + P(A-BK) + Q + K'RK = 0``.
@@ -171,17 +206,21 @@ class LQRProblem:
             If ``K`` does not stabilize the plant.
         """
         K = np.asarray(K, dtype=float).reshape(self.m, self.n)
+        self._require_stabilizing(K)
+        if self.discrete_time:
+            return dlqr.value_matrix(self.A, self.B, self.Q, self.R, K)
         Acl = self.closed_loop(K)
-        if np.max(np.linalg.eigvals(Acl).real) >= 0:
-            raise NotStabilizingError("K does not stabilize A - B K")
         P = lyapunov(Acl.T, self.Q + K.T @ self.R @ K)
         return 0.5 * P + 0.5 * P.T
 
     def state_covariance(self, K: Any) -> np.ndarray:
-        """``X(K) = int exp((A-BK)t) Omega exp((A-BK)'t) dt``."""
+        """``X(K) = int exp((A-BK)t) Omega exp((A-BK)'t) dt`` (``sum_t (A-BK)^t Omega (A-BK)'^t``
+        in discrete time)."""
+        K = np.asarray(K, dtype=float).reshape(self.m, self.n)
+        self._require_stabilizing(K)
+        if self.discrete_time:
+            return dlqr.state_covariance(self.A, self.B, K, self.x0_cov)
         Acl = self.closed_loop(K)
-        if np.max(np.linalg.eigvals(Acl).real) >= 0:
-            raise NotStabilizingError("K does not stabilize A - B K")
         X = lyapunov(Acl, self.x0_cov)
         return 0.5 * X + 0.5 * X.T
 
@@ -193,7 +232,8 @@ class LQRProblem:
             return float("inf")
 
     def E(self, K: Any) -> np.ndarray:
-        """``E(K) = R K - B'P(K)`` (m, n): the gradient is ``2 E X`` and ``E(K*) = 0``.
+        """``E(K) = R K - B'P(K)`` (m, n): the gradient is ``2 E X`` and ``E(K*) = 0``; in discrete
+        time ``E(K) = (R + B'P(K)B) K - B'P(K)A``.
 
         Raises
         ------
@@ -201,17 +241,27 @@ class LQRProblem:
             If ``K`` does not stabilize the plant.
         """
         K = np.asarray(K, dtype=float).reshape(self.m, self.n)
+        if self.discrete_time:
+            return dlqr.gradient_factor(self.A, self.B, self.R, K, self.value_matrix(K))
         return self.R @ K - self.B.T @ self.value_matrix(K)
+
+    def input_hessian(self, K: Any) -> np.ndarray:
+        """The weight of the Gauss--Newton step: ``R`` in continuous time, ``R + B'P(K)B`` (the
+        Q-function's input block) in discrete time."""
+        if not self.discrete_time:
+            return np.array(self.R)
+        return dlqr.input_hessian(self.B, self.R, self.value_matrix(K))
 
     def gradient(self, K: Any) -> np.ndarray:
         """Exact gradient ``2 E(K) X(K)`` of :meth:`cost`."""
         return 2.0 * self.E(K) @ self.state_covariance(K)
 
     def kleinman_step(self, K: Any) -> np.ndarray:
-        """One policy-iteration (Kleinman) step ``K - R^-1 E(K) = R^-1 B'P(K)``: from a
-        stabilizing ``K`` it converges to :attr:`optimal_gain` quadratically."""
+        """One policy-iteration (Kleinman) step ``K - R^-1 E(K) = R^-1 B'P(K)`` (Hewer's
+        ``K - (R + B'PB)^-1 E(K)`` in discrete time): from a stabilizing ``K`` it converges to
+        :attr:`optimal_gain` quadratically."""
         K = np.asarray(K, dtype=float).reshape(self.m, self.n)
-        return kleinman_gain(K, self.E(K), self.R)
+        return kleinman_gain(K, self.E(K), self.input_hessian(K))
 
     def _unobservable_axis_mode(self) -> bool:
         """Whether the Riccati equation has no stabilizing solution although ``(A, B)`` is
@@ -236,6 +286,8 @@ class LQRProblem:
 
     @cached_property
     def _care(self) -> np.ndarray:
+        if self.discrete_time:
+            return self._dare()
         try:
             # scale-free: time scaled by alpha = max|A| and the weights by beta leave the same equation
             alpha = max(float(np.max(np.abs(self.A))), float(np.max(np.abs(self.B))))
@@ -250,6 +302,16 @@ class LQRProblem:
             raise ProblemError(f"the Riccati equation has no stabilizing solution: {exc}") from None
         P = 0.5 * P + 0.5 * P.T
         self._check_care(P)
+        return P
+
+    def _dare(self) -> np.ndarray:
+        try:
+            P = dlqr.solve_dare(self.A, self.B, self.Q, self.R)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise ProblemError(f"the discrete Riccati equation has no stabilizing solution: {exc}") from None
+        rel = dlqr.dare_residual(self.A, self.B, self.Q, self.R, P)
+        if not rel <= CARE_RTOL:
+            raise ProblemError(self._badly_scaled(f"relative residual {rel:.2g}"))
         return P
 
     def _check_care(self, P: np.ndarray) -> None:
@@ -270,8 +332,12 @@ class LQRProblem:
 
     @cached_property
     def optimal_gain(self) -> np.ndarray:
-        """``K* = R^-1 B' P*`` from the continuous algebraic Riccati equation."""
-        K = np.linalg.solve(self.R, self.B.T @ self._care)
+        """``K* = R^-1 B' P*`` from the continuous algebraic Riccati equation (``(R + B'P*B)^-1
+        B'P*A`` from the discrete one)."""
+        if self.discrete_time:
+            K = dlqr.dare_gain(self.A, self.B, self.R, self._care)
+        else:
+            K = np.linalg.solve(self.R, self.B.T @ self._care)
         if not self.is_stabilizing(K):
             raise ProblemError("the Riccati equation has no stabilizing solution "
                                "(the solver's solution leaves A - B K* unstable)")
@@ -302,12 +368,13 @@ class LQRProblem:
             "R": self.R.tolist(),
             "x0_cov": self.x0_cov.tolist(),
             "K0": self.K0.tolist(),
+            **({"discrete_time": True, "dt": self.dt} if self.discrete_time else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, name: str | None = None) -> LQRProblem:
         """Build a problem from a mapping with keys ``A, B, Q, R`` (+ optional ``K0``,
-        ``x0_cov``, ``name``, ``title``, ``source``); unknown keys are ignored."""
+        ``x0_cov``, ``name``, ``title``, ``source``, ``discrete_time``, ``dt``); unknown keys are ignored."""
         if not isinstance(data, dict):
             raise ProblemError("a problem must be a JSON object with keys A, B, Q, R")
         missing = [k for k in ("A", "B", "Q", "R") if k not in data]
@@ -323,6 +390,8 @@ class LQRProblem:
             name=str(data.get("name", name or "custom")),
             source=str(data.get("source", "")),
             title=str(data.get("title", "")),
+            discrete_time=data.get("discrete_time", False),
+            dt=data.get("dt"),
         )
 
     @classmethod
@@ -338,7 +407,9 @@ class LQRProblem:
         title: str = "",
         source: str = "python-control StateSpace",
     ) -> LQRProblem:
-        """Build a problem from a continuous-time python-control state-space system.
+        """Build a problem from a python-control state-space system: continuous-time
+        (``sys.dt`` 0 or ``None``) or discrete-time (``sys.dt > 0``, or ``True`` for an
+        unspecified sampling period; then ``discrete_time`` and ``dt`` are set).
 
         Only ``sys.A`` and ``sys.B`` are used: the regulator weighs the state through
         ``Q``, so the output matrices ``C`` and ``D`` play no part.
@@ -346,7 +417,7 @@ class LQRProblem:
         Parameters
         ----------
         sys : control.StateSpace
-            Continuous-time system (``sys.dt`` 0, or ``None`` for an unspecified timebase).
+            The system.
         Q : array_like, shape (n, n), optional
             State weight (default identity).
         R : array_like, shape (m, m), optional
@@ -370,7 +441,8 @@ class LQRProblem:
         AzopgError
             If python-control is not installed.
         ProblemError
-            If ``sys`` is not a continuous-time ``StateSpace`` system or any matrix is malformed.
+            If ``sys`` is not a ``StateSpace`` system, its ``dt`` is not 0, ``None``, ``True`` or
+            a finite number > 0, or any matrix is malformed.
         NotStabilizingError
             As for the constructor.
         """
@@ -378,8 +450,16 @@ class LQRProblem:
         if not isinstance(sys, control.StateSpace):
             raise ProblemError(f"expected a control.StateSpace system, got {type(sys).__name__} "
                                "(convert it with control.ss)")
-        if not control.isctime(sys):
-            raise ProblemError(f"system is discrete-time (dt = {sys.dt}); azopg needs a continuous-time system")
+        dt = sys.dt
+        if dt is None or (dt is not True and isinstance(dt, (int, float)) and dt == 0):
+            discrete, period = False, None
+        elif dt is True:
+            discrete, period = True, None
+        elif isinstance(dt, (int, float)) and not isinstance(dt, bool) and np.isfinite(dt) and dt > 0:
+            discrete, period = True, float(dt)
+        else:
+            raise ProblemError(f"the system's sampling time dt = {dt!r} is invalid: give dt = 0 (continuous time) "
+                               "or a number > 0 (discrete time)")
         if sys.nstates == 0:
             raise ProblemError("system has no states")
         if sys.ninputs == 0:
@@ -388,10 +468,11 @@ class LQRProblem:
             sys_name = str(getattr(sys, "name", "") or "")
             name = "statespace" if not sys_name or re.fullmatch(r"sys\[\d+\]", sys_name) else sys_name
         return cls(np.asarray(sys.A, dtype=float), np.asarray(sys.B, dtype=float), Q, R, x0_cov=x0_cov,
-                   K0=K0, name=name, title=title, source=source)
+                   K0=K0, name=name, title=title, source=source, discrete_time=discrete, dt=period)
 
     def to_statespace(self) -> Any:
-        """The plant as a python-control system ``ss(A, B, I, 0)`` (full state output).
+        """The plant as a python-control system ``ss(A, B, I, 0)`` (full state output; with
+        ``dt`` = the sampling period, ``True`` if unspecified, for a discrete-time problem).
 
         Returns
         -------
@@ -403,5 +484,21 @@ class LQRProblem:
             If python-control is not installed.
         """
         control = require_control()
+        dt: float | bool = 0 if not self.discrete_time else (True if self.dt is None else self.dt)
         return control.ss(np.array(self.A), np.array(self.B), np.eye(self.n), np.zeros((self.n, self.m)),
-                          name=self.name)
+                          dt, name=self.name)
+
+
+def _time_domain(discrete_time: Any, dt: Any) -> tuple[bool, float | None]:
+    """Checked ``(discrete_time, dt)``: a boolean, and ``None`` or a finite period > 0 (discrete time only)."""
+    if not isinstance(discrete_time, (bool, np.bool_)):
+        raise ProblemError(f"discrete_time must be true or false, got {discrete_time!r}")
+    if dt is None:
+        return bool(discrete_time), None
+    if not discrete_time:
+        raise ProblemError("dt (a sampling period) is given for a continuous-time problem: "
+                           "set discrete_time to true, or drop dt")
+    if isinstance(dt, (bool, np.bool_)) or not isinstance(dt, (int, float, np.number)) \
+            or not (np.isfinite(dt) and dt > 0):
+        raise ProblemError(f"dt must be a finite number > 0 (the sampling period), got {dt!r}")
+    return True, float(dt)

@@ -274,6 +274,11 @@ class GymPlant:
     approximate ``int_0^tau (x'Qx + u'Ru) dt`` the reward of a step should be minus the
     stage cost integrated over the step, e.g. ``-(x'Qx + u'Ru) dt``.
 
+    A discrete-time environment (``discrete_time=True``) needs no ``dt``: the horizon is
+    ``round(tau)`` steps, the cost minus the sum of the rewards (e.g. ``sum_t (x_t'Q x_t +
+    u_t'R u_t)``) and ``S = sum_k obs_k obs_k'``, as for
+    :class:`~azopg.plants.discrete.DiscreteLinearPlant`.
+
     Blow-up rule: a rollout is flagged blown up (and stopped) when the environment
     **terminates it with ``info["blown_up"]`` true**, when an observation is not finite
     or ``1e6`` times larger (2-norm) than ``x0`` (the growth bound of
@@ -302,6 +307,8 @@ class GymPlant:
         Fixed states from which the learner's checks evaluate a gain (see
         :class:`CallablePlant`). Default: ``max(n, 8)`` states drawn once from the
         initial-state distribution.
+    discrete_time : bool, optional
+        The environment is a discrete-time plant: ``tau`` counts steps and no ``dt`` is read.
 
     Attributes
     ----------
@@ -321,6 +328,7 @@ class GymPlant:
         x0_sampler: Sampler | None = None,
         max_steps: int | None = None,
         eval_states: Any = None,
+        discrete_time: bool = False,
     ) -> None:
         if not callable(env_factory):
             raise SettingsError(f"env_factory must be callable, got {env_factory!r}")
@@ -333,6 +341,7 @@ class GymPlant:
         self.max_steps = None if max_steps is None else _check_size(max_steps, "max_steps")
         self.steps = 0
         self._env: Any = None
+        self.discrete_time = bool(discrete_time)
         self._dt = math.nan
         if eval_states is not None:
             self.evaluation_states = _FixedStates(eval_states, self.n)
@@ -358,7 +367,7 @@ class GymPlant:
         """The environment (built by ``env_factory`` at first use)."""
         if self._env is None:
             env = self.env_factory()
-            self._dt = env_dt(env)
+            self._dt = 1.0 if self.discrete_time else env_dt(env)
             for space, size, what in ((getattr(env, "observation_space", None), self.n, "observation"),
                                       (getattr(env, "action_space", None), self.m, "action")):
                 shape = getattr(space, "shape", None)
@@ -370,7 +379,7 @@ class GymPlant:
 
     @property
     def dt(self) -> float:
-        """Seconds per environment step."""
+        """Seconds per environment step (1 step for a discrete-time environment)."""
         _ = self.env
         return self._dt
 

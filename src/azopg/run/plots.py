@@ -146,15 +146,18 @@ def plot_responses(problem: LQRProblem, K: Any, path: Path | str, x0s: Any = Non
         x0s = np.random.default_rng(0).standard_normal((3, problem.n)) @ L.T
     x0s = np.atleast_2d(np.asarray(x0s, dtype=float))
     stable = problem.is_stabilizing(K)
+    discrete = problem.discrete_time  # time in steps; decay rate -ln(spectral radius) per step
+    rate = (lambda G: -math.log(problem.spectral_radius(G))) if discrete else (
+        lambda G: -problem.spectral_abscissa(G))
     if tau is None:
-        slow = -problem.spectral_abscissa(K_star)
+        slow = rate(K_star)
         if stable:
-            slow = min(slow, -problem.spectral_abscissa(K))
+            slow = min(slow, rate(K))
         tau = 6.0 / slow
-    t = np.linspace(0.0, tau, 401)
+    t = np.arange(max(2, math.ceil(tau)) + 1.0) if discrete else np.linspace(0.0, tau, 401)
 
     def response(G: np.ndarray, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        E = sla.expm(problem.closed_loop(G) * (t[1] - t[0]))
+        E = problem.closed_loop(G) if discrete else sla.expm(problem.closed_loop(G) * (t[1] - t[0]))
         X = np.empty((t.size, problem.n))
         X[0] = x0
         with np.errstate(all="ignore"):
@@ -185,7 +188,7 @@ def plot_responses(problem: LQRProblem, K: Any, path: Path | str, x0s: Any = Non
             ax.grid(True, alpha=0.3)
             ax.set_ylabel("state $x(t)$" if row == 0 else "input $u(t)$")
             if row == 1:
-                ax.set_xlabel("time [s]")
+                ax.set_xlabel("step $t$" if discrete else "time [s]")
             if j == 0 and Y.shape[1] <= 12:
                 ax.legend(fontsize=8, ncol=2 if Y.shape[1] > 4 else 1, loc="upper right")
         cost = float(x0 @ P @ x0) if P is not None else math.inf

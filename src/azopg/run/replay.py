@@ -22,7 +22,7 @@ from ..errors import SettingsError
 from ..method.rules import make_rule
 from ..method.tasks import TASK_KINDS, run_task
 from ..model.problem import LQRProblem
-from ..plants.linear import LinearPlant
+from ..plants.discrete import plant_for
 from ..settings import Settings
 from .records import ARRIVAL_FIELDS
 
@@ -101,8 +101,9 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     if backend in BACKENDS and loop_policy(backend) == "sync":
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
     settings = Settings.from_dict(given)
-    plant = LinearPlant(problem)
-    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True)
+    plant = plant_for(problem)
+    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True,
+                     discrete_time=problem.discrete_time)
     rule.calibrate(lambda task: run_task(plant, task))
     events = 0
     for line, (task_id, worker, kind, version, tau, r, N) in _arrivals(files["arrivals.csv"], run_dir):

@@ -22,7 +22,7 @@ import numpy as np
 from ..engine.backends import make_executor
 from ..method.rules import make_rule
 from ..model.problem import LQRProblem
-from ..plants.linear import LinearPlant
+from ..plants.discrete import plant_for
 from ..settings import Settings
 from .records import Result
 from .train import train
@@ -56,8 +56,8 @@ class SpeedupRun:
 
 def calibrated_settings(problem: LQRProblem, settings: Settings) -> Settings:
     """``settings`` with ``tau``, ``r`` and ``step`` fixed by a serial calibration at ``K0``."""
-    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R))
-    executor = make_executor("serial", lambda: LinearPlant(problem), 1)
+    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), discrete_time=problem.discrete_time)
+    executor = make_executor("serial", lambda: plant_for(problem), 1)
     executor.start()
     rule.calibrate(executor.run)
     t = rule.tuning

@@ -29,7 +29,7 @@ from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
 from ..model.problem import LQRProblem, as_matrix
 from ..plants.base import Plant, returns_moments
-from ..plants.linear import LinearPlant
+from ..plants.discrete import plant_for
 from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
 from .history import Monitor, RunLog
@@ -56,6 +56,7 @@ class Job:
     plant_factory: Callable[[], Plant]
     oracle: LQRProblem | None = None
     R: np.ndarray | None = None
+    discrete_time: bool = False
 
     @classmethod
     def of(cls, problem: LQRProblem | Plant, settings: Settings, K0: Any = None,
@@ -64,7 +65,8 @@ class Job:
         if isinstance(problem, LQRProblem):
             K0 = problem.K0 if K0 is None else as_matrix(K0, "K0", problem.m, problem.n)
             return cls(problem.name, np.array(K0, dtype=float),
-                       plant_factory or functools.partial(LinearPlant, problem), problem, np.array(problem.R))
+                       plant_factory or functools.partial(plant_for, problem), problem, np.array(problem.R),
+                       problem.discrete_time)
         plant = problem
         if K0 is None:
             raise SettingsError("K0 is required for a black-box plant")
@@ -76,7 +78,8 @@ class Job:
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
         R = getattr(plant, "R", None)
         return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant),
-                   R=None if R is None else as_matrix(R, "R", plant.m, plant.m))
+                   R=None if R is None else as_matrix(R, "R", plant.m, plant.m),
+                   discrete_time=bool(getattr(plant, "discrete_time", False)))
 
     def monitor(self) -> Monitor | None:
         """``K -> (cost, relative gap, gain error)`` by the exact oracle, if the problem is known
@@ -128,7 +131,7 @@ def train(
         ``"ray"`` (Ray actors, locally or on the cluster at ``settings.ray_address``);
         see :data:`azopg.engine.backends.BACKENDS`.
     plant_factory : callable, optional
-        Builds a worker's plant (default: the problem's :class:`LinearPlant`).
+        Builds a worker's plant (default: the problem's exact plant, :func:`~azopg.plants.discrete.plant_for`).
     progress : callable, optional
         Called with the run's :class:`~azopg.run.history.RunLog` about every 0.1 s.
     out_dir : path, optional
@@ -227,7 +230,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
     runlog = RunLog(job.monitor(), clock, settings.workers)
-    rule = make_rule(job.K0, settings, R=job.R, observer=runlog)
+    rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time)
     if getattr(rule, "needs_moments", False) and not returns_moments(job.plant_factory()):
         raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
                             "moments=True), see azopg.plants.base)")
