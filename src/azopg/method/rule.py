@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ProblemError
+from ..errors import OutOfTime, ProblemError
 from ..settings import Settings
 from .calibration import calibrate, search_step
 from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
@@ -93,6 +93,9 @@ class UpdateRule:
         # the anchor when each version was made (serial, gain): what a paired check at that version is paired with
         self._refs: dict[int, tuple[int, np.ndarray]] = {0: (0, self.safeguards.anchor_K)}
         self._issued: dict[int, tuple[float, float, int]] = {}  # task id -> (tau, r, N) as issued
+        #: Whether the run's time budget is spent: then a calibration or step search raises
+        #: :class:`~azopg.errors.OutOfTime` before its next probe (set by the run).
+        self.out_of_time: Callable[[], bool] = lambda: False
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
@@ -271,6 +274,8 @@ class UpdateRule:
         """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
         the line search's step, if it found one, is the first update."""
         def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
+            if self.out_of_time():
+                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
             return self.probe(run, kind, K, tau, r, N, ref=ref)
 
         settings = self.settings
@@ -298,6 +303,8 @@ class UpdateRule:
         found = False
 
         def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
+            if self.out_of_time():
+                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
             return self.probe(run, kind, K, tau, r, N, ref=ref)
 
         anchor = probe("evaluate", g.anchor_K.copy(), t.tau, t.r, t.N)
