@@ -25,12 +25,14 @@ from .safeguards import CHECK_SAMPLES, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
-__all__ = ["Arrival", "Observer", "STATE_FIELDS", "UpdateRule"]
+__all__ = ["Arrival", "FINAL_TASK", "Observer", "STATE_FIELDS", "UpdateRule"]
 
 #: One row of the arrival log: (task_id, worker, kind, version_read, tau, r, N).
 Arrival = tuple[int, int, str, int, float, float, int]
 #: Runs one task to completion and returns its report.
 Runner = Callable[[Task], Report]
+#: Task ids of the final paired checks under noise start here (far above any id a run issues).
+FINAL_TASK = 2**48
 #: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
 STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
                 "_since_check", "_branch_start", *(f.name for f in dataclasses.fields(Stats)))
@@ -119,13 +121,13 @@ class UpdateRule:
 
     def issue(self, worker: int, kind: str, K: np.ndarray | None = None, *, N: int | None = None,
               tau: float | None = None, r: float | None = None, ref: np.ndarray | None = None,
-              pairs: int = CHECK_PAIRS) -> Task:
+              pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Task:
         """A new task at the current gain (or at an explicit gain ``K``, version -1; a check of
-        it paired with ``ref`` if given)."""
+        it paired with ``ref`` if given; with an explicit identity ``task_id`` if given)."""
         t = self.tuning
         tau, r, N = t.tau if tau is None else tau, t.r if r is None else r, N or t.N
         self.stats.tasks += 1
-        task_id = self.stats.tasks
+        task_id = self.stats.tasks if task_id is None else task_id
         self._issued[task_id] = (tau, r, N)
         if kind == "evaluate" and K is None:
             self.safeguards.watch(task_id, self.K.copy(), self._paired_with(self.version))
@@ -259,11 +261,12 @@ class UpdateRule:
 
     # ------------------------------------------------- calibration and end
     def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
-              N: int | None = None, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS) -> Report:
+              N: int | None = None, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS,
+              task_id: int | None = None) -> Report:
         """Run one task at gain ``K`` outside the loop (calibration, the final check); an
         estimate's report comes back with its gradient filled in; a check with ``ref`` is
         paired with it (under measurement noise)."""
-        rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs))
+        rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
         self._issued.pop(rep.task_id, None)
         self.stats.rollouts += rep.rollouts
         if kind == "estimate":
@@ -336,13 +339,17 @@ class UpdateRule:
         if self.settings.cost_noise == 0:
             return self.K.copy() if g.beats_anchor(self.probe(run, "evaluate", self.K.copy())) else g.anchor_K.copy()
         K = g.anchor_K.copy()
-        if not np.array_equal(self.K, K) and self._cheaper(run, self.K, K, CHECK_PAIRS):
+        if not np.array_equal(self.K, K) and self._cheaper(run, self.K, K, CHECK_PAIRS, 0):
             K = self.K.copy()
-        return K if not np.array_equal(K, self.K0) and self._cheaper(run, K, self.K0, FINAL_PAIRS) else self.K0.copy()
+        if np.array_equal(K, self.K0) or not self._cheaper(run, K, self.K0, FINAL_PAIRS, 1):
+            return self.K0.copy()
+        return K
 
-    def _cheaper(self, run: Runner, K: np.ndarray, ref: np.ndarray, pairs: int) -> bool:
-        """Whether a paired check finds ``K`` significantly cheaper than ``ref`` (and trusted)."""
-        rep = self.probe(run, "evaluate", K.copy(), ref=ref, pairs=pairs)
+    def _cheaper(self, run: Runner, K: np.ndarray, ref: np.ndarray, pairs: int, i: int) -> bool:
+        """Whether a paired check finds ``K`` significantly cheaper than ``ref`` (and trusted).
+        The check's identity (so its noise) depends on the version only, not on how many tasks
+        were in flight when the run stopped: a replay draws the same noise."""
+        rep = self.probe(run, "evaluate", K.copy(), ref=ref, pairs=pairs, task_id=FINAL_TASK + 2 * self.version + i)
         return (not rep.blown_up and significantly_cheaper(rep.diff, rep.diff_se)
                 and not rep.long_tail(self.settings.tail_tol))
 
