@@ -6,7 +6,7 @@ the target not reached before ``--max-time``), the median wall seconds and rollo
 and the worst final gap.
 
     python benchmarks/stalls.py [--seeds 0-49] [--max-time 20] [--target-gap 1e-3]
-                                [--problems he3,tg1] [--method policy-iteration]
+                                [--problems he3,tg1] [--method policy-iteration] [--max-rollouts N]
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ def main() -> None:
     ap.add_argument("--target-gap", type=float, default=1e-3)
     ap.add_argument("--problems", default=",".join(azopg.problem_names()))
     ap.add_argument("--method", default="two-point")
+    ap.add_argument("--max-rollouts", type=int, default=None,
+                    help="a rollout budget as well (a load-independent budget on a busy machine)")
     ap.add_argument("--verbose", action="store_true", help="a line per run as well")
     args = ap.parse_args()
     seeds = seed_list(args.seeds)
+    rollouts = f" or {args.max_rollouts} rollouts" if args.max_rollouts else ""
     print(f"method {args.method}, default settings, serial backend, target gap {args.target_gap:g}, "
-          f"budget {args.max_time:g} s per run, seeds {args.seeds}")
+          f"budget {args.max_time:g} s{rollouts} per run, seeds {args.seeds}")
     print(f"{'problem':<8} {'n':>3} {'m':>3} {'converged':>10} {'stalled':>8} {'in budget':>10} "
           f"{'median s':>9} {'median rollouts':>16} {'worst gap':>10} {'gap of K0':>10}", flush=True)
     for name in args.problems.split(","):
@@ -50,7 +53,8 @@ def main() -> None:
         gap0 = (p.cost(p.K0) - fstar) / abs(fstar)
         runs = []
         for seed in seeds:
-            r = azopg.train(p, seed=seed, max_time=args.max_time, target_gap=args.target_gap, method=args.method)
+            r = azopg.train(p, seed=seed, max_time=args.max_time, max_rollouts=args.max_rollouts,
+                            target_gap=args.target_gap, method=args.method)
             runs.append(r)
             if args.verbose:
                 print(f"  {name} seed {seed}: {r.status} gap {r.relative_gap:.2e} {r.wall_time_s:.1f} s "

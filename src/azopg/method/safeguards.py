@@ -12,7 +12,8 @@ back (past it).
 With measurement noise (``cost_noise > 0``) a check is *paired*: it measures the gain and the
 anchor afresh on the same states and passes only if the gain is significantly cheaper (see
 :mod:`azopg.method.paired`); a remembered measurement of the anchor is never the yardstick, so
-a lucky one cannot let the anchor drift up.
+a lucky one cannot let the anchor drift up. A check that finds the gain cheaper but not
+significantly so is *inconclusive*: the gain goes on descending, the anchor and the step stay.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ class Safeguards:
             rule.log("check-stale", delay, rep.worker, rep.version)
             return
         s = self.settings
+        if s.cost_noise > 0 and rep.diff < 0 and not self.beats_anchor(rep) and not rep.blown_up \
+                and not rep.long_tail(s.tail_tol):
+            # cheaper, but not significantly: the gain goes on (the difference grows with further
+            # descent) while the anchor stays; neither step nor anchor changes
+            rule.log("check-inconclusive", delay, rep.worker, rep.version)
+            return
         if not self.beats_anchor(rep):
             rule.stats.rejected += 1
             # a step too small to change the gain cannot win: the search for a step starts afresh
