@@ -71,7 +71,9 @@ def cli() -> None:
 @click.option("--problem", "problem_spec", default=DEFAULT_PROBLEM, show_default=True,
               metavar="NAME|FILE", help="Built-in problem name (see `azopg problems`) or a JSON problem file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Root seed of every random draw.")
-@click.option("--max-time", type=float, default=None, metavar="SEC", help="Wall-clock budget in seconds.")
+@click.option("--max-time", type=float, default=None, metavar="SEC",
+              help="Wall-clock budget in seconds, worker start-up and calibration included (with --backend "
+                   "simulated: virtual seconds of the simulated workers).")
 @click.option("--max-updates", type=int, default=None, metavar="N", help="Budget of applied updates.")
 @click.option("--max-rollouts", type=int, default=None, metavar="N", help="Budget of rollouts.")
 @click.option("--target-gap", type=float, default=1e-3, show_default=True, metavar="G",

@@ -13,6 +13,7 @@ __all__ = [
     "SettingsError",
     "ProblemFileError",
     "PlantProtocolError",
+    "OutOfTime",
 ]
 
 
@@ -34,6 +35,11 @@ class ProblemFileError(ProblemError):
 
 class SettingsError(AzopgError, ValueError):
     """A learner or CLI setting has an invalid value."""
+
+
+class OutOfTime(Exception):
+    """The run's time budget (``max_time``) ran out while it waited for a task outside its loop
+    (calibration, a step search); the run ends with status ``max_time``. Not an error."""
 
 
 class PlantProtocolError(AzopgError, TypeError):

@@ -68,7 +68,8 @@ class Settings:
     max_updates, max_rollouts : int, optional
         Budgets.
     max_time : float, optional
-        Wall-clock budget in seconds.
+        Wall-clock budget in seconds, worker start-up and calibration included (virtual
+        seconds with the ``simulated`` backends).
     target_gap : float, optional
         Stop once the relative gap to the optimum (reported by the exact oracle,
         when the problem is known) is at most this.

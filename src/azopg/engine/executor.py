@@ -137,6 +137,8 @@ class ExecutorBase:
     def __init__(self, workers: int) -> None:
         self.workers = int(workers)
         self.on_lost: Callable[[WorkerLoss], None] | None = None
+        #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (raises :class:`~azopg.errors.OutOfTime`).
+        self.budget: float | None = None
         self._t0 = time.perf_counter()
 
     def start(self) -> None:

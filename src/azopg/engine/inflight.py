@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import OutOfTime
 from ..method.tasks import Report, Task, run_task
 from ..plants.base import Plant
 from .executor import ExecutorBase, WorkerError
@@ -161,11 +162,19 @@ class RemoteExecutor(ExecutorBase):
     # ------------------------------------------------------------- shared
     def run(self, task: Task) -> Report:
         """Run ``task`` and wait for it; reports of other tasks that arrive meanwhile
-        stay queued, in order, for :meth:`next_report`."""
+        stay queued, in order, for :meth:`next_report`.
+
+        Raises
+        ------
+        OutOfTime
+            If :attr:`budget` runs out first (the task is left in flight).
+        """
         self._waiting_for = task.task_id
         try:
             self.submit(task)  # type: ignore[attr-defined]
             while (rep := take_report(self._ready, task.task_id)) is None:
+                if self.budget is not None and self.clock() >= self.budget:
+                    raise OutOfTime(f"the time budget ran out waiting for {task.kind} task {task.task_id}")
                 self._fill(timeout=None)
             return rep
         finally:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import NotStabilizingError, ProblemError
 from ..settings import Settings
+from .paired import significantly_cheaper
 from .tasks import Report
 
 __all__ = ["Calibration", "Probe", "calibrate", "line_search", "search_step", "NOISE_SMOOTHING", "MAX_NOISE_SMOOTHING"]
@@ -28,9 +30,14 @@ ARMIJO = 0.1
 #: directions and random initial states can point uphill.
 STEP_TRIES = 5
 
-#: ``probe(kind, K, tau, r, N)``: run one task of ``kind`` ("evaluate" or "estimate") at gain
-#: ``K`` and return its report, with the estimate's gradient (``Report.grad``) filled in.
-Probe = Callable[[str, np.ndarray, float, float, int], Report]
+class Probe(Protocol):
+    """``probe(kind, K, tau, r, N)``: run one task of ``kind`` ("evaluate" or "estimate") at gain
+    ``K`` and return its report, with the estimate's gradient (``Report.grad``) filled in;
+    ``ref=K_ref`` (asked only under measurement noise) makes a check paired with ``K_ref``
+    (see :mod:`azopg.method.paired`)."""
+
+    def __call__(self, kind: str, K: np.ndarray, tau: float, r: float, N: int, *,
+                 ref: np.ndarray | None = None) -> Report: ...
 
 
 @dataclass
@@ -160,7 +167,8 @@ def search_step(probe: Probe, K0: np.ndarray, s: Settings, N: int, *, tau: float
 
     Each try takes a fresh estimate from ``max(N, mn)`` directions; the first whose line
     search finds a sufficient decrease gives the step, scaled for estimates of ``N``
-    directions (they are noisier). After :data:`STEP_TRIES` failures the last halved step is
+    directions (they are noisier). Under measurement noise a step is accepted only if a paired
+    check finds it significantly cheaper than ``K0``. After :data:`STEP_TRIES` failures the last halved step is
     returned with no gain: the caller's safeguards take it from there.
 
     Returns
@@ -179,9 +187,15 @@ def search_step(probe: Probe, K0: np.ndarray, s: Settings, N: int, *, tau: float
         gg = float(np.sum(g * g))
 
         def accept(alpha: float, g: np.ndarray = g, gg: float = gg) -> float | None:
-            rep = probe("evaluate", K0 - alpha * g, tau, r, N)
-            ok = not rep.blown_up and rep.cost < f0 - ARMIJO * alpha * gg and not rep.long_tail(s.tail_tol)
-            return rep.cost if ok else None
+            if s.cost_noise > 0:  # paired with K0 and significant: a lucky measurement is no decrease
+                rep = probe("evaluate", K0 - alpha * g, tau, r, N, ref=K0)
+                cost = f0 + rep.diff
+                ok = significantly_cheaper(rep.diff, rep.diff_se) and rep.diff < -ARMIJO * alpha * gg
+            else:
+                rep = probe("evaluate", K0 - alpha * g, tau, r, N)
+                cost = rep.cost
+                ok = rep.cost < f0 - ARMIJO * alpha * gg
+            return cost if ok and not rep.blown_up and not rep.long_tail(s.tail_tol) else None
 
         alpha, cost = line_search(accept, f0 / gg if gg > 0 else 1.0)
         if cost is not None:

@@ -94,8 +94,8 @@ class Natural(UpdateRule):
             del self._factors[v]
 
     def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
-              N: int | None = None) -> Report:
-        rep = super().probe(run, kind, K, tau, r, N)
+              N: int | None = None, **paired: Any) -> Report:
+        rep = super().probe(run, kind, K, tau, r, N, **paired)
         self.whitening.add(rep.S, rep.S_count)  # the calibration's checks give Xh its first moments
         return rep
 

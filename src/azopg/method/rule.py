@@ -17,20 +17,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ProblemError
+from ..errors import OutOfTime, ProblemError
 from ..settings import Settings
 from .calibration import calibrate, search_step
 from .discrete import start_tau
+from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
 from .safeguards import CHECK_SAMPLES, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
-__all__ = ["Arrival", "Observer", "STATE_FIELDS", "UpdateRule"]
+__all__ = ["Arrival", "FINAL_TASK", "Observer", "STATE_FIELDS", "UpdateRule"]
 
 #: One row of the arrival log: (task_id, worker, kind, version_read, tau, r, N).
 Arrival = tuple[int, int, str, int, float, float, int]
 #: Runs one task to completion and returns its report.
 Runner = Callable[[Task], Report]
+#: Task ids of the final paired checks under noise start here (far above any id a run issues).
+FINAL_TASK = 2**48
 #: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
 STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
                 "_since_check", "_branch_start", *(f.name for f in dataclasses.fields(Stats)))
@@ -83,6 +86,7 @@ class UpdateRule:
         self.m, self.n = K0.shape
         d = self.m * self.n
         self.K = np.array(K0, dtype=float)
+        self.K0 = self.K.copy()
         self.version = 0
         N = s.batch or max(1, math.ceil(d / (2 * s.workers)))
         self.tuning = Tuning(tau=s.tau or start_tau(self.discrete_time), r=s.r or 0.0, alpha=s.step or 0.0, N=N)
@@ -92,7 +96,12 @@ class UpdateRule:
         self.observer: Observer = observer or _Silent()
         self._keep_all_gains = keep_all_gains
         self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
+        # the anchor when each version was made (serial, gain): what a paired check at that version is paired with
+        self._refs: dict[int, tuple[int, np.ndarray]] = {0: (0, self.safeguards.anchor_K)}
         self._issued: dict[int, tuple[float, float, int]] = {}  # task id -> (tau, r, N) as issued
+        #: Whether the run's time budget is spent: then a calibration or step search raises
+        #: :class:`~azopg.errors.OutOfTime` before its next probe (set by the run).
+        self.out_of_time: Callable[[], bool] = lambda: False
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
@@ -115,25 +124,35 @@ class UpdateRule:
         return self._ask(worker)
 
     def issue(self, worker: int, kind: str, K: np.ndarray | None = None, *, N: int | None = None,
-              tau: float | None = None, r: float | None = None) -> Task:
-        """A new task at the current gain (or at an explicit gain ``K``, version -1)."""
+              tau: float | None = None, r: float | None = None, ref: np.ndarray | None = None,
+              pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Task:
+        """A new task at the current gain (or at an explicit gain ``K``, version -1; a check of
+        it paired with ``ref`` if given; with an explicit identity ``task_id`` if given)."""
         t = self.tuning
         tau, r, N = t.tau if tau is None else tau, t.r if r is None else r, N or t.N
         self.stats.tasks += 1
-        task_id = self.stats.tasks
+        task_id = self.stats.tasks if task_id is None else task_id
         self._issued[task_id] = (tau, r, N)
         if kind == "evaluate" and K is None:
-            self.safeguards.watch(task_id, self.K.copy())
+            self.safeguards.watch(task_id, self.K.copy(), self._paired_with(self.version))
         return self.make_task(task_id, worker, kind, self.K.copy() if K is None else K,
-                              self.version if K is None else -1, tau, r, N)
+                              self.version if K is None else -1, tau, r, N, ref=ref, pairs=pairs)
 
     def make_task(self, task_id: int, worker: int, kind: str, K: np.ndarray, version: int, tau: float, r: float,
-                  N: int) -> Task:
-        """The :class:`Task` of these identity and settings (also used by replay to rebuild a task)."""
+                  N: int, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS) -> Task:
+        """The :class:`Task` of these identity and settings (also used by replay to rebuild a task).
+        Under measurement noise a check at ``version`` is paired with the anchor of that version."""
         s = self.settings
+        if ref is None and kind == "evaluate" and version >= 0 and s.cost_noise > 0:
+            ref = self._refs[version][1]
+        paired = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
         return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
                     method=self.estimator, seed=s.seed, light=s.light, cost_noise=s.cost_noise,
-                    **self.task_fields(version))
+                    **self.task_fields(version), **paired)
+
+    def _paired_with(self, version: int) -> int | None:
+        """The anchor serial a check at ``version`` is paired with (``None``: no noise, not paired)."""
+        return self._refs[version][0] if self.settings.cost_noise > 0 else None
 
     @property
     def estimator(self) -> str:
@@ -149,7 +168,7 @@ class UpdateRule:
         """Record a task built elsewhere (replay)."""
         self._issued[task.task_id] = (task.tau, task.r, task.N)
         if task.kind == "evaluate":
-            self.safeguards.watch(task.task_id, np.array(task.K))
+            self.safeguards.watch(task.task_id, np.array(task.K), self._paired_with(task.version))
         self.stats.tasks = max(self.stats.tasks, task.task_id)
 
     def gain_at(self, version: int) -> np.ndarray:
@@ -236,8 +255,9 @@ class UpdateRule:
         self.K = K
         self.version += 1
         self._gains[self.version] = K.copy()
+        self._refs[self.version] = (self.safeguards.anchor_serial, self.safeguards.anchor_K)
         while len(self._gains) > self.max_delay + 2 and not self._keep_all_gains:
-            self._gains.popitem(last=False)
+            self._refs.pop(self._gains.popitem(last=False)[0], None)
 
     def log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
         """Tell the observer what happened."""
@@ -245,10 +265,12 @@ class UpdateRule:
 
     # ------------------------------------------------- calibration and end
     def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
-              N: int | None = None) -> Report:
+              N: int | None = None, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS,
+              task_id: int | None = None) -> Report:
         """Run one task at gain ``K`` outside the loop (calibration, the final check); an
-        estimate's report comes back with its gradient filled in."""
-        rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r))
+        estimate's report comes back with its gradient filled in; a check with ``ref`` is
+        paired with it (under measurement noise)."""
+        rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
         self._issued.pop(rep.task_id, None)
         self.stats.rollouts += rep.rollouts
         if kind == "estimate":
@@ -258,8 +280,10 @@ class UpdateRule:
     def calibrate(self, run: Runner) -> None:
         """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
         the line search's step, if it found one, is the first update."""
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int) -> Report:
-            return self.probe(run, kind, K, tau, r, N)
+        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
+            if self.out_of_time():
+                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
+            return self.probe(run, kind, K, tau, r, N, ref=ref)
 
         settings = self.settings
         if not self.line_search and settings.step is None:  # the rule's own initial step is kept
@@ -285,8 +309,10 @@ class UpdateRule:
         g, t = self.safeguards, self.tuning
         found = False
 
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int) -> Report:
-            return self.probe(run, kind, K, tau, r, N)
+        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
+            if self.out_of_time():
+                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
+            return self.probe(run, kind, K, tau, r, N, ref=ref)
 
         anchor = probe("evaluate", g.anchor_K.copy(), t.tau, t.r, t.N)
         if not anchor.blown_up:
@@ -306,14 +332,30 @@ class UpdateRule:
     def final_gain(self, status: str, run: Runner) -> np.ndarray:
         """The gain a run returns: the current one if it reached the target (by the oracle),
         the anchor if interrupted, else whichever of the two a last rollout check finds
-        cheaper -- never a gain costlier than ``K0``."""
+        cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
+        returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
+        significantly cheaper than ``K0`` itself; else ``K0`` is."""
+        g = self.safeguards
         if status == "converged":
             return self.K.copy()
         if status == "interrupted":
-            return self.safeguards.anchor_K.copy()
-        if self.safeguards.beats_anchor(self.probe(run, "evaluate", self.K.copy())):
-            return self.K.copy()
-        return self.safeguards.anchor_K.copy()
+            return g.anchor_K.copy()
+        if self.settings.cost_noise == 0:
+            return self.K.copy() if g.beats_anchor(self.probe(run, "evaluate", self.K.copy())) else g.anchor_K.copy()
+        K = g.anchor_K.copy()
+        if not np.array_equal(self.K, K) and self._cheaper(run, self.K, K, CHECK_PAIRS, 0):
+            K = self.K.copy()
+        if np.array_equal(K, self.K0) or not self._cheaper(run, K, self.K0, FINAL_PAIRS, 1):
+            return self.K0.copy()
+        return K
+
+    def _cheaper(self, run: Runner, K: np.ndarray, ref: np.ndarray, pairs: int, i: int) -> bool:
+        """Whether a paired check finds ``K`` significantly cheaper than ``ref`` (and trusted).
+        The check's identity (so its noise) depends on the version only, not on how many tasks
+        were in flight when the run stopped: a replay draws the same noise."""
+        rep = self.probe(run, "evaluate", K.copy(), ref=ref, pairs=pairs, task_id=FINAL_TASK + 2 * self.version + i)
+        return (not rep.blown_up and significantly_cheaper(rep.diff, rep.diff_se)
+                and not rep.long_tail(self.settings.tail_tol))
 
     # --------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -347,5 +389,6 @@ class UpdateRule:
         g.anchor_K = np.array(state["anchor_K"], dtype=float)
         self.stats.load(state)
         self._gains = OrderedDict({self.version: self.K.copy()})
+        self._refs = {self.version: (g.anchor_serial, g.anchor_K)}
         self._issued.clear()
-        g._checked.clear()
+        g.clear()

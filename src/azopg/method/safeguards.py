@@ -8,6 +8,12 @@ anchor's cost never rises, so a run never ends worse than ``K0``. The horizon ``
 doubles whenever a rejected check shows the tail beyond ``tau`` is not negligible. An
 estimate whose every perturbed rollout blew up shrinks the radius (at the anchor) or rolls
 back (past it).
+
+With measurement noise (``cost_noise > 0``) a check is *paired*: it measures the gain and the
+anchor afresh on the same states and passes only if the gain is significantly cheaper (see
+:mod:`azopg.method.paired`); a remembered measurement of the anchor is never the yardstick, so
+a lucky one cannot let the anchor drift up. A check that finds the gain cheaper but not
+significantly so is *inconclusive*: the gain goes on descending, the anchor and the step stay.
 """
 
 from __future__ import annotations
@@ -18,18 +24,16 @@ from typing import Protocol
 import numpy as np
 
 from ..settings import Settings
+from .paired import significantly_cheaper
 from .stats import Stats, Tuning
 from .tasks import Report
 
-__all__ = ["Guarded", "Safeguards", "STALL_REJECTS", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES", "NOISE_MARGIN"]
+__all__ = ["Guarded", "Safeguards", "STALL_REJECTS", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES"]
 
 GROW, SHRINK, MAX_GROW = 1.2, 0.5, 3.0
 #: A check judges about CHECK_SAMPLES * mn directions of updates: enough that their sum is a
 #: reliable descent direction, so a rejection means the step is too long, not bad luck.
 CHECK_SAMPLES = 4
-#: With measurement noise, a check passes if its cost is below the anchor's times
-#: ``1 + NOISE_MARGIN * cost_noise``: the anchor's cost never rises by more than the noise.
-NOISE_MARGIN = 1.0
 #: Checks rejected in a row after which the step is searched afresh (:attr:`Safeguards.stalled`):
 #: each rejection halves the step, so by then it is ~1e12 times smaller than when it last worked.
 #: A check of a gain that the step no longer changes counts as STALL_REJECTS rejections. After a
@@ -68,9 +72,11 @@ class Safeguards:
         self.anchor_K = np.array(K0, dtype=float)
         self.anchor_cost = math.inf
         self.anchor_version = 0
+        self.anchor_serial = 0  # counts the anchor's moves (a paired check names the anchor it was paired with)
         self.since_check = 0  # updates applied since the last check was issued
         self.branch_start = 0  # versions before this one were discarded by a rollback
         self._checked: dict[int, np.ndarray] = {}  # gains under check, by task id
+        self._paired_with: dict[int, int] = {}  # paired checks: task id -> anchor_serial of their reference
         self.rejects_in_row = 0
         self.stall_limit = STALL_REJECTS  # doubles after each search that finds no step
 
@@ -82,13 +88,22 @@ class Safeguards:
             return True
         return False
 
-    def watch(self, task_id: int, K: np.ndarray) -> None:
-        """A check of gain ``K`` was issued as task ``task_id``."""
+    def watch(self, task_id: int, K: np.ndarray, paired_with: int | None = None) -> None:
+        """A check of gain ``K`` was issued as task ``task_id`` (paired with the anchor of serial
+        ``paired_with``, under noise)."""
         self._checked[task_id] = K
+        if paired_with is not None:
+            self._paired_with[task_id] = paired_with
 
     def forget(self, task_id: int) -> None:
         """Task ``task_id`` was abandoned."""
         self._checked.pop(task_id, None)
+        self._paired_with.pop(task_id, None)
+
+    def clear(self) -> None:
+        """No check is in flight any more (a restored state)."""
+        self._checked.clear()
+        self._paired_with.clear()
 
     def counted(self) -> None:
         """An update was applied."""
@@ -101,16 +116,20 @@ class Safeguards:
     def judge(self, rule: Guarded, rep: Report, delay: int) -> None:
         """Accept or reject a check's report: move the anchor and grow the step, or roll back."""
         K_checked = self._checked.pop(rep.task_id)
-        if rep.version <= self.anchor_version and not rep.blown_up:
-            # the gain checked is the anchor itself or predates it (a rollback happened
-            # while the check was in flight): nothing to judge
+        paired_with = self._paired_with.pop(rep.task_id, self.anchor_serial)
+        if (rep.version <= self.anchor_version and not rep.blown_up) or paired_with != self.anchor_serial:
+            # the gain checked is the anchor itself or predates it (a rollback happened while
+            # the check was in flight), or it was paired with an anchor since replaced: nothing to judge
             rule.log("check-stale", delay, rep.worker, rep.version)
             return
         s = self.settings
-        # with measurement noise, a check passes unless it is worse than the anchor by more than
-        # the noise: the anchor's own measurement may have been a lucky one (winner's curse)
-        margin = NOISE_MARGIN * s.cost_noise * self.anchor_cost if s.cost_noise else 0.0
-        if not self.beats_anchor(rep, margin):
+        if s.cost_noise > 0 and rep.diff < 0 and not self.beats_anchor(rep) and not rep.blown_up \
+                and not rep.long_tail(s.tail_tol):
+            # cheaper, but not significantly: the gain goes on (the difference grows with further
+            # descent) while the anchor stays; neither step nor anchor changes
+            rule.log("check-inconclusive", delay, rep.worker, rep.version)
+            return
+        if not self.beats_anchor(rep):
             rule.stats.rejected += 1
             # a step too small to change the gain cannot win: the search for a step starts afresh
             unchanged = np.array_equal(K_checked, self.anchor_K)
@@ -133,15 +152,19 @@ class Safeguards:
         """Whether checks keep failing: the step has shrunk so far that it no longer helps."""
         return self.rejects_in_row >= self.stall_limit
 
-    def beats_anchor(self, rep: Report, margin: float = 0.0) -> bool:
-        """A checked gain beats the anchor if it is cheaper at the horizon ``tau`` and its
-        tail beyond ``tau`` is negligible: a long tail is a slow or unstable mode that has not
-        yet shown, so the gain is not trusted (the caller doubles ``tau`` to look further)."""
-        return not rep.blown_up and rep.cost < self.anchor_cost + margin and not rep.long_tail(self.settings.tail_tol)
+    def beats_anchor(self, rep: Report) -> bool:
+        """A checked gain beats the anchor if it is cheaper at the horizon ``tau`` (under noise:
+        significantly, by the paired difference the check measured) and its tail beyond ``tau``
+        is negligible: a long tail is a slow or unstable mode that has not yet shown, so the
+        gain is not trusted (the caller doubles ``tau`` to look further)."""
+        cheaper = (significantly_cheaper(rep.diff, rep.diff_se) if self.settings.cost_noise > 0
+                   else rep.cost < self.anchor_cost)
+        return not rep.blown_up and cheaper and not rep.long_tail(self.settings.tail_tol)
 
     def move_anchor(self, K: np.ndarray, cost: float, version: int) -> None:
         """Gain ``K`` of ``version``, measured at ``cost``, is the new anchor."""
         self.anchor_K, self.anchor_cost, self.anchor_version = K, cost, version
+        self.anchor_serial += 1
 
     # ------------------------------------------------------------- failures
     def blown(self, rule: Guarded, rep: Report, delay: int) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from ..plants.base import Plant, RolloutResult, failed, returns_moments
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
+from .paired import noise_factors, paired_measure
 
 __all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "evaluation_states", "report_gradient", "run_task",
            "task_rng"]
@@ -24,10 +25,6 @@ __all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "evaluation_states", "
 TASK_KINDS = ("estimate", "evaluate", "moments")
 _EVAL_STREAM = 2**31 - 1  # generator stream of the fixed evaluation states
 _NOISE_STREAM = 2**31 - 3  # generator stream of a task's measurement noise
-
-
-def _noise_factors(rng: np.random.Generator, sigma: float, size: int) -> np.ndarray:
-    return np.maximum(1.0 + sigma * rng.standard_normal(size), 0.0)
 
 
 class NoisyCosts:
@@ -46,7 +43,7 @@ class NoisyCosts:
     def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
         res = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
         cost = np.asarray(res.cost, dtype=float)
-        noisy = cost * _noise_factors(self.rng, self.sigma, cost.shape[0])
+        noisy = cost * noise_factors(self.rng, self.sigma, cost.shape[0])
         return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up, res.S, res.x_end)
 
 
@@ -61,6 +58,9 @@ class Task:
     moments: :class:`RolloutData`). ``L`` and ``M`` whiten an estimate's directions
     (``L Z M``, see :func:`~azopg.method.estimators.estimate_gradient`); with ``moments`` an
     estimate or check also returns the sum of its rollouts' ``S`` (if the plant has them).
+    A *paired* check (``K_ref`` given, measurement noise) also measures ``K_ref`` on the same
+    states, each state repeated until there are at least ``pairs`` pairs (see
+    :func:`~azopg.method.paired.paired_measure`).
     """
 
     task_id: int
@@ -78,6 +78,8 @@ class Task:
     L: np.ndarray | None = None
     M: np.ndarray | None = None
     moments: bool = False
+    K_ref: np.ndarray | None = None
+    pairs: int = 0
 
 
 @dataclass
@@ -109,7 +111,9 @@ class Report:
     """A worker's answer to a :class:`Task`.
 
     In communication-light mode (``task.light``) an estimate travels as its ``N``
-    scalar weights only; the master rebuilds the directions from the task's seed.
+    scalar weights only; the master rebuilds the directions from the task's seed. A paired
+    check also carries ``diff``, the mean measured cost of ``K`` minus that of ``K_ref``, and
+    its standard error ``diff_se``.
     """
 
     task_id: int
@@ -126,6 +130,8 @@ class Report:
     S: np.ndarray | None = None
     S_count: int = 0
     data: RolloutData | None = None
+    diff: float = float("nan")
+    diff_se: float = float("nan")
 
     def long_tail(self, tail_tol: float) -> bool:
         """Whether a check's cost between ``tau`` and ``2 tau`` is not negligible (relative
@@ -200,6 +206,11 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
         )
     if task.kind == "moments":
         return _run_moments(plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task)
+    if task.kind == "evaluate" and task.K_ref is not None and noise is not None:
+        X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
+        pm = paired_measure(plant, task.K, task.K_ref, X, task.tau, task.cost_noise, task.pairs, noise, moments)
+        return Report(task.task_id, task.worker, task.kind, task.version, pm.rollouts, pm.blown_up, cost=pm.cost,
+                      cost2=pm.cost2, S=pm.S, S_count=pm.S_count, diff=pm.diff, diff_se=pm.diff_se)
     if task.kind == "evaluate":
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         k = X.shape[0]
@@ -207,7 +218,7 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
                            **({"moments": True} if moments else {}))
         r2 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, 2.0 * task.tau)
         if noise is not None:  # one noisy measurement per state, at both horizons of its rollout
-            f = _noise_factors(noise, task.cost_noise, k)
+            f = noise_factors(noise, task.cost_noise, k)
             r1 = RolloutResult(np.where(r1.blown_up, r1.cost, r1.cost * f), r1.blown_up)
             r2 = RolloutResult(np.where(r2.blown_up, r2.cost, r2.cost * f), r2.blown_up)
         blown = int(np.sum(failed(r1)) + np.sum(failed(r2)))

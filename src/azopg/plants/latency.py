@@ -38,10 +38,14 @@ def latency_factor(model: str, rng: np.random.Generator) -> float:
 class LatencyPlant:
     """Wraps a plant so that every rollout also takes ``latency`` seconds of wall time
     (a batch of ``b`` rollouts sleeps ``b * latency``: one plant, one rollout at a time),
-    times a random factor from ``model`` drawn per call (see :func:`latency_factor`)."""
+    times a random factor from ``model`` drawn per call (see :func:`latency_factor`).
+    No sleep lasts past ``deadline`` (:func:`time.monotonic`, the end of the run's time budget):
+    once the run is out of time the emulated plant answers at once."""
 
-    def __init__(self, plant: Plant, latency: float, model: str = "constant", seed: int | None = None) -> None:
+    def __init__(self, plant: Plant, latency: float, model: str = "constant", seed: int | None = None,
+                 deadline: float | None = None) -> None:
         self.plant = plant
+        self.deadline = deadline
         self.latency = float(latency)
         self.model = model
         self._rng = np.random.default_rng(seed)
@@ -60,22 +64,27 @@ class LatencyPlant:
         """The wrapped plant's rollouts (with moments if asked: ``returns_moments`` is the
         wrapped plant's), slowed down."""
         factor = latency_factor(self.model, self._rng)
-        t_end = time.perf_counter() + self.latency * factor * np.atleast_2d(x0).shape[0]
+        t_end = time.monotonic() + self.latency * factor * np.atleast_2d(x0).shape[0]
+        if self.deadline is not None:
+            t_end = min(t_end, self.deadline)
         out = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
-        remaining = t_end - time.perf_counter()
+        remaining = t_end - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
         return out
 
 
 class LatencyPlantFactory:
-    """Picklable factory: ``LatencyPlant(factory(), latency, model)``, each plant with
-    its own generator."""
+    """Picklable factory: ``LatencyPlant(factory(), latency, model, deadline=deadline)``, each
+    plant with its own generator (``deadline``: :func:`time.monotonic` at the end of the run's
+    time budget; the clock is the machine's, shared by worker processes)."""
 
-    def __init__(self, factory: Callable[[], Plant], latency: float, model: str = "constant") -> None:
+    def __init__(self, factory: Callable[[], Plant], latency: float, model: str = "constant",
+                 deadline: float | None = None) -> None:
         self.factory = factory
         self.latency = latency
         self.model = model
+        self.deadline = deadline
 
     def __call__(self) -> LatencyPlant:
-        return LatencyPlant(self.factory(), self.latency, self.model)
+        return LatencyPlant(self.factory(), self.latency, self.model, deadline=self.deadline)

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import pickle
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
 from ..engine.loops import LOOPS, Throttle
-from ..errors import ProblemError, SettingsError
+from ..errors import OutOfTime, ProblemError, SettingsError
 from ..method.rule import UpdateRule
 from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
@@ -217,9 +218,12 @@ def _executor(job: Job, settings: Settings, backend: str, elapsed: float) -> Exe
     if settings.rollout_latency > 0 and executor_kind(backend) != "simulated":
         from ..plants.latency import LatencyPlantFactory
 
-        plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model)
+        deadline = None if settings.max_time is None else time.monotonic() + settings.max_time - elapsed
+        plant_factory = LatencyPlantFactory(plant_factory, settings.rollout_latency, settings.latency_model,
+                                            deadline=deadline)
     executor = make_executor(backend, plant_factory, settings.workers, ExecutorOptions.of(settings))
     executor.set_clock(elapsed)  # a resumed run's clock continues
+    executor.budget = settings.max_time  # worker start-up and every blocking task count
     return executor
 
 
@@ -237,6 +241,8 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     if restore is not None:
         rule.load_state(restore["master"])
     executor.on_lost = functools.partial(_worker_lost, rule, clock)
+    if settings.max_time is not None:
+        rule.out_of_time = functools.partial(_out_of_time, clock, settings.max_time)
     recorder = None
     if out_dir is not None:
         oracle = job.oracle
@@ -265,6 +271,9 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
         loop = LOOPS[loop_policy(backend)]
         status = loop(rule, executor, functools.partial(stop_reason, rule, runlog, clock), Throttle(ticked))
         K = rule.final_gain(status, executor.run)
+    except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor
+        status, K = "max_time", rule.safeguards.anchor_K.copy()
+        rule.log("out-of-time" if math.isfinite(calibrated_at) or restore is not None else "calibration-cut-short")
     except KeyboardInterrupt:
         status, K = "interrupted", rule.safeguards.anchor_K.copy()
     except BaseException:
@@ -290,6 +299,10 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
                                         if math.isfinite(calibrated_at) else None)
     result.stats["resumes"] = recorder.resumes if recorder is not None else 0
     return result
+
+
+def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
+    return clock() >= max_time
 
 
 def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: Any) -> None:
