@@ -1,6 +1,6 @@
 """Example gymnasium environments: a linear plant and a non-linear pendulum.
 
-Both follow the conventions :class:`~azopg.plants.adapters.GymPlant` relies on: the
+Both follow the conventions :class:`~azopg.plants.gym.GymPlant` relies on: the
 observation is the state, the action is the input ``u``, the reward of a step is minus
 its quadratic stage cost, the environment has a ``dt`` attribute (seconds per step) and
 ``reset(options={"x0": x0})`` starts from a given state.
