@@ -19,8 +19,8 @@ from azopg.plants.envs import LinearEnv, PendulumEnv, he1_env
 from azopg.plants.gym import GymPlant
 from azopg.run.envspec import EnvSpec
 
-A2, B2 = [[0.0, 1.0], [-1.0, -0.5]], [[0.0], [1.0]]
-KW2 = json.dumps({"A": A2, "B": B2, "dt": 0.05})
+A2, B2 = [[-1.0, 1.0], [0.0, -2.0]], [[0.0], [1.0]]
+KW2 = json.dumps({"A": A2, "B": B2, "dt": 0.1})
 PROBLEM2 = {"name": "osc2", "A": A2, "B": B2, "Q": [[1, 0], [0, 1]], "R": [[1]], "K0": [[0.0, 0.0]]}
 
 #: A user-style environment: discrete time (no dt), no x0 reset option, its own resets.
@@ -81,7 +81,7 @@ def test_env_cli_learns_the_linear_example_judged_by_its_problem(tmp_path, capsy
     for name in ("history.csv", "convergence.png", "responses.png", "checkpoint.json"):
         assert (out / name).exists()
     ckpt = json.loads((out / "checkpoint.json").read_text())
-    assert ckpt["env"]["env"] == "azopg/Linear-v0" and ckpt["env"]["kwargs"]["dt"] == 0.05
+    assert ckpt["env"]["env"] == "azopg/Linear-v0" and ckpt["env"]["kwargs"]["dt"] == 0.1
 
 
 def test_env_cli_user_style_environment_without_x0_or_dt(user_module, tmp_path, capsys):
@@ -97,7 +97,7 @@ def test_env_cli_user_style_environment_without_x0_or_dt(user_module, tmp_path, 
 
 
 def test_env_run_resumes_from_its_env_spec(tmp_path):
-    spec = EnvSpec("azopg/Linear-v0", {"A": A2, "B": B2, "dt": 0.05})
+    spec = EnvSpec("azopg/Linear-v0", {"A": A2, "B": B2, "dt": 0.1})
     plant = spec.plant()
     out = tmp_path / "run"
     azopg.train(plant, K0=[[0.0, 0.0]], plant_factory=plant.copy, env=spec.to_dict(), out_dir=out, max_updates=8)
