@@ -70,7 +70,7 @@ def _train(args, capsys):
 def test_env_cli_learns_the_linear_example_judged_by_its_problem(tmp_path, capsys):
     (tmp_path / "osc2.json").write_text(json.dumps(PROBLEM2))
     out = tmp_path / "run"
-    code, stdout, err = _train(["--env", "azopg/Linear-v0", "--env-kwargs", KW2, "--K0", "[[0, 0]]",
+    code, _, err = _train(["--env", "azopg/Linear-v0", "--env-kwargs", KW2, "--K0", "[[0, 0]]",
                                 "--judge", str(tmp_path / "osc2.json"), "--max-updates", "40", "--out", str(out)],
                                capsys)
     assert code == 0, err
