@@ -31,6 +31,10 @@ import azopg
 from azopg.plants.envs import register_envs
 
 
+class _TimeUp(Exception):
+    """Raised by the callback: ARS ignores a callback's request to stop."""
+
+
 class _Clock(BaseCallback):
     """Stops learning after ``seconds`` and records the gap of the current gain."""
 
@@ -45,10 +49,12 @@ class _Clock(BaseCallback):
 
     def _on_step(self) -> bool:
         t = time.perf_counter() - self.t0
-        K = self.gain()
-        gap = self.problem.relative_gap(K) if self.problem.is_stabilizing(K) else float("inf")
-        self.trace.append((t, gap))
-        return t < self.seconds
+        if t >= self.seconds:
+            raise _TimeUp
+        if self.num_timesteps % 20000 == 0:  # the oracle only now and then: it must not slow ARS down
+            K = self.gain()
+            self.trace.append((t, self.problem.relative_gap(K) if self.problem.is_stabilizing(K) else float("inf")))
+        return True
 
 
 def main() -> None:
@@ -68,10 +74,13 @@ def main() -> None:
         layer = model.policy.action_net[0]
         layer.weight.data = torch.as_tensor(-problem.K0, dtype=layer.weight.dtype)
     clock = _Clock(args.seconds, problem)
-    model.learn(total_timesteps=10**12, callback=clock)
+    try:
+        model.learn(total_timesteps=10**12, callback=clock)
+    except _TimeUp:
+        pass
     K = clock.gain()
     gap = problem.relative_gap(K) if problem.is_stabilizing(K) else float("inf")
-    print(f"ARS (sb3-contrib, linear policy, from K0) on azopg/HE1-v0: {clock.trace[-1][0]:.0f} s, "
+    print(f"ARS (sb3-contrib, linear policy, from K0) on azopg/HE1-v0: {time.perf_counter() - clock.t0:.0f} s, "
           f"{model.num_timesteps} steps, continuous-time relative gap {gap:.3g}")
     for t, g in clock.trace[:: max(1, len(clock.trace) // 10)]:
         print(f"  t = {t:7.1f} s  gap {g:.3g}")
