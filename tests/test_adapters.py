@@ -297,9 +297,13 @@ def test_gym_plant_blowup_rule():
     assert out.blown_up.tolist() == [True, False]
 
 
-def test_gym_plant_needs_dt_and_matching_spaces():
+def test_gym_plant_without_dt_is_discrete_time_and_spaces_must_match():
+    plant = GymPlant(functools.partial(_StubEnv, "goal", dt=None), 1, 1)
+    assert plant.discrete_time and plant.dt is None
+    timed = GymPlant(functools.partial(_StubEnv, "goal", dt=None), 1, 1, dt=0.1)
+    assert not timed.discrete_time and timed.dt == 0.1
     with pytest.raises(SettingsError, match="dt"):
-        GymPlant(functools.partial(_StubEnv, "goal", dt=None), 1, 1).rollout(np.zeros((1, 1)), np.ones((1, 1)), 1.0)
+        GymPlant(functools.partial(_StubEnv, "goal", dt=None), 1, 1, dt=-1.0)
     with pytest.raises(SettingsError, match="observation"):
         _ = GymPlant(PendulumEnv, 3, 1).dt
     with pytest.raises(SettingsError):

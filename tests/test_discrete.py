@@ -254,7 +254,7 @@ def test_policy_iteration_on_a_discrete_gym_environment():
             self.x = p.A @ self.x + p.B @ u
             return self.x.copy(), r, False, False, {}
 
-    plant = GymPlant(DiscreteEnv, 3, 1, discrete_time=True)  # no dt attribute needed
+    plant = GymPlant(DiscreteEnv, 3, 1)  # no dt attribute: a discrete-time environment
     exact = DiscreteLinearPlant(p)
     x0 = exact.evaluation_states()
     a, e = plant.rollout(p.K0, x0, 20.0, moments=True), exact.rollout(p.K0, x0, 20.0, moments=True)

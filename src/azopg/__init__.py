@@ -4,8 +4,9 @@ from .errors import AzopgError, NotStabilizingError, ProblemError, ProblemFileEr
 from .method.estimators import Estimate, estimate_gradient, sphere_directions
 from .model.library import get_problem, load_problem, mass_spring_chain, problem_names, random_system
 from .model.problem import LQRProblem
-from .plants.adapters import CallablePlant, GymPlant  # noqa: F401 -- black-box plants (azopg.plants.adapters)
 from .plants.base import Plant, RolloutResult
+from .plants.callable import CallablePlant  # noqa: F401 -- black-box plants (azopg.plants.callable, .gym)
+from .plants.gym import GymPlant  # noqa: F401
 from .plants.linear import LinearPlant
 from .run.checkpoint import RunFinished
 from .run.records import Result

@@ -120,6 +120,25 @@ def cli() -> None:
               help="Replace the run --out holds: remove its result.json, checkpoint.json, history.csv, arrivals.csv, "
               "problem.json, convergence.png, responses.png and compare.json (nothing else).  "
               "[default: a directory that holds a run is refused]")
+@click.option("--env", "env_name", default=None, metavar="ID|MODULE:FACTORY",
+              help="Learn a gymnasium environment instead of --problem: a registered id (`module:Env-v0` imports "
+              "module first; azopg/Linear-v0, azopg/Pendulum-v0, azopg/HE1-v0 built in) or a factory. "
+              "Observation = state, action = input, cost = minus the summed reward.")
+@click.option("--env-kwargs", default=None, metavar="JSON", help="With --env: keyword arguments of the environment.")
+@click.option("--K0", "K0_text", default=None, metavar="FILE|JSON",
+              help="With --env: the initial stabilizing gain (m x n JSON, or a file holding it or a result.json).")
+@click.option("--R", "R_text", default=None, metavar="FILE|JSON",
+              help="With --env: the reward's input weight, for the methods that use it (natural, policy-iteration).")
+@click.option("--eval-states", "eval_text", default=None, metavar="K|FILE|JSON",
+              help="With --env: how many states the checks draw from the environment's resets, or fixed states "
+              "(k x n; needs an environment whose reset takes the 'x0' option).  [default: max(n, 8) drawn]")
+@click.option("--episode-steps", type=int, default=None, metavar="N", help="With --env: steps per episode at most.")
+@click.option("--dt", type=float, default=None, metavar="SEC",
+              help="With --env: seconds per step.  [default: the environment's dt; without one, discrete time]")
+@click.option("--vector", default="auto", show_default=True, metavar="MODE",
+              help="With --env: how a task's rollouts are stepped: auto | loop | sync | async | native.")
+@click.option("--judge", "judge_spec", default=None, metavar="NAME|FILE",
+              help="With --env: a known problem whose exact oracle reports the gap of the learned gains.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int | None,
           max_rollouts: int | None, target_gap: float, target_gain_error: float | None, out_dir: str,
@@ -127,10 +146,12 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           r: float | None, tau: float | None, step: float | None, method: str, workers: int,
           backend: str | None, max_delay: int | None, staleness: str, rollout_latency: float,
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
-          resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool) -> None:
-    """Learn a gain for a problem and write DIR/result.json, history.csv, arrivals.csv,
-    problem.json, convergence.png and responses.png (checkpoint.json and the logs are kept up to date
-    during the run, for --resume)."""
+          resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool, env_name: str | None,
+          env_kwargs: str | None, K0_text: str | None, R_text: str | None, eval_text: str | None,
+          episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None) -> None:
+    """Learn a gain for a problem (or a gymnasium environment, --env) and write DIR/result.json,
+    history.csv, arrivals.csv, problem.json, convergence.png and responses.png (checkpoint.json and
+    the logs are kept up to date during the run, for --resume)."""
     from .run.output import write_run
     from .run.rundir import claim
     from .run.train import train as run_train
@@ -158,10 +179,16 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
             except SettingsError as exc:
                 raise SettingsError(f"--resume {exc}") from None
     else:
-        try:
-            problem = load_problem(problem_spec)
-        except AzopgError as exc:
-            raise SettingsError(f"--problem {problem_spec!r}: {exc}") from None
+        if env_name is not None:
+            from .run.envspec import prepare_env
+
+            spec, problem, K0 = prepare_env(env_name, env_kwargs, K0_text, R_text, eval_text, episode_steps, dt,
+                                            vector, judge_spec)
+        else:
+            try:
+                problem = load_problem(problem_spec)
+            except AzopgError as exc:
+                raise SettingsError(f"--problem {problem_spec!r}: {exc}") from None
         settings = _settings(seed=seed, max_time=max_time, max_updates=max_updates, max_rollouts=max_rollouts,
                              target_gap=target_gap, target_gain_error=target_gain_error,
                              batch=batch, r=r, tau=tau, step=step, method=method,
@@ -169,13 +196,21 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
                              task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address)
         backend = _backend(backend, workers, ray_address)
-        _ = problem.optimal_cost  # fail early if the Riccati equation has no solution
+        _ = problem is None or problem.optimal_cost  # fail early if the Riccati equation has no solution
         out = claim(out_dir, overwrite=overwrite)  # only now, with the input checked, is --out touched
         click.get_current_context().call_on_close(out.release)
-        with _Progress(problem.name, target_gap, quiet, target_gain_error) as bar:
-            result = run_train(problem, settings, backend=backend, progress=bar.update, out_dir=out)
+        with _Progress(env_name or problem.name, target_gap, quiet, target_gain_error) as bar:
+            if env_name is not None:
+                plant = spec.plant()
+                result = run_train(plant, settings, K0=K0, backend=backend, plant_factory=plant.copy,
+                                   progress=bar.update, out_dir=out, judge=problem, env=spec.to_dict())
+            else:
+                result = run_train(problem, settings, backend=backend, progress=bar.update, out_dir=out)
     files = write_run(out.path, result)
     click.echo(
+        f"{result.problem}: {result.status} after {result.updates} updates, {result.rollouts} rollouts, "
+        f"{result.wall_time_s:.2f} s (no exact oracle; --judge PROBLEM reports the gap)"
+        if result.problem_data is None else
         f"{result.problem}: {result.status}, relative gap {result.relative_gap:.3e}, "
         f"gain error {result.gain_error:.3e} "
         f"(cost {result.cost:.6g}, optimum {result.optimal_cost:.6g}) after {result.updates} updates, "

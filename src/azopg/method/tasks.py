@@ -173,7 +173,7 @@ def evaluation_states(plant: Plant, seed: int) -> np.ndarray:
     own = getattr(plant, "evaluation_states", None)
     if callable(own):
         return check_states(plant, own(), None, "evaluation_states")
-    size = max(plant.n, 8)
+    size = getattr(plant, "eval_count", None) or max(plant.n, 8)  # a GymPlant may be told how many
     return check_states(plant, plant.initial_states(np.random.default_rng([seed, _EVAL_STREAM]), size), size)
 
 

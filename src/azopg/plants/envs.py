@@ -1,6 +1,6 @@
 """Example gymnasium environments: a linear plant and a non-linear pendulum.
 
-Both follow the conventions :class:`~azopg.plants.adapters.GymPlant` relies on: the
+Both follow the conventions :class:`~azopg.plants.gym.GymPlant` relies on: the
 observation is the state, the action is the input ``u``, the reward of a step is minus
 its quadratic stage cost, the environment has a ``dt`` attribute (seconds per step) and
 ``reset(options={"x0": x0})`` starts from a given state.
@@ -20,7 +20,8 @@ its quadratic stage cost, the environment has a ``dt`` attribute (seconds per st
   terminates with ``info["blown_up"] = True`` once ``|theta|`` exceeds ``theta_limit``.
 
 Nothing is registered with gymnasium at import. :func:`register_envs` registers
-``azopg/Linear-v0`` and ``azopg/Pendulum-v0`` on request, for ``gymnasium.make``.
+``azopg/Linear-v0``, ``azopg/Pendulum-v0`` and ``azopg/HE1-v0`` (:func:`he1_env`, the
+user-style environment: no ``x0`` option, 200-step episodes) on request, for ``gymnasium.make``.
 Requires the ``gym`` extra (``pip install azopg[gym]``).
 """
 
@@ -37,7 +38,7 @@ from gymnasium import spaces
 from ..errors import ProblemError
 from ..model.problem import LQRProblem, as_matrix
 
-__all__ = ["LinearEnv", "PendulumEnv", "register_envs", "zoh_matrices"]
+__all__ = ["LinearEnv", "PendulumEnv", "he1_env", "register_envs", "zoh_matrices"]
 
 
 def _check_dt(dt: float) -> float:
@@ -117,6 +118,9 @@ class LinearEnv(gym.Env):
         Default 0.
     blowup_norm : float
         Largest state 2-norm before the episode is ended as blown up.
+    accept_x0 : bool
+        Honour ``reset(options={"x0": x0})`` (default); False ignores it, as a plain
+        environment would.
 
     Attributes
     ----------
@@ -141,6 +145,7 @@ class LinearEnv(gym.Env):
         noise_std: float = 0.0,
         obs_noise_std: float = 0.0,
         blowup_norm: float = 1e8,
+        accept_x0: bool = True,
     ) -> None:
         super().__init__()
         A = as_matrix(A, "A")
@@ -162,6 +167,7 @@ class LinearEnv(gym.Env):
         self.noise_std = _check_std(noise_std, "noise_std")
         self.obs_noise_std = _check_std(obs_noise_std, "obs_noise_std")
         self.blowup_norm = float(blowup_norm)
+        self.accept_x0 = bool(accept_x0)
         self.Ad, self.Bd, self.W = zoh_matrices(A, B, Q, R, self.dt)
         self._step = np.hstack([self.Ad, self.Bd])
         self._blowup2 = self.blowup_norm**2
@@ -183,7 +189,7 @@ class LinearEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode from ``options["x0"]`` if given, else from ``N(0, x0_cov)``."""
         super().reset(seed=seed)
-        x0 = (options or {}).get("x0")
+        x0 = (options or {}).get("x0") if self.accept_x0 else None
         if x0 is None:
             self.state = self._L @ self.np_random.standard_normal(self.n)
         else:
@@ -329,6 +335,15 @@ class PendulumEnv(gym.Env):
         return self.state.copy(), -cost, blown, False, {"blown_up": blown} if blown else {}
 
 
+def he1_env(dt: float = 0.05) -> LinearEnv:
+    """The HE1 helicopter (``azopg problems --show he1``) as a plain environment: exact
+    zero-order hold at ``dt``, its own reset distribution ``N(0, x0_cov)`` and **no** ``x0``
+    reset option (``azopg/HE1-v0`` adds 200-step episodes)."""
+    from ..model.library import get_problem
+
+    return LinearEnv.from_problem(get_problem("he1"), dt=dt, accept_x0=False)
+
+
 _REGISTERED = False
 
 
@@ -341,4 +356,5 @@ def register_envs() -> None:
         return
     gym.register(id="azopg/Linear-v0", entry_point="azopg.plants.envs:LinearEnv")
     gym.register(id="azopg/Pendulum-v0", entry_point="azopg.plants.envs:PendulumEnv")
+    gym.register(id="azopg/HE1-v0", entry_point="azopg.plants.envs:he1_env", max_episode_steps=200)
     _REGISTERED = True

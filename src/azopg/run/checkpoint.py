@@ -132,17 +132,21 @@ class RunRecorder:
         loaded into the run's log.
     overwrite : bool
         Replace a run ``out`` holds (else such a directory is refused).
+    env_data : dict, optional
+        The environment spec of a black-box run (:meth:`azopg.run.envspec.EnvSpec.to_dict`):
+        with it the run can be resumed (``problem_data`` is then its judge, if any).
     """
 
     def __init__(self, out: str | os.PathLike[str], rule: UpdateRule, runlog: RunLog, *, given: dict[str, Any],
                  backend: str, problem_data: dict[str, Any] | None, K0: Any, previous: dict[str, Any] | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, env_data: dict[str, Any] | None = None) -> None:
         self._owns = not isinstance(out, RunDir)
         self.run_dir: RunDir = out if isinstance(out, RunDir) else claim(out, overwrite=overwrite,
                                                                          resume=previous is not None)
         self.out = self.run_dir.path
         self.rule, self.runlog = rule, runlog
         self.given, self.backend, self.problem_data = given, backend, problem_data
+        self.env_data = env_data
         self.K0 = [list(map(float, row)) for row in K0]
         self.resumes = 0
         self.calibration_s: float | None = None
@@ -224,7 +228,7 @@ class RunRecorder:
         data = {
             "format": FORMAT, "status": status, "saved_at": time.time(), "elapsed_s": m.clock(),
             "calibration_s": self.calibration_s, "resumes": self.resumes, "backend": self.backend,
-            "settings": self.given, "K0": self.K0, "problem": self.problem_data, "master": state,
+            "settings": self.given, "K0": self.K0, "problem": self.problem_data, "env": self.env_data, "master": state,
             "history_rows": self._rows[0], "arrival_rows": self._rows[1],
             "logs": {name: {"bytes": self._bytes[i], "sha256": self._hashes[i].hexdigest()}
                      for i, name in enumerate(_LOGS)},

@@ -301,8 +301,11 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
         master = data.get("master")
         if not isinstance(master, dict):
             raise _bad("master", master, "expected a JSON object")
+        env = data.get("env")
+        if env is not None and (not isinstance(env, dict) or not isinstance(env.get("env"), str)):
+            raise _bad("env", env, "expected an environment spec (a JSON object naming an env)")
         if data.get("problem") is None:
-            return data  # a black-box plant: resume refuses it
+            return data  # a black-box plant: resumed from its env spec, or refused
         try:
             problem = LQRProblem.from_dict(data["problem"])
         except (AzopgError, TypeError, ValueError) as exc:

@@ -58,11 +58,14 @@ class Job:
     oracle: LQRProblem | None = None
     R: np.ndarray | None = None
     discrete_time: bool = False
+    #: The environment spec of a ``--env`` run (:class:`azopg.run.envspec.EnvSpec`), kept for resume.
+    env: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, problem: LQRProblem | Plant, settings: Settings, K0: Any = None,
-           plant_factory: Callable[[], Plant] | None = None) -> Job:
-        """Parse :func:`train`'s arguments (see there)."""
+           plant_factory: Callable[[], Plant] | None = None, judge: LQRProblem | None = None) -> Job:
+        """Parse :func:`train`'s arguments (see there); ``judge``: a known problem whose exact
+        oracle reports the gap of a black-box plant's gains."""
         if isinstance(problem, LQRProblem):
             K0 = problem.K0 if K0 is None else as_matrix(K0, "K0", problem.m, problem.n)
             return cls(problem.name, np.array(K0, dtype=float),
@@ -72,13 +75,16 @@ class Job:
         if K0 is None:
             raise SettingsError("K0 is required for a black-box plant")
         K0 = as_matrix(K0, "K0", plant.m, plant.n)
-        if settings.target_gain_error is not None:
+        if settings.target_gain_error is not None and judge is None:
             raise SettingsError("target_gain_error needs a known LQR problem (K* of the exact oracle); "
                                 "a black-box plant has none")
         if not (settings.max_updates or settings.max_rollouts or settings.max_time):
             raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
         R = getattr(plant, "R", None)
-        return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant),
+        if judge is not None and (judge.n, judge.m) != (plant.n, plant.m):
+            raise SettingsError(f"the judge problem {judge.name!r} has n = {judge.n}, m = {judge.m}; the plant "
+                                f"n = {plant.n}, m = {plant.m}")
+        return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant), judge,
                    R=None if R is None else as_matrix(R, "R", plant.m, plant.m),
                    discrete_time=bool(getattr(plant, "discrete_time", False)))
 
@@ -111,6 +117,8 @@ def train(
     progress: Progress | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    judge: LQRProblem | None = None,
+    env: dict[str, Any] | None = None,
     **options: Any,
 ) -> Result:
     """Learn a gain from rollout costs.
@@ -145,6 +153,13 @@ def train(
         (see :func:`azopg.run.rundir.claim`).
     overwrite : bool
         Replace the run ``out_dir`` holds (its run files are removed, nothing else).
+    judge : LQRProblem, optional
+        For a black-box plant: a known problem whose exact oracle reports the gap of the
+        gains (and stops the run at ``target_gap``), e.g. the linear system a gymnasium
+        environment simulates.
+    env : dict, optional
+        The :class:`~azopg.run.envspec.EnvSpec` (``to_dict()``) the plant was built from:
+        stored in the checkpoint, so that :func:`resume` can rebuild the plant.
 
     Returns
     -------
@@ -161,8 +176,10 @@ def train(
         settings = Settings(**options)
     elif options:
         settings = Settings.from_dict({**settings.to_dict(), **options})
-    return _run(Job.of(problem, settings, K0, plant_factory), settings, backend, progress, out_dir,
-                overwrite=overwrite)
+    job = Job.of(problem, settings, K0, plant_factory, judge=judge)
+    if env is not None:
+        job.name, job.env = str(env.get("env", job.name)), env
+    return _run(job, settings, backend, progress, out_dir, overwrite=overwrite)
 
 
 def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None) -> Result:
@@ -198,11 +215,20 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None)
     with owned:
         if ckpt["status"] in FINISHED:
             raise RunFinished(run_dir, ckpt)
+        settings = Settings.from_dict(ckpt["settings"])
+        if ckpt.get("env") is not None:  # a black-box run of an environment spec: rebuild its plant
+            from .envspec import EnvSpec
+
+            spec = EnvSpec.from_dict(ckpt["env"])
+            plant = spec.plant()
+            judge = LQRProblem.from_dict(ckpt["problem"]) if ckpt.get("problem") is not None else None
+            job = Job.of(plant, settings, ckpt["K0"], plant.copy, judge=judge)
+            job.name, job.env = spec.env, spec.to_dict()
+            return _run(job, settings, ckpt["backend"], progress, locked, ckpt)
         if ckpt.get("problem") is None:
             raise SettingsError(f"{str(run_dir)!r}: the run learned a black-box plant; only runs of an LQR "
                                 "problem can be resumed")
         problem = LQRProblem.from_dict(ckpt["problem"])  # both checked by read_checkpoint
-        settings = Settings.from_dict(ckpt["settings"])
         return _run(Job.of(problem, settings, ckpt["K0"]), settings, ckpt["backend"], progress, locked, ckpt)
 
 
@@ -248,7 +274,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
         oracle = job.oracle
         recorder = RunRecorder(out_dir, rule, runlog, given=settings.to_dict(), backend=backend, K0=job.K0,
                                problem_data=oracle.to_dict() if oracle is not None else None, previous=restore,
-                               overwrite=overwrite)
+                               overwrite=overwrite, env_data=job.env)
 
     def ticked() -> None:
         if recorder is not None:
