@@ -86,9 +86,11 @@ def cli() -> None:
 @click.option("--r", "r", type=float, default=None, help="Smoothing radius.  [default: calibrated]")
 @click.option("--tau", type=float, default=None, help="Rollout horizon.  [default: grown until the tail is negligible]")
 @click.option("--step", type=float, default=None, help="Initial step size.  [default: line search]")
-@click.option("--method", type=click.Choice(list(METHODS)), default="two-point",
+@click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
-              "whitened zero-order Gauss-Newton (natural) or model-free policy iteration.")
+              "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
+              "if the plant returns state moments and --cost-noise <= 1e-3, natural if it returns them under more "
+              "noise, else two-point.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
               help="serial | async | sync | simulated | simulated-sync | ray.  "
