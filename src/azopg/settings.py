@@ -46,8 +46,9 @@ class Settings:
         Update rule. ``auto`` (the default) is resolved once at the start of a run
         (:func:`azopg.method.auto.choose_method`): ``policy-iteration`` when the plant returns
         state moments and the cost noise is small, ``natural`` when it returns moments under
-        larger noise, else ``two-point``. The others: AZOPG with the two-point or one-point zero-order estimator; ``natural``,
-        AZOPG along whitened directions (a zero-order Gauss--Newton step); ``policy-iteration``,
+        larger noise, else ``two-point``. The others: AZOPG with the two-point or one-point
+        zero-order estimator; ``natural``, AZOPG along whitened directions (a zero-order
+        Gauss--Newton step); ``policy-iteration``,
         Kleinman's steps on ``(P, E)`` fitted to rollouts with state moments (the plant must
         return them).
     r : float, optional

@@ -26,19 +26,28 @@ import numpy as np
 
 from .buffer import RolloutBuffer
 from .regression import unknowns
-from .rule import UpdateRule
+from .rule import Runner, UpdateRule
 from .tasks import Report, Task
 
-__all__ = ["PolicyIteration"]
+__all__ = ["PolicyIteration", "buffer_factor"]
 
 #: Rollouts needed per unknown of ``(P, E)`` before a fit; the buffer keeps ``KEEP`` per unknown.
 OVERDETERMINED, KEEP = 2.0, 6.0
+#: Under relative cost noise ``sigma`` the buffer keeps ``KEEP * min(1 + (sigma / NOISE_SCALE)^2, NOISY_KEEP)``
+#: per unknown: the fit's error falls as ``sigma / sqrt(rollouts)`` (stale data stays exact), so the floor
+#: the buffer sets on the gap falls with its size.
+NOISE_SCALE, NOISY_KEEP = 1e-3, 16.0
 #: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
 MAX_CONDITION = 1e14
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
 CHECK_EVERY = 2
+
+
+def buffer_factor(cost_noise: float) -> float:
+    """How many times the noise-free buffer is kept under relative cost noise ``cost_noise``."""
+    return min(1.0 + (cost_noise / NOISE_SCALE) ** 2, NOISY_KEEP)
 
 
 class PolicyIteration(UpdateRule):
@@ -52,7 +61,7 @@ class PolicyIteration(UpdateRule):
         super().__init__(K0, settings, **kw)
         p = unknowns(self.n, self.m, self.R is None)
         self.needed = math.ceil(OVERDETERMINED * p)
-        self.buffer = RolloutBuffer(math.ceil(KEEP * p))
+        self.buffer = RolloutBuffer(math.ceil(buffer_factor(settings.cost_noise) * KEEP * p))
         if settings.step is None:
             self.tuning.alpha = 1.0
         if settings.check_every is None:
@@ -88,3 +97,15 @@ class PolicyIteration(UpdateRule):
         if 0 < limit < size:
             step *= limit / size
         self.apply(self.K + step, delay, worker, version_read)
+
+    def recalibrate(self, run: Runner) -> None:
+        """Checks keep failing (the step has halved to nothing, e.g. under cost noise): re-measure the
+        anchor -- a lucky low measurement of it rejects every check -- and restart from a full
+        Kleinman step. Logged as ``recalibrate``; no line search (it would need a gradient estimator)."""
+        g = self.safeguards
+        anchor = self.probe(run, "evaluate", g.anchor_K.copy())
+        if not anchor.blown_up:
+            g.anchor_cost = anchor.cost
+        self.tuning.alpha = 1.0
+        g.rejects_in_row = 0
+        self.log("recalibrate")
