@@ -60,8 +60,10 @@ class PolicyIteration(UpdateRule):
     def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)
         p = unknowns(self.n, self.m, self.R is None)
-        self.needed = math.ceil(OVERDETERMINED * p)
-        self.buffer = RolloutBuffer(math.ceil(buffer_factor(settings.cost_noise) * KEEP * p))
+        noisy = buffer_factor(settings.cost_noise)  # the first fit waits for as many times more data
+        self.needed = math.ceil(noisy * OVERDETERMINED * p)
+        self.buffer = RolloutBuffer(math.ceil(noisy * KEEP * p))
+        self._idle = 0  # rollouts received since the last applied step
         if settings.step is None:
             self.tuning.alpha = 1.0
         if settings.check_every is None:
@@ -71,25 +73,29 @@ class PolicyIteration(UpdateRule):
         return self.issue(worker, "moments")
 
     def _tell(self, rep: Report, delay: int) -> None:
-        self.buffer.add(rep.data)
+        self._add(rep)
         self._step(delay, rep.worker, rep.version)
 
     def _tell_round(self, reports: list[Report]) -> None:
         for rep in reports:
-            self.buffer.add(rep.data)
+            self._add(rep)
         self._step(0, -1, self.version)
+
+    def _add(self, rep: Report) -> None:
+        self.buffer.add(rep.data)
+        self._idle += 0 if rep.data is None else rep.data.cost.size
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
         if len(self.buffer) < self.needed:
             return
         fit = self.buffer.evaluate(self.K, self.R)
-        if not fit.condition < MAX_CONDITION:
-            self.log("ill-conditioned", delay, worker, version_read)
-            return
         try:
+            if not fit.condition < MAX_CONDITION:
+                raise np.linalg.LinAlgError
             step = -np.linalg.solve(np.linalg.cholesky(fit.R).T, np.linalg.solve(np.linalg.cholesky(fit.R), fit.E))
-        except np.linalg.LinAlgError:  # an estimated R that is not positive definite: wait for more data
+        except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
             self.log("ill-conditioned", delay, worker, version_read)
+            self._stuck(worker, version_read)
             return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
         step *= self.tuning.alpha
@@ -97,6 +103,22 @@ class PolicyIteration(UpdateRule):
         if 0 < limit < size:
             step *= limit / size
         self.apply(self.K + step, delay, worker, version_read)
+
+    def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
+        self._idle = 0
+        super().apply(K, delay, worker, version_read)
+
+    def _stuck(self, worker: int, version_read: int) -> None:
+        """A whole buffer's worth of rollouts without a well-conditioned fit: no step, so no check
+        would ever judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``);
+        at the anchor already, start the buffer afresh around it."""
+        if self._idle < self.buffer.capacity:
+            return
+        self._idle = 0
+        if np.array_equal(self.K, self.safeguards.anchor_K):
+            self.buffer.clear()
+        else:
+            self.safeguards.rollback(self, worker, version_read, "rollback-ill-conditioned")
 
     def recalibrate(self, run: Runner) -> None:
         """Checks keep failing (the step has halved to nothing, e.g. under cost noise): re-measure the
