@@ -89,8 +89,7 @@ def cli() -> None:
 @click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
               "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
-              "if the plant returns state moments and --cost-noise <= 1e-3, natural if it returns them under more "
-              "noise, else two-point.")
+              "for a known problem's exact plant with --cost-noise <= 1e-3, natural under more noise.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
               help="serial | async | sync | simulated | simulated-sync | ray.  "

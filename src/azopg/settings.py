@@ -45,10 +45,10 @@ class Settings:
     method : {"auto", "two-point", "one-point", "natural", "policy-iteration"}
         Update rule. ``auto`` (the default) is resolved once at the start of a run
         (:func:`azopg.method.auto.choose_method`): ``policy-iteration`` when the plant returns
-        state moments and the cost noise is small, ``natural`` when it returns moments under
-        larger noise, else ``two-point``. The others: AZOPG with the two-point or one-point
-        zero-order estimator; ``natural``, AZOPG along whitened directions (a zero-order
-        Gauss--Newton step); ``policy-iteration``,
+        exact state moments (a LinearPlant) and ``cost_noise <= 1e-3``, ``natural`` when it
+        returns moments otherwise (a gym env's, or under more noise), else ``two-point``.
+        The others: AZOPG with the two-point or one-point zero-order estimator; ``natural``,
+        AZOPG along whitened directions (a zero-order Gauss--Newton step); ``policy-iteration``,
         Kleinman's steps on ``(P, E)`` fitted to rollouts with state moments (the plant must
         return them).
     r : float, optional

@@ -33,10 +33,13 @@ def _noise_factors(rng: np.random.Generator, sigma: float, size: int) -> np.ndar
 class NoisyCosts:
     """A plant whose measured rollout costs carry relative noise ``sigma`` (see
     :attr:`azopg.settings.Settings.cost_noise`); blown-up rollouts stay as they are. State
-    moments (``moments=True``) pass through exact: only the cost is a noisy measurement."""
+    moments (``moments=True``) pass through exact unless ``moments_noise`` > 0: then each
+    measured ``S`` is ``S + moments_noise * D^1/2 G D^1/2`` (``D = diag S``, ``G`` symmetric with
+    standard normal entries) -- noise of every entry relative to its own scale, also along ``S``'s
+    small directions (errors in variables for the regression)."""
 
-    def __init__(self, plant: Plant, sigma: float, rng: np.random.Generator) -> None:
-        self.plant, self.sigma, self.rng = plant, sigma, rng
+    def __init__(self, plant: Plant, sigma: float, rng: np.random.Generator, moments_noise: float = 0.0) -> None:
+        self.plant, self.sigma, self.rng, self.moments_noise = plant, sigma, rng, moments_noise
         self.n, self.m = plant.n, plant.m
         self.returns_moments = returns_moments(plant)
 
@@ -47,7 +50,12 @@ class NoisyCosts:
         res = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
         cost = np.asarray(res.cost, dtype=float)
         noisy = cost * _noise_factors(self.rng, self.sigma, cost.shape[0])
-        return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up, res.S, res.x_end)
+        S = res.S
+        if S is not None and self.moments_noise > 0:
+            G = self.rng.standard_normal(S.shape)
+            d = np.sqrt(np.abs(np.diagonal(S, axis1=1, axis2=2)))[:, :, None]
+            S = S + self.moments_noise * d * (0.5 * (G + np.swapaxes(G, 1, 2))) * np.swapaxes(d, 1, 2)
+        return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up, S, res.x_end)
 
 
 @dataclass(frozen=True)
