@@ -262,7 +262,8 @@ class Interrupter:
 
 def test_checkpoint_and_resume_in_python(chain3, tmp_path):
     out = tmp_path / "run"
-    first = azopg.train(chain3, seed=3, target_gap=1e-3, max_time=60, out_dir=out, progress=Interrupter(3))
+    first = azopg.train(chain3, method="two-point", seed=3, target_gap=1e-3, max_time=60, out_dir=out,
+                        progress=Interrupter(3))
     assert first.status == "interrupted" and first.updates > 0
     ckpt = json.loads((out / "checkpoint.json").read_text())
     assert ckpt["status"] == "interrupted" and ckpt["master"]["updates"] == first.updates

@@ -52,7 +52,8 @@ class Interrupter:
 
 
 def interrupted_run(problem, out, seed=3):
-    res = azopg.train(problem, seed=seed, target_gap=1e-3, max_time=60, out_dir=out, progress=Interrupter(3))
+    res = azopg.train(problem, method="two-point", seed=seed, target_gap=1e-3, max_time=60, out_dir=out,
+                      progress=Interrupter(3))
     assert res.status == "interrupted" and res.updates > 0
     return res
 
