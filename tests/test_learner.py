@@ -68,7 +68,7 @@ def test_same_seed_same_gain_to_convergence(default_problem):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_tiny_budget_never_worse_than_K0(name, seed):
     p = azopg.get_problem(name)
-    res = azopg.train(p, seed=seed, max_updates=5, target_gap=None, max_time=30)
+    res = azopg.train(p, method="two-point", seed=seed, max_updates=5, target_gap=None, max_time=30)
     assert res.status == "max_updates"
     assert p.is_stabilizing(res.K)
     assert p.cost(res.K) <= p.cost(p.K0)
