@@ -102,6 +102,8 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     if backend in BACKENDS and loop_policy(backend) == "sync":
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
     plant = LinearPlant(problem)
+    if given.get("method") == "auto":  # the rule the run resolved (its plant may not have been this one)
+        given["method"] = (result.get("settings") or {}).get("method", "auto")
     settings = resolve_settings(Settings.from_dict(given), plant)
     rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True)
     rule.calibrate(lambda task: run_task(plant, task))
