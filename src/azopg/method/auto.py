@@ -12,8 +12,8 @@ or replayed run resolves it identically. Measured on every built-in problem (REA
   others (``R`` is used when known, estimated with ``(P, E)`` otherwise);
 * the plant returns moments that are only approximate (a gymnasium env's sampled
   observations, a nonlinear plant: the regression's identity does not hold) or the costs are
-  noisier: ``natural`` -- it uses the moments only as a preconditioner, and at 1e-2 cost
-  noise it ends at gaps 10 to 100 times smaller than the regression;
+  noisier: ``natural`` -- it uses the moments only as a preconditioner and degrades
+  gracefully under 1e-2 cost noise, where the regression sometimes stalls far from the optimum;
 * no moments: ``two-point`` -- the paper's rule needs costs only (``natural`` without
   moments would lose its whitening and keep a step tuned for it).
 """
