@@ -4,7 +4,8 @@ For each problem and rule: the run's status, the final relative gap, ``||K - K*|
 the rollouts spent (in all, and until the gap first reached 1e-3) and the wall seconds.
 
     python benchmarks/rules.py [--rules natural,policy-iteration] [--problems he3,tg1]
-                               [--target-gap 1e-6] [--max-time 60] [--seed 0]
+                               [--target-gap 1e-6] [--target-gain-error 1e-3] [--cost-noise 0]
+                               [--max-time 60] [--seed 0]
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--rules", default="two-point,natural,policy-iteration")
     ap.add_argument("--problems", default=",".join(azopg.problem_names()))
     ap.add_argument("--target-gap", type=float, default=1e-6)
+    ap.add_argument("--target-gain-error", type=float, default=None)
+    ap.add_argument("--cost-noise", type=float, default=0.0)
     ap.add_argument("--max-time", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -41,7 +44,8 @@ def main() -> None:
     bad = [r for r in rules if r not in METHODS]
     if bad:
         ap.error(f"unknown rule(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
-    print(f"serial, target gap {args.target_gap:g}, budget {args.max_time:g} s, seed {args.seed}")
+    print(f"serial, target gap {args.target_gap:g}, gain error {args.target_gain_error}, "
+          f"cost noise {args.cost_noise:g}, budget {args.max_time:g} s, seed {args.seed}")
     print(f"{'problem':<8} {'n':>3} {'m':>2} {'rule':<17} {'status':<11} {'gap':>9} {'|dK|/|K*|':>10} "
           f"{'rollouts':>9} {'to 1e-3':>8} {'seconds':>8}")
     for name in args.problems.split(","):
@@ -49,7 +53,8 @@ def main() -> None:
         Ks = p.optimal_gain
         for rule in rules:
             t0 = time.perf_counter()
-            res = azopg.train(p, method=rule, seed=args.seed, target_gap=args.target_gap, max_time=args.max_time)
+            res = azopg.train(p, method=rule, seed=args.seed, target_gap=args.target_gap, max_time=args.max_time,
+                              target_gain_error=args.target_gain_error, cost_noise=args.cost_noise)
             sec = time.perf_counter() - t0
             rel = float(np.linalg.norm(res.K - Ks) / np.linalg.norm(Ks))
             r3 = rollouts_to(res.history, 1e-3)

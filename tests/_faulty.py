@@ -50,6 +50,9 @@ class FaultyPlant:
     actor named ``azopg-worker-1`` exits on every rollout, however often Ray restarts it).
     """
 
+    #: its rollout takes no ``moments`` (not delegated to the LinearPlant inside)
+    returns_moments = False
+
     def __init__(self, problem: azopg.LQRProblem, mode: str, at: int, marker: str | None = None) -> None:
         self.inner = azopg.LinearPlant(problem)
         self.n, self.m = problem.n, problem.m

@@ -73,7 +73,7 @@ def check_history(res, max_delay):
 
 def test_simulated_delay_bound_drops_stale_estimates(chain3):
     res = azopg.train(chain3, backend="simulated", workers=8, max_delay=2, seed=0, target_gap=1e-2,
-                      max_updates=300)
+                      max_updates=300, method="two-point")
     assert res.settings["max_delay"] == 2
     assert all(h.delay <= 2 for h in rows(res, "update"))
     drops = check_history(res, 2)
@@ -85,7 +85,7 @@ def test_simulated_delay_bound_drops_stale_estimates(chain3):
 
 def test_async_delay_bound(chain3):
     res = azopg.train(chain3, backend="async", workers=4, max_delay=2, seed=0, target_gap=None, max_updates=60,
-                      rollout_latency=0.001)
+                      rollout_latency=0.001, method="two-point")
     assert res.status == "max_updates"
     assert res.settings["max_delay"] == 2
     assert all(h.delay <= 2 for h in rows(res, "update"))
@@ -202,7 +202,8 @@ def test_light_report_rebuilds_the_full_gradient(chain3, which, method):
 
 
 def test_light_run_sends_fewer_bytes_and_learns_the_same(chain3):
-    kw = {"backend": "simulated", "workers": 3, "seed": 2, "target_gap": None, "max_updates": 40}
+    kw = {"backend": "simulated", "workers": 3, "seed": 2, "target_gap": None, "max_updates": 40,
+          "method": "two-point"}
     full = azopg.train(chain3, light=False, **kw)
     light = azopg.train(chain3, light=True, **kw)
     assert light.stats["bytes_per_update"] < full.stats["bytes_per_update"]
@@ -244,13 +245,13 @@ def per_update(res):
 
 @pytest.fixture(scope="module")
 def async_reference(chain3):
-    return azopg.train(chain3, backend="simulated", workers=3, seed=0, target_gap=1e-2)
+    return azopg.train(chain3, backend="simulated", workers=3, seed=0, target_gap=1e-2, method="two-point")
 
 
 @pytest.mark.parametrize("backend", ["sync", "simulated-sync"])
 def test_sync_baseline(chain3, async_reference, backend):
     W = 3
-    res = azopg.train(chain3, backend=backend, workers=W, seed=0, target_gap=1e-2, max_time=60)
+    res = azopg.train(chain3, backend=backend, workers=W, seed=0, target_gap=1e-2, max_time=60, method="two-point")
     assert res.status == "converged"
     assert chain3.relative_gap(res.K) <= 1e-2
     updates = rows(res, "update")
@@ -269,7 +270,7 @@ def test_sync_baseline(chain3, async_reference, backend):
 
 def hand_master(K0, *, W=4, max_delay=3, staleness="constant", step=0.1):
     s = Settings(step=step, r=1e-3, tau=1.0, check_every=10**6, workers=W, max_delay=max_delay,
-                 staleness=staleness, target_gap=None)
+                 staleness=staleness, target_gap=None, method="two-point")
     return AZOPG(np.array(K0, dtype=float), s, observer=RunLog(None, lambda: 0.0, W))
 
 

@@ -61,7 +61,7 @@ def test_options_reach_the_simulated_executor(chain3):
 
 
 def test_clock_origin_and_defaults(chain3):
-    master = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=2))
+    master = AZOPG(np.array(chain3.K0), Settings(method="two-point", tau=1.0, r=1e-3, step=1e-3, batch=2))
     sim = SimulatedExecutor(lambda: azopg.LinearPlant(chain3), 2, per_rollout=0.5)
     sim.set_clock(12.5)  # a resumed run's virtual clock continues where it stopped
     assert sim.clock() == 12.5
@@ -79,7 +79,7 @@ def test_worker_lost_under_run_is_replaced_and_the_task_sent_again(chain3, tmp_p
     """Worker 0 kills itself on its first rollout: run() gets the report from its replacement
     (the same report as in this process), on_lost hears of the loss with no task abandoned."""
     ensure_importable()
-    master = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=2, seed=4))
+    master = AZOPG(np.array(chain3.K0), Settings(method="two-point", tau=1.0, r=1e-3, step=1e-3, batch=2, seed=4))
     ex = ProcessExecutor(FaultyFactory(chain3, "die", 1, str(tmp_path / "died")), 2)
     losses: list[WorkerLoss] = []
     ex.on_lost = losses.append

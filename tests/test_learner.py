@@ -69,7 +69,7 @@ def test_same_seed_same_gain_to_convergence(default_problem):
 def test_tiny_budget_never_worse_than_K0(name, seed):
     p = azopg.get_problem(name)
     # the time limit is a safety net only: the budget is the 5 updates
-    res = azopg.train(p, seed=seed, max_updates=5, target_gap=None, max_time=600)
+    res = azopg.train(p, method="two-point", seed=seed, max_updates=5, target_gap=None, max_time=600)
     assert res.status == "max_updates"
     assert p.is_stabilizing(res.K)
     assert p.cost(res.K) <= p.cost(p.K0)

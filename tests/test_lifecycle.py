@@ -211,6 +211,8 @@ def test_sigkill_of_the_master_takes_the_workers_down(tmp_path, fixed):
 class InterruptingPlant:
     """A LinearPlant whose rollout call number ``after + 1`` raises KeyboardInterrupt (a ^C)."""
 
+    returns_moments = False  # its rollout takes no ``moments`` (not delegated to the LinearPlant)
+
     def __init__(self, problem, after: int) -> None:
         self.inner = azopg.LinearPlant(problem)
         self.n, self.m = problem.n, problem.m

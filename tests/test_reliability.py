@@ -153,7 +153,7 @@ def test_hung_worker_is_abandoned_killed_and_replaced(chain3, fixed, tmp_path, c
 
 def test_default_task_timeout_follows_the_median_task_time(chain3):
     timer = TaskTimer()
-    m = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, batch=3))
+    m = AZOPG(np.array(chain3.K0), Settings(method="two-point", tau=1.0, r=1e-3, step=1e-3, batch=3))
     task = m.ask(0)  # an estimate: 2N = 6 rollouts
     assert timer.timeout_for(task) is None  # nothing observed yet: no timeout
     for seconds in (0.01, 0.01):
@@ -169,8 +169,8 @@ def test_default_task_timeout_follows_the_median_task_time(chain3):
 
 
 def test_report_of_an_abandoned_task_is_ignored(chain3):
-    m = AZOPG(np.array(chain3.K0), Settings(tau=1.0, r=1e-3, step=1e-3, check_every=10**6, workers=2),
-              observer=RunLog(None, lambda: 0.0, 2))
+    m = AZOPG(np.array(chain3.K0), Settings(method="two-point", tau=1.0, r=1e-3, step=1e-3, check_every=10**6,
+                                            workers=2), observer=RunLog(None, lambda: 0.0, 2))
     slow, fast = m.ask(0), m.ask(1)
     m.worker_lost(0, [slow])
     assert m.observer.history[-1].event == "worker-lost" and m.observer.history[-1].worker == 0
@@ -262,7 +262,8 @@ class Interrupter:
 
 def test_checkpoint_and_resume_in_python(chain3, tmp_path):
     out = tmp_path / "run"
-    first = azopg.train(chain3, seed=3, target_gap=1e-3, max_time=60, out_dir=out, progress=Interrupter(3))
+    first = azopg.train(chain3, method="two-point", seed=3, target_gap=1e-3, max_time=60, out_dir=out,
+                        progress=Interrupter(3))
     assert first.status == "interrupted" and first.updates > 0
     ckpt = json.loads((out / "checkpoint.json").read_text())
     assert ckpt["status"] == "interrupted" and ckpt["master"]["updates"] == first.updates
@@ -287,7 +288,7 @@ def test_checkpoint_and_resume_in_python(chain3, tmp_path):
 
 
 def test_master_state_round_trip(chain3):
-    s = Settings(seed=0)
+    s = Settings(seed=0, method="two-point")
     a = AZOPG(np.array(chain3.K0), s)
     plant = azopg.LinearPlant(chain3)
     a.calibrate(lambda task: run_task(plant, task))

@@ -52,7 +52,8 @@ class Interrupter:
 
 
 def interrupted_run(problem, out, seed=3):
-    res = azopg.train(problem, seed=seed, target_gap=1e-3, max_time=60, out_dir=out, progress=Interrupter(3))
+    res = azopg.train(problem, method="two-point", seed=seed, target_gap=1e-3, max_time=60, out_dir=out,
+                      progress=Interrupter(3))
     assert res.status == "interrupted" and res.updates > 0
     return res
 
@@ -141,7 +142,7 @@ def test_a_running_run_holds_its_lock(chain3, tmp_path, capsys):
             codes.append(main(["train", "--problem", "he1", "--out", str(out), "--quiet", "--overwrite"]))
             codes.append(main(["train", "--resume", str(out), "--quiet"]))
 
-    res = azopg.train(chain3, seed=1, max_updates=40, out_dir=out, progress=second_run)
+    res = azopg.train(chain3, method="two-point", seed=1, max_updates=40, out_dir=out, progress=second_run)
     assert codes == [2, 2]
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and all(f"in use by another azopg run (pid {os.getpid()})" in ln for ln in lines), lines

@@ -88,9 +88,10 @@ def cli() -> None:
 @click.option("--r", "r", type=float, default=None, help="Smoothing radius.  [default: calibrated]")
 @click.option("--tau", type=float, default=None, help="Rollout horizon.  [default: grown until the tail is negligible]")
 @click.option("--step", type=float, default=None, help="Initial step size.  [default: line search]")
-@click.option("--method", type=click.Choice(list(METHODS)), default="two-point",
+@click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
-              "whitened zero-order Gauss-Newton (natural) or model-free policy iteration.")
+              "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
+              "for a known problem's exact plant with --cost-noise <= 1e-3, natural under more noise.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
               help="serial | async | sync | simulated | simulated-sync | ray.  "
@@ -301,14 +302,17 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
                f"target gap {target_gap:g}, {repeats} repeat(s)", err=True)
     runs = run_speedup(problem, workers, backend=backend, repeats=repeats, base=base, report=report)
     rows = summarize(runs)
-    click.echo(f"{'W':>4} {'T(W) [s]':>10} {'updates':>8} {'speedup':>8} {'effic.':>7} {'mean d':>7} "
+    rule = runs[0].result.settings["method"] if runs and runs[0].result is not None else method
+    click.echo(f"rule {rule}", err=True)
+    click.echo(f"{'W':>4} {'T(W) [s]':>10} {'updates':>8} {'rollouts':>9} {'speedup':>8} {'effic.':>7} {'mean d':>7} "
                f"{'max d':>6} {'reached':>8}")
     for r in rows:
-        click.echo(f"{r['workers']:>4} {r['time_to_target_s']:>10.3f} {r['updates']:>8.0f} {r['speedup']:>8.2f} "
+        click.echo(f"{r['workers']:>4} {r['time_to_target_s']:>10.3f} {r['updates']:>8.0f} {r['rollouts']:>9.0f} "
+                   f"{r['speedup']:>8.2f} "
                    f"{r['efficiency']:>7.2f} {r['mean_delay']:>7.1f} {r['max_delay']:>6} "
                    f"{r['reached']:>4}/{r['runs']}")
     files = [write_speedup_csv(out / "speedup.csv", runs),
-             plot_speedup(runs, out / "speedup.png", title=f"{problem.name}: {backend}, latency "
+             plot_speedup(runs, out / "speedup.png", title=f"{problem.name}: rule {rule}, {backend}, latency "
                           f"{rollout_latency:g} s/rollout ({latency_model}), batch {batch}, target gap {target_gap:g}")]
     click.echo("wrote " + ", ".join(str(f) for f in files))
 

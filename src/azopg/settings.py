@@ -15,8 +15,9 @@ LATENCY_MODELS = ("constant", "uniform", "exponential", "pareto")
 #: Smallest accepted ``task_timeout`` (seconds).
 MIN_TASK_TIMEOUT = 0.1
 #: Update rules: AZOPG with the two-point or one-point estimator, the whitened (natural)
-#: zero-order rule, model-free policy iteration (see :mod:`azopg.method.rules`).
-METHODS = ("two-point", "one-point", "natural", "policy-iteration")
+#: zero-order rule, model-free policy iteration (see :mod:`azopg.method.rules`); ``auto``
+#: picks one of them per plant at the start of a run (see :mod:`azopg.method.auto`).
+METHODS = ("auto", "two-point", "one-point", "natural", "policy-iteration")
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = True, integer: bool = False) -> None:
@@ -43,8 +44,12 @@ class Settings:
     batch : int, optional
         Directions ``N`` per gradient estimate (two-point: ``2N`` rollouts).
         Default: ``ceil(m n / 2W)``: W workers together sample about ``mn/2`` directions per round.
-    method : {"two-point", "one-point", "natural", "policy-iteration"}
-        Update rule: AZOPG with the two-point or one-point zero-order estimator; ``natural``,
+    method : {"auto", "two-point", "one-point", "natural", "policy-iteration"}
+        Update rule. ``auto`` (the default) is resolved once at the start of a run
+        (:func:`azopg.method.auto.choose_method`): ``policy-iteration`` when the plant returns
+        exact state moments (a LinearPlant) and ``cost_noise <= 1e-3``, ``natural`` when it
+        returns moments otherwise (a gym env's, or under more noise), else ``two-point``.
+        The others: AZOPG with the two-point or one-point zero-order estimator; ``natural``,
         AZOPG along whitened directions (a zero-order Gauss--Newton step); ``policy-iteration``,
         Kleinman's steps on ``(P, E)`` fitted to rollouts with state moments (the plant must
         return them).
@@ -112,7 +117,7 @@ class Settings:
 
     seed: int = 0
     batch: int | None = None
-    method: str = "two-point"
+    method: str = "auto"
     r: float | None = None
     smoothing: float = 1e-4
     tau: float | None = None

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SettingsError
 from ..settings import Settings
 from .azopg import AZOPG
 from .natural import Natural
@@ -20,5 +21,9 @@ RULES: dict[str, type[UpdateRule]] = {"two-point": AZOPG, "one-point": AZOPG, "n
 
 
 def make_rule(K0: np.ndarray, settings: Settings, *, R: np.ndarray | None = None, **kw: Any) -> UpdateRule:
-    """The rule of ``settings.method`` from ``K0`` (``R``: the input weight, if known)."""
+    """The rule of ``settings.method`` from ``K0`` (``R``: the input weight, if known); ``"auto"``
+    must be resolved first (:func:`azopg.method.auto.resolve_settings`)."""
+    if settings.method not in RULES:
+        raise SettingsError(f"method {settings.method!r} must be resolved to one of {', '.join(RULES)} "
+                            "before a rule is made (azopg.method.auto.resolve_settings)")
     return RULES[settings.method](K0, settings, R=R, **kw)

@@ -30,10 +30,13 @@ _NOISE_STREAM = 2**31 - 3  # generator stream of a task's measurement noise
 class NoisyCosts:
     """A plant whose measured rollout costs carry relative noise ``sigma`` (see
     :attr:`azopg.settings.Settings.cost_noise`); blown-up rollouts stay as they are. State
-    moments (``moments=True``) pass through exact: only the cost is a noisy measurement."""
+    moments (``moments=True``) pass through exact unless ``moments_noise`` > 0: then each
+    measured ``S`` is ``S + moments_noise * D^1/2 G D^1/2`` (``D = diag S``, ``G`` symmetric with
+    standard normal entries) -- noise of every entry relative to its own scale, also along ``S``'s
+    small directions (errors in variables for the regression)."""
 
-    def __init__(self, plant: Plant, sigma: float, rng: np.random.Generator) -> None:
-        self.plant, self.sigma, self.rng = plant, sigma, rng
+    def __init__(self, plant: Plant, sigma: float, rng: np.random.Generator, moments_noise: float = 0.0) -> None:
+        self.plant, self.sigma, self.rng, self.moments_noise = plant, sigma, rng, moments_noise
         self.n, self.m = plant.n, plant.m
         self.returns_moments = returns_moments(plant)
 
@@ -44,7 +47,12 @@ class NoisyCosts:
         res = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
         cost = np.asarray(res.cost, dtype=float)
         noisy = cost * noise_factors(self.rng, self.sigma, cost.shape[0])
-        return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up, res.S, res.x_end)
+        S = res.S
+        if S is not None and self.moments_noise > 0:
+            G = self.rng.standard_normal(S.shape)
+            d = np.sqrt(np.abs(np.diagonal(S, axis1=1, axis2=2)))[:, :, None]
+            S = S + self.moments_noise * d * (0.5 * (G + np.swapaxes(G, 1, 2))) * np.swapaxes(d, 1, 2)
+        return RolloutResult(np.where(res.blown_up, cost, noisy), res.blown_up, S, res.x_end)
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,8 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
             grad=None if task.light else est.grad, weights=est.weights if task.light else None,
             center_cost=est.center_cost, S=est.S, S_count=est.S_count,
         )
-    if task.kind == "moments":
+    if task.kind == "moments":  # its S (n x n per rollout) counted as n/2 + 1 rollouts' states each
+        require_task_memory(raw, task.N, task.N * (raw.n // 2 + 1))
         return _run_moments(plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task)
     if task.kind == "evaluate" and task.K_ref is not None and noise is not None:
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states

@@ -45,13 +45,14 @@ def plot_convergence(result: Result, path: Path) -> Path:
 
 
 def plot_speedup(runs: list, path: Path, title: str = "") -> Path:
-    """Speedup against W with the ideal line; gap against time per W; delay histogram."""
+    """Speedup against W with the ideal line; gap against time per W; delay histogram; updates and
+    rollouts to the target against W. The title names the update rule."""
     import numpy as np
 
     from .speedup import summarize
 
     rows = summarize(runs)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), constrained_layout=True)
     ax = axes[0]
     ws = [r["workers"] for r in rows]
     ax.plot(ws, ws, "k--", lw=1, label="ideal S(W) = W")
@@ -102,7 +103,20 @@ def plot_speedup(runs: list, path: Path, title: str = "") -> Path:
     ax.set_ylabel("applied estimates")
     ax.set_title("delay histogram")
     ax.legend()
-    fig.suptitle(title)
+    ax = axes[3]
+    reached = [r for r in rows if r["reached"]]
+    if reached:
+        wr = [r["workers"] for r in reached]
+        ax.loglog(wr, [r["updates"] for r in reached], "o-", label="updates")
+        ax.loglog(wr, [r["rollouts"] for r in reached], "s-", label="rollouts")
+        ax.set_xticks(wr, [str(w) for w in wr])
+        ax.legend()
+    ax.set_xlabel("workers W")
+    ax.set_ylabel("to the target (median)")
+    ax.set_title("updates and rollouts to the target")
+    ax.grid(True, which="both", alpha=0.3)
+    rule = runs[0].result.settings.get("method") if runs and runs[0].result else None
+    fig.suptitle(title if rule is None or f"rule {rule}" in title else f"rule {rule}: {title}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

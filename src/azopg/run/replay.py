@@ -19,6 +19,7 @@ import numpy as np
 
 from ..engine.backends import BACKENDS, loop_policy
 from ..errors import SettingsError
+from ..method.auto import resolve_settings
 from ..method.rules import make_rule
 from ..method.tasks import TASK_KINDS, run_task
 from ..model.problem import LQRProblem
@@ -100,8 +101,10 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     backend = given.pop("backend", "serial")
     if backend in BACKENDS and loop_policy(backend) == "sync":
         raise SettingsError(f"replay needs an asynchronous or serial run; this one used --backend {backend}")
-    settings = Settings.from_dict(given)
     plant = plant_for(problem)
+    if given.get("method") == "auto":  # the rule the run resolved (its plant may not have been this one)
+        given["method"] = (result.get("settings") or {}).get("method", "auto")
+    settings = resolve_settings(Settings.from_dict(given), plant)
     rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True,
                      discrete_time=problem.discrete_time)
     rule.calibrate(lambda task: run_task(plant, task))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.backends import make_executor
+from ..method.auto import resolve_settings
 from ..method.rules import make_rule
 from ..model.problem import LQRProblem
 from ..plants.discrete import plant_for
@@ -55,7 +56,9 @@ class SpeedupRun:
 
 
 def calibrated_settings(problem: LQRProblem, settings: Settings) -> Settings:
-    """``settings`` with ``tau``, ``r`` and ``step`` fixed by a serial calibration at ``K0``."""
+    """``settings`` with ``tau``, ``r`` and ``step`` fixed by a serial calibration at ``K0`` (and
+    ``method="auto"`` resolved for the problem's plant)."""
+    settings = resolve_settings(settings, plant_for(problem))
     rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), discrete_time=problem.discrete_time)
     executor = make_executor("serial", lambda: plant_for(problem), 1)
     executor.start()

@@ -25,6 +25,7 @@ import numpy as np
 from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
 from ..engine.loops import LOOPS, Throttle
 from ..errors import OutOfTime, ProblemError, SettingsError
+from ..method.auto import resolve_settings
 from ..method.rule import UpdateRule
 from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
@@ -260,6 +261,9 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
     runlog = RunLog(job.monitor(), clock, settings.workers)
+    given = settings  # what is saved; "auto" is resolved to the concrete rule, once per start
+    if settings.method == "auto":
+        settings = resolve_settings(settings, job.plant_factory())
     rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time)
     if getattr(rule, "needs_moments", False) and not returns_moments(job.plant_factory()):
         raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
@@ -272,7 +276,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     recorder = None
     if out_dir is not None:
         oracle = job.oracle
-        recorder = RunRecorder(out_dir, rule, runlog, given=settings.to_dict(), backend=backend, K0=job.K0,
+        recorder = RunRecorder(out_dir, rule, runlog, given=given.to_dict(), backend=backend, K0=job.K0,
                                problem_data=oracle.to_dict() if oracle is not None else None, previous=restore,
                                overwrite=overwrite, env_data=job.env)
 
@@ -319,7 +323,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
         recorder.close()
     result = _result(job, rule, runlog, K, status, clock())
     result.settings["backend"] = backend
-    result.given_settings = {**settings.to_dict(), "backend": backend}
+    result.given_settings = {**given.to_dict(), "backend": backend}
     result.stats["calibration_s"] = calibrated_at if math.isfinite(calibrated_at) else None
     result.stats["time_to_target_s"] = (time_to_target(result.history, settings.target_gap, calibrated_at)
                                         if math.isfinite(calibrated_at) else None)

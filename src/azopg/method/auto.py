@@ -1,0 +1,57 @@
+"""``method="auto"``: the update rule chosen once, at the start of a run, from what the plant offers.
+
+The choice is a pure function of the settings and of whether the plant returns state
+moments (``S`` and ``x(tau)``, see :func:`azopg.plants.base.returns_moments`), so a resumed
+or replayed run resolves it identically. Measured on every built-in problem (README,
+"Choosing an update rule"):
+
+* the plant returns *exact* moments of a linear model (a :class:`~azopg.plants.linear.LinearPlant`,
+  or any plant with a true attribute ``exact_moments``) and the cost noise is at most
+  :data:`PI_MAX_COST_NOISE`: ``policy-iteration`` -- Kleinman's steps on least-squares
+  ``(P, E)`` reach gap 1e-6 and gain error 1e-3 with 3 to 20 times fewer rollouts than the
+  others (``R`` is used when known, estimated with ``(P, E)`` otherwise);
+* the plant returns moments that are only approximate (a gymnasium env's sampled
+  observations, a nonlinear plant: the regression's identity does not hold) or the costs are
+  noisier: ``natural`` -- it uses the moments only as a preconditioner and degrades
+  gracefully under 1e-2 cost noise, where the regression sometimes stalls far from the optimum;
+* no moments: ``two-point`` -- the paper's rule needs costs only (``natural`` without
+  moments would lose its whitening and keep a step tuned for it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..plants.base import Plant, returns_moments
+from ..plants.linear import LinearPlant
+from ..settings import Settings
+
+__all__ = ["AUTO", "PI_MAX_COST_NOISE", "choose_method", "exact_moments", "resolve_settings"]
+
+#: The ``Settings.method`` resolved at the start of a run.
+AUTO = "auto"
+#: Largest relative cost noise under which ``auto`` chooses policy iteration.
+PI_MAX_COST_NOISE = 1e-3
+
+
+def choose_method(settings: Settings, moments: bool, exact: bool = True) -> str:
+    """The concrete rule of ``settings`` (unchanged unless ``settings.method == "auto"``) for a plant
+    that does (``moments``) or does not return state moments, ``exact`` for a linear model or not."""
+    if settings.method != AUTO:
+        return settings.method
+    if not moments:
+        return "two-point"
+    return "policy-iteration" if exact and settings.cost_noise <= PI_MAX_COST_NOISE else "natural"
+
+
+def exact_moments(plant: Plant) -> bool:
+    """Whether ``plant``'s moments are those of a linear model, exactly (the regression's identity holds)."""
+    return isinstance(plant, LinearPlant) or bool(getattr(plant, "exact_moments", False))
+
+
+def resolve_settings(settings: Settings, plant: Plant) -> Settings:
+    """``settings`` with ``method="auto"`` replaced by the rule :func:`choose_method` picks for ``plant``."""
+    if settings.method != AUTO:
+        return settings
+    return dataclasses.replace(settings, method=choose_method(settings, returns_moments(plant),
+                                                              exact_moments(plant)))
