@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## set up and learn the default problem, writing ./azopg-run/
 	OMP_NUM_THREADS=1 $(BIN)/azopg train --out azopg-run
 
-test: $(STAMP)  ## set up and run the whole test suite (lint included)
+test: $(STAMP)  ## set up and run the whole test suite (lint and type check included)
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
 	$(BIN)/python -c "import ray, control, gymnasium"  # the extras' tests must run, not skip
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 

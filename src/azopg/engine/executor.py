@@ -100,6 +100,8 @@ class Executor(Protocol):
     workers: int
     #: Called with a :class:`WorkerLoss` when a worker was replaced or dropped (``None``: nobody listens).
     on_lost: Callable[[WorkerLoss], None] | None
+    #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (``None``: no budget).
+    budget: float | None
 
     def start(self) -> None:
         """Bring the workers up."""

@@ -219,8 +219,9 @@ class RayExecutor(RemoteExecutor):
         """``" with its node ID"`` if actor ``a``'s node has left the cluster, else ``""``."""
         with contextlib.suppress(Exception):
             alive = {n["NodeID"] for n in self._ray.nodes() if n.get("Alive")}
-            if self._nodes[a] is not None and self._nodes[a] not in alive:
-                return f" with its node {self._nodes[a][:12]}"
+            node = self._nodes[a]
+            if node is not None and node not in alive:
+                return f" with its node {node[:12]}"
         return ""
 
     def _restart(self, a: int) -> str:

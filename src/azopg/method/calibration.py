@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -204,4 +204,4 @@ def search_step(probe: Probe, K0: np.ndarray, s: Settings, N: int, *, tau: float
     scaled = alpha * (1 + (d + 1) / Ncal) / (1 + (d + 1) / N)
     if cost is None:
         return scaled, None, math.nan
-    return scaled, K0 - alpha * g, cost
+    return scaled, K0 - alpha * cast(np.ndarray, g), cost

@@ -19,7 +19,7 @@ region ``tr(Xh D'R D) <= TRUST f(anchor)``: a noisy step in a weakly excited dir
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Natural(UpdateRule):
     """Asynchronous zero-order Gauss--Newton: whitened directions, estimates applied as they arrive."""
 
     name = "natural"
-    estimator = "two-point"  # type: ignore[assignment]
+    estimator = "two-point"
     line_search = False
 
     def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
@@ -73,7 +73,7 @@ class Natural(UpdateRule):
     def _tell_round(self, reports: list[Report]) -> None:
         for rep in reports:
             self.whitening.add(rep.S, rep.S_count)
-        g = sum(self.gradient(rep) for rep in reports) / len(reports)
+        g = cast(np.ndarray, sum(self.gradient(rep) for rep in reports)) / len(reports)
         self._step(-self.tuning.alpha * g, 0, -1, self.version)
 
     def _step(self, D: np.ndarray, delay: int, worker: int, version_read: int) -> None:

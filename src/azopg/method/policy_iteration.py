@@ -60,7 +60,7 @@ class PolicyIteration(UpdateRule):
     name = "policy-iteration"
     line_search = False
     needs_moments = True
-    estimator = "two-point"  # type: ignore[assignment]  # of the estimates a recalibration's step search takes
+    estimator = "two-point"  # of the estimates a recalibration's step search takes
 
     def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)

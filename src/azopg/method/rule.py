@@ -145,7 +145,7 @@ class UpdateRule:
         s = self.settings
         if ref is None and kind == "evaluate" and version >= 0 and s.cost_noise > 0:
             ref = self._refs[version][1]
-        paired = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
+        paired: dict[str, Any] = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
         return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
                     method=self.estimator, seed=s.seed, light=s.light, cost_noise=s.cost_noise,
                     **self.task_fields(version), **paired)

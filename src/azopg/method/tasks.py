@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..plants.base import Plant, RolloutResult, failed, returns_moments
+from ..plants.base import Plant, RolloutResult, failed, returns_moments, rollout_of
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 from .paired import noise_factors, paired_measure
@@ -44,7 +44,7 @@ class NoisyCosts:
         return self.plant.initial_states(rng, size)
 
     def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
-        res = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
+        res = rollout_of(self.plant, K, x0, tau, moments)
         cost = np.asarray(res.cost, dtype=float)
         noisy = cost * noise_factors(self.rng, self.sigma, cost.shape[0])
         S = res.S
@@ -250,7 +250,7 @@ def _run_moments(plant: Plant, task: Task) -> Report:
     m, n = task.K.shape
     Ki = task.K + task.r * sphere_directions(rng, task.N, m, n)
     x0 = plant.initial_states(rng, task.N)
-    res = plant.rollout(Ki, x0, task.tau, moments=True)  # type: ignore[call-arg]
+    res = plant.rollout(Ki, x0, task.tau, moments=True)
     ok = ~failed(res)
     assert res.S is not None and res.x_end is not None
     cost = np.asarray(res.cost, dtype=float)

@@ -20,7 +20,7 @@ from ``x0 ~ Omega`` -- the finite-horizon ``X_K(tau)`` of gains near ``K``.
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -76,7 +76,8 @@ class Whitening:
         """The estimate ``Xh`` (``None`` before any moments arrived)."""
         if not self._recent:
             return None
-        return sum(S for S, _ in self._recent) / sum(c for _, c in self._recent)
+        total = cast(np.ndarray, sum(S for S, _ in self._recent))
+        return total / sum(c for _, c in self._recent)
 
     def curvature(self, D: np.ndarray) -> float:
         """``tr(Xh D'R D)``: the second-order cost change of a step ``D`` (0 before any moments)."""

@@ -27,8 +27,8 @@ from typing import NamedTuple, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "MomentPlant", "Plant", "RolloutResult", "failed", "finalize",
-           "returns_moments", "with_moments"]
+__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "MomentPlant", "Plant", "RolloutResult", "failed",
+           "finalize", "rollout_of", "returns_moments", "with_moments"]
 
 #: Finite value reported as the cost of a rollout that blew up.
 BLOWUP_COST = 1e300
@@ -119,6 +119,21 @@ def returns_moments(plant: object) -> TypeGuard[MomentPlant]:
     """Whether ``plant.rollout(..., moments=True)`` returns state moments (``returns_moments``
     attribute; plants without it do not)."""
     return bool(getattr(plant, "returns_moments", False))
+
+
+def rollout_of(plant: Plant, K: np.ndarray, x0: np.ndarray, tau: float, moments: bool = False) -> RolloutResult:
+    """``plant.rollout(K, x0, tau)``, with ``moments=True`` only when asked (a wrapper's pass-through).
+
+    Raises
+    ------
+    ValueError
+        If moments are asked of a plant that returns none.
+    """
+    if not moments:
+        return plant.rollout(K, x0, tau)
+    if not returns_moments(plant):
+        raise ValueError(f"{type(plant).__name__} returns no state moments")
+    return plant.rollout(K, x0, tau, moments=True)
 
 
 def failed(res: RolloutResult) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -167,7 +167,8 @@ class CallablePlant:
         rngs = [np.random.default_rng(rollout_seed(x0[i], tau)) for i in range(b)]
         if self.batched:
             try:
-                self._answer(slice(None), self.cost(K.copy(), x0.copy(), tau, rngs), cost, S, x_end, (b,))
+                batch_cost = cast(Callable[..., Any], self.cost)  # the batched form takes a list of generators
+                self._answer(slice(None), batch_cost(K.copy(), x0.copy(), tau, rngs), cost, S, x_end, (b,))
             except Exception as exc:  # a failed batch is reported, not raised
                 self._failed(exc)
         else:

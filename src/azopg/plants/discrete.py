@@ -85,7 +85,7 @@ class DiscreteLinearPlant(LinearPlant):
             while True:
                 if T & 1:  # append 2^k steps to the run so far
                     M = M + np.swapaxes(E, 1, 2) @ Mp @ E
-                    if S is not None:
+                    if S is not None and Sp is not None:
                         S = S + E @ Sp @ np.swapaxes(E, 1, 2)
                     E = Ep @ E
                 T >>= 1

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..settings import LATENCY_MODELS
-from .base import Plant, RolloutResult
+from .base import Plant, RolloutResult, rollout_of
 
 __all__ = ["LATENCY_MODELS", "LatencyPlant", "LatencyPlantFactory", "latency_factor"]
 
@@ -67,7 +67,7 @@ class LatencyPlant:
         t_end = time.monotonic() + self.latency * factor * np.atleast_2d(x0).shape[0]
         if self.deadline is not None:
             t_end = min(t_end, self.deadline)
-        out = self.plant.rollout(K, x0, tau, moments=True) if moments else self.plant.rollout(K, x0, tau)
+        out = rollout_of(self.plant, K, x0, tau, moments)
         remaining = t_end - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)

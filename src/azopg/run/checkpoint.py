@@ -164,7 +164,7 @@ class RunRecorder:
                 self.close()
                 raise SettingsError(f"{str(self.out)!r}: cannot resume: {exc}") from None
             runlog.history = [HistoryRow(*row) for row in hist]
-            runlog.arrivals = list(arr)  # type: ignore[arg-type]
+            runlog.arrivals = list(arr)
             state = previous["master"]
             runlog.last_cost, runlog.last_gap, runlog.last_gain_error = (
                 float(state.get(k, math.inf)) for k in ("last_cost", "last_gap", "last_gain_error"))

@@ -84,7 +84,7 @@ def make_env(name: str, kwargs: dict[str, Any], episode_steps: int | None) -> An
             from ..plants.envs import register_envs
 
             register_envs()
-        extra = {} if episode_steps is None else {"max_episode_steps": episode_steps}
+        extra: dict[str, Any] = {} if episode_steps is None else {"max_episode_steps": episode_steps}
         return gym.make(name, **kwargs, **extra)
     except gym.error.Error as exc:
         raise SettingsError(f"--env {name!r}: {exc}") from None
