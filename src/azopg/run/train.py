@@ -17,24 +17,23 @@ import os
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
 from ..engine.loops import LOOPS, Throttle
-from ..errors import OutOfTime, ProblemError, SettingsError
+from ..errors import OutOfTime, SettingsError
 from ..method.auto import resolve_settings
 from ..method.rule import UpdateRule
 from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
-from ..model.problem import LQRProblem, as_matrix
+from ..model.problem import LQRProblem
 from ..plants.base import Plant, returns_moments
-from ..plants.discrete import plant_for
 from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
-from .history import Monitor, RunLog
+from .history import RunLog
+from .job import Job
 from .records import HistoryRow, Result
 from .rundir import RunDir
 
@@ -44,68 +43,6 @@ log = logging.getLogger("azopg")
 
 #: Progress callback: called with the run's log (``updates``, ``last_cost``, ``last_gap``) about every 0.1 s.
 Progress = Callable[[RunLog], None]
-
-
-@dataclass
-class Job:
-    """What a run learns: its name, the initial gain, how workers build their plants and, for a
-    known problem, the exact oracle (used only to report the gap and stop at the target). ``R``,
-    the input weight if known (the problem's, or a black-box plant's attribute ``R``), is given
-    to the rules that use it."""
-
-    name: str
-    K0: np.ndarray
-    plant_factory: Callable[[], Plant]
-    oracle: LQRProblem | None = None
-    R: np.ndarray | None = None
-    discrete_time: bool = False
-    #: The environment spec of a ``--env`` run (:class:`azopg.run.envspec.EnvSpec`), kept for resume.
-    env: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, problem: LQRProblem | Plant, settings: Settings, K0: Any = None,
-           plant_factory: Callable[[], Plant] | None = None, judge: LQRProblem | None = None) -> Job:
-        """Parse :func:`train`'s arguments (see there); ``judge``: a known problem whose exact
-        oracle reports the gap of a black-box plant's gains."""
-        if isinstance(problem, LQRProblem):
-            K0 = problem.K0 if K0 is None else as_matrix(K0, "K0", problem.m, problem.n)
-            return cls(problem.name, np.array(K0, dtype=float),
-                       plant_factory or functools.partial(plant_for, problem), problem, np.array(problem.R),
-                       problem.discrete_time)
-        plant = problem
-        if K0 is None:
-            raise SettingsError("K0 is required for a black-box plant")
-        K0 = as_matrix(K0, "K0", plant.m, plant.n)
-        if settings.target_gain_error is not None and judge is None:
-            raise SettingsError("target_gain_error needs a known LQR problem (K* of the exact oracle); "
-                                "a black-box plant has none")
-        if not (settings.max_updates or settings.max_rollouts or settings.max_time):
-            raise SettingsError("a black-box plant needs a budget: max_updates, max_rollouts or max_time")
-        R = getattr(plant, "R", None)
-        if judge is not None and (judge.n, judge.m) != (plant.n, plant.m):
-            raise SettingsError(f"the judge problem {judge.name!r} has n = {judge.n}, m = {judge.m}; the plant "
-                                f"n = {plant.n}, m = {plant.m}")
-        return cls(type(plant).__name__, np.array(K0, dtype=float), plant_factory or (lambda: plant), judge,
-                   R=None if R is None else as_matrix(R, "R", plant.m, plant.m),
-                   discrete_time=bool(getattr(plant, "discrete_time", False)))
-
-    def monitor(self) -> Monitor | None:
-        """``K -> (cost, relative gap, gain error)`` by the exact oracle, if the problem is known
-        (:func:`azopg.model.compare.relative_gain_error`)."""
-        oracle = self.oracle
-        if oracle is None:
-            return None
-        fstar = oracle.optimal_cost
-        if fstar == 0:
-            raise ProblemError("the optimal cost is 0 (is Q zero?): there is nothing to learn")
-        scale = abs(fstar)  # f* < 0 is possible with an indefinite Q
-        Kstar = oracle.optimal_gain
-
-        def monitor(K: np.ndarray) -> tuple[float, float, float]:
-            f = oracle.cost(K)
-            return f, (f - fstar) / scale, gain_error(K, Kstar)
-
-        return monitor
 
 
 def train(
@@ -261,22 +198,12 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
     runlog = RunLog(job.monitor(), clock, settings.workers)
-    given = settings  # what is saved; "auto" is resolved to the concrete rule, once per start
-    if settings.method == "auto":
-        settings = resolve_settings(settings, job.plant_factory())
-    rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time)
-    if getattr(rule, "needs_moments", False) and not returns_moments(job.plant_factory()):
-        raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
-                            "moments=True), see azopg.plants.base)")
-    if restore is not None:
-        rule.load_state(restore["master"])
+    rule = _rule(job, settings, runlog, restore)
     executor.on_lost = functools.partial(_worker_lost, rule, clock)
-    if settings.max_time is not None:
-        rule.out_of_time = functools.partial(_out_of_time, clock, settings.max_time)
     recorder = None
     if out_dir is not None:
         oracle = job.oracle
-        recorder = RunRecorder(out_dir, rule, runlog, given=given.to_dict(), backend=backend, K0=job.K0,
+        recorder = RunRecorder(out_dir, rule, runlog, given=settings.to_dict(), backend=backend, K0=job.K0,
                                problem_data=oracle.to_dict() if oracle is not None else None, previous=restore,
                                overwrite=overwrite, env_data=job.env)
 
@@ -286,26 +213,9 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
         if progress is not None:
             progress(runlog)
 
-    status, K, calibrated_at = "interrupted", rule.safeguards.anchor_K, math.nan
     try:
-        executor.start()
-        if restore is None:
-            rule.calibrate(executor.run)
-            calibrated_at = clock()
-        else:
-            calibrated_at = recorder.calibration_s if recorder and recorder.calibration_s is not None else math.nan
-            rule.log("resume", 0, -1, rule.version)
-        if recorder is not None:
-            recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
-            recorder.save()
-        loop = LOOPS[loop_policy(backend)]
-        status = loop(rule, executor, functools.partial(stop_reason, rule, runlog, clock), Throttle(ticked))
-        K = rule.final_gain(status, executor.run)
-    except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor
-        status, K = "max_time", rule.safeguards.anchor_K.copy()
-        rule.log("out-of-time" if math.isfinite(calibrated_at) or restore is not None else "calibration-cut-short")
-    except KeyboardInterrupt:
-        status, K = "interrupted", rule.safeguards.anchor_K.copy()
+        status, K, calibrated_at = _learn(rule, executor, recorder, restore is not None, loop_policy(backend),
+                                          functools.partial(stop_reason, rule, runlog, clock), Throttle(ticked))
     except BaseException:
         if recorder is not None:
             with contextlib.suppress(Exception):
@@ -323,12 +233,51 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
         recorder.close()
     result = _result(job, rule, runlog, K, status, clock())
     result.settings["backend"] = backend
-    result.given_settings = {**given.to_dict(), "backend": backend}
+    result.given_settings = {**settings.to_dict(), "backend": backend}
     result.stats["calibration_s"] = calibrated_at if math.isfinite(calibrated_at) else None
     result.stats["time_to_target_s"] = (time_to_target(result.history, settings.target_gap, calibrated_at)
                                         if math.isfinite(calibrated_at) else None)
     result.stats["resumes"] = recorder.resumes if recorder is not None else 0
     return result
+
+
+def _rule(job: Job, given: Settings, runlog: RunLog, restore: dict[str, Any] | None) -> UpdateRule:
+    """The run's update rule (``method="auto"`` resolved once, for this plant), restored from a checkpoint."""
+    settings = resolve_settings(given, job.plant_factory()) if given.method == "auto" else given
+    rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time)
+    if getattr(rule, "needs_moments", False) and not returns_moments(job.plant_factory()):
+        raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
+                            "moments=True), see azopg.plants.base)")
+    if restore is not None:
+        rule.load_state(restore["master"])
+    return rule
+
+
+def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, resumed: bool, policy: str,
+           should_stop: Callable[[], str | None], tick: Throttle) -> tuple[str, np.ndarray, float]:
+    """Calibrate (or resume), run the loop, choose the final gain: ``(status, K, calibrated_at)``."""
+    clock = executor.clock
+    if rule.settings.max_time is not None:
+        rule.out_of_time = functools.partial(_out_of_time, clock, rule.settings.max_time)
+    calibrated_at = math.nan
+    try:
+        executor.start()
+        if not resumed:
+            rule.calibrate(executor.run)
+            calibrated_at = clock()
+        else:
+            calibrated_at = recorder.calibration_s if recorder and recorder.calibration_s is not None else math.nan
+            rule.log("resume", 0, -1, rule.version)
+        if recorder is not None:
+            recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
+            recorder.save()
+        status = LOOPS[policy](rule, executor, should_stop, tick)
+        return status, rule.final_gain(status, executor.run), calibrated_at
+    except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor
+        rule.log("out-of-time" if math.isfinite(calibrated_at) or resumed else "calibration-cut-short")
+        return "max_time", rule.safeguards.anchor_K.copy(), calibrated_at
+    except KeyboardInterrupt:
+        return "interrupted", rule.safeguards.anchor_K.copy(), calibrated_at
 
 
 def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
