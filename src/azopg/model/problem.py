@@ -18,6 +18,7 @@ import scipy.linalg as sla
 
 from ..errors import AzopgError, NotStabilizingError, ProblemError
 from . import discrete as dlqr
+from . import riccati
 from .validation import as_matrix, parse_problem
 
 __all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
@@ -25,7 +26,6 @@ __all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
 log = logging.getLogger("azopg")
 
 #: Largest relative residual of the Riccati solution accepted as a solution.
-CARE_RTOL = 1e-6
 
 def require_control() -> Any:
     """Import and return python-control (the ``control`` module).
@@ -132,7 +132,7 @@ class LQRProblem:
                 raise NotStabilizingError(f"K0 does not stabilize A - B K0 ({self._instability(self.K0)})")
         if data["q_min"] is not None:  # indefinite Q: well posed only with a stabilizing Riccati solution
             indefinite = f"Q is not positive semi-definite (smallest eigenvalue {data['q_min']:.3g})"
-            if not self.discrete_time and self._hamiltonian_axis_gap() <= 1e-9:
+            if not self.discrete_time and riccati.hamiltonian_axis_gap(self.A, self.B, self.Q, self.R) <= 1e-9:
                 raise ProblemError(f"{indefinite} and the Riccati equation has no stabilizing solution "
                                    "(its Hamiltonian matrix has eigenvalues on the imaginary axis)")
             try:
@@ -263,72 +263,10 @@ class LQRProblem:
         K = np.asarray(K, dtype=float).reshape(self.m, self.n)
         return kleinman_gain(K, self.E(K), self.input_hessian(K))
 
-    def _unobservable_axis_mode(self) -> bool:
-        """Whether the Riccati equation has no stabilizing solution although ``(A, B)`` is
-        stabilizable: for ``Q >= 0``, a mode of ``A`` on the imaginary axis that ``Q`` does not
-        see; for an indefinite ``Q``, a Hamiltonian eigenvalue on the axis."""
-        if float(np.min(np.linalg.eigvalsh(self.Q))) < 0:
-            return self._hamiltonian_axis_gap() <= 1e-9
-        w, V = np.linalg.eig(self.A)
-        qscale = float(np.max(np.abs(self.Q)))
-        for lam, v in zip(w, V.T, strict=True):
-            if abs(lam.real) <= 1e-9 * abs(lam) and np.linalg.norm(self.Q @ v) <= 1e-9 * qscale:
-                return True
-        return False
-
-    def _hamiltonian_axis_gap(self) -> float:
-        """Smallest ``|Re(lambda)|`` over the eigenvalues of the Hamiltonian matrix
-        ``[[A, -B R^-1 B'], [-Q, -A']]``, relative to its norm: zero when the Riccati
-        equation has no stabilizing solution."""
-        G = self.B @ np.linalg.solve(self.R, self.B.T)
-        H = np.block([[self.A, -G], [-self.Q, -self.A.T]])
-        return float(np.min(np.abs(np.linalg.eigvals(H).real))) / float(np.linalg.norm(H, 1))
-
     @cached_property
     def _care(self) -> np.ndarray:
-        if self.discrete_time:
-            return self._dare()
-        try:
-            # scale-free: time scaled by alpha = max|A| and the weights by beta leave the same equation
-            alpha = max(float(np.max(np.abs(self.A))), float(np.max(np.abs(self.B))))
-            beta = max(float(np.max(np.abs(self.Q))), float(np.max(np.abs(self.R)))) / alpha
-            with np.errstate(all="ignore"):
-                P = beta * sla.solve_continuous_are(self.A / alpha, self.B / alpha, self.Q / (alpha * beta),
-                                                    self.R / (alpha * beta))
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            if not self._unobservable_axis_mode():  # a stabilizing solution exists: the solver failed on scale
-
-                raise ProblemError(self._badly_scaled(f"the solver failed: {exc}")) from None
-            raise ProblemError(f"the Riccati equation has no stabilizing solution: {exc}") from None
-        P = 0.5 * P + 0.5 * P.T
-        self._check_care(P)
-        return P
-
-    def _dare(self) -> np.ndarray:
-        try:
-            P = dlqr.solve_dare(self.A, self.B, self.Q, self.R)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise ProblemError(f"the discrete Riccati equation has no stabilizing solution: {exc}") from None
-        rel = dlqr.dare_residual(self.A, self.B, self.Q, self.R, P)
-        if not rel <= CARE_RTOL:
-            raise ProblemError(self._badly_scaled(f"relative residual {rel:.2g}"))
-        return P
-
-    def _check_care(self, P: np.ndarray) -> None:
-        """Refuse a Riccati solution whose residual is not small next to the equation's terms."""
-        with np.errstate(all="ignore"):
-            BP = self.B.T @ P
-            terms = (self.A.T @ P, BP.T @ np.linalg.solve(self.R, BP), self.Q)
-            res = terms[0] + terms[0].T - terms[1] + terms[2]
-            scale = sum(float(np.max(np.abs(t))) for t in terms)
-            rel = float(np.max(np.abs(res))) / scale if scale > 0 else 0.0
-        if not rel <= CARE_RTOL:
-            raise ProblemError(self._badly_scaled(f"relative residual {rel:.2g}"))
-
-    def _badly_scaled(self, why: str) -> str:
-        size = ", ".join(f"|{k}| {float(np.max(np.abs(getattr(self, k)))):.3g}" for k in ("A", "B", "Q", "R"))
-        return (f"the Riccati equation cannot be solved accurately in floating point ({why}): the problem is "
-                f"badly scaled (largest {size}); rescale the states, inputs or time")
+        """The stabilizing solution of the (continuous or discrete) algebraic Riccati equation."""
+        return riccati.solve(self.A, self.B, self.Q, self.R, discrete_time=self.discrete_time)
 
     @cached_property
     def optimal_gain(self) -> np.ndarray:
