@@ -320,7 +320,7 @@ def run_cli(args, cwd, timeout=120):
 def train_args(out, fixed, workers=3, latency="0.005", target="1e-3"):
     return ["train", "-W", str(workers), "--rollout-latency", latency, "--max-time", "60", "--target-gap", target,
             "--out", str(out), "--quiet", "--tau", repr(fixed["tau"]), "--r", repr(fixed["r"]),
-            "--step", repr(fixed["step"])]
+            "--step", repr(fixed["step"]), "--method", "two-point"]  # the rule the fixed settings were calibrated for
 
 
 def wait_for(proc, predicate, what, timeout=30.0):
