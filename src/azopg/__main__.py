@@ -1,3 +1,5 @@
+"""``python -m azopg``: the command line."""
+
 import sys
 
 from .cli import main

@@ -1,9 +1,9 @@
-"""The continuous-time LQR problem and its exact (model-based) oracle.
+"""The LQR problem (continuous or discrete time) and its exact (model-based) oracle.
 
 The oracle -- cost, gradient, optimum -- is for *monitoring and testing only*: the
-learners in :mod:`azopg.run.train` never call it to make a decision.
+learners in :mod:`azopg.method` never call it to make a decision.
 
-Conventions follow python-control: ``dx/dt = A x + B u`` with ``u = -K x``.
+Conventions follow python-control: ``dx/dt = A x + B u`` (``x_{t+1} = A x_t + B u_t``) with ``u = -K x``.
 """
 
 from __future__ import annotations
