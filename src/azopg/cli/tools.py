@@ -1,0 +1,142 @@
+"""``azopg speedup``, ``replay``, ``compare`` and ``problems``."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import click
+import numpy as np
+
+from ..errors import SettingsError
+from ..model.library import DEFAULT_PROBLEM, get_problem, load_problem, problem_names
+from ..settings import METHODS
+from ._group import cli, int_list, parse_backend, parse_settings
+
+__all__ = ["compare", "problems", "replay", "speedup"]
+
+
+@cli.command()
+@click.option("--workers", "-W", "workers_text", default="1,2,4,8,16,32", show_default=True, metavar="LIST",
+              help="Comma-separated worker counts.")
+@click.option("--backend", default="async", show_default=True, metavar="NAME",
+              help="async | sync | simulated | simulated-sync | ray.")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="With --backend ray: the Ray cluster to run on.  [default: a private local instance]")
+@click.option("--rollout-latency", type=float, default=0.01, show_default=True, metavar="SEC",
+              help="Wall time per rollout (virtual time for the simulated backends).")
+@click.option("--latency-model", type=click.Choice(["constant", "uniform", "exponential", "pareto"]),
+              default="constant", show_default=True, help="Random factor of each task's rollout time.")
+@click.option("--target-gap", type=float, default=1e-2, show_default=True, metavar="G")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs per worker count (median taken).")
+@click.option("--problem", "problem_spec", default=DEFAULT_PROBLEM, show_default=True, metavar="NAME|FILE")
+@click.option("--batch", type=int, default=1, show_default=True, metavar="N",
+              help="Directions per estimate: 1 keeps each worker's estimate cheap and noisy, the regime "
+              "where asynchronous averaging pays off.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-time", type=float, default=600.0, show_default=True, metavar="SEC", help="Budget per run.")
+@click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True)
+@click.option("--method", type=click.Choice(list(METHODS)), default="two-point", show_default=True,
+              help="Update rule (see `azopg train --help`).")
+@click.option("--out", "out_dir", default="azopg-speedup", show_default=True, metavar="DIR")
+@click.option("--overwrite", is_flag=True, help="Replace DIR/speedup.csv and speedup.png if DIR has them.")
+def speedup(workers_text: str, backend: str, rollout_latency: float, latency_model: str, target_gap: float,
+            repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
+            method: str, out_dir: str, ray_address: str | None, overwrite: bool) -> None:
+    """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
+    from ..run.plots import plot_speedup
+    from ..run.rundir import prepare_out_dir
+    from ..run.speedup import run_speedup, summarize, write_speedup_csv
+
+    workers = int_list(workers_text)
+    if repeats < 1:
+        raise SettingsError(f"--repeats {repeats}: must be >= 1")
+    problem = load_problem(problem_spec)
+    base = parse_settings(seed=seed, target_gap=target_gap, rollout_latency=rollout_latency,
+                     latency_model=latency_model, batch=batch, max_time=max_time, staleness=staleness,
+                     workers=max(workers), ray_address=ray_address, method=method)
+    for w in workers:
+        parse_backend(backend, w, ray_address)
+    out = prepare_out_dir(out_dir, files=("speedup.csv",), overwrite=overwrite)
+
+    def report(run: Any) -> None:
+        click.echo(f"  W={run.workers:<3} repeat {run.repeat}: time to target {run.time_to_target_s:8.3f} s, "
+                   f"{run.updates} updates, mean delay {run.mean_delay:.1f}", err=True)
+
+    click.echo(f"{problem.name}: {backend}, rollout latency {rollout_latency:g} s ({latency_model}), "
+               f"target gap {target_gap:g}, {repeats} repeat(s)", err=True)
+    runs = run_speedup(problem, workers, backend=backend, repeats=repeats, base=base, report=report)
+    rows = summarize(runs)
+    rule = runs[0].result.settings["method"] if runs and runs[0].result is not None else method
+    click.echo(f"rule {rule}", err=True)
+    click.echo(f"{'W':>4} {'T(W) [s]':>10} {'updates':>8} {'rollouts':>9} {'speedup':>8} {'effic.':>7} {'mean d':>7} "
+               f"{'max d':>6} {'reached':>8}")
+    for r in rows:
+        click.echo(f"{r['workers']:>4} {r['time_to_target_s']:>10.3f} {r['updates']:>8.0f} {r['rollouts']:>9.0f} "
+                   f"{r['speedup']:>8.2f} "
+                   f"{r['efficiency']:>7.2f} {r['mean_delay']:>7.1f} {r['max_delay']:>6} "
+                   f"{r['reached']:>4}/{r['runs']}")
+    files = [write_speedup_csv(out / "speedup.csv", runs),
+             plot_speedup(runs, out / "speedup.png", title=f"{problem.name}: rule {rule}, {backend}, latency "
+                          f"{rollout_latency:g} s/rollout ({latency_model}), batch {batch}, target gap {target_gap:g}")]
+    click.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+@cli.command()
+@click.argument("run_dir", metavar="DIR")
+def replay(run_dir: str) -> None:
+    """Recompute an asynchronous run's final gain from DIR/arrivals.csv and compare it with DIR/result.json."""
+    from ..run.replay import replay_run
+
+    K, K_rec, events = replay_run(run_dir)
+    same = K.shape == K_rec.shape and np.array_equal(K, K_rec)
+    diff = float(np.max(np.abs(K - K_rec))) if K.shape == K_rec.shape else math.inf
+    click.echo(f"replayed {events} reports: final K {'identical to' if same else 'DIFFERS from'} "
+               f"result.json (max |dK| = {diff:.3g})")
+    if not same:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_dir", metavar="DIR")
+def compare(run_dir: str) -> None:
+    """Compare a run's learned gain with python-control's lqr (needs azopg[control]): print the cost gap,
+    the gain error and the closed-loop eigenvalues, and write DIR/compare.json."""
+    from pathlib import Path
+
+    from ..model.compare import compare_run
+    from ..run.files import write_json_atomic
+
+    comparison = compare_run(run_dir)
+    click.echo(comparison.format())
+    path = Path(run_dir) / "compare.json"
+    try:
+        write_json_atomic(path, comparison.to_dict())
+    except OSError as exc:
+        raise SettingsError(f"cannot write {str(path)!r} ({exc.strerror})") from None
+    click.echo(f"wrote {path}")
+
+
+
+@cli.command()
+@click.option("--show", "show", default=None, metavar="NAME", help="Print one problem's matrices, source and optimum.")
+def problems(show: str | None) -> None:
+    """List the built-in problems (n, m, time domain, open-loop stability, optimal cost)."""
+    if show is not None:
+        p = load_problem(show)
+        np.set_printoptions(precision=6, suppress=False, linewidth=110)
+        click.echo(f"{p.name}: {p.title}\nsource: {p.source or '-'}\nn = {p.n}, m = {p.m}, time: {p.time_domain}")
+        for label, M in (("A", p.A), ("B", p.B), ("Q", p.Q), ("R", p.R), ("x0_cov", p.x0_cov),
+                         ("K0", p.K0), ("K* (DARE)" if p.discrete_time else "K* (CARE)", p.optimal_gain)):
+            click.echo(f"{label} =\n{np.array2string(np.asarray(M))}")
+        click.echo(f"f(K0) = {p.cost(p.K0):.6g}\nf*    = {p.optimal_cost:.6g}")
+        return
+    click.echo(f"{'name':<10} {'n':>3} {'m':>3}  {'time':<10} {'open loop':<10} {'f(K0)':>11} {'f*':>11}  title")
+    for name in problem_names():
+        p = get_problem(name)
+        stable = "stable" if p.is_stabilizing(np.zeros((p.m, p.n))) else "unstable"
+        click.echo(f"{name:<10} {p.n:>3} {p.m:>3}  {p.time_domain:<10} {stable:<10} {p.cost(p.K0):>11.5g} "
+                   f"{p.optimal_cost:>11.5g}  {p.title}")
+
+
