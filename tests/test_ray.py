@@ -83,7 +83,7 @@ def test_local_instance_reaches_the_target_on_loopback_and_shuts_down(problem, f
         if "listeners" not in seen and master.updates >= 20:
             seen["listeners"] = _listeners(_descendants(os.getpid()))
 
-    res = azopg.train(problem, backend="ray", workers=3, seed=0, target_gap=1e-2, max_time=120, progress=look,
+    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120, progress=look,
                       **fixed)
     assert res.status == "converged", res.status
     assert res.relative_gap <= 1e-2
@@ -137,7 +137,7 @@ def test_killed_worker_actor_is_restarted_and_the_run_reaches_the_target(problem
                         break
                 time.sleep(0.2)
 
-    res = azopg.train(problem, backend="ray", workers=3, seed=1, target_gap=1e-2, max_time=120,
+    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=1, target_gap=1e-2, max_time=120,
                       progress=kill_one, **fixed)
     assert killed
     assert res.status == "converged", res.status
@@ -271,7 +271,7 @@ def faulty():
 
 def test_hung_task_times_out_and_its_actor_is_restarted(problem, fixed, faulty, tmp_path):
     marker = tmp_path / "hung"
-    res = azopg.train(problem, backend="ray", workers=3, seed=0, target_gap=1e-2, max_time=120, task_timeout=2.0,
+    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120, task_timeout=2.0,
                       rollout_latency=0.001, plant_factory=faulty.FaultyFactory(problem, "hang", 3, str(marker)),
                       **fixed)
     assert marker.exists()  # a call did hang (for an hour)
@@ -283,7 +283,7 @@ def test_hung_task_times_out_and_its_actor_is_restarted(problem, fixed, faulty, 
 def test_actor_that_keeps_dying_is_dropped_and_the_others_finish_the_run(problem, fixed, faulty, caplog,
                                                                         monkeypatch):
     monkeypatch.setattr(rayexec, "MAX_RESTARTS", 0)  # not restarted: dropped at its first death
-    res = azopg.train(problem, backend="ray", workers=3, seed=0, target_gap=1e-2, max_time=120,
+    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120,
                       plant_factory=faulty.FaultyFactory(problem, "die-ray", 1), **fixed)
     assert res.status == "converged", res.status
     lost = [h for h in res.history if h.event == "worker-lost"]
@@ -295,6 +295,6 @@ def test_actor_that_keeps_dying_is_dropped_and_the_others_finish_the_run(problem
 
 def test_plant_that_raises_stops_the_run_with_its_error(problem, fixed, faulty):
     with pytest.raises(WorkerError, match="actuator driver crashed"):
-        azopg.train(problem, backend="ray", workers=2, seed=0, target_gap=1e-2, max_time=60,
+        azopg.train(problem, backend="ray", method="two-point", workers=2, seed=0, target_gap=1e-2, max_time=60,
                     plant_factory=faulty.FaultyFactory(problem, "raise", 40), **fixed)
     assert not ray.is_initialized()

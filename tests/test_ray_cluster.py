@@ -109,7 +109,7 @@ def test_actors_are_spread_over_the_nodes_and_every_node_runs_tasks(cluster, pro
             seen["where"] = _where(_our_actors())
 
     res = azopg.train(problem, backend="ray", workers=WORKERS, ray_address=cluster.address, seed=0,
-                      target_gap=1e-2, max_time=120, progress=look, **fixed)
+                      target_gap=1e-2, max_time=120, progress=look, method="two-point", **fixed)
     assert res.status == "converged", res.status
     where = seen["where"]
     assert len(where) == WORKERS
@@ -149,7 +149,7 @@ def test_a_lost_node_is_logged_the_run_goes_on_and_a_node_added_later_is_used(cl
 
     t0 = time.monotonic()
     res = azopg.train(problem, backend="ray", workers=WORKERS, ray_address=cluster.address, seed=1,
-                      target_gap=1e-2, max_time=240, progress=chaos, **fixed)
+                      target_gap=1e-2, max_time=240, progress=chaos, method="two-point", **fixed)
     assert "used" in seen, (seen, res.status, time.monotonic() - t0)
     assert res.status == "converged", res.status
     assert res.relative_gap <= 1e-2
