@@ -83,8 +83,8 @@ def test_local_instance_reaches_the_target_on_loopback_and_shuts_down(problem, f
         if "listeners" not in seen and master.updates >= 20:
             seen["listeners"] = _listeners(_descendants(os.getpid()))
 
-    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120, progress=look,
-                      **fixed)
+    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120,
+                      progress=look, **fixed)
     assert res.status == "converged", res.status
     assert res.relative_gap <= 1e-2
     assert not ray.is_initialized()  # the private instance is shut down
@@ -271,8 +271,8 @@ def faulty():
 
 def test_hung_task_times_out_and_its_actor_is_restarted(problem, fixed, faulty, tmp_path):
     marker = tmp_path / "hung"
-    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120, task_timeout=2.0,
-                      rollout_latency=0.001, plant_factory=faulty.FaultyFactory(problem, "hang", 3, str(marker)),
+    res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120,
+                      task_timeout=2.0, rollout_latency=0.001, plant_factory=faulty.FaultyFactory(problem, "hang", 3, str(marker)),
                       **fixed)
     assert marker.exists()  # a call did hang (for an hour)
     assert res.status == "converged", res.status
