@@ -272,7 +272,8 @@ def faulty():
 def test_hung_task_times_out_and_its_actor_is_restarted(problem, fixed, faulty, tmp_path):
     marker = tmp_path / "hung"
     res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120,
-                      task_timeout=2.0, rollout_latency=0.001, plant_factory=faulty.FaultyFactory(problem, "hang", 3, str(marker)),
+                      task_timeout=2.0, rollout_latency=0.001,
+                      plant_factory=faulty.FaultyFactory(problem, "hang", 3, str(marker)),
                       **fixed)
     assert marker.exists()  # a call did hang (for an hour)
     assert res.status == "converged", res.status
