@@ -114,3 +114,15 @@ class BlackBoxPlant:
     def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float) -> azopg.RolloutResult:
         self.calls += 1
         return self._inner.rollout(K, x0, tau)
+
+
+class Interrupter:
+    """A progress callback that interrupts the run at its ``at``-th call."""
+
+    def __init__(self, at: int) -> None:
+        self.calls, self.at = 0, at
+
+    def __call__(self, runlog) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt

@@ -60,7 +60,7 @@ def test_auto_on_a_black_box_plant_runs_the_paper_rule(chain3):
 
 
 def test_resume_resolves_auto_identically(chain3, tmp_path):
-    from test_reliability import Interrupter
+    from _support import Interrupter
 
     out = tmp_path / "run"
     first = azopg.train(chain3, seed=1, target_gap=1e-6, max_time=60, out_dir=out, rollout_latency=0.002,

@@ -26,6 +26,7 @@ import pytest
 
 import azopg
 from _faulty import FaultyFactory, ensure_importable
+from _support import Interrupter
 from azopg.engine.executor import WorkerError
 from azopg.engine.inflight import DEADLINE_SCAN, MIN_TIMEOUT, TaskTimer
 from azopg.method.azopg import AZOPG
@@ -249,16 +250,6 @@ def test_noisy_measurements_are_unbiased_and_of_the_given_size(chain3):
 
 
 # --------------------------------------------------- checkpoints, Python API
-
-class Interrupter:
-    def __init__(self, at: int) -> None:
-        self.calls, self.at = 0, at
-
-    def __call__(self, master) -> None:
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-
 
 def test_checkpoint_and_resume_in_python(chain3, tmp_path):
     out = tmp_path / "run"

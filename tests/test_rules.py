@@ -175,7 +175,7 @@ def test_replay_reproduces_the_rule_bit_for_bit(chain3, tmp_path, method, option
 
 @pytest.mark.parametrize("method", RULES)
 def test_resume_continues_the_rule(chain3, tmp_path, method):
-    from test_reliability import Interrupter
+    from _support import Interrupter
 
     out = tmp_path / "run"
     first = azopg.train(chain3, method=method, seed=1, target_gap=1e-6, max_time=60, out_dir=out,

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import azopg
+from _support import Interrupter
 from azopg.cli import main
 from azopg.run import checkpoint as checkpoint_module
 from azopg.run.output import write_run
@@ -37,18 +38,6 @@ def one_error_line(capsys, *words: str) -> str:
 
 def snapshot(d) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file() and p.name != LOCK}
-
-
-class Interrupter:
-    """A progress callback that interrupts the run at its ``at``-th call."""
-
-    def __init__(self, at: int) -> None:
-        self.calls, self.at = 0, at
-
-    def __call__(self, master) -> None:
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
 
 
 def interrupted_run(problem, out, seed=3):
