@@ -11,7 +11,7 @@ import pytest
 
 import azopg
 from _support import kron_value_matrix, random_problem
-from azopg.method.regression import NormalEquations, evaluate_policy, features, unknowns
+from azopg.method.regression import NORMAL_CONDITION, NormalEquations, evaluate_policy, features, unknowns
 
 
 def rollouts(p: azopg.LQRProblem, center: np.ndarray, b: int, scale: float, taus, rng):
@@ -41,13 +41,14 @@ PROBLEMS = [("he1", azopg.get_problem("he1")), ("ac1", azopg.get_problem("ac1"))
             ("dis4", azopg.get_problem("dis4")), ("random-5x3", random_problem(np.random.default_rng(3), 5, 3))]
 
 
+@pytest.mark.parametrize("solver", ["svd", "auto"])
 @pytest.mark.parametrize("estimate_R", [False, True], ids=["R-known", "R-estimated"])
 @pytest.mark.parametrize(("label", "p"), PROBLEMS, ids=[c[0] for c in PROBLEMS])
-def test_one_policy_iteration_step_from_exact_rollouts_is_kleinmans(label, p, estimate_R):
+def test_one_policy_iteration_step_from_exact_rollouts_is_kleinmans(label, p, estimate_R, solver):
     rng = np.random.default_rng(0)
     K = np.asarray(p.K0)
     data = rollouts(p, K, 2 * unknowns(p.n, p.m, True), 0.1, [2.0], rng)
-    ev = evaluate_policy(K, *data, R=None if estimate_R else p.R)
+    ev = evaluate_policy(K, *data, R=None if estimate_R else p.R, solver=solver)
     P, E = oracle(p, K)
     assert rel(ev.P, P) <= 1e-8 and rel(ev.E, E) <= 1e-8
     assert rel(ev.R, np.asarray(p.R)) <= 1e-8
@@ -155,3 +156,27 @@ def test_features_reject_non_finite_or_misshapen_data():
         features(K, Ki, x0[:5], xe, S, cost, p.R)
     with pytest.raises(ValueError, match="matrix"):
         NormalEquations(K.ravel())
+
+
+def test_auto_solver_keeps_the_normal_equations_only_when_well_conditioned():
+    """``solver="auto"``: on well-conditioned data the Cholesky solution of the normal
+    equations (condition estimated by LAPACK below NORMAL_CONDITION); on data whose scaled
+    normal matrix is worse conditioned than that, exactly the SVD solution."""
+    p = random_problem(np.random.default_rng(8), 4, 2)
+    K = np.asarray(p.K0)
+    rng = np.random.default_rng(9)
+    good = rollouts(p, K, 3 * unknowns(p.n, p.m), 0.1, [2.0], rng)
+    svd, auto = evaluate_policy(K, *good, R=p.R), evaluate_policy(K, *good, R=p.R, solver="auto")
+    assert svd.condition < NORMAL_CONDITION and auto.condition < NORMAL_CONDITION
+    assert rel(auto.E, svd.E) <= 1e-9 and rel(auto.P, svd.P) <= 1e-9
+    assert not np.array_equal(auto.E, svd.E)  # a different solver did run
+    # perturbations all but along one direction: m(m-1)/2 directions of E barely excited
+    Ki, x0, _, _, _ = good
+    base = rng.standard_normal((p.m, p.n))
+    c = rng.uniform(0.5, 1.5, len(x0))[:, None, None] * rng.choice([-1.0, 1.0], len(x0))[:, None, None]
+    Ki = K + 0.1 * (c * base + 1e-5 * (Ki - K))
+    res = azopg.LinearPlant(p).rollout(Ki, x0, 2.0, moments=True)
+    bad = (Ki, x0, res.x_end, res.S, res.cost)
+    svd, auto = evaluate_policy(K, *bad, R=p.R), evaluate_policy(K, *bad, R=p.R, solver="auto")
+    assert svd.condition > NORMAL_CONDITION
+    assert np.array_equal(auto.E, svd.E) and auto.condition == svd.condition

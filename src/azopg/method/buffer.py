@@ -54,4 +54,4 @@ class RolloutBuffer:
         (``R`` estimated too if ``None``), most recent first."""
         chunks = list(reversed(self._chunks))
         Ki, x0, x_end, S, cost = (np.concatenate(a) for a in zip(*(c.arrays() for c in chunks), strict=True))
-        return evaluate_policy(K, Ki, x0, x_end, S, cost, R)
+        return evaluate_policy(K, Ki, x0, x_end, S, cost, R, solver="auto")

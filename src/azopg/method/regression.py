@@ -42,7 +42,7 @@ import scipy.linalg as sla
 
 from ..model.problem import kleinman_gain
 
-__all__ = ["NormalEquations", "PolicyEvaluation", "evaluate_policy", "features", "unknowns"]
+__all__ = ["NORMAL_CONDITION", "NormalEquations", "PolicyEvaluation", "evaluate_policy", "features", "unknowns"]
 
 
 def unknowns(n: int, m: int, estimate_R: bool = False) -> int:
@@ -172,14 +172,24 @@ def _unpack(theta: np.ndarray, n: int, m: int, R: Any) -> tuple[np.ndarray, np.n
 
 
 def evaluate_policy(K: Any, Ki: Any, x0: Any, x_end: Any, S: Any, cost: Any,
-                    R: Any = None) -> PolicyEvaluation:
+                    R: Any = None, *, solver: str = "svd") -> PolicyEvaluation:
     """Least-squares ``(P, E)`` (and ``R`` if not given) of the base gain ``K`` from one
     batch of rollouts; arguments as for :func:`features`. Solved by SVD on the
-    column-scaled design matrix (module docstring)."""
+    column-scaled design matrix (module docstring); ``solver="auto"`` first tries the
+    column-scaled normal equations by Cholesky (several times faster for many unknowns) and
+    keeps that solution only if their estimated condition number is below
+    :data:`NORMAL_CONDITION` (a relative error of about ``1e-8``), else solves by SVD."""
     Phi, y = features(K, Ki, x0, x_end, S, cost, R)
     m, n = np.shape(K)
     d = _scales(np.sum(Phi * Phi, axis=0))
     Phis = Phi / d
+    if solver == "auto":
+        normal = _normal_solve(Phis, y)
+        if normal is not None:
+            theta_s, condition = normal
+            P, E, Rh = _unpack(theta_s / d, n, m, R)
+            return PolicyEvaluation(P, E, Rh, float(np.linalg.norm(Phis @ theta_s - y)), float(np.linalg.norm(y)),
+                                    condition, int(y.size))
     theta_s, _, _, sv = np.linalg.lstsq(Phis, y, rcond=None)
     theta = theta_s / d
     full_rank = sv.size == Phi.shape[1] and sv[-1] > 0
@@ -187,6 +197,29 @@ def evaluate_policy(K: Any, Ki: Any, x0: Any, x_end: Any, S: Any, cost: Any,
     P, E, Rh = _unpack(theta, n, m, R)
     return PolicyEvaluation(P, E, Rh, float(np.linalg.norm(Phis @ theta_s - y)), float(np.linalg.norm(y)),
                             condition, int(y.size))
+
+
+#: Largest (estimated, 1-norm) condition number of the scaled normal matrix for which
+#: ``evaluate_policy(solver="auto")`` keeps the Cholesky solution.
+NORMAL_CONDITION = 1e8
+
+
+def _normal_solve(Phis: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """``(theta, condition)`` from the normal equations of the column-scaled ``Phis``, or
+    ``None`` if they are not positive definite or worse conditioned than :data:`NORMAL_CONDITION`."""
+    if Phis.shape[0] < Phis.shape[1]:
+        return None
+    G = sla.blas.dsyrk(1.0, Phis, trans=1, lower=1)  # lower triangle of Phis' Phis, half the flops
+    try:
+        c = sla.cho_factor(G, lower=True, overwrite_a=False)
+    except np.linalg.LinAlgError:
+        return None
+    A = np.abs(G)
+    anorm = float(np.max(np.sum(A, axis=0) + np.sum(A, axis=1) - np.diag(A)))  # 1-norm of the full matrix
+    rcond, info = sla.lapack.dpocon(c[0], anorm, uplo="L")
+    if info != 0 or not rcond * NORMAL_CONDITION > 1.0:
+        return None
+    return sla.cho_solve(c, Phis.T @ y), float(1.0 / rcond)
 
 
 @dataclass
