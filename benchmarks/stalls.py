@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--max-time", type=float, default=20.0)
     ap.add_argument("--target-gap", type=float, default=1e-3)
     ap.add_argument("--problems", default=",".join(azopg.problem_names()))
-    ap.add_argument("--method", default="two-point")
+    ap.add_argument("--method", default="auto")
     ap.add_argument("--max-rollouts", type=int, default=None,
                     help="a rollout budget as well (a load-independent budget on a busy machine)")
     ap.add_argument("--verbose", action="store_true", help="a line per run as well")
