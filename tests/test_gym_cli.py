@@ -94,7 +94,7 @@ def test_env_cli_user_style_environment_without_x0_or_dt(user_module, tmp_path, 
     assert code == 0, err
     assert "no exact oracle" in stdout
     plant = EnvSpec(f"{user_module}:make").plant()
-    assert plant.discrete_time and plant.x0_option is False
+    assert plant.discrete_time and plant.x0_option is False and plant.vector == "sync"  # no batched form
     K = np.array(json.loads((out / "result.json").read_text())["K"])
     assert K.shape == (1, 2) and np.all(np.isfinite(K))
 
@@ -102,6 +102,7 @@ def test_env_cli_user_style_environment_without_x0_or_dt(user_module, tmp_path, 
 def test_env_run_resumes_from_its_env_spec(tmp_path):
     spec = EnvSpec("azopg/Linear-v0", {"A": A2, "B": B2, "dt": 0.1})
     plant = spec.plant()
+    assert plant.vector == "native"  # the id's vector_entry_point, by default
     out = tmp_path / "run"
     azopg.train(plant, K0=[[0.0, 0.0]], plant_factory=plant.copy, env=spec.to_dict(), out_dir=out, max_updates=8)
     path = out / "checkpoint.json"
@@ -121,6 +122,7 @@ BAD = {
     "K0-missing": (["--env", "user_envs:make"], "--K0"),
     "space-shape": (["--env", "azopg/Pendulum-v0", "--K0", "[[1, 1, 1]]"], "shape"),
     "fixed-eval-states-need-x0": (["--env", "user_envs:make", "--K0", "[[0, 0]]", "--eval-states", "[[1, 0]]"], "x0"),
+    "no-batched-form": (["--env", "user_envs:make", "--K0", "[[0, 0]]", "--vector", "native"], "--vector native"),
 }
 
 

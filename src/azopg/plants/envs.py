@@ -32,6 +32,7 @@ Requires the ``gym`` extra (``pip install azopg[gym]``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -289,6 +290,15 @@ class PendulumEnv(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
         self.action_space = spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float64)
         self.state = np.zeros(2)
+        self._buf = np.empty(1)
+
+    def _sin(self, t: float) -> float:
+        """numpy's ``sin`` of one number, taken on an array as the batched form takes it (``math.sin``
+        may differ from it in the last bit where numpy has a SIMD ``sin`` of its own)."""
+        if not math.isfinite(t):
+            return math.nan
+        self._buf[0] = t
+        return float(np.sin(self._buf)[0])
 
     def linearization(self, K0: Any = None) -> LQRProblem:
         """The linearization at upright, ``A = [[0, 1], [g/l, -b/(ml^2)]]``,
@@ -324,38 +334,34 @@ class PendulumEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Hold the torque for ``dt`` seconds (RK4); reward ``-(x'Qx + u'Ru) dt``."""
-        u = np.asarray(action, dtype=float).reshape(-1)[:1]
-        th, om, costs = pendulum_step(self, self.state[:1], self.state[1:], u)
-        self.state = np.concatenate((th, om))
-        blown = not (abs(th[0]) <= self.theta_limit and math.isfinite(om[0]))
-        cost = float(costs[0])
+        u = float(np.asarray(action, dtype=float).reshape(-1)[0])
+        th, om, cost = pendulum_step(self, float(self.state[0]), float(self.state[1]), u, self._sin)
+        if not (math.isfinite(th) and math.isfinite(om)):
+            th = om = math.nan
+        self.state = np.array([th, om])
+        blown = not (abs(th) <= self.theta_limit and math.isfinite(om))
         return self.state.copy(), -cost, blown, False, {"blown_up": blown} if blown else {}
 
 
-def pendulum_step(env: PendulumEnv, th: np.ndarray, om: np.ndarray,
-                  u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One step of ``env``'s pendulum for arrays of angles, rates and torques (b,): the next
-    ``theta``, ``theta_dot`` (both NaN where either is not finite) and the step costs, by
-    elementwise operations (the same bits for any ``b``)."""
-    q = env.Q
-    cost = (q[0, 0] * th * th + (q[0, 1] + q[1, 0]) * th * om + q[1, 1] * om * om + env.R * u * u) * env.dt
+def pendulum_step(env: PendulumEnv, th: Any, om: Any, u: Any,
+                  sin: Callable[[Any], Any] = np.sin) -> tuple[Any, Any, Any]:
+    """One step of ``env``'s pendulum from angles ``th``, rates ``om`` under torques ``u``: the
+    next angles and rates, and the step costs. The same operators serve floats (with ``sin``
+    a float function) and arrays (b,) (with ``np.sin``), so both give the same bits."""
+    q00, q01, q11 = float(env.Q[0, 0]), float(env.Q[0, 1] + env.Q[1, 0]), float(env.Q[1, 1])
+    cost = (q00 * th * th + q01 * th * om + q11 * om * om + env.R * u * u) * env.dt
     a, c, bu = env.gravity / env.length, env.damping / env._inertia, u / env._inertia
     h = env.dt / env.substeps
-    sin = np.sin
-    with np.errstate(all="ignore"):
-        for _ in range(env.substeps):
-            k1t, k1o = om, a * sin(th) - c * om + bu
-            t2, o2 = th + 0.5 * h * k1t, om + 0.5 * h * k1o
-            k2t, k2o = o2, a * sin(t2) - c * o2 + bu
-            t3, o3 = th + 0.5 * h * k2t, om + 0.5 * h * k2o
-            k3t, k3o = o3, a * sin(t3) - c * o3 + bu
-            t4, o4 = th + h * k3t, om + h * k3o
-            k4t, k4o = o4, a * sin(t4) - c * o4 + bu
-            th = th + h / 6.0 * (k1t + 2.0 * k2t + 2.0 * k3t + k4t)
-            om = om + h / 6.0 * (k1o + 2.0 * k2o + 2.0 * k3o + k4o)
-        bad = ~(np.isfinite(th) & np.isfinite(om))
-    if bad.any():
-        th, om = np.where(bad, math.nan, th), np.where(bad, math.nan, om)
+    for _ in range(env.substeps):
+        k1t, k1o = om, a * sin(th) - c * om + bu
+        t2, o2 = th + 0.5 * h * k1t, om + 0.5 * h * k1o
+        k2t, k2o = o2, a * sin(t2) - c * o2 + bu
+        t3, o3 = th + 0.5 * h * k2t, om + 0.5 * h * k2o
+        k3t, k3o = o3, a * sin(t3) - c * o3 + bu
+        t4, o4 = th + h * k3t, om + h * k3o
+        k4t, k4o = o4, a * sin(t4) - c * o4 + bu
+        th = th + h / 6.0 * (k1t + 2.0 * k2t + 2.0 * k3t + k4t)
+        om = om + h / 6.0 * (k1o + 2.0 * k2o + 2.0 * k3o + k4o)
     return th, om, cost
 
 

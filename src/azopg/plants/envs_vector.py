@@ -210,10 +210,12 @@ class PendulumVectorEnv(_Copies):
     def step(self, actions: Any) -> _Step:
         """Hold the torques for ``dt`` seconds (RK4) in every copy; rewards ``-(x'Qx + u'Ru) dt``."""
         u = np.ascontiguousarray(self._actions(actions)[:, 0])
-        th, om, cost = pendulum_step(self.env, self.theta, self.theta_dot, u)
-        self.theta, self.theta_dot = th, om
-        with np.errstate(invalid="ignore"):
+        with np.errstate(all="ignore"):
+            th, om, cost = pendulum_step(self.env, self.theta, self.theta_dot, u)
+            bad = ~(np.isfinite(th) & np.isfinite(om))  # both NaN, as in PendulumEnv.step
+            th, om = np.where(bad, math.nan, th), np.where(bad, math.nan, om)
             blown = ~((np.abs(th) <= self.env.theta_limit) & np.isfinite(om))
+        self.theta, self.theta_dot = th, om
         truncated, info = self._ends(blown)
         return np.stack((th, om), axis=1), -cost, blown, truncated, info
 

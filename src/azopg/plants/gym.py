@@ -148,7 +148,8 @@ class GymPlant:
     vector_factory : callable, optional
         ``vector_factory(num_envs) -> gymnasium.vector.VectorEnv``: the environment's own
         batched form (e.g. ``functools.partial(gymnasium.make_vec, id,
-        vectorization_mode="vector_entry_point")``); its reset option ``x0`` takes an
+        vectorization_mode="vector_entry_point")``, or a class of
+        :mod:`azopg.plants.envs_vector` for the example environments); its reset option ``x0`` takes an
         array (num_envs, n) and it must not auto-reset a copy before the next ``reset``
         of all (the rollouts ignore what an ended copy returns, either way).
     max_envs : int
