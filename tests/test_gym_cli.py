@@ -155,18 +155,19 @@ def test_lockstep_costs_identical_to_the_loop(case):
     n, m = env.observation_space.shape[0], env.action_space.shape[0]
     K0 = HE1.K0 if n == 4 else PendulumEnv().nominal_gain
     rng = np.random.default_rng(3)
-    K = K0 + 0.3 * rng.standard_normal((7, m, n))
+    K = K0 + 0.3 * rng.standard_normal((11, m, n))
     K[0] = -K0 if n == 4 else 0.0 * K0  # blows up: ended early, by the environment or the growth bound
     outs = {}
-    for mode in ("loop", "sync", "native"):
-        plant = GymPlant(factory, n, m, vector=mode, vector_factory=vector_factory, max_envs=3)  # chunks 3, 3, 1
-        X = plant.initial_states(np.random.default_rng(0), 7)
-        outs[mode] = (X, plant.rollout(K, X, tau, moments=True), plant.steps)
-    X1, r1, steps1 = outs["loop"]
+    # chunks of 3 (3, 3, 3, 2 padded) and 8 (8, 3 padded): PendulumVectorEnv's per-copy and array paths
+    for mode, E in (("loop", 1), ("sync", 3), ("native", 3), ("native", 8)):
+        plant = GymPlant(factory, n, m, vector=mode, vector_factory=vector_factory, max_envs=E)
+        X = plant.initial_states(np.random.default_rng(0), 11)
+        outs[mode, E] = (X, plant.rollout(K, X, tau, moments=True), plant.steps)
+    X1, r1, steps1 = outs["loop", 1]
     assert r1.blown_up[0] and not r1.blown_up[1:].all()
-    assert steps1 < 7 * (200 if case == "he1" else round(tau / env.unwrapped.dt))  # some ended early
-    for mode in ("sync", "native"):
-        X2, r2, steps2 = outs[mode]
+    assert steps1 < 11 * (200 if case == "he1" else round(tau / env.unwrapped.dt))  # some ended early
+    for key in (("sync", 3), ("native", 3), ("native", 8)):
+        X2, r2, steps2 = outs[key]
         assert np.array_equal(X1, X2) and steps1 == steps2
         for a, b in zip(r1, r2, strict=True):
             assert np.array_equal(a, b, equal_nan=True)
@@ -193,7 +194,9 @@ def test_batched_envs_step_every_copy_as_the_single_env():
     (random inputs, a strong push on copy 2 that blows it up), until it ends; truncated at the limit."""
     cases = [(functools.partial(LinearEnv.from_problem, HE1, **NOISY),
               LinearVectorEnv.from_problem(HE1, 3, max_episode_steps=30, **NOISY), 2),
+             (PendulumEnv, PendulumVectorEnv(3, max_episode_steps=30), 1),
              (PendulumEnv, PendulumVectorEnv(3, max_episode_steps=30), 1)]
+    cases[2][1].per_copy_below = 0  # the array path
     for factory, venv, m in cases:
         U = np.random.default_rng(1).standard_normal((30, 3, m)) + np.array([0.0, 0.0, 40.0])[:, None]
         first, _ = venv.reset(seed=[5, 6, 7])

@@ -334,13 +334,18 @@ class PendulumEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Hold the torque for ``dt`` seconds (RK4); reward ``-(x'Qx + u'Ru) dt``."""
-        u = float(np.asarray(action, dtype=float).reshape(-1)[0])
-        th, om, cost = pendulum_step(self, float(self.state[0]), float(self.state[1]), u, self._sin)
+        th, om, cost, blown = self.advance(float(self.state[0]), float(self.state[1]),
+                                           float(np.asarray(action, dtype=float).reshape(-1)[0]))
+        self.state = np.array([th, om])
+        return self.state.copy(), -cost, blown, False, {"blown_up": blown} if blown else {}
+
+    def advance(self, th: float, om: float, u: float) -> tuple[float, float, float, bool]:
+        """One step from ``[th, om]`` under the torque ``u``, in floats: the next state (both NaN
+        if either is not finite), the step cost and whether the pendulum has fallen."""
+        th, om, cost = pendulum_step(self, th, om, u, self._sin)
         if not (math.isfinite(th) and math.isfinite(om)):
             th = om = math.nan
-        self.state = np.array([th, om])
-        blown = not (abs(th) <= self.theta_limit and math.isfinite(om))
-        return self.state.copy(), -cost, blown, False, {"blown_up": blown} if blown else {}
+        return th, om, cost, not (abs(th) <= self.theta_limit and math.isfinite(om))
 
 
 def pendulum_step(env: PendulumEnv, th: Any, om: Any, u: Any,

@@ -190,7 +190,14 @@ class PendulumVectorEnv(_Copies):
         The single environment (parameters and spaces).
     theta, theta_dot : ndarray, shape (num_envs,)
         The copies' states.
+    per_copy_below : int
+        Fewer copies than this are stepped one by one in floats
+        (:meth:`PendulumEnv.advance <azopg.plants.envs.PendulumEnv.advance>`, the single
+        environment's own path: numpy's cost per call outweighs the arithmetic of a few
+        copies); the bits are the same either way.
     """
+
+    per_copy_below = 8
 
     def __init__(self, num_envs: int = 1, *, max_episode_steps: int | None = None, **kwargs: Any) -> None:
         super().__init__(num_envs, PendulumEnv(**kwargs), max_episode_steps)
@@ -210,11 +217,17 @@ class PendulumVectorEnv(_Copies):
     def step(self, actions: Any) -> _Step:
         """Hold the torques for ``dt`` seconds (RK4) in every copy; rewards ``-(x'Qx + u'Ru) dt``."""
         u = np.ascontiguousarray(self._actions(actions)[:, 0])
-        with np.errstate(all="ignore"):
-            th, om, cost = pendulum_step(self.env, self.theta, self.theta_dot, u)
-            bad = ~(np.isfinite(th) & np.isfinite(om))  # both NaN, as in PendulumEnv.step
-            th, om = np.where(bad, math.nan, th), np.where(bad, math.nan, om)
-            blown = ~((np.abs(th) <= self.env.theta_limit) & np.isfinite(om))
+        if self.num_envs < self.per_copy_below:
+            rows = np.array([self.env.advance(t, o, v) for t, o, v in
+                             zip(self.theta.tolist(), self.theta_dot.tolist(), u.tolist(), strict=True)])
+            th, om, cost, blown = rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2], rows[:, 3] > 0
+        else:
+            with np.errstate(all="ignore"):
+                th, om, cost = pendulum_step(self.env, self.theta, self.theta_dot, u)
+                bad = ~(np.isfinite(th) & np.isfinite(om))
+                if bad.any():  # both NaN, as in PendulumEnv.advance
+                    th, om = np.where(bad, math.nan, th), np.where(bad, math.nan, om)
+                blown = ~((np.abs(th) <= self.env.theta_limit) & np.isfinite(om))
         self.theta, self.theta_dot = th, om
         truncated, info = self._ends(blown)
         return np.stack((th, om), axis=1), -cost, blown, truncated, info
