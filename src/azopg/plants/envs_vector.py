@@ -103,7 +103,7 @@ class _Copies(VectorEnv):
         """Truncation by the time limit, and the info of a step."""
         self._elapsed += 1
         limit = self.max_episode_steps is not None and self._elapsed >= self.max_episode_steps
-        truncated = np.full(self.num_envs, limit)
+        truncated = np.ones(self.num_envs, dtype=bool) if limit else np.zeros(self.num_envs, dtype=bool)
         return truncated, ({"blown_up": blown, "_blown_up": blown.copy()} if blown.any() else {})
 
 
@@ -220,7 +220,8 @@ class PendulumVectorEnv(_Copies):
         if self.num_envs < self.per_copy_below:
             rows = np.array([self.env.advance(t, o, v) for t, o, v in
                              zip(self.theta.tolist(), self.theta_dot.tolist(), u.tolist(), strict=True)])
-            th, om, cost, blown = rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2], rows[:, 3] > 0
+            th, om, cost, blown = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] > 0
+            obs = rows[:, :2].copy()
         else:
             with np.errstate(all="ignore"):
                 th, om, cost = pendulum_step(self.env, self.theta, self.theta_dot, u)
@@ -228,9 +229,11 @@ class PendulumVectorEnv(_Copies):
                 if bad.any():  # both NaN, as in PendulumEnv.advance
                     th, om = np.where(bad, math.nan, th), np.where(bad, math.nan, om)
                 blown = ~((np.abs(th) <= self.env.theta_limit) & np.isfinite(om))
+            obs = np.empty((self.num_envs, 2))
+            obs[:, 0], obs[:, 1] = th, om
         self.theta, self.theta_dot = th, om
         truncated, info = self._ends(blown)
-        return np.stack((th, om), axis=1), -cost, blown, truncated, info
+        return obs, -cost, blown, truncated, info
 
 
 def he1_vector_env(num_envs: int = 1, dt: float = 0.05, max_episode_steps: int | None = None) -> LinearVectorEnv:
