@@ -9,14 +9,17 @@ import functools
 import json
 import textwrap
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
 import azopg
 from azopg.cli import main
 from azopg.plants.callable import CallablePlant
-from azopg.plants.envs import LinearEnv, PendulumEnv, he1_env
+from azopg.plants.envs import LinearEnv, PendulumEnv, he1_env, register_envs
+from azopg.plants.envs_vector import LinearVectorEnv, PendulumVectorEnv
 from azopg.plants.gym import GymPlant
+from azopg.plants.lockstep import matvec, rowdots
 from azopg.run.envspec import EnvSpec
 
 A2, B2 = [[-1.0, 1.0], [0.0, -2.0]], [[0.0], [1.0]]
@@ -91,7 +94,7 @@ def test_env_cli_user_style_environment_without_x0_or_dt(user_module, tmp_path, 
     assert code == 0, err
     assert "no exact oracle" in stdout
     plant = EnvSpec(f"{user_module}:make").plant()
-    assert plant.discrete_time and plant.x0_option is False
+    assert plant.discrete_time and plant.x0_option is False and plant.vector == "sync"  # no batched form
     K = np.array(json.loads((out / "result.json").read_text())["K"])
     assert K.shape == (1, 2) and np.all(np.isfinite(K))
 
@@ -99,6 +102,7 @@ def test_env_cli_user_style_environment_without_x0_or_dt(user_module, tmp_path, 
 def test_env_run_resumes_from_its_env_spec(tmp_path):
     spec = EnvSpec("azopg/Linear-v0", {"A": A2, "B": B2, "dt": 0.1})
     plant = spec.plant()
+    assert plant.vector == "native"  # the id's vector_entry_point, by default
     out = tmp_path / "run"
     azopg.train(plant, K0=[[0.0, 0.0]], plant_factory=plant.copy, env=spec.to_dict(), out_dir=out, max_updates=8)
     path = out / "checkpoint.json"
@@ -118,6 +122,7 @@ BAD = {
     "K0-missing": (["--env", "user_envs:make"], "--K0"),
     "space-shape": (["--env", "azopg/Pendulum-v0", "--K0", "[[1, 1, 1]]"], "shape"),
     "fixed-eval-states-need-x0": (["--env", "user_envs:make", "--K0", "[[0, 0]]", "--eval-states", "[[1, 0]]"], "x0"),
+    "no-batched-form": (["--env", "user_envs:make", "--K0", "[[0, 0]]", "--vector", "native"], "--vector native"),
 }
 
 
@@ -131,27 +136,86 @@ def test_env_cli_bad_input_is_one_line_and_exit_2(user_module, tmp_path, capsys,
 
 
 # ---------------------------------------------------------------- lockstep
-def _noisy_linear():
-    p = azopg.get_problem("he1")
-    return LinearEnv.from_problem(p, dt=0.05, noise_std=0.1, obs_noise_std=0.01)
+HE1 = azopg.get_problem("he1")
+NOISY = {"dt": 0.05, "noise_std": 0.1, "obs_noise_std": 0.01, "blowup_norm": 30.0}
+LOCKSTEP = {  # single env, its batched form, horizon: 60, 150 and 240 steps (HE1-v0 truncates at 200)
+    "noisy-linear": (functools.partial(LinearEnv.from_problem, HE1, **NOISY),
+                     functools.partial(LinearVectorEnv.from_problem, HE1, **NOISY), 3.0),
+    "pendulum": (PendulumEnv, PendulumVectorEnv, 3.0),
+    "he1": (functools.partial(gym.make, "azopg/HE1-v0"),
+            functools.partial(gym.make_vec, "azopg/HE1-v0", vectorization_mode="vector_entry_point"), 12.0),
+}
 
 
-@pytest.mark.parametrize("factory", [_noisy_linear, PendulumEnv, he1_env], ids=["noisy-linear", "pendulum", "he1"])
-def test_lockstep_costs_identical_to_the_loop(factory):
+@pytest.mark.parametrize("case", list(LOCKSTEP))
+def test_lockstep_costs_identical_to_the_loop(case):
+    register_envs()
+    factory, vector_factory, tau = LOCKSTEP[case]
     env = factory()
     n, m = env.observation_space.shape[0], env.action_space.shape[0]
-    K0 = azopg.get_problem("he1").K0 if n == 4 else PendulumEnv().nominal_gain
+    K0 = HE1.K0 if n == 4 else PendulumEnv().nominal_gain
     rng = np.random.default_rng(3)
-    K = K0 + 0.3 * rng.standard_normal((7, m, n))
+    K = K0 + 0.3 * rng.standard_normal((11, m, n))
+    K[0] = -K0 if n == 4 else 0.0 * K0  # blows up: ended early, by the environment or the growth bound
     outs = {}
-    for mode in ("loop", "sync"):
-        plant = GymPlant(factory, n, m, vector=mode, max_envs=3)  # 7 rollouts: chunks 3, 3, 1 (padded)
-        X = plant.initial_states(np.random.default_rng(0), 7)
-        outs[mode] = (X, plant.rollout(K, X, 3.0, moments=True))
-    (X1, r1), (X2, r2) = outs["loop"], outs["sync"]
-    assert np.array_equal(X1, X2)
-    for a, b in zip(r1, r2, strict=True):
-        assert np.array_equal(a, b, equal_nan=True)
+    # chunks of 3 (3, 3, 3, 2 padded) and 8 (8, 3 padded): PendulumVectorEnv's per-copy and array paths
+    for mode, E in (("loop", 1), ("sync", 3), ("native", 3), ("native", 8)):
+        plant = GymPlant(factory, n, m, vector=mode, vector_factory=vector_factory, max_envs=E)
+        X = plant.initial_states(np.random.default_rng(0), 11)
+        outs[mode, E] = (X, plant.rollout(K, X, tau, moments=True), plant.steps)
+    X1, r1, steps1 = outs["loop", 1]
+    assert r1.blown_up[0] and not r1.blown_up[1:].all()
+    assert steps1 < 11 * (200 if case == "he1" else round(tau / env.unwrapped.dt))  # some ended early
+    for key in (("sync", 3), ("native", 3), ("native", 8)):
+        X2, r2, steps2 = outs[key]
+        assert np.array_equal(X1, X2) and steps1 == steps2
+        for a, b in zip(r1, r2, strict=True):
+            assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_elementwise_sums_do_not_depend_on_the_batch():
+    """matvec and rowdots sum in one order whatever the size (one accumulate or column by column)."""
+    rng = np.random.default_rng(4)
+    K = rng.standard_normal((300, 3, 7)) * np.exp(5 * rng.standard_normal((300, 3, 7)))
+    X = rng.standard_normal((300, 7))
+    whole, shared, dots = matvec(K, X), matvec(K[:1], X), rowdots(X, K[:, 0])
+    for i in (0, 17, 299):
+        assert np.array_equal(whole[i], matvec(K[i:i + 1], X[i:i + 1])[0])
+        assert np.array_equal(shared[i], matvec(K[:1], X[i:i + 1])[0])
+        assert dots[i] == rowdots(X[i:i + 1], K[i:i + 1, 0])[0]
+    acc = K[:, :, 0] * X[:, None, 0]
+    for j in range(1, 7):
+        acc = acc + K[:, :, j] * X[:, None, j]
+    assert np.array_equal(whole, acc)
+
+
+def test_batched_envs_step_every_copy_as_the_single_env():
+    """Copy i of a batched env: the single env's observations, rewards and ends for its seed
+    (random inputs, a strong push on copy 2 that blows it up), until it ends; truncated at the limit."""
+    cases = [(functools.partial(LinearEnv.from_problem, HE1, **NOISY),
+              LinearVectorEnv.from_problem(HE1, 3, max_episode_steps=30, **NOISY), 2),
+             (PendulumEnv, PendulumVectorEnv(3, max_episode_steps=30), 1),
+             (PendulumEnv, PendulumVectorEnv(3, max_episode_steps=30), 1)]
+    cases[2][1].per_copy_below = 0  # the array path
+    for factory, venv, m in cases:
+        U = np.random.default_rng(1).standard_normal((30, 3, m)) + np.array([0.0, 0.0, 40.0])[:, None]
+        first, _ = venv.reset(seed=[5, 6, 7])
+        outs = [venv.step(u) for u in U]
+        assert outs[-1][3].all() and not any(out[3].any() for out in outs[:-1])
+        ended = []
+        for i, seed in enumerate((5, 6, 7)):
+            env = factory()
+            obs, _ = env.reset(seed=seed)
+            assert np.array_equal(obs, first[i])
+            for k in range(30):
+                obs, reward, terminated, _, info = env.step(U[k, i])
+                O, R, T, _, I = outs[k]
+                assert np.array_equal(obs, O[i]) and reward == R[i] and terminated == T[i]
+                assert info.get("blown_up", False) == bool(I.get("blown_up", T)[i] and I.get("_blown_up", T)[i])
+                if terminated:
+                    ended.append(i)
+                    break
+        assert ended == [2]
 
 
 def _noisy_cost(K, x0, tau, rng):

@@ -86,7 +86,8 @@ __all__ = ["Progress", "train"]
 @click.option("--dt", type=float, default=None, metavar="SEC",
               help="With --env: seconds per step.  [default: the environment's dt; without one, discrete time]")
 @click.option("--vector", default="auto", show_default=True, metavar="MODE",
-              help="With --env: how a task's rollouts are stepped: auto | loop | sync | async | native.")
+              help="With --env: how a task's rollouts are stepped: auto | loop | sync | async | native "
+              "(auto: native if the id registers a batched form, a vector_entry_point, else sync).")
 @click.option("--judge", "judge_spec", default=None, metavar="NAME|FILE",
               help="With --env: a known problem whose exact oracle reports the gap of the learned gains.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

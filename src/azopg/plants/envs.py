@@ -19,15 +19,20 @@ its quadratic stage cost, the environment has a ``dt`` attribute (seconds per st
   integrated by fourth-order Runge-Kutta with the torque held over each step. An episode
   terminates with ``info["blown_up"] = True`` once ``|theta|`` exceeds ``theta_limit``.
 
-Nothing is registered with gymnasium at import. :func:`register_envs` registers
+Both step with elementwise arithmetic (:func:`zoh_step`, :func:`pendulum_step`, shared with
+their batched forms in :mod:`azopg.plants.envs_vector`, which step all copies at once with
+the same bits per copy). Nothing is registered with gymnasium at import. :func:`register_envs` registers
 ``azopg/Linear-v0``, ``azopg/Pendulum-v0`` and ``azopg/HE1-v0`` (:func:`he1_env`, the
-user-style environment: no ``x0`` option, 200-step episodes) on request, for ``gymnasium.make``.
+user-style environment: no ``x0`` option, 200-step episodes) on request, for ``gymnasium.make``,
+with their batched forms as ``vector_entry_point`` (``gymnasium.make_vec(id,
+vectorization_mode="vector_entry_point")``).
 Requires the ``gym`` extra (``pip install azopg[gym]``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -37,8 +42,9 @@ from gymnasium import spaces
 
 from ..errors import ProblemError
 from ..model.problem import LQRProblem, as_matrix
+from .lockstep import matvec, rowdots, sq_norms
 
-__all__ = ["LinearEnv", "PendulumEnv", "he1_env", "register_envs", "zoh_matrices"]
+__all__ = ["LinearEnv", "PendulumEnv", "he1_env", "pendulum_step", "register_envs", "zoh_matrices", "zoh_step"]
 
 
 def _check_dt(dt: float) -> float:
@@ -88,6 +94,15 @@ def zoh_matrices(A: Any, B: Any, Q: Any, R: Any, dt: float) -> tuple[np.ndarray,
     Phi = G[d:, d:]
     W = Phi.T @ G[:d, d:]
     return Phi[:n, :n].copy(), Phi[:n, n:].copy(), 0.5 * (W + W.T)
+
+
+def zoh_step(MW: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One exact step of the rows ``z = [x; u]`` of ``Z`` (b, n + m), ``MW = [[Ad, Bd], [W]]``
+    (:func:`zoh_matrices`): the next states ``Ad x + Bd u`` (b, n) and the step costs ``z'Wz`` (b,),
+    elementwise (:func:`~azopg.plants.lockstep.matvec`: the same bits for any ``b``)."""
+    Y = matvec(MW[None], Z)
+    n = MW.shape[0] - Z.shape[1]
+    return Y[:, :n], rowdots(Z, Y[:, n:])
 
 
 class LinearEnv(gym.Env):
@@ -169,7 +184,7 @@ class LinearEnv(gym.Env):
         self.blowup_norm = float(blowup_norm)
         self.accept_x0 = bool(accept_x0)
         self.Ad, self.Bd, self.W = zoh_matrices(A, B, Q, R, self.dt)
-        self._step = np.hstack([self.Ad, self.Bd])
+        self._zoh = np.vstack([np.hstack([self.Ad, self.Bd]), self.W])  # for zoh_step
         self._blowup2 = self.blowup_norm**2
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(n,), dtype=np.float64)
         self.action_space = spaces.Box(-np.inf, np.inf, shape=(m,), dtype=np.float64)
@@ -191,7 +206,7 @@ class LinearEnv(gym.Env):
         super().reset(seed=seed)
         x0 = (options or {}).get("x0") if self.accept_x0 else None
         if x0 is None:
-            self.state = self._L @ self.np_random.standard_normal(self.n)
+            self.state = matvec(self._L[None], self.np_random.standard_normal((1, self.n)))[0]
         else:
             x0 = np.array(x0, dtype=float).reshape(-1)
             if x0.shape != (self.n,) or not np.all(np.isfinite(x0)):
@@ -202,13 +217,13 @@ class LinearEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Hold ``u = action`` for ``dt`` seconds; reward = minus the exact step cost."""
         z = np.concatenate((self.state, np.asarray(action, dtype=float).reshape(self.m)))
-        cost = float(z @ self.W @ z)
-        x = self._step @ z  # Ad x + Bd u
+        X, cost = zoh_step(self._zoh, z[None])  # Ad x + Bd u, z'Wz
+        x = X[0]
         if self.noise_std > 0:
             x += self.noise_std * math.sqrt(self.dt) * self.np_random.standard_normal(self.n)
         self.state = x
-        blown = not float(x @ x) <= self._blowup2  # also true for NaN
-        return self._observe(), -cost, blown, False, {"blown_up": blown} if blown else {}
+        blown = not sq_norms(X)[0] <= self._blowup2  # also true for NaN
+        return self._observe(), -float(cost[0]), blown, False, {"blown_up": blown} if blown else {}
 
 
 class PendulumEnv(gym.Env):
@@ -275,6 +290,15 @@ class PendulumEnv(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
         self.action_space = spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float64)
         self.state = np.zeros(2)
+        self._buf = np.empty(1)
+
+    def _sin(self, t: float) -> float:
+        """numpy's ``sin`` of one number, taken on an array as the batched form takes it (``math.sin``
+        may differ from it in the last bit where numpy has a SIMD ``sin`` of its own)."""
+        if not math.isfinite(t):
+            return math.nan
+        self._buf[0] = t
+        return float(np.sin(self._buf)[0])
 
     def linearization(self, K0: Any = None) -> LQRProblem:
         """The linearization at upright, ``A = [[0, 1], [g/l, -b/(ml^2)]]``,
@@ -310,29 +334,40 @@ class PendulumEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Hold the torque for ``dt`` seconds (RK4); reward ``-(x'Qx + u'Ru) dt``."""
-        u = float(np.asarray(action, dtype=float).reshape(-1)[0])
-        th, om = float(self.state[0]), float(self.state[1])
-        q = self.Q
-        cost = (q[0, 0] * th * th + (q[0, 1] + q[1, 0]) * th * om + q[1, 1] * om * om + self.R * u * u) * self.dt
-        a, c, bu = self.gravity / self.length, self.damping / self._inertia, u / self._inertia
-        h = self.dt / self.substeps
-        sin = math.sin
-        try:
-            for _ in range(self.substeps):
-                k1t, k1o = om, a * sin(th) - c * om + bu
-                t2, o2 = th + 0.5 * h * k1t, om + 0.5 * h * k1o
-                k2t, k2o = o2, a * sin(t2) - c * o2 + bu
-                t3, o3 = th + 0.5 * h * k2t, om + 0.5 * h * k2o
-                k3t, k3o = o3, a * sin(t3) - c * o3 + bu
-                t4, o4 = th + h * k3t, om + h * k3o
-                k4t, k4o = o4, a * sin(t4) - c * o4 + bu
-                th += h / 6.0 * (k1t + 2.0 * k2t + 2.0 * k3t + k4t)
-                om += h / 6.0 * (k1o + 2.0 * k2o + 2.0 * k3o + k4o)
-        except (OverflowError, ValueError):  # sin(inf)
-            th = om = math.nan
+        th, om, cost, blown = self.advance(float(self.state[0]), float(self.state[1]),
+                                           float(np.asarray(action, dtype=float).reshape(-1)[0]))
         self.state = np.array([th, om])
-        blown = not (abs(th) <= self.theta_limit and math.isfinite(om))
         return self.state.copy(), -cost, blown, False, {"blown_up": blown} if blown else {}
+
+    def advance(self, th: float, om: float, u: float) -> tuple[float, float, float, bool]:
+        """One step from ``[th, om]`` under the torque ``u``, in floats: the next state (both NaN
+        if either is not finite), the step cost and whether the pendulum has fallen."""
+        th, om, cost = pendulum_step(self, th, om, u, self._sin)
+        if not (math.isfinite(th) and math.isfinite(om)):
+            th = om = math.nan
+        return th, om, cost, not (abs(th) <= self.theta_limit and math.isfinite(om))
+
+
+def pendulum_step(env: PendulumEnv, th: Any, om: Any, u: Any,
+                  sin: Callable[[Any], Any] = np.sin) -> tuple[Any, Any, Any]:
+    """One step of ``env``'s pendulum from angles ``th``, rates ``om`` under torques ``u``: the
+    next angles and rates, and the step costs. The same operators serve floats (with ``sin``
+    a float function) and arrays (b,) (with ``np.sin``), so both give the same bits."""
+    q00, q01, q11 = float(env.Q[0, 0]), float(env.Q[0, 1] + env.Q[1, 0]), float(env.Q[1, 1])
+    cost = (q00 * th * th + q01 * th * om + q11 * om * om + env.R * u * u) * env.dt
+    a, c, bu = env.gravity / env.length, env.damping / env._inertia, u / env._inertia
+    h = env.dt / env.substeps
+    for _ in range(env.substeps):
+        k1t, k1o = om, a * sin(th) - c * om + bu
+        t2, o2 = th + 0.5 * h * k1t, om + 0.5 * h * k1o
+        k2t, k2o = o2, a * sin(t2) - c * o2 + bu
+        t3, o3 = th + 0.5 * h * k2t, om + 0.5 * h * k2o
+        k3t, k3o = o3, a * sin(t3) - c * o3 + bu
+        t4, o4 = th + h * k3t, om + h * k3o
+        k4t, k4o = o4, a * sin(t4) - c * o4 + bu
+        th = th + h / 6.0 * (k1t + 2.0 * k2t + 2.0 * k3t + k4t)
+        om = om + h / 6.0 * (k1o + 2.0 * k2o + 2.0 * k3o + k4o)
+    return th, om, cost
 
 
 def he1_env(dt: float = 0.05) -> LinearEnv:
@@ -349,12 +384,18 @@ _REGISTERED = False
 
 def register_envs() -> None:
     """Register ``azopg/Linear-v0`` (:class:`LinearEnv`, constructor keywords as
-    ``gymnasium.make`` keywords) and ``azopg/Pendulum-v0`` (:class:`PendulumEnv`)
-    with gymnasium. Idempotent; importing :mod:`azopg.plants.envs` registers nothing."""
+    ``gymnasium.make`` keywords), ``azopg/Pendulum-v0`` (:class:`PendulumEnv`) and
+    ``azopg/HE1-v0`` (:func:`he1_env`) with gymnasium, each with its batched form
+    (:mod:`azopg.plants.envs_vector`) as ``vector_entry_point``. Idempotent; importing
+    :mod:`azopg.plants.envs` registers nothing."""
     global _REGISTERED
     if _REGISTERED:
         return
-    gym.register(id="azopg/Linear-v0", entry_point="azopg.plants.envs:LinearEnv")
-    gym.register(id="azopg/Pendulum-v0", entry_point="azopg.plants.envs:PendulumEnv")
-    gym.register(id="azopg/HE1-v0", entry_point="azopg.plants.envs:he1_env", max_episode_steps=200)
+    vec = "azopg.plants.envs_vector:"
+    gym.register(id="azopg/Linear-v0", entry_point="azopg.plants.envs:LinearEnv",
+                 vector_entry_point=vec + "LinearVectorEnv")
+    gym.register(id="azopg/Pendulum-v0", entry_point="azopg.plants.envs:PendulumEnv",
+                 vector_entry_point=vec + "PendulumVectorEnv")
+    gym.register(id="azopg/HE1-v0", entry_point="azopg.plants.envs:he1_env", max_episode_steps=200,
+                 vector_entry_point=vec + "he1_vector_env")
     _REGISTERED = True

@@ -148,11 +148,14 @@ class GymPlant:
     vector_factory : callable, optional
         ``vector_factory(num_envs) -> gymnasium.vector.VectorEnv``: the environment's own
         batched form (e.g. ``functools.partial(gymnasium.make_vec, id,
-        vectorization_mode="vector_entry_point")``); its reset option ``x0`` takes an
+        vectorization_mode="vector_entry_point")``, or a class of
+        :mod:`azopg.plants.envs_vector` for the example environments); its reset option ``x0`` takes an
         array (num_envs, n) and it must not auto-reset a copy before the next ``reset``
         of all (the rollouts ignore what an ended copy returns, either way).
-    max_envs : int
-        Most copies stepped together (a larger batch goes in chunks). Default 64.
+    max_envs : int, optional
+        Most copies stepped together (a larger batch goes in chunks). Default 64, and 1024 for
+        ``"native"`` (a copy of a batched form is a row of its arrays: the larger the chunk,
+        the fewer steps for the batch; ``benchmarks/gym_rollouts.py``).
     R : array_like, shape (m, m), optional
         The input weight of the reward, given to the update rules that use it.
 
@@ -181,7 +184,7 @@ class GymPlant:
         x0_option: bool | None = None,
         vector: str = "auto",
         vector_factory: Callable[[int], Any] | None = None,
-        max_envs: int = 64,
+        max_envs: int | None = None,
         R: Any = None,
     ) -> None:
         for name, fn in (("env_factory", env_factory), ("x0_sampler", x0_sampler), ("vector_factory", vector_factory)):
@@ -196,12 +199,13 @@ class GymPlant:
         self.m = check_size(m, "m")
         self.x0_sampler = x0_sampler
         self.max_steps = None if max_steps is None else check_size(max_steps, "max_steps")
-        self.max_envs = check_size(max_envs, "max_envs")
         if dt is not None and not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
             raise SettingsError(f"dt must be a finite number > 0, got {dt!r}")
         self.given_dt = None if dt is None else float(dt)
         self.x0_option = x0_option
         self.vector = "native" if vector == "auto" and vector_factory is not None else vector
+        self.max_envs = check_size((1024 if self.vector == "native" else 64) if max_envs is None else max_envs,
+                                   "max_envs")
         self.vector_factory = vector_factory
         if R is not None:
             self.R = as_matrix(R, "R", self.m, self.m)

@@ -4,7 +4,7 @@
 single environment (:class:`SingleStepper`, one rollout at a time -- the reference loop),
 a ``gymnasium.vector`` environment of copies (``SyncVectorEnv``, ``AsyncVectorEnv``) or an
 environment's own batched form (a ``VectorEnv`` that steps all its copies with array
-operations, see :mod:`azopg.plants.envs_vector`). Every chunk of ``num_envs`` rollouts is
+operations, e.g. :mod:`azopg.plants.envs_vector`). Every chunk of ``num_envs`` rollouts is
 reset with the rollouts' own seeds and stepped together; a rollout that ends is masked out
 (its copy may go on stepping, or be auto-reset by the vector env: what it returns is
 ignored). The arithmetic of the controller is elementwise (:func:`matvec`, :func:`sq_norms`),
@@ -20,24 +20,40 @@ import numpy as np
 
 from .base import COST_LIMIT, GROWTH
 
-__all__ = ["ListStepper", "SingleStepper", "Stepper", "VectorStepper", "lockstep", "matvec", "sq_norms"]
+__all__ = ["ListStepper", "SingleStepper", "Stepper", "VectorStepper", "lockstep", "matvec", "rowdots", "sq_norms"]
+
+
+#: Up to this many products, the sums of :func:`matvec` and :func:`rowdots` are taken by one
+#: ``np.add.accumulate`` (fewer calls); beyond, column by column (no large temporaries). The
+#: two ways add in the same order, so the bits do not depend on the size.
+_SMALL = 2048
 
 
 def matvec(K: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """``K_i @ x_i`` for ``K`` (b, m, n) and ``X`` (b, n), summed column by column (the same
-    bits for any ``b``, unlike a BLAS call whose blocking depends on the sizes)."""
+    """``K_i @ x_i`` for ``K`` (b, m, n) (or (1, m, n): one matrix for all) and ``X`` (b, n),
+    summed column by column, ``((k_1 x_1 + k_2 x_2) + k_3 x_3) + ...`` (the same bits for any
+    ``b``, unlike a BLAS call whose blocking depends on the sizes)."""
+    if X.shape[0] * K.shape[1] * X.shape[1] <= _SMALL:
+        return np.add.accumulate(K * X[:, None, :], axis=2)[:, :, -1]
     acc = K[:, :, 0] * X[:, None, 0]
     for j in range(1, X.shape[1]):
         acc = acc + K[:, :, j] * X[:, None, j]
     return acc
 
 
+def rowdots(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``x_i' y_i`` for ``X``, ``Y`` (b, n), summed column by column."""
+    if X.size <= _SMALL:
+        return np.add.accumulate(X * Y, axis=1)[:, -1]
+    acc = X[:, 0] * Y[:, 0]
+    for j in range(1, X.shape[1]):
+        acc = acc + X[:, j] * Y[:, j]
+    return acc
+
+
 def sq_norms(X: np.ndarray) -> np.ndarray:
     """``x_i' x_i`` for ``X`` (b, n), summed column by column."""
-    acc = X[:, 0] * X[:, 0]
-    for j in range(1, X.shape[1]):
-        acc = acc + X[:, j] * X[:, j]
-    return acc
+    return rowdots(X, X)
 
 
 class Stepper(Protocol):

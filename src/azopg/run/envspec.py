@@ -94,10 +94,11 @@ def make_env(name: str, kwargs: dict[str, Any], episode_steps: int | None) -> An
         raise SettingsError(f"--env {name!r}: building the environment raised {type(exc).__name__}: {exc}") from None
 
 
-def _vector_factory(name: str, kwargs: dict[str, Any], num_envs: int) -> Any:
+def _vector_factory(name: str, kwargs: dict[str, Any], episode_steps: int | None, num_envs: int) -> Any:
     import gymnasium as gym
 
-    return gym.make_vec(name, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    extra: dict[str, Any] = {} if episode_steps is None else {"max_episode_steps": episode_steps}
+    return gym.make_vec(name, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs, **extra)
 
 
 @dataclass
@@ -167,7 +168,10 @@ class EnvSpec:
             vector_factory = None
             spec = getattr(env, "spec", None)
             if self.vector in ("auto", "native") and getattr(spec, "vector_entry_point", None) is not None:
-                vector_factory = functools.partial(_vector_factory, self.env, dict(self.kwargs))
+                vector_factory = functools.partial(_vector_factory, self.env, dict(self.kwargs), self.episode_steps)
+            elif self.vector == "native":
+                raise SettingsError(f"--vector native: {self.env!r} has no batched form (a gymnasium id registered "
+                                    "with a vector_entry_point); use sync")
             eval_states = self.eval_states
             R = None if self.R is None else _matrix(self.R, "--R", m, m)
             plant = GymPlant(factory, n, m, dt=self.dt, eval_states=eval_states, R=R, max_steps=self.episode_steps,
