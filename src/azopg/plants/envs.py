@@ -21,7 +21,9 @@ its quadratic stage cost, the environment has a ``dt`` attribute (seconds per st
 
 Nothing is registered with gymnasium at import. :func:`register_envs` registers
 ``azopg/Linear-v0``, ``azopg/Pendulum-v0`` and ``azopg/HE1-v0`` (:func:`he1_env`, the
-user-style environment: no ``x0`` option, 200-step episodes) on request, for ``gymnasium.make``.
+user-style environment: no ``x0`` option, 200-step episodes) on request, for ``gymnasium.make``,
+and the discrete-time ``azopg/DiscreteLinear-v0`` and ``azopg/Dean3-v0`` of
+:mod:`azopg.plants.discrete_env`.
 Requires the ``gym`` extra (``pip install azopg[gym]``).
 """
 
@@ -349,7 +351,8 @@ _REGISTERED = False
 
 def register_envs() -> None:
     """Register ``azopg/Linear-v0`` (:class:`LinearEnv`, constructor keywords as
-    ``gymnasium.make`` keywords) and ``azopg/Pendulum-v0`` (:class:`PendulumEnv`)
+    ``gymnasium.make`` keywords), ``azopg/Pendulum-v0`` (:class:`PendulumEnv`), ``azopg/HE1-v0``,
+    ``azopg/DiscreteLinear-v0`` and ``azopg/Dean3-v0`` (see :mod:`azopg.plants.discrete_env`)
     with gymnasium. Idempotent; importing :mod:`azopg.plants.envs` registers nothing."""
     global _REGISTERED
     if _REGISTERED:
@@ -357,4 +360,6 @@ def register_envs() -> None:
     gym.register(id="azopg/Linear-v0", entry_point="azopg.plants.envs:LinearEnv")
     gym.register(id="azopg/Pendulum-v0", entry_point="azopg.plants.envs:PendulumEnv")
     gym.register(id="azopg/HE1-v0", entry_point="azopg.plants.envs:he1_env", max_episode_steps=200)
+    gym.register(id="azopg/DiscreteLinear-v0", entry_point="azopg.plants.discrete_env:DiscreteLinearEnv")
+    gym.register(id="azopg/Dean3-v0", entry_point="azopg.plants.discrete_env:dean3_env", max_episode_steps=300)
     _REGISTERED = True
