@@ -13,13 +13,15 @@ environment:
 * azopg's policy-iteration rule, given ``R``, the same as
   ``azopg train --env azopg/Dean3-v0 --K0 "$K0" --R "[[1,0,0],[0,1,0],[0,0,1]]" --judge dean3``.
 
-Each run gets ``--seconds`` of wall time (azopg stops earlier, at the gap 1e-9); the gap is the
+Each run gets ``--steps`` environment steps (azopg: that over 300 rollouts, and it stops at the
+gap 1e-9); the gap is the
 exact relative gap by dean3's oracle (``control.dlqr`` is checked to give the same ``K*``),
 recorded with the environment steps and the CPU and wall seconds spent. sb3-contrib pulls
 torch, so the script installs it into its own environment (``--venv``, created on first use)
 and runs itself there::
 
-    OMP_NUM_THREADS=1 nice python benchmarks/peers/ars_dean.py [--seeds 3] [--seconds 40] [--venv /tmp/azopg-peers-venv]
+    OMP_NUM_THREADS=1 nice python benchmarks/peers/ars_dean.py [--seeds 3] [--steps 120000] \\
+        [--venv /tmp/azopg-peers-venv]
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Clock:
         return next((row for row in self.trace if row[3] <= level), None)
 
 
-def run_ars(seed: int, seconds: float, problem, K0, scale: float = 1.0) -> Clock:
+def run_ars(seed: int, steps: int, problem, K0, scale: float = 1.0) -> Clock:
     import gymnasium as gym
     import numpy as np
     import torch
@@ -89,15 +91,15 @@ def run_ars(seed: int, seconds: float, problem, K0, scale: float = 1.0) -> Clock
             super().__init__()
             self.clock = clock
 
-        def gain(self) -> np.ndarray:
-            return -self.model.policy.action_net[0].weight.detach().cpu().numpy().astype(float)
+        def gain(self) -> np.ndarray:  # the current policy (not the candidate being evaluated)
+            return -self.model.weights.cpu().numpy().astype(float).reshape(K0.shape)
 
         def _on_step(self) -> bool:
             self.clock.steps = self.num_timesteps
             if self.num_timesteps % 3000 == 0:  # the oracle now and then: it must not slow ARS down
                 K = self.gain()
                 self.clock.record(problem.relative_gap(K) if problem.is_stabilizing(K) else math.inf)
-                if time.perf_counter() - self.clock.wall0 >= seconds:
+                if self.num_timesteps >= steps:
                     raise TimeUp
             return True
 
@@ -107,6 +109,7 @@ def run_ars(seed: int, seconds: float, problem, K0, scale: float = 1.0) -> Clock
                 policy_kwargs={"with_bias": False, "squash_output": False})
     layer = model.policy.action_net[0]
     layer.weight.data = torch.as_tensor(-K0, dtype=layer.weight.dtype)
+    model.weights = torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach()  # ARS searches from here
     clock = Clock()
     try:
         model.learn(total_timesteps=10**12, callback=Probe(clock))
@@ -115,7 +118,7 @@ def run_ars(seed: int, seconds: float, problem, K0, scale: float = 1.0) -> Clock
     return clock
 
 
-def run_azopg(seed: int, seconds: float, problem, K0, method: str) -> Clock:
+def run_azopg(seed: int, steps: int, problem, K0, method: str) -> Clock:
     import gymnasium as gym
     import numpy as np
 
@@ -130,7 +133,8 @@ def run_azopg(seed: int, seconds: float, problem, K0, method: str) -> Clock:
             return self.env.step(action)
 
     plant = GymPlant(lambda: Counted(gym.make("azopg/Dean3-v0")), 3, 3, R=np.eye(3), vector="loop")
-    result = azopg.train(plant, K0=K0, judge=problem, seed=seed, method=method, max_time=seconds, target_gap=1e-9,
+    result = azopg.train(plant, K0=K0, judge=problem, seed=seed, method=method, max_rollouts=steps // 300,
+                         target_gap=1e-9,
                          progress=lambda log: clock.record(log.last_gap))
     clock.record(result.relative_gap)
     return clock
@@ -139,7 +143,7 @@ def run_azopg(seed: int, seconds: float, problem, K0, method: str) -> Clock:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=40.0, help="wall-time budget per run")
+    ap.add_argument("--steps", type=int, default=120_000, help="environment steps per run at most")
     ap.add_argument("--venv", type=Path, default=Path("/tmp/azopg-peers-venv"))
     args = ap.parse_args()
     ensure_venv(args.venv)
@@ -160,8 +164,8 @@ def main() -> None:
     for seed in range(args.seeds):
         for scale in (1.0, 0.1):
             runs.append((f"ARS (sb3-contrib), step {0.02 * scale:g}, exploration {0.05 * scale:g}", seed,
-                         run_ars(seed, args.seconds, problem, problem.K0, scale)))
-        runs.append(("azopg policy-iteration", seed, run_azopg(seed, args.seconds, problem, problem.K0,
+                         run_ars(seed, args.steps, problem, problem.K0, scale)))
+        runs.append(("azopg policy-iteration", seed, run_azopg(seed, args.steps, problem, problem.K0,
                                                                 "policy-iteration")))
     print()
     print(f"azopg/Dean3-v0, from dean3's K0 (gap {problem.relative_gap(problem.K0):.2f}); to each gap: "
