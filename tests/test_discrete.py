@@ -289,6 +289,9 @@ def test_discrete_linear_env_sums_the_stage_costs_of_the_exact_plant():
         np.testing.assert_allclose(x_next, (d.A - d.B @ K) @ x, rtol=1e-12, atol=1e-15)
         total, steps, x, done = total - reward, steps + 1, x_next, terminated or truncated
     assert steps == 300 and total > 0
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(DiscreteLinearEnv.from_problem(d), skip_render_check=True)
     with pytest.raises(ProblemError):
         DiscreteLinearEnv.from_problem(get_problem("he1"))
 
