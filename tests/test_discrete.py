@@ -264,6 +264,38 @@ def test_policy_iteration_on_a_discrete_gym_environment():
     assert p.relative_gap(res.K) < 1e-6
 
 
+def test_discrete_linear_env_sums_the_stage_costs_of_the_exact_plant():
+    gym = pytest.importorskip("gymnasium")
+    from azopg.plants.adapters import GymPlant
+    from azopg.plants.discrete_env import DiscreteLinearEnv
+    from azopg.plants.envs import register_envs
+
+    p = random_discrete(11, n=3, m=2)
+    plant = GymPlant(lambda: DiscreteLinearEnv.from_problem(p), 3, 2)
+    exact = DiscreteLinearPlant(p)
+    x0 = exact.evaluation_states()
+    a, e = plant.rollout(p.K0, x0, 30.0, moments=True), exact.rollout(p.K0, x0, 30.0, moments=True)
+    assert plant.discrete_time
+    np.testing.assert_allclose(a.cost, e.cost, rtol=1e-10)
+    np.testing.assert_allclose(a.S, e.S, rtol=1e-10)
+    register_envs()
+    env = gym.make("azopg/Dean3-v0")
+    x, _ = env.reset(seed=0, options={"x0": [1.0, 2.0, 3.0]})  # a plain environment: the option is ignored
+    d = get_problem("dean3")
+    K = d.K0
+    total, steps, done = 0.0, 0, False
+    while not done:
+        x_next, reward, terminated, truncated, _ = env.step(-K @ x)
+        np.testing.assert_allclose(x_next, (d.A - d.B @ K) @ x, rtol=1e-12, atol=1e-15)
+        total, steps, x, done = total - reward, steps + 1, x_next, terminated or truncated
+    assert steps == 300 and total > 0
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(DiscreteLinearEnv.from_problem(d), skip_render_check=True)
+    with pytest.raises(ProblemError):
+        DiscreteLinearEnv.from_problem(get_problem("he1"))
+
+
 # ------------------------------------------------------------------ problems, python-control, CLI
 
 def test_problem_files_and_statespace_round_trip(tmp_path):

@@ -44,8 +44,9 @@ class _Clock(BaseCallback):
         self.trace: list[tuple[float, float]] = []
 
     def gain(self) -> np.ndarray:
-        W = self.model.policy.action_net[0].weight.detach().cpu().numpy().astype(float)
-        return -W
+        """The current policy's gain (``model.weights``; the network holds the candidate being evaluated)."""
+        W = self.model.weights.cpu().numpy().astype(float)
+        return -W.reshape(self.problem.m, self.problem.n)
 
     def _on_step(self) -> bool:
         t = time.perf_counter() - self.t0
@@ -73,6 +74,7 @@ def main() -> None:
 
         layer = model.policy.action_net[0]
         layer.weight.data = torch.as_tensor(-problem.K0, dtype=layer.weight.dtype)
+        model.weights = torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach()  # ARS starts here
     clock = _Clock(args.seconds, problem)
     try:
         model.learn(total_timesteps=10**12, callback=clock)

@@ -72,7 +72,8 @@ __all__ = ["Progress", "train"]
               "[default: a directory that holds a run is refused]")
 @click.option("--env", "env_name", default=None, metavar="ID|MODULE:FACTORY",
               help="Learn a gymnasium environment instead of --problem: a registered id (`module:Env-v0` imports "
-              "module first; azopg/Linear-v0, azopg/Pendulum-v0, azopg/HE1-v0 built in) or a factory. "
+              "module first; azopg/Linear-v0, azopg/Pendulum-v0, azopg/HE1-v0, azopg/DiscreteLinear-v0, azopg/Dean3-v0 "
+              "built in) or a factory. "
               "Observation = state, action = input, cost = minus the summed reward.")
 @click.option("--env-kwargs", default=None, metavar="JSON", help="With --env: keyword arguments of the environment.")
 @click.option("--K0", "K0_text", default=None, metavar="FILE|JSON",

@@ -25,7 +25,8 @@ the same bits per copy). Nothing is registered with gymnasium at import. :func:`
 ``azopg/Linear-v0``, ``azopg/Pendulum-v0`` and ``azopg/HE1-v0`` (:func:`he1_env`, the
 user-style environment: no ``x0`` option, 200-step episodes) on request, for ``gymnasium.make``,
 with their batched forms as ``vector_entry_point`` (``gymnasium.make_vec(id,
-vectorization_mode="vector_entry_point")``).
+vectorization_mode="vector_entry_point")``), and the discrete-time ``azopg/DiscreteLinear-v0``
+and ``azopg/Dean3-v0`` of :mod:`azopg.plants.discrete_env`.
 Requires the ``gym`` extra (``pip install azopg[gym]``).
 """
 
@@ -386,7 +387,8 @@ def register_envs() -> None:
     """Register ``azopg/Linear-v0`` (:class:`LinearEnv`, constructor keywords as
     ``gymnasium.make`` keywords), ``azopg/Pendulum-v0`` (:class:`PendulumEnv`) and
     ``azopg/HE1-v0`` (:func:`he1_env`) with gymnasium, each with its batched form
-    (:mod:`azopg.plants.envs_vector`) as ``vector_entry_point``. Idempotent; importing
+    (:mod:`azopg.plants.envs_vector`) as ``vector_entry_point``, and ``azopg/DiscreteLinear-v0``
+    and ``azopg/Dean3-v0`` (see :mod:`azopg.plants.discrete_env`). Idempotent; importing
     :mod:`azopg.plants.envs` registers nothing."""
     global _REGISTERED
     if _REGISTERED:
@@ -398,4 +400,6 @@ def register_envs() -> None:
                  vector_entry_point=vec + "PendulumVectorEnv")
     gym.register(id="azopg/HE1-v0", entry_point="azopg.plants.envs:he1_env", max_episode_steps=200,
                  vector_entry_point=vec + "he1_vector_env")
+    gym.register(id="azopg/DiscreteLinear-v0", entry_point="azopg.plants.discrete_env:DiscreteLinearEnv")
+    gym.register(id="azopg/Dean3-v0", entry_point="azopg.plants.discrete_env:dean3_env", max_episode_steps=300)
     _REGISTERED = True
