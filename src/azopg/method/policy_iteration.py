@@ -47,9 +47,6 @@ MAX_CONDITION = 1e14
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
 CHECK_EVERY = 2
-#: A fit costs about ``rows p^2`` for ``p`` unknowns, a rollout about ``n^3``: a new fit waits for
-#: ``p / FIT_SHARE`` new rollouts (on small systems that is every report).
-FIT_SHARE = 16.0
 
 
 def buffer_factor(cost_noise: float) -> float:
@@ -73,8 +70,6 @@ class PolicyIteration(UpdateRule):
         self.needed = math.ceil(noisy * OVERDETERMINED * p)
         self.buffer = RolloutBuffer(math.ceil(noisy * KEEP * p))
         self._idle = 0  # rollouts received since the last applied step
-        self._fresh = 0  # rollouts received since the last fit
-        self.fit_every = math.ceil(p / FIT_SHARE)
         if settings.step is None:
             self.tuning.alpha = 1.0
         if settings.check_every is None:
@@ -94,14 +89,11 @@ class PolicyIteration(UpdateRule):
 
     def _add(self, rep: Report) -> None:
         self.buffer.add(rep.data)
-        size = 0 if rep.data is None else rep.data.cost.size
-        self._idle += size
-        self._fresh += size
+        self._idle += 0 if rep.data is None else rep.data.cost.size
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
-        if len(self.buffer) < self.needed or self._fresh < self.fit_every:
+        if len(self.buffer) < self.needed:
             return
-        self._fresh = 0
         fit = self.buffer.evaluate(self.K, self.fit_R)
         try:
             if not fit.condition < MAX_CONDITION:
