@@ -47,6 +47,10 @@ MAX_CONDITION = 1e14
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
 CHECK_EVERY = 2
+#: After a step ``D`` much larger than the perturbations, the buffered rollouts (all around the
+#: old gain) determine only a combination of ``P`` and ``E``: ``m n`` directions are seen through
+#: the perturbations alone. The next fit waits for ``FRESH * m * n`` rollouts since the step.
+FRESH = 1.0
 
 
 def buffer_factor(cost_noise: float) -> float:
@@ -70,6 +74,7 @@ class PolicyIteration(UpdateRule):
         self.needed = math.ceil(noisy * OVERDETERMINED * p)
         self.buffer = RolloutBuffer(math.ceil(noisy * KEEP * p))
         self._idle = 0  # rollouts received since the last applied step
+        self.fresh = math.ceil(FRESH * self.m * self.n)
         if settings.step is None:
             self.tuning.alpha = 1.0
         if settings.check_every is None:
@@ -92,7 +97,7 @@ class PolicyIteration(UpdateRule):
         self._idle += 0 if rep.data is None else rep.data.cost.size
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
-        if len(self.buffer) < self.needed:
+        if len(self.buffer) < self.needed or self._idle < self.fresh:
             return
         fit = self.buffer.evaluate(self.K, self.fit_R)
         try:
