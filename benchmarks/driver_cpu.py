@@ -24,10 +24,10 @@ from azopg.engine import loops
 from azopg.run.speedup import calibrated_settings
 
 
-def measure(backend: str, workers: int, latency: float) -> dict[str, float]:
+def measure(backend: str, workers: int, latency: float, method: str = "two-point") -> dict[str, float]:
     """One run to the 1e-2 gap; the loop's updates per second and master CPU per update."""
     problem = get_problem("chain3")
-    cal = calibrated_settings(problem, Settings(rollout_latency=latency, target_gap=1e-2, batch=1))
+    cal = calibrated_settings(problem, Settings(rollout_latency=latency, target_gap=1e-2, batch=1, method=method))
     settings = Settings.from_dict({**cal.to_dict(), "workers": workers})
     out: dict[str, float] = {}
     original = loops.LOOPS["async"]
@@ -54,12 +54,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=["async:16", "async:32", "ray:16"], metavar="BACKEND:W")
     parser.add_argument("--latency", type=float, default=0.01, help="seconds per rollout")
+    parser.add_argument("--method", default="two-point", help="update rule (default the paper's, as the speedup study)")
     args = parser.parse_args()
-    print(f"chain3, batch 1, rollout latency {args.latency:g} s, to gap 1e-2")
+    print(f"chain3, {args.method}, batch 1, rollout latency {args.latency:g} s, to gap 1e-2")
     print(f"{'backend':>8} {'W':>4} {'updates':>8} {'upd/s':>7} {'master CPU/update [ms]':>23}")
     for spec in args.runs:
         backend, _, w = spec.partition(":")
-        r = measure(backend, int(w), args.latency)
+        r = measure(backend, int(w), args.latency, args.method)
         print(f"{backend:>8} {int(w):>4} {r['updates']:>8.0f} {r['rate']:>7.0f} {r['cpu_ms']:>23.3f}")
 
 
