@@ -82,9 +82,9 @@ class TaskTimer:
 
     def timeout_for(self, task: Task, *more: Task) -> float | None:
         """Seconds after which ``task`` (run before ``more``, the other tasks of its call, if
-        any) is abandoned (``None``: no timeout yet)."""
+        any) is abandoned (``None``: no timeout yet). A ``task_timeout`` given bounds the whole call."""
         if self.task_timeout is not None:
-            return self.task_timeout * (1 + len(more))
+            return self.task_timeout
         if len(self._per_rollout) < MIN_SAMPLES:
             return None
         if self._median is None:
