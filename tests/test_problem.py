@@ -287,7 +287,7 @@ def test_problem_matrices_are_read_only():
         {"max_updates": 0}, {"max_updates": 1.5}, {"max_rollouts": -10},
         {"target_gap": 0.0}, {"target_gap": -1e-3}, {"target_gap": math.nan},
         {"smoothing": None}, {"smoothing": 0.0}, {"tail_tol": -1.0},
-        {"check_every": 0}, {"max_delay": 0}, {"workers": 0}, {"workers": 1.5},
+        {"check_every": 0}, {"max_delay": 0}, {"workers": 0}, {"workers": 1.5}, {"depth": 0}, {"depth": 1.5},
         {"rollout_latency": -0.1}, {"rollout_latency": math.nan},
         {"method": "three-point"}, {"staleness": "sometimes"},
     ],

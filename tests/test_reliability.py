@@ -165,7 +165,9 @@ def test_default_task_timeout_follows_the_median_task_time(chain3):
     for seconds in (1.0, 1.0, 1.0):  # median 0.75 s per rollout
         timer.observe(seconds)
     assert timer.timeout_for(task) == pytest.approx(10 * 0.75 * 6)
+    assert timer.timeout_for(task, m.ask(0)) == pytest.approx(10 * 0.75 * 12)  # a call of two tasks: both run
     assert TaskTimer(task_timeout=2.5).timeout_for(task) == 2.5
+    assert TaskTimer(task_timeout=2.5).timeout_for(task, task) == 2.5  # a given timeout bounds the whole call
     assert TaskTimer(task_timeout=0.5).scan_period == pytest.approx(0.05) and timer.scan_period == DEADLINE_SCAN
 
 

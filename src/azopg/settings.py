@@ -86,7 +86,7 @@ class Settings:
         Number of parallel workers W.
     max_delay : int, optional
         Estimates computed at a gain more than this many versions old are dropped.
-        Default: ``4 W + 4``.
+        Default: ``4 W + 4``, ``4 W depth + 4`` with a ``depth`` given.
     staleness : {"constant", "inverse"}
         ``inverse`` scales the step of an estimate of delay ``d`` by ``1/(1+d/W)``.
     rollout_latency : float
@@ -113,6 +113,10 @@ class Settings:
         The ``ray`` backend joins the Ray cluster at this address (``HOST:PORT`` of a head
         started with ``ray start --head``, or ``auto``) instead of starting a private local
         instance.
+    depth : int, optional
+        Tasks each worker holds at once in the asynchronous loop, all computed at the gain of
+        when they were handed out (``ray`` backend only; its default 2: one Ray call carries
+        them together, halving Ray's cost per update, at about twice the delay). Others: 1.
     """
 
     seed: int = 0
@@ -138,11 +142,12 @@ class Settings:
     task_timeout: float | None = None
     cost_noise: float = 0.0
     ray_address: str | None = None
+    depth: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SettingsError(f"seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay"):
+        for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay", "depth"):
             _positive(name, getattr(self, name), integer=True)
         for name in ("r", "tau", "step", "max_time", "target_gap", "target_gain_error", "task_timeout"):
             _positive(name, getattr(self, name))

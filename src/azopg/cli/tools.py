@@ -39,11 +39,13 @@ __all__ = ["compare", "problems", "replay", "speedup"]
 @click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True)
 @click.option("--method", type=click.Choice(list(METHODS)), default="two-point", show_default=True,
               help="Update rule (see `azopg train --help`).")
+@click.option("--depth", type=int, default=None, metavar="D",
+              help="With --backend ray: tasks each worker holds, carried by one Ray call.  [default: 2]")
 @click.option("--out", "out_dir", default="azopg-speedup", show_default=True, metavar="DIR")
 @click.option("--overwrite", is_flag=True, help="Replace DIR/speedup.csv and speedup.png if DIR has them.")
 def speedup(workers_text: str, backend: str, rollout_latency: float, latency_model: str, target_gap: float,
             repeats: int, problem_spec: str, batch: int, seed: int, max_time: float, staleness: str,
-            method: str, out_dir: str, ray_address: str | None, overwrite: bool) -> None:
+            method: str, out_dir: str, ray_address: str | None, overwrite: bool, depth: int | None) -> None:
     """Measure wall time to a target gap for each worker count; write DIR/speedup.csv and speedup.png."""
     from ..run.plots import plot_speedup
     from ..run.rundir import prepare_out_dir
@@ -55,7 +57,7 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
     problem = load_problem(problem_spec)
     base = parse_settings(seed=seed, target_gap=target_gap, rollout_latency=rollout_latency,
                      latency_model=latency_model, batch=batch, max_time=max_time, staleness=staleness,
-                     workers=max(workers), ray_address=ray_address, method=method)
+                     workers=max(workers), ray_address=ray_address, method=method, depth=depth)
     for w in workers:
         parse_backend(backend, w, ray_address)
     out = prepare_out_dir(out_dir, files=("speedup.csv",), overwrite=overwrite)

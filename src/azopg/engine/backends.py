@@ -148,7 +148,7 @@ def _processes(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOpti
 def _ray(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOptions) -> Executor:
     from .ray_actors import RayExecutor
 
-    return RayExecutor(plant_factory, workers, address=o.ray_address, task_timeout=o.task_timeout)
+    return RayExecutor(plant_factory, workers, address=o.ray_address, task_timeout=o.task_timeout, depth=o.depth)
 
 
 #: Executor kind -> constructor, given only the options that kind takes.

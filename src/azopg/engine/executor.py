@@ -79,6 +79,9 @@ class ExecutorOptions:
         Seconds after which a task is abandoned (worker processes, Ray actors).
     ray_address : str, optional
         Ray cluster to join (Ray actors).
+    depth : int, optional
+        Tasks each worker holds at once (Ray actors; default
+        :data:`~azopg.engine.ray_actors.RAY_DEPTH`).
     """
 
     per_rollout: float = 0.01
@@ -86,18 +89,22 @@ class ExecutorOptions:
     seed: int = 0
     task_timeout: float | None = None
     ray_address: str | None = None
+    depth: int | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> ExecutorOptions:
         """The options a run with ``settings`` gives its executor."""
         return cls(per_rollout=settings.rollout_latency or 0.01, latency_model=settings.latency_model,
-                   seed=settings.seed, task_timeout=settings.task_timeout, ray_address=settings.ray_address)
+                   seed=settings.seed, task_timeout=settings.task_timeout, ray_address=settings.ray_address,
+                   depth=settings.depth)
 
 
 class Executor(Protocol):
     """Moves tasks to workers and reports back to the master."""
 
     workers: int
+    #: Tasks the asynchronous loop keeps in flight per worker (a worker runs them one after the other).
+    depth: int
     #: Called with a :class:`WorkerLoss` when a worker was replaced or dropped (``None``: nobody listens).
     on_lost: Callable[[WorkerLoss], None] | None
     #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (``None``: no budget).
@@ -138,6 +145,8 @@ class ExecutorBase:
 
     def __init__(self, workers: int) -> None:
         self.workers = int(workers)
+        #: Tasks the asynchronous loop keeps in flight per worker: one by default.
+        self.depth = 1
         self.on_lost: Callable[[WorkerLoss], None] | None = None
         #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (raises :class:`~azopg.errors.OutOfTime`).
         self.budget: float | None = None

@@ -80,15 +80,17 @@ class TaskTimer:
         self._per_rollout: deque[float] = deque(maxlen=101)
         self._median: float | None = None  # of _per_rollout, kept up to date
 
-    def timeout_for(self, task: Task) -> float | None:
-        """Seconds after which ``task`` is abandoned (``None``: no timeout yet)."""
+    def timeout_for(self, task: Task, *more: Task) -> float | None:
+        """Seconds after which ``task`` (run before ``more``, the other tasks of its call, if
+        any) is abandoned (``None``: no timeout yet). A ``task_timeout`` given bounds the whole call."""
         if self.task_timeout is not None:
             return self.task_timeout
         if len(self._per_rollout) < MIN_SAMPLES:
             return None
         if self._median is None:
             self._median = statistics.median(self._per_rollout)
-        return max(TIMEOUT_FACTOR * self._median * expected_rollouts(task), MIN_TIMEOUT)
+        rollouts = sum(expected_rollouts(t) for t in (task, *more))
+        return max(TIMEOUT_FACTOR * self._median * rollouts, MIN_TIMEOUT)
 
     def observe(self, per_rollout: float) -> None:
         """Record a returned task's seconds per rollout."""
@@ -114,11 +116,20 @@ class InFlight:
     started : float or None
         :func:`time.monotonic` when the slot started on it; ``None`` while it waits behind
         an earlier task of the same slot (only a running task can be overdue).
+    more : tuple of Task
+        Tasks sent in the same call, run after ``task`` (a Ray call carries a worker's
+        tasks together); they are timed, answered and lost with it.
     """
 
     task: Task
     slot: int
     started: float | None
+    more: tuple[Task, ...] = ()
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """``task`` and the tasks of its call, in the order they run."""
+        return (self.task, *self.more)
 
 
 class RemoteExecutor(ExecutorBase):
@@ -194,10 +205,11 @@ class RemoteExecutor(ExecutorBase):
         busy = {rec.task.worker for rec in self._records()} | {rep.worker for rep in self._ready}
         return [w for w in range(self.workers) if w not in busy]
 
-    def _record(self, task: Task, slot: int) -> InFlight:
-        """The record of ``task`` just sent to ``slot``: running now unless the slot is busy."""
+    def _record(self, task: Task, slot: int, more: tuple[Task, ...] = ()) -> InFlight:
+        """The record of ``task`` (and ``more``, sent in the same call) just sent to ``slot``:
+        running now unless the slot is busy."""
         busy = next(iter(self._slot_records(slot)), None) is not None
-        return InFlight(task, slot, None if busy else time.monotonic())
+        return InFlight(task, slot, None if busy else time.monotonic(), more)
 
     def _fill(self, timeout: float | None) -> None:
         """Wait for answers until ``timeout`` (``None``: until the next deadline scan), then
@@ -211,19 +223,24 @@ class RemoteExecutor(ExecutorBase):
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         for rec in list(self._records()):
-            limit = self._timer.timeout_for(rec.task)
+            limit = self._timer.timeout_for(*rec.tasks)
             if rec.started is not None and limit is not None and now >= rec.started + limit:
                 self._overdue(rec, now, limit)
 
-    def _answered(self, rec: InFlight, msg: Report | TaskFailed, now: float) -> None:
-        """``rec`` (no longer in :meth:`_records`) was answered at ``now``: its slot starts on
-        its next task; the report joins the queue (a failure stops the run)."""
+    def _answered(self, rec: InFlight, msg: Report | TaskFailed, now: float, *more: Report | TaskFailed) -> None:
+        """``rec`` (no longer in :meth:`_records`) was answered at ``now`` with ``msg`` (and
+        ``more``, the answers to ``rec.more``): its slot starts on its next task; the reports
+        join the queue in order (a failure stops the run)."""
         self._start_next(rec.slot, now)
-        if isinstance(msg, TaskFailed):
-            raise WorkerError(f"worker {msg.worker}: task {msg.task_id} failed: {msg.error}")
-        if rec.started is not None and msg.rollouts > 0:
-            self._timer.observe((now - rec.started) / msg.rollouts)
-        self._ready.append(msg)
+        reports: list[Report] = []
+        for answer in (msg, *more):
+            if isinstance(answer, TaskFailed):
+                raise WorkerError(f"worker {answer.worker}: task {answer.task_id} failed: {answer.error}")
+            reports.append(answer)
+        rollouts = sum(rep.rollouts for rep in reports)
+        if rec.started is not None and rollouts > 0:
+            self._timer.observe((now - rec.started) / rollouts)
+        self._ready.extend(reports)
 
     def _start_next(self, slot: int, now: float) -> None:
         """``slot`` is free: its oldest queued task starts now."""

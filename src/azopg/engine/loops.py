@@ -51,9 +51,11 @@ def recover(rule: UpdateRule, executor: Executor) -> None:
 
 
 def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick: Tick) -> str:
-    """Apply each report at once and hand its worker a new task, until ``should_stop`` says why not."""
+    """Apply each report at once and hand its worker a new task, until ``should_stop`` says why not.
+    Each worker starts with ``executor.depth`` tasks (all at the initial gain) and so keeps that many."""
     for w in range(executor.workers):
-        executor.submit(rule.ask(w))
+        for _ in range(executor.depth):
+            executor.submit(rule.ask(w))
     while (reason := should_stop()) is None:
         rep = executor.next_report(timeout=0.5)
         if rep is not None:

@@ -8,6 +8,12 @@ update, a :class:`~azopg.method.tasks.Task` travels out (the gain ``K``, its ver
 scalars) and a :class:`~azopg.method.tasks.Report` travels back (the ``m x n`` estimate, or in
 communication-light mode the seed's ``N`` scalar weights).
 
+A Ray call costs milliseconds of CPU (the driver's and the actor's) whatever it carries, so
+each worker holds :data:`RAY_DEPTH` tasks (``depth``) and one call carries them all: the tasks
+handed to a worker while the master applied the reports of its last call are sent together,
+just before the master waits again. Each task keeps its own identity (its draws), version
+and report; the reports come back together and are applied one by one.
+
 Connecting (a private local instance, or a cluster's address) is :mod:`azopg.engine.ray_session`'s;
 with an address, :meth:`RayExecutor.close` only kills this run's actors: the cluster keeps running.
 
@@ -48,16 +54,19 @@ MAX_RESTARTS = 3
 CLOSE_WAIT = 2.0
 #: Seconds between probes of an actor Ray is restarting (a call to it fails at once until it is up).
 PROBE_PERIOD = 0.5
+#: Tasks each worker actor holds by default, carried by one call.
+RAY_DEPTH = 2
 
 log = logging.getLogger("azopg")
 
 
 class RayWorker:
-    """A worker actor: its own plant, built once; one task per call.
+    """A worker actor: its own plant, built once; a call runs a list of tasks in order.
 
     Tasks and reports cross as pickled bytes (Ray moves bytes faster than dataclasses
-    holding arrays). A call returns ``(pid, report)`` so the master notices a restarted
-    process; a plant that raises returns a :class:`~azopg.engine.inflight.TaskFailed` instead.
+    holding arrays). A call returns ``(pid, answers)`` so the master notices a restarted
+    process; the answer of a task whose plant raised is a
+    :class:`~azopg.engine.inflight.TaskFailed` instead of its report.
     """
 
     def __init__(self, plant_factory: Callable[[], Plant]) -> None:
@@ -65,9 +74,10 @@ class RayWorker:
         self.calls = 0
 
     def run(self, payload: bytes) -> bytes:
-        self.calls += 1
-        msg = run_or_fail(self.plant, pickle.loads(payload))
-        return pickle.dumps((os.getpid(), msg), protocol=pickle.HIGHEST_PROTOCOL)
+        tasks = pickle.loads(payload)
+        self.calls += len(tasks)
+        answers = [run_or_fail(self.plant, task) for task in tasks]
+        return pickle.dumps((os.getpid(), answers), protocol=pickle.HIGHEST_PROTOCOL)
 
     def pid(self) -> int:
         return os.getpid()
@@ -95,11 +105,14 @@ class RayExecutor(RemoteExecutor):
         Seconds after which a call is given up: its actor is killed, Ray restarts it and
         the master sends the call again. Default: as for worker processes
         (:class:`~azopg.engine.inflight.TaskTimer`).
+    depth : int, optional
+        Tasks each worker holds, carried by one call (default :data:`RAY_DEPTH`).
     """
 
     def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, address: str | None = None,
-                 task_timeout: float | None = None) -> None:
+                 task_timeout: float | None = None, depth: int | None = None) -> None:
         super().__init__(workers, task_timeout)
+        self.depth = RAY_DEPTH if depth is None else int(depth)
         self.address = address
         self._factory = plant_factory
         self._ray: Any = None
@@ -111,6 +124,7 @@ class RayExecutor(RemoteExecutor):
         self._alive: list[bool] = []
         #: calls in flight, in the order sent: object ref -> record (its slot is the actor's index)
         self._pending: dict[Any, InFlight] = {}
+        self._held: dict[int, list[Task]] = {}  # worker id -> tasks handed out, sent as one call at the next wait
         self._restarting: set[int] = set()  # actors Ray is restarting (reported, not yet seen back)
         self._probes: dict[Any, int] = {}  # `where` calls on restarting actors -> actor index
         self._reprobe: dict[int, float] = {}  # restarting actor -> when to probe it again
@@ -130,8 +144,9 @@ class RayExecutor(RemoteExecutor):
             connect(self.address, self.workers)
             self._started = True
         nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        # no task events: they are for Ray's dashboard and state API, and cost CPU per call
         options = dict(num_cpus=actor_cpus(nodes, self.workers), max_restarts=MAX_RESTARTS, max_task_retries=0,
-                       scheduling_strategy="SPREAD", namespace=self.namespace,
+                       scheduling_strategy="SPREAD", namespace=self.namespace, enable_task_events=False,
                        runtime_env={"env_vars": single_thread_env()})
         actor_class = ray.remote(RayWorker)
         self._actors = [actor_class.options(name=name, **options).remote(self._factory) for name in self.actor_names]
@@ -148,15 +163,31 @@ class RayExecutor(RemoteExecutor):
         return self._pending.values()
 
     def submit(self, task: Task) -> None:
-        a = self._route[task.worker]
-        ref = self._actors[a].run.remote(pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
-        self._pending[ref] = self._record(task, a)
+        """Hold ``task`` for its worker: it is sent, with the worker's other held tasks, just
+        before the master next waits (:meth:`_send_held`)."""
+        self._held.setdefault(task.worker, []).append(task)
+
+    def idle_workers(self) -> list[int]:
+        """Worker ids with no task in flight, held or waiting to be applied (none: a lost
+        actor's tasks are sent again)."""
+        return [w for w in super().idle_workers() if not self._held.get(w)]
+
+    def _send_held(self) -> None:
+        """Send each worker's held tasks, up to :attr:`depth` per call, to the actor running its tasks."""
+        held, self._held = self._held, {}
+        for tasks in held.values():
+            for i in range(0, len(tasks), self.depth):
+                call = tasks[i:i + self.depth]
+                a = self._route[call[0].worker]
+                ref = self._actors[a].run.remote(pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL))
+                self._pending[ref] = self._record(call[0], a, tuple(call[1:]))
 
     def _wait(self, timeout: float) -> None:
-        """Collect every finished call (in the order sent), waiting up to ``timeout`` seconds
-        for one if none has finished: one :func:`ray.wait` and one :func:`ray.get` for all
-        the reports that queued up while the master was busy."""
+        """Send the held tasks, then collect every finished call (in the order sent), waiting
+        up to ``timeout`` seconds for one if none has finished: one :func:`ray.wait` and one
+        :func:`ray.get` for all the reports that queued up while the master was busy."""
         ray = self._ray
+        self._send_held()
         now = time.monotonic()
         for a in [a for a, due in self._reprobe.items() if now >= due]:
             del self._reprobe[a]
@@ -184,36 +215,40 @@ class RayExecutor(RemoteExecutor):
         now = time.monotonic()
         self._start_next(a, now)
         try:
-            pid, msg = pickle.loads(value if value is not None else ray.get(ref))
+            pid, answers = pickle.loads(value if value is not None else ray.get(ref))
         except ray.exceptions.RayActorError as exc:
-            self._actor_failed(a, task, exc)
+            self._actor_failed(a, rec.tasks, exc)
             return
         except ray.exceptions.RayError as exc:  # e.g. the task could not be unpickled on that node
             cause = getattr(exc, "cause", None) or exc
             raise WorkerError(f"worker {task.worker}: task {task.task_id} failed in Ray: "
                               f"{type(cause).__name__}: {first_line(cause)}") from None
-        self._attempts.pop(task.task_id, None)
-        self._answered(rec, msg, now)
+        for t in rec.tasks:
+            self._attempts.pop(t.task_id, None)
+        self._answered(rec, answers[0], now, *answers[1:])
         if pid != self._pids[a]:  # a new process: Ray restarted the actor
             old, self._pids[a] = self._pids[a], pid
             if a not in self._restarting:  # not reported when its call failed
                 self._notify(WorkerLoss(task.worker, old, pid, "was restarted by Ray"))
 
     # --------------------------------------------------------------- faults
-    def _actor_failed(self, a: int, task: Task, exc: BaseException) -> None:
+    def _actor_failed(self, a: int, tasks: tuple[Task, ...], exc: BaseException) -> None:
         """A call on actor ``a`` failed because its process died. While Ray restarts the actor
-        (up to :data:`MAX_RESTARTS` times) the same task is sent to a live actor; an actor Ray
+        (up to :data:`MAX_RESTARTS` times) the same tasks are sent to a live actor; an actor Ray
         gave up on is dropped."""
         unavailable = getattr(self._ray.exceptions, "ActorUnavailableError", ())
+        task = tasks[0]
         tries = self._attempts.get(task.task_id, 0)
         if isinstance(exc, unavailable) and tries <= MAX_RESTARTS:  # being restarted
-            self._attempts[task.task_id] = tries + 1
+            for t in tasks:
+                self._attempts[t.task_id] = tries + 1
             if a not in self._restarting:
                 self._notify(WorkerLoss(task.worker, self._pids[a], None,
                                         f"lost its process{self._node_gone(a)}; {self._restart(a)}"))
-            self.submit(task)
+            for t in tasks:
+                self.submit(t)
         else:
-            self._drop(a, task, first_line(exc))
+            self._drop(a, tasks, first_line(exc))
 
     def _node_gone(self, a: int) -> str:
         """``" with its node ID"`` if actor ``a``'s node has left the cluster, else ``""``."""
@@ -247,7 +282,7 @@ class RayExecutor(RemoteExecutor):
             if isinstance(exc, getattr(ray.exceptions, "ActorUnavailableError", ())):
                 self._reprobe[a] = time.monotonic() + PROBE_PERIOD  # still restarting: ask again later
             else:
-                self._drop(a, None, first_line(exc))
+                self._drop(a, (), first_line(exc))
             return
         self._restarting.discard(a)
         self._pids[a], self._nodes[a] = pid, node
@@ -256,8 +291,9 @@ class RayExecutor(RemoteExecutor):
         log.info("azopg: worker actor %d is back (pid %d, node %s); worker %d's tasks run on it again",
                  a, pid, node[:12], a)
 
-    def _drop(self, a: int, task: Task | None, reason: str) -> None:
-        """Ray gave up on actor ``a``: stop using it, run its workers' tasks elsewhere."""
+    def _drop(self, a: int, tasks: tuple[Task, ...], reason: str) -> None:
+        """Ray gave up on actor ``a``: stop using it, run its workers' tasks (and ``tasks``, of
+        its failed call) elsewhere."""
         first = self._alive[a]
         if first:
             self._alive[a] = False
@@ -270,12 +306,12 @@ class RayExecutor(RemoteExecutor):
         for w in range(self.workers):
             if self._route[w] == a:
                 self._route[w] = min(live, key=lambda b: (sum(r == b for r in self._route), b))
-        worker = a if task is None else task.worker
+        worker = tasks[0].worker if tasks else a
         if first:
             self._notify(WorkerLoss(worker, self._pids[a], None,
                                     f"died more than {MAX_RESTARTS} times ({reason}); dropped, its tasks now run "
                                     f"on worker actor {self._route[worker]}"))
-        if task is not None:
+        for task in tasks:
             self.submit(task)  # the same task (same draws) on a live actor
 
     def _overdue(self, rec: InFlight, now: float, limit: float) -> None:
@@ -310,6 +346,7 @@ class RayExecutor(RemoteExecutor):
             if refs:
                 ray.wait(refs, num_returns=len(refs), timeout=CLOSE_WAIT)
         self._pending.clear()
+        self._held.clear()
         for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)

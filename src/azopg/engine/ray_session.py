@@ -130,7 +130,10 @@ def connect(address: str | None = None, workers: int = 1) -> Any:
     if address is None:
         cpus = max(os.cpu_count() or 1, workers)
         kwargs.update(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE,
-                      _system_config={"worker_maximum_startup_concurrency": cpus},
+                      # no idle workers started ahead (each costs CPU while it waits; actors start their own),
+                      # and time for W actors to start on a loaded machine (Ray's default: 60 s)
+                      _system_config={"worker_maximum_startup_concurrency": cpus, "enable_worker_prestart": False,
+                                      "prestart_worker_first_driver": False, "worker_register_timeout_seconds": 300},
                       _node_ip_address="127.0.0.1")
     else:
         kwargs.update(address=address)

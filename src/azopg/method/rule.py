@@ -90,7 +90,7 @@ class UpdateRule:
         self.version = 0
         N = s.batch or max(1, math.ceil(d / (2 * s.workers)))
         self.tuning = Tuning(tau=s.tau or start_tau(self.discrete_time), r=s.r or 0.0, alpha=s.step or 0.0, N=N)
-        self.max_delay = s.max_delay or 4 * s.workers + 4
+        self.max_delay = s.max_delay or 4 * s.workers * (s.depth or 1) + 4
         self.stats = Stats()
         self.safeguards = Safeguards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
         self.observer: Observer = observer or _Silent()

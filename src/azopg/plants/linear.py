@@ -121,7 +121,7 @@ class LinearPlant:
             M, E, S = self._matrices(K[i:j], tau, x0[i:j] if moments else None)
             x = x0[i:j, :, None]
             with np.errstate(all="ignore"):
-                cost[i:j] = (np.swapaxes(x, 1, 2) @ M @ x)[:, 0, 0]
+                cost[i:j] = (x.swapaxes(1, 2) @ M @ x)[:, 0, 0]
                 xT[i:j] = (E @ x)[:, :, 0]
                 grow = np.sum(xT[i:j] * xT[i:j], axis=1) > GROWTH**2 * np.sum(x0[i:j] * x0[i:j], axis=1)
                 bad[i:j] = grow | ~np.isfinite(xT[i:j]).all(axis=1)
@@ -150,15 +150,15 @@ class LinearPlant:
         n = self.n
         with np.errstate(all="ignore"):
             Acl = self._A - self._B @ K  # (b, n, n)
-            Qk = self._Q + np.swapaxes(K, 1, 2) @ self._R @ K
+            Qk = self._Q + K.swapaxes(1, 2) @ self._R @ K
             # per rollout: s doublings of a step h = tau / 2**s with ||Acl h|| <= THETA (1- and inf-norm)
             absA = np.abs(Acl)
             norm = np.maximum(absA.sum(axis=1).max(axis=1), absA.sum(axis=2).max(axis=1))
             s = np.ceil(np.log2(norm * (tau / _THETA)))
-            s = np.clip(np.nan_to_num(s, nan=0.0, posinf=1000.0), 0, 1000).astype(int)
+            s = np.clip(np.where(np.isnan(s), 0.0, s), 0, 1000).astype(int)  # +-inf clipped too
             h = (tau / np.exp2(s))[:, None, None]
             Z = np.zeros((Acl.shape[0], 2 * n, 2 * n))
-            Z[:, :n, :n] = np.swapaxes(Acl, 1, 2) * -h
+            Z[:, :n, :n] = Acl.swapaxes(1, 2) * -h
             Z[:, :n, n:] = Qk * h
             Z[:, n:, n:] = Acl * h
             # only the right block column [E^-T M; E] = exp(Z) J, J = [0; I], is needed. Horner:
@@ -169,25 +169,25 @@ class LinearPlant:
             for k in range(_ORDER - 1, 0, -1):
                 F = (Z @ F) * (1.0 / k) + J
             E = np.ascontiguousarray(F[:, n:])
-            M = np.swapaxes(E, 1, 2) @ F[:, :n]
-            M = 0.5 * (M + np.swapaxes(M, 1, 2))
+            M = E.swapaxes(1, 2) @ F[:, :n]
+            M = 0.5 * (M + M.swapaxes(1, 2))
             S = None if x0 is None else _short_moments(Acl, h, x0)
             smin, smax = (int(s.min()), int(s.max())) if s.size else (0, 0)
             for i in range(smax):
                 ME = M @ E
                 if i < smin:  # every rollout doubles
                     if S is not None:
-                        S = S + (E @ S) @ np.swapaxes(E, 1, 2)
-                    M = M + np.swapaxes(E, 1, 2) @ ME
+                        S = S + (E @ S) @ E.swapaxes(1, 2)
+                    M = M + E.swapaxes(1, 2) @ ME
                     E = E @ E
                 else:
                     act = (s > i)[:, None, None]
                     if S is not None:
-                        S = np.where(act, S + (E @ S) @ np.swapaxes(E, 1, 2), S)
-                    M = np.where(act, M + np.swapaxes(E, 1, 2) @ ME, M)
+                        S = np.where(act, S + (E @ S) @ E.swapaxes(1, 2), S)
+                    M = np.where(act, M + E.swapaxes(1, 2) @ ME, M)
                     E = np.where(act, E @ E, E)
             if S is not None:
-                S = 0.5 * (S + np.swapaxes(S, 1, 2))
+                S = 0.5 * (S + S.swapaxes(1, 2))
         return M, E, S
 
 
@@ -199,4 +199,4 @@ def _short_moments(Acl: np.ndarray, h: np.ndarray, x0: np.ndarray) -> np.ndarray
     W[:, :, 0] = x0
     for k in range(1, _ORDER + 1):
         W[:, :, k] = (Ah @ W[:, :, k - 1:k])[:, :, 0] * (1.0 / k)
-    return (W @ _HILBERT @ np.swapaxes(W, 1, 2)) * h
+    return (W @ _HILBERT @ W.swapaxes(1, 2)) * h
