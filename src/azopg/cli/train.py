@@ -49,7 +49,9 @@ __all__ = ["Progress", "train"]
               help="With --backend ray: join this Ray cluster (`ray start --head`) and leave it running.  "
               "[default: a private local Ray instance]")
 @click.option("--max-delay", type=int, default=None, metavar="D",
-              help="Drop estimates more than D versions stale.  [default: 4W + 4]")
+              help="Drop estimates more than D versions stale.  [default: 4W + 4; 4W depth + 4 with --depth]")
+@click.option("--depth", type=int, default=None, metavar="D",
+              help="With --backend ray: tasks each worker holds, carried by one Ray call.  [default: 2]")
 @click.option("--staleness", type=click.Choice(["constant", "inverse"]), default="constant", show_default=True,
               help="inverse: step of an estimate of delay d scaled by 1/(1 + d/W).")
 @click.option("--rollout-latency", type=float, default=0.0, show_default=True, metavar="SEC",
@@ -96,7 +98,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           max_rollouts: int | None, target_gap: float, target_gain_error: float | None, out_dir: str,
           batch: int | None,
           r: float | None, tau: float | None, step: float | None, method: str, workers: int,
-          backend: str | None, max_delay: int | None, staleness: str, rollout_latency: float,
+          backend: str | None, max_delay: int | None, depth: int | None, staleness: str, rollout_latency: float,
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
           resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool, env_name: str | None,
           env_kwargs: str | None, K0_text: str | None, R_text: str | None, eval_text: str | None,
@@ -146,7 +148,8 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                              batch=batch, r=r, tau=tau, step=step, method=method,
                              workers=workers, max_delay=max_delay, staleness=staleness,
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
-                             task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address)
+                             task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address,
+                             depth=depth)
         backend = parse_backend(backend, workers, ray_address)
         _ = problem is None or problem.optimal_cost  # fail early if the Riccati equation has no solution
         out = claim(out_dir, overwrite=overwrite)  # only now, with the input checked, is --out touched
