@@ -223,7 +223,7 @@ def loop_time(res):
 def test_async_workers_run_concurrently(chain3, fixed):
     # an estimate is one batch of 2N = 6 rollouts: about 50 ms of sleeping per task
     kw = {"backend": "async", "seed": 0, "target_gap": None, "max_updates": 30, "rollout_latency": 0.05 / 6,
-          **fixed}
+          "method": "two-point", **fixed}  # the paper's rule: one update per report, so stale ones show
     one = azopg.train(chain3, workers=1, **kw)
     four = azopg.train(chain3, workers=4, **kw)
     assert one.status == four.status == "max_updates"

@@ -116,7 +116,8 @@ class SimulatedExecutor(ExecutorBase):
     def next_report(self, timeout: float | None = None) -> Report | None:
         if not self._heap:
             return None
-        self._now, _, rep = heapq.heappop(self._heap)
+        done, _, rep = heapq.heappop(self._heap)
+        self._now = max(self._now, done)  # a report done during a blocking probe is received after it
         return rep
 
     def close(self) -> None:
