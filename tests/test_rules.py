@@ -106,7 +106,7 @@ def test_stale_reports_give_the_exact_step_out_of_order(he1):
     rule.observer = seen
     seen.K = rule.K.copy()
     plant = azopg.LinearPlant(he1)
-    for _ in range(3):
+    for _ in range(6):  # a fit after a step waits for m n fresh rollouts: a few steps per round
         tasks = [rule.ask(w) for w in range(4) for _ in range(2)]
         for task in reversed(tasks):
             rule.tell(run_task(plant, task))
