@@ -19,7 +19,8 @@ import numpy as np
 from gymnasium import spaces
 
 from ..errors import ProblemError
-from ..model.problem import LQRProblem, as_matrix
+from ..model.problem import LQRProblem
+from .envs import linear_system
 
 __all__ = ["DiscreteLinearEnv", "dean3_env"]
 
@@ -54,20 +55,8 @@ class DiscreteLinearEnv(gym.Env):
     def __init__(self, A: Any, B: Any, Q: Any = None, R: Any = None, *, x0_cov: Any = None,
                  blowup_norm: float = 1e8, accept_x0: bool = True, action_bound: float = np.inf) -> None:
         super().__init__()
-        A = as_matrix(A, "A")
-        n = A.shape[0]
-        if A.shape[1] != n:
-            raise ProblemError(f"A must be square, got {A.shape[0]}x{A.shape[1]}")
-        B = as_matrix(B, "B", n)
-        m = B.shape[1]
-        self.A, self.B = A, B
-        self.Q = as_matrix(np.eye(n) if Q is None else Q, "Q", n, n)
-        self.R = as_matrix(np.eye(m) if R is None else R, "R", m, m)
-        cov = as_matrix(np.eye(n) if x0_cov is None else x0_cov, "x0_cov", n, n)
-        try:
-            self._L = np.linalg.cholesky(0.5 * (cov + cov.T))
-        except np.linalg.LinAlgError:
-            raise ProblemError("x0_cov is not positive definite") from None
+        self.A, self.B, self.Q, self.R, self._L = linear_system(A, B, Q, R, x0_cov)
+        n, m = self.B.shape
         self.n, self.m = n, m
         self.blowup_norm = float(blowup_norm)
         self.accept_x0 = bool(accept_x0)

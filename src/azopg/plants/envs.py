@@ -60,6 +60,31 @@ def _check_std(value: float, name: str) -> float:
     return float(value)
 
 
+def linear_system(A: Any, B: Any, Q: Any, R: Any, x0_cov: Any) -> tuple[np.ndarray, ...]:
+    """``A, B, Q, R`` checked (``Q``, ``R`` default to identities) and the Cholesky factor ``L``
+    of ``x0_cov`` (default ``I``): what a linear environment needs, as one check for all of them.
+
+    Raises
+    ------
+    ProblemError
+        On shapes that do not fit or an ``x0_cov`` that is not positive definite.
+    """
+    A = as_matrix(A, "A")
+    n = A.shape[0]
+    if A.shape[1] != n:
+        raise ProblemError(f"A must be square, got {A.shape[0]}x{A.shape[1]}")
+    B = as_matrix(B, "B", n)
+    m = B.shape[1]
+    Q = as_matrix(np.eye(n) if Q is None else Q, "Q", n, n)
+    R = as_matrix(np.eye(m) if R is None else R, "R", m, m)
+    cov = as_matrix(np.eye(n) if x0_cov is None else x0_cov, "x0_cov", n, n)
+    try:
+        L = np.linalg.cholesky(0.5 * (cov + cov.T))
+    except np.linalg.LinAlgError:
+        raise ProblemError("x0_cov is not positive definite") from None
+    return A, B, Q, R, L
+
+
 def zoh_matrices(A: Any, B: Any, Q: Any, R: Any, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact zero-order-hold discretization of a linear plant and of its quadratic cost.
 
@@ -164,19 +189,8 @@ class LinearEnv(gym.Env):
         accept_x0: bool = True,
     ) -> None:
         super().__init__()
-        A = as_matrix(A, "A")
-        n = A.shape[0]
-        if A.shape[1] != n:
-            raise ProblemError(f"A must be square, got {A.shape[0]}x{A.shape[1]}")
-        B = as_matrix(B, "B", n)
-        m = B.shape[1]
-        Q = as_matrix(np.eye(n) if Q is None else Q, "Q", n, n)
-        R = as_matrix(np.eye(m) if R is None else R, "R", m, m)
-        cov = as_matrix(np.eye(n) if x0_cov is None else x0_cov, "x0_cov", n, n)
-        try:
-            self._L = np.linalg.cholesky(0.5 * (cov + cov.T))
-        except np.linalg.LinAlgError:
-            raise ProblemError("x0_cov is not positive definite") from None
+        A, B, Q, R, self._L = linear_system(A, B, Q, R, x0_cov)
+        n, m = B.shape
         self.n, self.m = n, m
         self.A, self.B, self.Q, self.R = A, B, Q, R
         self.dt = _check_dt(dt)
