@@ -80,3 +80,28 @@ def test_every_rule_reaches_gap_and_gain_error_targets(method, name):
     assert res.status == "converged", (res.status, res.relative_gap, res.gain_error)
     assert p.relative_gap(res.K) <= 1e-6
     assert np.linalg.norm(res.K - p.optimal_gain) <= 1e-3 * np.linalg.norm(p.optimal_gain)
+
+
+def test_auto_on_environments_trusts_only_exact_discrete_moments():
+    gym = pytest.importorskip("gymnasium")
+    from azopg.plants.discrete_env import DiscreteLinearEnv
+    from azopg.plants.envs import LinearEnv, register_envs
+
+    register_envs()
+    d = azopg.get_problem("dean3")
+    made = azopg.GymPlant(lambda: gym.make("azopg/Dean3-v0"), 3, 3, R=d.R)  # TimeLimit, OrderEnforcing, checker
+    assert made.exact_moments and resolve_settings(Settings(), made).method == "policy-iteration"
+    bare = azopg.GymPlant(lambda: DiscreteLinearEnv.from_problem(d), 3, 3)
+    assert resolve_settings(Settings(), bare).method == "policy-iteration"
+    # a wrapper that changes the rewards (or observations) breaks the identity: natural
+    scaled = azopg.GymPlant(lambda: gym.wrappers.TransformReward(DiscreteLinearEnv.from_problem(d), lambda r: 2 * r),
+                            3, 3)
+    assert not scaled.exact_moments and resolve_settings(Settings(), scaled).method == "natural"
+    # a dt makes the sums samples of an integral: natural, for the continuous env as well
+    timed = azopg.GymPlant(lambda: DiscreteLinearEnv.from_problem(d), 3, 3, dt=0.1)
+    assert not timed.exact_moments and resolve_settings(Settings(), timed).method == "natural"
+    he1 = azopg.get_problem("he1")
+    sampled = azopg.GymPlant(lambda: LinearEnv.from_problem(he1), he1.n, he1.m)
+    assert not sampled.exact_moments and resolve_settings(Settings(), sampled).method == "natural"
+    res = azopg.train(made, K0=d.K0, judge=d, seed=0, target_gap=1e-4, max_rollouts=5_000)
+    assert res.settings["method"] == "policy-iteration" and d.relative_gap(res.K) <= 1e-4

@@ -40,7 +40,8 @@ __all__ = ["Progress", "train"]
 @click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
               "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
-              "for a known problem's exact plant with --cost-noise <= 1e-3, natural under more noise.")
+              "where the moments are exact (a known problem, azopg/DiscreteLinear-v0, azopg/Dean3-v0) and "
+              "--cost-noise <= 1e-3, else natural.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
               help="serial | async | sync | simulated | simulated-sync | ray.  "

@@ -51,6 +51,10 @@ class DiscreteLinearEnv(gym.Env):
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 -- gymnasium's convention
+    #: Observations are the state and rewards the exact stage costs, so the moments a
+    #: :class:`~azopg.plants.gym.GymPlant` sums are the model's own (``method="auto"`` may
+    #: choose policy iteration).
+    exact_moments = True
 
     def __init__(self, A: Any, B: Any, Q: Any = None, R: Any = None, *, x0_cov: Any = None,
                  blowup_norm: float = 1e8, accept_x0: bool = True, action_bound: float = np.inf) -> None:

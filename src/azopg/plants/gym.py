@@ -30,10 +30,12 @@ from .base import RolloutResult, finalize, with_moments
 from .blackbox import FixedStates, Sampler, check_size, rollout_batch, rollout_seed, sample_states
 from .lockstep import ListStepper, SingleStepper, Stepper, VectorStepper, lockstep
 
-__all__ = ["VECTOR_MODES", "GymPlant", "accepts_x0", "env_dt"]
+__all__ = ["EXACT_WRAPPERS", "VECTOR_MODES", "GymPlant", "accepts_x0", "env_dt"]
 
 #: How a task's rollouts are stepped (see :class:`GymPlant`).
 VECTOR_MODES = ("auto", "loop", "sync", "async", "native")
+#: Wrappers of ``gymnasium.make`` that change neither observations nor rewards (see :attr:`GymPlant.exact_moments`).
+EXACT_WRAPPERS = frozenset({"TimeLimit", "OrderEnforcing", "PassiveEnvChecker"})
 #: Reset seeds remembered for the initial states of an environment without the ``x0`` option.
 _SEED_MEMORY = 1 << 16
 
@@ -264,6 +266,23 @@ class GymPlant:
         """Seconds per environment step (``None``: a discrete-time environment)."""
         _ = self.env
         return self._dt
+
+    @property
+    def exact_moments(self) -> bool:
+        """True when the moments are those of a linear model exactly, so ``method="auto"`` may
+        choose policy iteration: a discrete-time environment (no ``dt``: the sums are the
+        model's own, not samples of an integral) whose unwrapped form declares a true
+        ``exact_moments`` (:class:`~azopg.plants.discrete_env.DiscreteLinearEnv` does), under no
+        wrapper but gymnasium's bookkeeping ones (:data:`EXACT_WRAPPERS`) -- a wrapper that
+        changes observations or rewards would break the identity."""
+        env = self.env
+        if self.dt is not None:
+            return False
+        while env is not getattr(env, "unwrapped", env):
+            if type(env).__name__ not in EXACT_WRAPPERS:
+                return False
+            env = env.env
+        return getattr(env, "exact_moments", False) is True
 
     @property
     def discrete_time(self) -> bool:
