@@ -55,3 +55,48 @@ def test_recalibration_backs_off_when_no_step_helps():
     assert 1 <= events["recalibrate"] <= 2 * np.log2(checks) + 2  # not one per check
     assert res.cost <= p.cost(Kstar) * (1 + 1e-12)
     assert np.all(np.isfinite(res.K))
+
+
+def test_the_radius_is_set_by_the_most_sensitive_of_several_directions():
+    """eb5 seeds 4, 17, 22 and 41: the one direction the radius was measured along was nearly
+    orthogonal to the gradient, the radius came out 6 times the median, and the perturbed gains
+    of two of those runs destabilized along other directions (stalled at K0). The calibration
+    now measures several directions and sizes the radius by the one whose cost changes most."""
+    from azopg.method.calibration import RADIUS_DIRECTIONS, calibrate
+    from azopg.method.tasks import Report
+    from azopg.settings import Settings
+
+    K0, f0 = np.ones((2, 3)), 10.0
+    settings = Settings(seed=5, step=1.0, tau=1.0)  # only the radius is calibrated
+    first = np.random.default_rng([5, 2**31 - 2]).standard_normal(K0.shape)  # the first direction drawn
+    g = np.random.default_rng(0).standard_normal(K0.shape)
+    g -= (g * first).sum() / (first * first).sum() * first  # a gradient orthogonal to it
+
+    def probe(kind, K, tau, r, N, *, ref=None):
+        cost = f0 + float((g * (K - K0)).sum())  # linear: the change is r |<g, U>|
+        return Report(0, 0, kind, 0, N, 0, cost=cost, cost2=cost)
+
+    r = calibrate(probe, K0, settings, 4, tau=1.0, r=float("nan"), alpha=1.0).r
+    units = np.random.default_rng([5, 2**31 - 2]).standard_normal((RADIUS_DIRECTIONS, *K0.shape))
+    units *= np.sqrt(K0.size) / np.linalg.norm(units, axis=(1, 2), keepdims=True)
+    changes = [abs(float((g * U).sum())) * r / f0 for U in units]
+    assert np.allclose(units[0] / np.linalg.norm(units[0]), first / np.linalg.norm(first))
+    assert changes[0] < 1e-12  # the first direction alone would have grown r without bound
+    assert settings.smoothing / 3 <= max(changes) <= 3 * settings.smoothing
+
+
+def test_blow_ups_of_the_stepped_gain_count_toward_a_stall():
+    """A step whose estimate blows up is a failed step like a rejected check: enough of them in a
+    row trigger the recalibration, so a run never halves its step away in silence."""
+    from azopg.method.rules import make_rule
+    from azopg.method.safeguards import STALL_REJECTS
+    from azopg.method.tasks import Report
+    from azopg.settings import Settings
+
+    p = azopg.get_problem("chain3")
+    rule = make_rule(np.array(p.K0), Settings(method="two-point", step=1.0, r=1e-3, tau=10.0), R=np.array(p.R))
+    for _ in range(STALL_REJECTS):
+        rule.new_version(rule.K + 0.1)  # a step, then an estimate at it whose every rollout blew up
+        rule.safeguards.blown(rule, Report(0, 0, "estimate", rule.version, 4, 4), 0)
+    assert rule.needs_recalibration and rule.tuning.alpha == 0.5**STALL_REJECTS
+    assert np.array_equal(rule.K, p.K0)

@@ -117,6 +117,26 @@ def test_stale_reports_give_the_exact_step_out_of_order(he1):
     assert he1.relative_gap(rule.K) < 1e-9
 
 
+def test_policy_iteration_halves_the_step_it_takes_even_beyond_the_trust_limit(he1):
+    """Each rollback halves ``alpha``; the step is shortened to the trust limit *before* ``alpha``
+    scales it, so a fit whose step is far beyond the limit still takes half the step after a
+    rollback (eb5 seed 22: 27 halvings left the step at the limit, and the run at K0)."""
+    from types import SimpleNamespace
+
+    rule = _moments_rule(he1)
+    rule.needed = 0
+    huge = SimpleNamespace(condition=1.0, R=np.array(he1.R), E=1e12 * np.ones_like(rule.K))
+    rule.buffer.evaluate = lambda K, R: huge
+    taken = []
+    for alpha in (1.0, 0.5, 0.25):
+        K = rule.K.copy()
+        rule.tuning.alpha, rule._idle = alpha, rule.fresh
+        rule._tell_round([])
+        taken.append(np.linalg.norm(rule.K - K) / np.linalg.norm(K))
+        rule.K = K
+    np.testing.assert_allclose(taken, [1.0, 0.5, 0.25], rtol=1e-12)
+
+
 def test_policy_iteration_estimates_R_when_unknown(he1):
     s = Settings(method="policy-iteration", tau=40.0, r=1e-1, step=1.0, check_every=10**6)
     rule = make_rule(np.array(he1.K0), s)  # no R

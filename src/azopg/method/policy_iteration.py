@@ -7,9 +7,10 @@ rollouts as unknowns, every report is followed by one least-squares fit of the *
 gain's ``(P, E)`` on the whole buffer (old rollouts are re-based: the identity holds for
 any perturbation, so stale data is exact) and, if the fit is well conditioned, the step
 
-    K <- K - eta R^-1 E,    ||eta R^-1 E|| <= TRUST ||K||,
+    K <- K - eta D,    D = R^-1 E shortened to ||D|| <= TRUST ||K||,
 
-with ``eta = min(alpha, 1)``: ``eta = 1`` is Kleinman's step, which from a stabilizing
+with ``eta = min(alpha, 1)`` (applied after the trust limit, so that a rollback's halving of
+``alpha`` halves the step taken): ``eta = 1`` is Kleinman's step, which from a stabilizing
 gain stays stabilizing and converges quadratically on exact data. The shared safeguards
 check the gain every ``CHECK_EVERY`` updates (a failed check rolls back and halves
 ``alpha``). With ``R`` unknown it is estimated with ``(P, E)``. On a discrete-time plant the
@@ -108,12 +109,11 @@ class PolicyIteration(UpdateRule):
             self.log("ill-conditioned", delay, worker, version_read)
             self._stuck(worker, version_read)
             return
-        self.tuning.alpha = min(self.tuning.alpha, 1.0)
-        step *= self.tuning.alpha
         limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
         if 0 < limit < size:
             step *= limit / size
-        self.apply(self.K + step, delay, worker, version_read)
+        self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
+        self.apply(self.K + self.tuning.alpha * step, delay, worker, version_read)
 
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0

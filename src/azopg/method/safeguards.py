@@ -172,7 +172,8 @@ class Safeguards:
         if rep.version == self.anchor_version:
             rule.tuning.r *= SHRINK  # the anchor is stable: the perturbations were too big
             rule.log("shrink-r", delay, rep.worker, rep.version)
-        else:
+        else:  # the step destabilized the gain: a failed step, as a rejected check is
+            self.rejects_in_row += 1
             self.rollback(rule, rep.worker, rep.version, "rollback-blowup")
 
     def rollback(self, rule: Guarded, worker: int, version_read: int, event: str) -> None:
