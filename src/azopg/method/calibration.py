@@ -29,9 +29,10 @@ ARMIJO = 0.1
 #: Fresh estimates the step search tries before it gives up: one estimate from few
 #: directions and random initial states can point uphill.
 STEP_TRIES = 5
-#: Directions the radius is measured along: the cost of the most sensitive one changes by about
-#: ``smoothing``. One direction nearly orthogonal to the gradient would give a radius that
-#: destabilizes along others (eb5: 4 seeds in 50 had 6 times the median radius; 2 stalled).
+#: Random directions measured at the first radius that does not blow up; the most sensitive of
+#: them sizes the radius (its cost changes by about ``smoothing``). One direction nearly orthogonal
+#: to the gradient gives a radius that destabilizes along others (eb5: 4 seeds in 50 got 6 times
+#: the median radius; 2 of them stalled at ``K0``).
 RADIUS_DIRECTIONS = 3
 
 class Probe(Protocol):
@@ -145,33 +146,33 @@ def _horizon(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int) -> t
 def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: float) -> float:
     smoothing = max(s.smoothing, min(NOISE_SMOOTHING * s.cost_noise, MAX_NOISE_SMOOTHING))
     rng = np.random.default_rng([s.seed, 2**31 - 2])
-    directions = rng.standard_normal((RADIUS_DIRECTIONS, *K0.shape))
-    directions *= math.sqrt(K0.size) / np.linalg.norm(directions, axis=(1, 2), keepdims=True)
+    candidates = rng.standard_normal((RADIUS_DIRECTIONS, *K0.shape))
+    candidates *= math.sqrt(K0.size) / np.linalg.norm(candidates, axis=(1, 2), keepdims=True)
     r = 1e-3 * max(float(np.linalg.norm(K0)), 1.0) / math.sqrt(K0.size)
     for _ in range(40):
-        change = _largest_change(probe, K0, directions, r, tau, N, f0, 3 * smoothing)
-        if change is None:  # a perturbed gain blew up
+        changes = _changes(probe, K0, candidates, r, tau, N, f0)
+        if changes is None:  # a perturbed gain blew up
             r *= 0.1
-        elif smoothing / 3 <= change <= 3 * smoothing:
+            continue
+        j = int(np.argmax(changes))
+        candidates, change = candidates[j:j + 1], changes[j]  # the most sensitive direction from now on
+        if smoothing / 3 <= change <= 3 * smoothing:
             break
-        else:
-            r *= min(max(smoothing / change, 1e-2), 1e2) ** 0.7 if change > 0 else 100.0
+        r *= min(max(smoothing / change, 1e-2), 1e2) ** 0.7 if change > 0 else 100.0
     return r
 
 
-def _largest_change(probe: Probe, K0: np.ndarray, directions: np.ndarray, r: float, tau: float, N: int,
-                    f0: float, enough: float) -> float | None:
-    """The largest relative cost change of ``K0 +- r U`` over the ``directions`` (``None`` if one
-    blew up); the directions after one whose change exceeds ``enough`` are not measured."""
-    change = 0.0
+def _changes(probe: Probe, K0: np.ndarray, directions: np.ndarray, r: float, tau: float, N: int,
+             f0: float) -> list[float] | None:
+    """The relative cost change of ``K0 +- r U`` (the larger of the two) for each of the
+    ``directions``; ``None`` if one of them blew up."""
+    changes = []
     for U in directions:
         fp, fm = probe("evaluate", K0 + r * U, tau, 0.0, N), probe("evaluate", K0 - r * U, tau, 0.0, N)
         if fp.blown_up or fm.blown_up:
             return None
-        change = max(change, abs(fp.cost - f0) / f0, abs(fm.cost - f0) / f0)
-        if change > enough:
-            break
-    return change
+        changes.append(max(abs(fp.cost - f0), abs(fm.cost - f0)) / f0)
+    return changes
 
 
 def _step(probe: Probe, K0: np.ndarray, s: Settings, N: int, cal: Calibration) -> None:
