@@ -106,8 +106,9 @@ def calibrate(probe: Probe, K0: np.ndarray, settings: Settings, N: int, *, tau: 
     """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0``; settings given explicitly are kept.
 
     Horizon: doubled from ``tau`` until the cost between ``tau`` and ``2 tau`` is below
-    ``tail_tol``. Radius: a perturbation changes the cost by about ``smoothing`` (and well above
-    a noisy plant's noise). Step: :func:`line_search` along a first, well-sampled estimate.
+    ``tail_tol``. Radius: a perturbation along the most sensitive of :data:`RADIUS_DIRECTIONS`
+    random directions changes the cost by about ``smoothing`` (one direction, well above the
+    noise, for a noisy plant). Step: :func:`line_search` along a first, well-sampled estimate.
 
     Raises
     ------

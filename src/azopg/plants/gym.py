@@ -275,9 +275,9 @@ class GymPlant:
         ``exact_moments`` (:class:`~azopg.plants.discrete_env.DiscreteLinearEnv` does), under no
         wrapper but gymnasium's bookkeeping ones (:data:`EXACT_WRAPPERS`) -- a wrapper that
         changes observations or rewards would break the identity."""
-        env = self.env
-        if self.dt is not None:
+        if self.dt is not None:  # builds the environment
             return False
+        env = self.env
         while env is not getattr(env, "unwrapped", env):
             if type(env).__name__ not in EXACT_WRAPPERS:
                 return False
