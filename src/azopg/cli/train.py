@@ -36,7 +36,15 @@ __all__ = ["Progress", "train"]
               help="Directions per gradient estimate (2N rollouts).  [default: ceil(mn/2W)]")
 @click.option("--r", "r", type=float, default=None, help="Smoothing radius.  [default: calibrated]")
 @click.option("--tau", type=float, default=None, help="Rollout horizon.  [default: grown until the tail is negligible]")
-@click.option("--step", type=float, default=None, help="Initial step size.  [default: line search]")
+@click.option("--step", type=float, default=None,
+              help="Initial step size (with --plain: the step of every update).  [default: line search]")
+@click.option("--plain", is_flag=True,
+              help="The paper's rule exactly as published: K <- K - alpha g for every estimate as it arrives, with "
+              "alpha, r, tau and N fixed (those not given by --step, --r, --tau, --batch calibrated once at K0, "
+              "then frozen); no rollout checks, rollback, step growth or horizon doubling. An estimate any of "
+              "whose rollouts blew up is skipped (no update) and counted: stats.blown_estimates in result.json, "
+              "a skip-blowup row in history.csv. The run returns its last gain (even if costlier than K0). "
+              "Only with --method two-point or one-point (auto: two-point).")
 @click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
               "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
@@ -103,7 +111,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
           resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool, env_name: str | None,
           env_kwargs: str | None, K0_text: str | None, R_text: str | None, eval_text: str | None,
-          episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None) -> None:
+          episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None, plain: bool) -> None:
     """Learn a gain for a problem (or a gymnasium environment, --env) and write DIR/result.json,
     history.csv, arrivals.csv, problem.json, convergence.png and responses.png (checkpoint.json and
     the logs are kept up to date during the run, for --resume)."""
@@ -150,7 +158,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                              workers=workers, max_delay=max_delay, staleness=staleness,
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
                              task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address,
-                             depth=depth)
+                             depth=depth, plain=plain)
         backend = parse_backend(backend, workers, ray_address)
         _ = problem is None or problem.optimal_cost  # fail early if the Riccati equation has no solution
         out = claim(out_dir, overwrite=overwrite)  # only now, with the input checked, is --out touched
