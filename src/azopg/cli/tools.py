@@ -65,7 +65,8 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
     (T(W), updates, speedup of the medians W0 T(W0)/T(W)), the table gives the paired figures of each
     repeat -- speedup S = W0 T(W0)/T(W) and updates ratio U(W)/U(W0) within the repeat -- as median
     [min-max] over the repeats. SIGINT/SIGTERM stop the study at once (its workers with it), write
-    the runs completed and exit with 130/143.
+    the runs completed and exit with 130/143. speedup.csv and speedup_summary.csv are rewritten after
+    every run, so a study stopped in any way keeps its completed runs.
     """
     from ..run.rundir import prepare_out_dir
     from ..run.speedup import SpeedupInterrupted, run_speedup, summarize, write_speedup_csv, write_summary_csv
@@ -82,7 +83,12 @@ def speedup(workers_text: str, backend: str, rollout_latency: float, latency_mod
         parse_backend(backend, w, ray_address)
     out = prepare_out_dir(out_dir, files=("speedup.csv", "speedup_summary.csv"), overwrite=overwrite)
 
+    done: list[Any] = []
+
     def report(run: Any) -> None:
+        done.append(run)  # the files are kept up to date: a study killed keeps its completed runs
+        write_speedup_csv(out / "speedup.csv", done)
+        write_summary_csv(out / "speedup_summary.csv", done)
         click.echo(f"  W={run.workers:<3} repeat {run.repeat}: time to target {run.time_to_target_s:8.3f} s, "
                    f"{run.updates} updates, mean delay {run.mean_delay:.1f}"
                    + (f", {run.blown_estimates} blown-up estimates skipped" if run.blown_estimates else ""), err=True)

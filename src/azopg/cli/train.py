@@ -114,7 +114,9 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None, plain: bool) -> None:
     """Learn a gain for a problem (or a gymnasium environment, --env) and write DIR/result.json,
     history.csv, arrivals.csv, problem.json, convergence.png and responses.png (checkpoint.json and
-    the logs are kept up to date during the run, for --resume)."""
+    the logs are kept up to date during the run, for --resume). SIGINT or SIGTERM stops the run at
+    once: workers stopped, result.json ("status": "interrupted") and the logs written, no plots; exit
+    code 130 or 143."""
     from ..run.output import write_run
     from ..run.rundir import claim
     from ..run.train import train as run_train
@@ -170,7 +172,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                                    progress=bar.update, out_dir=out, judge=problem, env=spec.to_dict())
             else:
                 result = run_train(problem, settings, backend=backend, progress=bar.update, out_dir=out)
-    files = write_run(out.path, result)
+    files = write_run(out.path, result, plot=result.status != "interrupted")  # stopped: exit promptly, no plots
     click.echo(
         f"{result.problem}: {result.status} after {result.updates} updates, {result.rollouts} rollouts, "
         f"{result.wall_time_s:.2f} s (no exact oracle; --judge PROBLEM reports the gap)"

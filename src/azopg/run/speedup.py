@@ -155,7 +155,10 @@ def _spread(values: list[float]) -> tuple[float, float, float]:
 
 
 def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 and math.isfinite(b) and math.isfinite(a) else math.nan
+    """``a / b``; a time ``b`` never reached (inf) gives 0, an unknown reference ``a`` nan."""
+    if not math.isfinite(a) or not b > 0:
+        return math.nan
+    return a / b
 
 
 def summarize(runs: list[SpeedupRun]) -> list[dict[str, Any]]:
