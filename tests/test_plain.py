@@ -159,3 +159,16 @@ def test_report_kinds_in_plain_are_estimates_only(chain3, fixed):
         assert task.kind == "estimate"  # check_every=1 would make every other task a check
         rule.tell(run_task(plant, task))
     assert rule.stats.updates == 5
+
+
+def test_plain_run_with_blow_ups_replays_bit_for_bit(chain3, fixed, tmp_path):
+    from azopg.run.output import write_run
+    from azopg.run.replay import replay_run
+
+    res = azopg.train(chain3, plain=True, backend="simulated", workers=3, seed=2, batch=2, max_rollouts=3000,
+                      target_gap=None, latency_model="exponential", **{**fixed, "step": 30 * fixed["step"]})
+    assert res.stats["blown_estimates"] > 0 and res.stats["max_delay_seen"] > 0
+    write_run(tmp_path, res, plot=False)
+    K, K_recorded, events = replay_run(tmp_path)
+    assert events == len(res.arrivals)
+    assert np.array_equal(K_recorded, res.K) and np.array_equal(K, K_recorded)

@@ -182,6 +182,9 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
         f"(cost {result.cost:.6g}, optimum {result.optimal_cost:.6g}) after {result.updates} updates, "
         f"{result.rollouts} rollouts, {result.wall_time_s:.2f} s"
     )
+    if result.stats.get("blown_estimates"):
+        click.echo(f"{result.stats['blown_estimates']} estimates blew up"
+                   + (" and were skipped (--plain)" if result.settings.get("plain") else ""))
     if out.path / "result.json" not in files:  # the gain must not be lost with the file
         click.echo(f"K = {result.K.tolist()}")
     click.echo("wrote " + (", ".join(str(f) for f in files) or "nothing"))
