@@ -16,7 +16,7 @@ import pytest
 
 import azopg
 from azopg.errors import SettingsError
-from azopg.method.plain import SKIP_EVENT
+from azopg.method.plain import SKIP_EVENT, STUCK_SKIPS
 from azopg.method.rules import make_rule
 from azopg.method.tasks import run_task, task_rng
 from azopg.settings import Settings
@@ -172,3 +172,12 @@ def test_plain_run_with_blow_ups_replays_bit_for_bit(chain3, fixed, tmp_path):
     K, K_recorded, events = replay_run(tmp_path)
     assert events == len(res.arrivals)
     assert np.array_equal(K_recorded, res.K) and np.array_equal(K, K_recorded)
+
+
+def test_a_plain_run_whose_gain_destabilized_stops_as_blown_up(chain3, fixed):
+    res = azopg.train(chain3, plain=True, backend="simulated", workers=3, seed=1, batch=2, target_gap=None,
+                      max_rollouts=10**6, **{**fixed, "step": 100 * fixed["step"]})
+    assert res.status == "blown_up" and not chain3.is_stabilizing(res.K)
+    tail = res.history[-STUCK_SKIPS * 3:]
+    assert all(h.event == SKIP_EVENT and h.update == res.updates for h in tail)
+    assert res.stats["blown_estimates"] >= STUCK_SKIPS * 3

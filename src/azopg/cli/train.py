@@ -43,7 +43,8 @@ __all__ = ["Progress", "train"]
               "alpha, r, tau and N fixed (those not given by --step, --r, --tau, --batch calibrated once at K0, "
               "then frozen); no rollout checks, rollback, step growth or horizon doubling. An estimate any of "
               "whose rollouts blew up is skipped (no update) and counted: stats.blown_estimates in result.json, "
-              "a skip-blowup row in history.csv. The run returns its last gain (even if costlier than K0). "
+              "a skip-blowup row in history.csv; after 20 W in a row (the gain destabilized) the run stops, status "
+              "blown_up. The run returns its last gain (even if costlier than K0). "
               "Only with --method two-point or one-point (auto: two-point).")
 @click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "

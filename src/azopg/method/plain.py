@@ -14,8 +14,11 @@ The paper has no rule for a blown-up estimate (a rollout whose cost is infinite 
 the estimate undefined). Plain mode defines one: an estimate any of whose rollouts blew up is
 *skipped* -- no update, the gain and its version unchanged -- counted in
 ``Stats.blown_estimates`` (``stats["blown_estimates"]`` of ``result.json``) and logged as a
-``skip-blowup`` history row. Estimates more than ``max_delay`` versions stale are dropped, as
-in every mode (the paper's bounded delay).
+``skip-blowup`` history row. As the gain then stays, a gain that destabilized the plant makes
+every later estimate blow up: after :data:`STUCK_SKIPS` ``x W`` blown-up estimates in a row the
+run stops with status ``"blown_up"`` (a stable gain is practically never stuck so long).
+Estimates more than ``max_delay`` versions stale are dropped, as in every mode (the paper's
+bounded delay).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from __future__ import annotations
 from .safeguards import Guarded, Safeguards
 from .tasks import Report
 
-__all__ = ["PlainGuards", "SKIP_EVENT"]
+__all__ = ["PlainGuards", "SKIP_EVENT", "STUCK_SKIPS"]
 
 #: History event of a skipped blown-up estimate.
 SKIP_EVENT = "skip-blowup"
+#: Blown-up estimates in a row, per worker, after which a plain run stops (status ``"blown_up"``).
+STUCK_SKIPS = 20
 
 
 class PlainGuards(Safeguards):
@@ -34,6 +39,7 @@ class PlainGuards(Safeguards):
     a blown-up estimate is skipped (see the module docstring)."""
 
     plain = True
+    skipped_in_row = 0  # blown-up estimates since the last update
 
     def check_due(self) -> bool:
         return False
@@ -47,8 +53,16 @@ class PlainGuards(Safeguards):
         samples is not the paper's estimate)."""
         return rep.blown_up > 0 or super().blown_estimate(rep)
 
+    def counted(self) -> None:
+        super().counted()
+        self.skipped_in_row = 0
+
+    def stuck(self) -> bool:
+        return self.skipped_in_row >= STUCK_SKIPS * self.settings.workers
+
     def blown(self, rule: Guarded, rep: Report, delay: int) -> None:
         """Skip the estimate: the gain, its version and every setting stay."""
+        self.skipped_in_row += 1
         rule.log(SKIP_EVENT, delay, rep.worker, rep.version)
 
     def blown_round(self, rule: Guarded, estimates: list[Report], good: list[Report]) -> None:

@@ -151,6 +151,10 @@ class Safeguards:
         self.move_anchor(K_checked, rep.cost, rep.version)
         rule.log("check-accept", delay, rep.worker, rep.version)
 
+    def stuck(self) -> bool:
+        """Whether the run cannot go on (plain mode only, :mod:`azopg.method.plain`)."""
+        return False
+
     @property
     def stalled(self) -> bool:
         """Whether checks keep failing: the step has shrunk so far that it no longer helps."""

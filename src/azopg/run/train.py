@@ -318,6 +318,8 @@ def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) ->
         return "max_rollouts"
     if s.max_time is not None and clock() >= s.max_time:
         return "max_time"
+    if rule.safeguards.stuck():
+        return "blown_up"
     return None
 
 
