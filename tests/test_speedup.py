@@ -28,6 +28,7 @@ def test_paired_speedups_and_updates_ratios_are_within_each_repeat():
     assert math.isnan(runs[5].updates_ratio) and runs[5].speedup == 0.0  # never reached: no ratio
     one, two = rows
     assert (one["time_to_target_s"], two["time_to_target_s"]) == (20.0, 12.0)  # medians over repeats
+    assert (one["updates"], two["updates"]) == (200, 165)  # over the runs that reached the target
     assert two["speedup"] == pytest.approx(20.0 / 12.0, rel=1e-15)  # the speedup of the medians
     assert two["paired_speedup_min"] == 0.0 and two["paired_speedup_max"] == 2.5
     assert two["paired_speedup"] == pytest.approx(20.0 / 12.0, rel=1e-15)

@@ -163,7 +163,9 @@ def _ratio(a: float, b: float) -> float:
 
 def summarize(runs: list[SpeedupRun]) -> list[dict[str, Any]]:
     """Fill each run's paired speedup, efficiency and updates ratio (against the run of the smallest
-    W in its repeat); return one summary row per W (keys :data:`SUMMARY_FIELDS`)."""
+    W in its repeat); return one summary row per W (keys :data:`SUMMARY_FIELDS`): ``time_to_target_s``
+    is the median over all its runs (inf for a run that never reached), ``updates`` and ``rollouts``
+    the medians over the runs that reached the target."""
     if not runs:
         return []
     ws = sorted({r.workers for r in runs})
@@ -177,14 +179,20 @@ def summarize(runs: list[SpeedupRun]) -> list[dict[str, Any]]:
         reached = r0 is not None and math.isfinite(r0.time_to_target_s) and math.isfinite(r.time_to_target_s)
         r.updates_ratio = _ratio(r.updates, r0.updates) if reached and r0 is not None else math.nan
     med = {w: statistics.median(r.time_to_target_s for r in runs if r.workers == w) for w in ws}
+
+    def to_target(values: list[float]) -> float:  # medians of updates and rollouts: over the runs that reached
+        return statistics.median(values) if values else math.nan
+
     rows = []
     for w in ws:
         sel = [r for r in runs if r.workers == w]
         s = _ratio(med[w0] * w0, med[w])
         paired, ratio = _spread([r.speedup for r in sel]), _spread([r.updates_ratio for r in sel])
         rows.append({"workers": w, "runs": len(sel), "reached": sum(math.isfinite(r.time_to_target_s) for r in sel),
-                     "time_to_target_s": med[w], "updates": statistics.median(r.updates for r in sel),
-                     "rollouts": statistics.median(r.rollouts for r in sel), "speedup": s, "efficiency": s / w,
+                     "time_to_target_s": med[w],
+                     "updates": to_target([r.updates for r in sel if math.isfinite(r.time_to_target_s)]),
+                     "rollouts": to_target([r.rollouts for r in sel if math.isfinite(r.time_to_target_s)]),
+                     "speedup": s, "efficiency": s / w,
                      "paired_speedup": paired[0], "paired_speedup_min": paired[1], "paired_speedup_max": paired[2],
                      "updates_ratio": ratio[0], "updates_ratio_min": ratio[1], "updates_ratio_max": ratio[2],
                      "mean_delay": statistics.mean(r.mean_delay for r in sel),
