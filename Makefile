@@ -23,7 +23,7 @@ test: $(STAMP)  ## set up and run the whole test suite (lint and type check incl
 	$(MAKE) docs
 
 docs: $(STAMP)  ## build the documentation site into ./site/ (MkDocs, warnings are errors)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)  ## rollout throughput and accuracy table
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/rollouts.py
