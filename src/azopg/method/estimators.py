@@ -77,7 +77,7 @@ def sphere_directions(rng: np.random.Generator, N: int, m: int, n: int) -> np.nd
     rng : numpy.random.Generator
         Source of the draws (``N m n`` standard normals, normalized).
     N, m, n : int
-        Number of directions and the shape of each.
+        ``N`` directions, each an ``m x n`` matrix.
 
     Returns
     -------
@@ -156,11 +156,13 @@ def estimate_gradient(
     >>> import numpy as np, azopg
     >>> problem = azopg.get_problem("he1")
     >>> plant = azopg.LinearPlant(problem)
-    >>> est = azopg.estimate_gradient(plant, problem.K0, r=1e-3, N=500, tau=50.0, rng=np.random.default_rng(0))
+    >>> rng = np.random.default_rng(0)
+    >>> est = azopg.estimate_gradient(plant, problem.K0, r=1e-3, N=500, tau=50.0, rng=rng)
     >>> est.grad.shape, est.rollouts, est.blown_up
     ((2, 4), 1000, 0)
     >>> g = problem.gradient(problem.K0)
-    >>> bool(np.sum(est.grad * g) / (np.linalg.norm(est.grad) * np.linalg.norm(g)) > 0.9)   # cosine
+    >>> cosine = np.sum(est.grad * g) / (np.linalg.norm(est.grad) * np.linalg.norm(g))
+    >>> bool(cosine > 0.9)
     True
     """
     K = np.asarray(K, dtype=float)

@@ -234,7 +234,8 @@ def load_problem(spec: str) -> LQRProblem:
     >>> import json, os, tempfile, azopg
     >>> path = os.path.join(tempfile.mkdtemp(), "double_integrator.json")
     >>> with open(path, "w") as f:
-    ...     json.dump({"A": [[0, 1], [0, 0]], "B": [[0], [1]], "Q": [[1, 0], [0, 1]], "R": 1, "K0": [[1, 1]]}, f)
+    ...     json.dump({"A": [[0, 1], [0, 0]], "B": [[0], [1]], "Q": [[1, 0], [0, 1]], "R": 1,
+    ...                "K0": [[1, 1]]}, f)
     >>> p = azopg.load_problem(path)
     >>> p.name, p.n, p.m
     ('double_integrator', 2, 1)

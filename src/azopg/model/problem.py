@@ -104,7 +104,7 @@ class LQRProblem:
     optimal cost ``2 sqrt(3)``; the exact oracle gives cost and gradient of any gain.
 
     >>> import azopg
-    >>> p = azopg.LQRProblem([[0, 1], [0, 0]], [[0], [1]], K0=[[1, 1]], name="double-integrator")
+    >>> p = azopg.LQRProblem([[0, 1], [0, 0]], [[0], [1]], K0=[[1, 1]])
     >>> p.n, p.m
     (2, 1)
     >>> round(p.cost(p.K0), 9), round(p.optimal_cost, 9)

@@ -115,7 +115,8 @@ def train(
     A known problem, learned serially to a relative gap of 1e-6 (at most 5000 rollouts):
 
     >>> import azopg
-    >>> result = azopg.train(azopg.get_problem("ac17"), seed=0, target_gap=1e-6, max_rollouts=5000)
+    >>> problem = azopg.get_problem("ac17")
+    >>> result = azopg.train(problem, seed=0, target_gap=1e-6, max_rollouts=5000)
     >>> result.status
     'converged'
     >>> bool(result.relative_gap <= 1e-6), result.K.shape
@@ -169,7 +170,8 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None)
 
     >>> import os, tempfile, azopg
     >>> run = os.path.join(tempfile.mkdtemp(), "run")
-    >>> result = azopg.train(azopg.get_problem("ac17"), seed=0, target_gap=1e-6, max_rollouts=5000, out_dir=run)
+    >>> problem = azopg.get_problem("ac17")
+    >>> result = azopg.train(problem, seed=0, target_gap=1e-6, max_rollouts=5000, out_dir=run)
     >>> sorted(f for f in os.listdir(run) if not f.startswith("."))
     ['arrivals.csv', 'checkpoint.json', 'history.csv', 'problem.json']
     >>> try:
