@@ -97,6 +97,24 @@ class LQRProblem:
     NotStabilizingError
         If ``K0`` does not stabilize ``A - B K0``, or ``K0`` is omitted and ``A``
         is not Hurwitz (Schur in discrete time).
+
+    Examples
+    --------
+    The double integrator with ``Q = I``, ``R = 1``: its Riccati gain is ``[[1, sqrt(3)]]``, its
+    optimal cost ``2 sqrt(3)``; the exact oracle gives cost and gradient of any gain.
+
+    >>> import azopg
+    >>> p = azopg.LQRProblem([[0, 1], [0, 0]], [[0], [1]], K0=[[1, 1]])
+    >>> p.n, p.m
+    (2, 1)
+    >>> round(p.cost(p.K0), 9), round(p.optimal_cost, 9)
+    (4.0, 3.464101615)
+    >>> p.optimal_gain.round(6)
+    array([[1.      , 1.732051]])
+    >>> p.gradient(p.K0).round(9)
+    array([[ 1., -2.]])
+    >>> p.is_stabilizing([[1, 0]]), p.cost([[1, 0]])   # not stabilizing: infinite cost
+    (False, inf)
     """
 
     def __init__(
