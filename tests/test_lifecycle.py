@@ -199,7 +199,9 @@ def test_sigint_stops_the_cli_cleanly(tmp_path, fixed):
 
 def test_sigint_during_calibration_leaves_no_process(tmp_path):
     out = tmp_path / "run"
-    proc = start_cli(out, tmp_path)  # calibrating with 10 ms rollouts takes a few seconds
+    # the calibration takes 240 rollouts in a row: at 10 ms, 2.4 s of sleeping on any machine, 0.3 s of which
+    # pass before the signal (and under ENDLESS targets the CLI cannot have finished either way)
+    proc = start_cli(out, tmp_path)
     try:
         workers = wait_for_workers(proc, out)
         time.sleep(0.3)
@@ -210,6 +212,7 @@ def test_sigint_during_calibration_leaves_no_process(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
+    assert not (out / "checkpoint.json").exists()  # the first checkpoint follows the calibration: cut short
     assert not still_alive(workers)
     assert not session_processes(proc.pid)
 
