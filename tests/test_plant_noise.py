@@ -225,3 +225,9 @@ def test_cli_noise_flags_refuse_bad_input(tmp_path) -> None:
                              env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and words in out.stderr and len(out.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "x").exists()
+
+
+def test_auto_does_not_choose_policy_iteration_on_a_noisy_plant() -> None:
+    from azopg.method.auto import exact_moments
+
+    assert exact_moments(plant_for(base())) and not exact_moments(plant_for(base().with_noise(W=W)))

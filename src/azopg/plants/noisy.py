@@ -62,6 +62,9 @@ class NoisyLinearPlant(LinearPlant):
     """
 
     returns_moments = True
+    #: The moments are exact samples, but the regression's identity holds only in mean (Ito term,
+    #: ``tr(PW)``): ``method="auto"`` does not choose policy iteration (:mod:`azopg.method.auto`).
+    exact_moments = False
 
     def __init__(self, problem: LQRProblem, rng: np.random.Generator | None = None) -> None:
         if problem.discrete_time:
