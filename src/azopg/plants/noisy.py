@@ -6,7 +6,7 @@ sampling interval ``[j delta, (j+1) delta)``. With ``z = [x; v]`` (``z = x`` wit
 noise) a step of length ``h`` is ``z_{k+1} = Phi z_k + e_k``, ``e_k ~ N(0, Qd)`` (Van Loan's
 discretization, :func:`azopg.model.noise.short_step`): the states on the grid are **exact in
 distribution**, for any ``h``. The grid has ``h = delta / k`` (each sampling instant a grid
-point) or ``h = tau / N``, with ``||F h|| <= 1/10`` and at least :data:`MIN_STEPS` steps.
+point) or ``h = tau / N``, with ``||F h|| <= theta`` (default 0.1) and at least :data:`MIN_STEPS` steps.
 
 The moments ``S_z = int_0^tau z z' dt`` are the trapezoid sums ``(h/2) (z_k z_k' + z_{k+1} z_{k+1}')``
 (``z_{k+1}`` with the ``v`` held over step ``k``) plus their exact conditional-mean correction
@@ -39,7 +39,6 @@ __all__ = ["MIN_STEPS", "NoisyLinearPlant"]
 
 #: Fewest grid steps of a rollout.
 MIN_STEPS = 64
-_THETA = 0.1  # bound on ||F h|| (inf-norm) of a grid step
 _CHUNK = 2**20  # grid states held at once (floats) for the sums of outer products
 
 
@@ -59,6 +58,10 @@ class NoisyLinearPlant(LinearPlant):
     rng : numpy.random.Generator, optional
         The generator of the noise until :meth:`bind_rng` sets another (default
         ``default_rng(0)``; within a run every task sets its own).
+    theta : float, optional
+        Bound on ``||F h||`` (inf-norm) of a grid step. Means are exact for any value; a smaller one
+        brings the fluctuation of ``S`` and of the cost closer to exact at proportionally more steps
+        (the default's cost variance measured 4 +- 3 % below a ten times finer grid's).
     """
 
     returns_moments = True
@@ -66,11 +69,14 @@ class NoisyLinearPlant(LinearPlant):
     #: ``tr(PW)``): ``method="auto"`` does not choose policy iteration (:mod:`azopg.method.auto`).
     exact_moments = False
 
-    def __init__(self, problem: LQRProblem, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, problem: LQRProblem, rng: np.random.Generator | None = None, theta: float = 0.1) -> None:
         if problem.discrete_time:
             raise ValueError("NoisyLinearPlant needs a continuous-time problem")
         super().__init__(problem)
         self.rng = np.random.default_rng(0) if rng is None else rng
+        if not (0 < theta <= 0.5):
+            raise ValueError(f"theta must be in (0, 0.5], got {theta!r}")
+        self.theta = float(theta)
         V = problem.measurement_noise
         self._V_sqrt = None if V is None else _sqrt_psd(np.asarray(V))
         self._dt = problem.measurement_dt
@@ -99,7 +105,7 @@ class NoisyLinearPlant(LinearPlant):
             norm = norm if math.isfinite(norm) else 1e300
             if with_v:  # each sampling instant a grid point; the horizon may end inside a step
                 assert self._dt is not None
-                per = max(1, math.ceil(norm * self._dt / _THETA), math.ceil(MIN_STEPS * self._dt / tau))
+                per = max(1, math.ceil(norm * self._dt / self.theta), math.ceil(MIN_STEPS * self._dt / tau))
                 h = self._dt / per
                 steps = int(tau // h)
                 rest = tau - steps * h
@@ -107,7 +113,7 @@ class NoisyLinearPlant(LinearPlant):
                     rest = 0.0
             else:
                 per, rest = 0, 0.0
-                steps = max(MIN_STEPS, math.ceil(norm * tau / _THETA))
+                steps = max(MIN_STEPS, math.ceil(norm * tau / self.theta))
                 h = tau / steps
             z = np.zeros((b, F.shape[1]))
             z[:, :n] = x0
