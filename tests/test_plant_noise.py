@@ -231,3 +231,17 @@ def test_auto_does_not_choose_policy_iteration_on_a_noisy_plant() -> None:
     from azopg.method.auto import exact_moments
 
     assert exact_moments(plant_for(base())) and not exact_moments(plant_for(base().with_noise(W=W)))
+
+
+def test_the_oracle_is_invariant_to_state_and_input_units() -> None:
+    """``x -> T x``, ``u -> s u`` (every matrix transformed covariantly) leaves every cost unchanged and maps
+    the optimum ``K -> s K T^-1``."""
+    p = base().with_noise(W=W, V=V, dt=0.1)
+    T, s = np.diag([1e3, 1e-2]), 1e2
+    Ti = np.linalg.inv(T)
+    q = LQRProblem(T @ p.A @ Ti, T @ p.B / s, Ti.T @ p.Q @ Ti, p.R / s**2, x0_cov=T @ p.x0_cov @ T.T, name="units")
+    q = q.with_noise(W=T @ W @ T.T, V=T @ V @ T.T, dt=0.1)
+    Kq = s * K @ Ti
+    assert noise.expected_cost(q, Kq, 1.55) == pytest.approx(noise.expected_cost(p, K, 1.55), rel=1e-10)
+    assert noise.average_cost(q, Kq) == pytest.approx(noise.average_cost(p, K), rel=1e-10)
+    np.testing.assert_allclose(noise.noise_optimal_gain(q) / s @ T, noise.noise_optimal_gain(p), rtol=1e-6)
