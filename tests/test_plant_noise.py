@@ -245,3 +245,11 @@ def test_the_oracle_is_invariant_to_state_and_input_units() -> None:
     assert noise.expected_cost(q, Kq, 1.55) == pytest.approx(noise.expected_cost(p, K, 1.55), rel=1e-10)
     assert noise.average_cost(q, Kq) == pytest.approx(noise.average_cost(p, K), rel=1e-10)
     np.testing.assert_allclose(noise.noise_optimal_gain(q) / s @ T, noise.noise_optimal_gain(p), rtol=1e-6)
+
+
+def test_wild_gains_count_as_blown_up_without_simulating() -> None:
+    p = base().with_noise(W=W, V=V, dt=0.1)
+    Ks = np.array([K[0], [1e12, 0.0], [np.nan, 0.0], [0.0, -50.0]])[:, None, :]  # the last: unstable
+    res = NoisyLinearPlant(p, np.random.default_rng(0)).rollout(Ks, np.tile([1.0, 0.5], (4, 1)), 5.0, moments=True)
+    assert res.blown_up.tolist() == [False, True, True, True]
+    assert np.isfinite(res.cost).all() and np.isnan(res.S[1:]).all()

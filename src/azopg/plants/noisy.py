@@ -35,10 +35,12 @@ from ..model.problem import LQRProblem
 from .base import GROWTH, RolloutResult, finalize, with_moments
 from .linear import LinearPlant
 
-__all__ = ["MIN_STEPS", "NoisyLinearPlant"]
+__all__ = ["MAX_STEPS", "MIN_STEPS", "NoisyLinearPlant"]
 
 #: Fewest grid steps of a rollout.
 MIN_STEPS = 64
+#: Most grid steps of a rollout (beyond, its gain counts as blown up: see ``rollout``).
+MAX_STEPS = 2**20
 _CHUNK = 2**20  # grid states held at once (floats) for the sums of outer products
 
 
@@ -90,8 +92,11 @@ class NoisyLinearPlant(LinearPlant):
         self.rng = rng
 
     def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False) -> RolloutResult:
-        """As :meth:`LinearPlant.rollout`, with the noise drawn from :attr:`rng` (per rollout: the
-        process noise of each step, then the measurement samples, in time order)."""
+        """As :meth:`LinearPlant.rollout`, with the noise drawn from :attr:`rng` (chunk by chunk of grid
+        steps: the chunk's process noise, then the measurement samples as they fall due).
+
+        A rollout whose closed loop would need more than :data:`MAX_STEPS` grid steps (``||F|| tau / theta``:
+        a time constant below ``tau / 1e5``, or a non-finite gain) is not simulated and counts as blown up."""
         if not (tau > 0 and math.isfinite(tau)):
             raise ValueError(f"tau must be a finite number > 0, got {tau}")
         x0 = np.atleast_2d(np.asarray(x0, dtype=float))
@@ -101,8 +106,13 @@ class NoisyLinearPlant(LinearPlant):
         with_v = self._V_sqrt is not None
         with np.errstate(all="ignore"):
             F, C, Wz = augmented(self.problem, K, with_v)
-            norm = float(np.max(np.abs(F).sum(axis=2)))
-            norm = norm if math.isfinite(norm) else 1e300
+            norms = np.abs(F).sum(axis=2).max(axis=1)
+            wild = ~(norms * tau <= MAX_STEPS * self.theta)  # NaN too
+            if wild.any():  # simulated at K0 instead (a stand-in), reported blown up
+                K = np.where(wild[:, None, None], np.asarray(self.problem.K0), K)
+                F, C, Wz = augmented(self.problem, K, with_v)
+                norms = np.abs(F).sum(axis=2).max(axis=1)
+            norm = float(np.max(norms))
             if with_v:  # each sampling instant a grid point; the horizon may end inside a step
                 assert self._dt is not None
                 per = max(1, math.ceil(norm * self._dt / self.theta), math.ceil(MIN_STEPS * self._dt / tau))
@@ -125,7 +135,7 @@ class NoisyLinearPlant(LinearPlant):
             xT = z[:, :n]
             # blown up: grown GROWTH times beyond x0 -- or beyond the initial spread, since noise moves x0 = 0
             grow = np.sum(xT * xT, axis=1) > GROWTH**2 * (np.sum(x0 * x0, axis=1) + self._spread)
-            bad = grow | ~np.isfinite(xT).all(axis=1)
+            bad = grow | ~np.isfinite(xT).all(axis=1) | wild
             res = finalize(cost, bad)
         return with_moments(res, Sz[:, :n, :n], xT) if moments else res
 
