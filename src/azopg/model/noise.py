@@ -44,7 +44,7 @@ from ..errors import NotStabilizingError, ProblemError
 from .problem import LQRProblem
 
 __all__ = ["Segment", "augmented", "average_cost", "average_cost_gradient", "expected_cost", "gramian",
-           "noise_optimal_gain", "segment"]
+           "noise_optimal_gain", "sampled", "segment"]
 
 _THETA = 0.5  # bound on ||F h|| (inf-norm) of a short step
 _STEP = 1e-30  # complex step
@@ -190,20 +190,26 @@ def expected_cost(problem: LQRProblem, K: Any, tau: float, x0_cov: Any = None) -
     full = int(full)
     if rest <= 1e-12 * tau and full > 0:
         rest = 0.0
-    total = 0.0 + 0.0j if np.iscomplexobj(Kb) else 0.0
+    total: Any = 0.0
     Sx = Om.astype(Kb.dtype)
-    if full:
-        seg = segment(F, C, Wz, dt)
-        Phi, M, Qd, c = seg.Phi[0], seg.M[0], seg.Qd[0], seg.c[0]
-        Pxx, Pxv = Phi[:n, :n], Phi[:n, n:]
-        drive = Pxv @ V @ Pxv.T + Qd[:n, :n]
-        for _ in range(full):
-            total += np.trace(M[:n, :n] @ Sx) + np.trace(M[n:, n:] @ V) + c
-            Sx = Pxx @ Sx @ Pxx.T + drive
+    if full:  # the sampling intervals, each a Segment of x alone (v drawn afresh), composed in log2 steps
+        seg = sampled(segment(F, C, Wz, dt), V).times(full)
+        total = np.trace(seg.M[0] @ Sx) + seg.c[0]
+        Sx = seg.Phi[0] @ Sx @ seg.Phi[0].T + seg.Qd[0]
     if rest > 0:
         seg = segment(F, C, Wz, rest)
         total += np.trace(seg.M[0, :n, :n] @ Sx) + np.trace(seg.M[0, n:, n:] @ V) + seg.c[0]
     return _real(total)
+
+
+def sampled(seg: Segment, V: np.ndarray) -> Segment:
+    """The segment of one sampling interval as a map of ``x`` alone: ``v ~ N(0, V)`` drawn at its start,
+    independent of ``x``, enters the drive (``Phi_xv V Phi_xv' + Qd_xx``) and the constant
+    (``tr(M_vv V) + c``); with it the intervals compose like any segments."""
+    n = V.shape[0]
+    Pxv = seg.Phi[:, :n, n:]
+    return Segment(seg.Phi[:, :n, :n], Pxv @ V @ Pxv.swapaxes(1, 2) + seg.Qd[:, :n, :n], seg.M[:, :n, :n],
+                   np.einsum("bij,ji->b", seg.M[:, n:, n:], V) + seg.c, seg.h)
 
 
 def _real(x: Any) -> Any:
@@ -241,12 +247,10 @@ def average_cost(problem: LQRProblem, K: Any) -> Any:
         P = _lyap(Acl.T, Qk)
         return _real(np.trace(P @ W))
     assert dt is not None
-    n = problem.n
     F, C, Wz = augmented(problem, Kb, True)
-    seg = segment(F, C, Wz, dt)
-    Phi, M, Qd = seg.Phi[0], seg.M[0], seg.Qd[0]
-    Sx = _dlyap(Phi[:n, :n], Phi[:n, n:] @ V @ Phi[:n, n:].T + Qd[:n, :n])
-    return _real((np.trace(M[:n, :n] @ Sx) + np.trace(M[n:, n:] @ V) + seg.c[0]) / dt)
+    seg = sampled(segment(F, C, Wz, dt), V)
+    Sx = _dlyap(seg.Phi[0], seg.Qd[0])
+    return _real((np.trace(seg.M[0] @ Sx) + seg.c[0]) / dt)
 
 
 def _lyap(A: np.ndarray, C: np.ndarray) -> np.ndarray:
