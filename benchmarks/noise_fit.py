@@ -4,8 +4,9 @@ Rollouts of ``K0 + D`` (``D = r N(0, 1)`` per rollout) on the noisy exact plant
 (:class:`azopg.plants.noisy.NoisyLinearPlant`, ``W = w I``), each cut into ``--intervals`` intervals
 of a horizon ``--tau``; prints, per number of rollouts, the median over seeds of the relative error
 ``||P_hat - P||_F / ||P||_F`` in the value matrix of ``K0`` and of ``|tr(P_hat W) - tr(PW)| / tr(PW)``,
-for :func:`~azopg.method.instrumented.least_squares_fit` and
-:func:`~azopg.method.instrumented.instrumented_fit`. A biased fit's error levels off as rollouts grow;
+for :func:`~azopg.method.instrumented.least_squares_fit` (LS) and
+:func:`~azopg.method.instrumented.instrumented_fit`, just identified (IV) and over-identified (2SLS).
+A biased fit's error levels off as rollouts grow;
 a consistent one keeps falling like ``1/sqrt(rollouts)``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/noise_fit.py [--problem he1] [--w 0.01,0.1]
@@ -58,22 +59,25 @@ def main() -> None:
     P = problem.value_matrix(K)
     print(f"{problem.name} at K0: {args.intervals} intervals of {args.tau / args.intervals:g} s per rollout, "
           f"D = {args.r:g} N(0, 1), median of {args.seeds} seeds")
-    print(f"{'w':>6} {'rollouts':>8} {'LS err P':>9} {'IV err P':>9} {'LS err trPW':>12} {'IV err trPW':>12}")
+    print(f"{'w':>6} {'rollouts':>8} {'LS err P':>9} {'IV err P':>9} {'2SLS err P':>11} {'LS err trPW':>12} "
+          f"{'IV err trPW':>12} {'2SLS err trPW':>14}")
     for w in (float(s) for s in args.w.split(",")):
         W = w * np.eye(problem.n)
         plant = NoisyLinearPlant(problem.with_noise(W=W))
         trPW = float(np.trace(P @ W))
         for b in (int(s) for s in args.rollouts.split(",")):
-            errs: dict[str, list[tuple[float, float]]] = {"ls": [], "iv": []}
+            errs: dict[str, list[tuple[float, float]]] = {"ls": [], "iv": [], "2sls": []}
             for seed in range(args.seeds):
                 data = interval_data(plant, K, b, args.intervals, args.tau, args.r, seed)
-                for key, fit in (("ls", least_squares_fit), ("iv", instrumented_fit)):
-                    ev = fit(*data, args.tau / args.intervals, problem.R)
+                dt = args.tau / args.intervals
+                for key, ev in (("ls", least_squares_fit(*data, dt, problem.R)),
+                                ("iv", instrumented_fit(*data, dt, problem.R)),
+                                ("2sls", instrumented_fit(*data, dt, problem.R, overidentify=True))):
                     errs[key].append((float(np.linalg.norm(ev.P - P) / np.linalg.norm(P)),
                                       abs(ev.trPW - trPW) / trPW))
             med = {k: [statistics.median(e[i] for e in v) for i in range(2)] for k, v in errs.items()}
-            print(f"{w:6g} {b:8d} {med['ls'][0]:9.3f} {med['iv'][0]:9.3f} {med['ls'][1]:12.3f} {med['iv'][1]:12.3f}",
-                  flush=True)
+            print(f"{w:6g} {b:8d} {med['ls'][0]:9.3f} {med['iv'][0]:9.3f} {med['2sls'][0]:11.3f} {med['ls'][1]:12.3f} "
+                  f"{med['iv'][1]:12.3f} {med['2sls'][1]:14.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -34,25 +34,27 @@ def intervals(plant, rollouts: int, count: int, dt: float, seed: int) -> list[np
     return [np.concatenate([o[i] for o in out]) for i in range(5)]
 
 
-def test_both_fits_are_exact_without_noise() -> None:
+def test_the_fits_are_exact_without_noise() -> None:
     p = base()
     data = intervals(LinearPlant(p), 20, 5, 0.4, seed=1)
     P, E = p.value_matrix(K), p.E(K)
-    for fit in (instrumented_fit, least_squares_fit):
-        ev = fit(*data, 0.4, p.R)
+    for ev in (instrumented_fit(*data, 0.4, p.R), instrumented_fit(*data, 0.4, p.R, overidentify=True),
+               least_squares_fit(*data, 0.4, p.R)):
         np.testing.assert_allclose(ev.P, P, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(ev.E, E, rtol=1e-7, atol=1e-9)
         assert abs(ev.trPW) <= 1e-7 * np.trace(P)
 
 
-def test_instrumented_fit_is_unbiased_where_least_squares_is_not() -> None:
+@pytest.mark.parametrize("overidentify", [False, True])
+def test_instrumented_fit_is_unbiased_where_least_squares_is_not(overidentify: bool) -> None:
     """The test: ``|tr(P_hat Omega) - tr(P Omega)| <= 4 se`` (the robust standard error of the fit).
 
     Power: the data (3000 rollouts x 10 intervals, ``W = 0.05 Omega``) give ``se <= 0.89 %`` of
     ``tr(P Omega)`` (asserted), so a fit biased by 5 % sits more than 5.6 standard errors off and
     fails the test with probability >= 0.95; an unbiased fit fails it with probability 6e-5.
     Plain least squares (bias about -6 % here, from the disturbance shared by ``x_{j+1}``, ``S_j``
-    and the Ito term) fails it; the instrumented fit passes, and also estimates ``tr(PW)``."""
+    and the Ito term) fails it; the instrumented fit passes, just identified or over-identified, and also
+    estimates ``tr(PW)``."""
     p = base()
     Om = np.array(p.x0_cov)
     W = 0.05 * Om
@@ -66,7 +68,7 @@ def test_instrumented_fit_is_unbiased_where_least_squares_is_not() -> None:
         assert se <= 0.0089 * g0
         return (float(np.trace(ev.P @ Om)) - g0) / se
 
-    iv, ls = instrumented_fit(*data, 0.5, p.R), least_squares_fit(*data, 0.5, p.R)
+    iv, ls = instrumented_fit(*data, 0.5, p.R, overidentify=overidentify), least_squares_fit(*data, 0.5, p.R)
     assert abs(z(iv)) <= 4.0
     assert abs(z(ls)) > 4.0
     cov = iv.cov[-1, -1] ** 0.5
