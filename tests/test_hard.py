@@ -48,6 +48,7 @@ def test_same_seed_same_system_other_seed_other_system():
 def test_unscaled_defaults_are_well_conditioned_and_valid():
     p = hard_system(5, 2)
     np.testing.assert_array_equal(p.x0_cov, np.eye(5))
+    assert np.sum(np.linalg.eigvals(p.A).real > 0) == 2  # m unstable open-loop modes (module docstring)
     P, X, _ = balanced(p)
     assert np.linalg.cond(P) == pytest.approx(1e3, rel=1e-6)
     assert np.linalg.cond(X) == pytest.approx(1e3, rel=1e-6)

@@ -8,10 +8,14 @@ matrix and the state covariance share eigenvectors:
 
 with ``a_i = -1 / (2 x_i)`` (so ``(A-BK*) X* + X* (A-BK*)' + I = 0``) and ``S``
 skew-symmetric 2x2 blocks that turn pairs of equal ``(a, p, x)`` into lightly damped
-oscillations.  The input matrix ``B = U diag(p x)^-1/2 G / sqrt(2)`` (``G`` with
-orthonormal columns) keeps ``Q = U diag(p / x) U' - P* B B' P*`` positive definite,
-``R = I`` and ``K* = B' P*``; then ``(A, B, Q, R)`` has the stabilizing Riccati
-solution ``P*`` exactly.  Finally the states are rescaled, ``x = D z``: ``A -> D A D^-1``,
+oscillations.  The input matrix ``B = U diag(p x)^-1/2 G sqrt(3)/2`` (``G`` with
+orthonormal columns) keeps ``Q = U diag(p / x) U' - P* B B' P*`` positive definite
+(``diag(p/x)^1/2 (I - 3/4 G G') diag(p/x)^1/2`` in the basis ``U``), ``R = I`` and
+``K* = B' P*``; then ``(A, B, Q, R)`` has the stabilizing Riccati solution ``P*`` exactly.
+Without the slow pairs, ``A = A_cl + B K*`` is similar to
+``diag(x)^-1/2 (G G' 3/4 - I/2) diag(x)^-1/2``: ``m`` unstable and ``n - m`` stable
+open-loop modes (the factor ``1/2`` instead of ``3/4`` would leave ``m`` modes at exactly 0).
+Finally the states are rescaled, ``x = D z``: ``A -> D A D^-1``,
 ``B -> D B``, ``Q -> D^-1 Q D^-1``, ``Omega = D^2`` (the cost of every gain is kept), so
 ``cond(D P* D) = cond_P`` and ``cond(D^-1 X* D^-1) = cond_X`` while the entries of ``P*``
 and ``X*`` spread over the decades of ``D``.
@@ -83,7 +87,7 @@ def hard_system(n: int, m: int, seed: int = 0, *, cond_P: float = 1e3, cond_X: f
     for j in range(nk, n, 2):
         omega = abs(a[j]) * np.sqrt(1.0 - damping**2) / damping
         T[j, j + 1], T[j + 1, j] = omega, -omega
-    Bz = U @ (G / np.sqrt(2.0 * p * x)[:, None])
+    Bz = U @ (G * (np.sqrt(0.75 / (p * x)))[:, None])
     Pz = (U * p) @ U.T
     Kz = Bz.T @ Pz
     Az = U @ T @ U.T + Bz @ Kz
