@@ -12,6 +12,11 @@ is judged with scipy alone, not the library's oracle: ``X`` from ``solve_continu
 step the rule was at (``alpha``), and the condition numbers of the policy-iteration fits
 (smallest and largest seen; ``inf`` = a fit refused), measured by wrapping the rollout
 buffer's solver.
+
+``--balance`` (a diagnosis) trains on the same problem in states ``x' = D x``,
+``D = diag(X(K0))^-1/2`` (every state of unit variance under ``K0``; a learner could measure
+this from its rollouts), and judges the gain mapped back: a unit-invariant learner would print
+the same row as without it.
 """
 
 from __future__ import annotations
@@ -55,12 +60,21 @@ def independent_check(p: azopg.LQRProblem, K: np.ndarray) -> tuple[float, float]
     return float(np.trace(P @ p.x0_cov)) / J_opt - 1.0, float(np.linalg.norm(K - Ks) / np.linalg.norm(Ks))
 
 
+def balanced(p: azopg.LQRProblem, d: np.ndarray) -> azopg.LQRProblem:
+    """``p`` in states ``D x`` (``D = diag(d)``): the same problem in other units (``K -> K D^-1``)."""
+    if np.all(d == 1):
+        return p
+    return azopg.LQRProblem(d[:, None] * p.A / d[None, :], d[:, None] * p.B, p.Q / np.outer(d, d), p.R,
+                            x0_cov=np.outer(d, d) * p.x0_cov, K0=p.K0 / d[None, :], name=p.name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-time", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target-gap", type=float, default=1e-6)
     ap.add_argument("--problems", default=",".join(azopg.problem_names("carex")))
+    ap.add_argument("--balance", action="store_true", help="train in states D x, D = diag(X(K0))^-1/2 (diagnosis)")
     args = ap.parse_args()
     print(f"default settings, serial backend, seed {args.seed}, target gap {args.target_gap:g}, "
           f"budget {args.max_time:g} s, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
@@ -68,13 +82,14 @@ def main() -> None:
           f"{'status':<11} {'upd':>4} {'rej':>4} {'ill':>4} {'fit cond min..max':>19}")
     for name in args.problems.split(","):
         p = azopg.get_problem(name)
+        d = 1 / np.sqrt(np.diag(p.state_covariance(p.K0))) if args.balance else np.ones(p.n)
         CONDITIONS.clear()
         try:
-            r = azopg.train(p, seed=args.seed, max_time=args.max_time, target_gap=args.target_gap)
+            r = azopg.train(balanced(p, d), seed=args.seed, max_time=args.max_time, target_gap=args.target_gap)
         except azopg.AzopgError as exc:
             print(f"{name:<13} {p.n:>3} {p.m:>3} refused: {exc}", flush=True)
             continue
-        gap, err = independent_check(p, r.K)
+        gap, err = independent_check(p, r.K * d[None, :])
         ev = Counter(h.event for h in r.history)
         rej = ev["check-reject"] + sum(v for k, v in ev.items() if k.startswith("rollback"))
         cond = [c for c in CONDITIONS if math.isfinite(c)]
