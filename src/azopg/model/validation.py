@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import AzopgError, ProblemError
 
-__all__ = ["as_matrix", "symmetric_part", "parse_problem", "machine_memory", "require_memory",
+__all__ = ["as_matrix", "symmetric_part", "parse_problem", "parse_noise", "machine_memory", "require_memory",
            "oracle_bytes", "SYM_RTOL", "psd_tolerance"]
 
 #: Relative asymmetry ``max|M - M'| / max|M|`` tolerated in a symmetric matrix.
@@ -33,6 +33,18 @@ def psd_tolerance(M: np.ndarray) -> float:
     """Eigenvalues of a symmetric ``M`` within this of zero are zero to working precision:
     ``100 k eps max|M|`` for ``k x k`` -- relative to ``M``'s own scale."""
     return 100.0 * M.shape[0] * _EPS * float(np.max(np.abs(M)))
+
+
+def is_positive_definite(M: np.ndarray) -> bool:
+    """Whether a symmetric ``M`` is positive definite to working precision, judged on the
+    unit-diagonal ``M / sqrt(d d')`` (``d = diag(M)``), so that the verdict does not depend
+    on the units of the coordinates (``M -> D M D`` for a positive diagonal ``D``)."""
+    d = np.diag(M)
+    if not np.all(d > 0):
+        return False
+    r = np.sqrt(d)
+    S = M / r[:, None] / r[None, :]  # never forms d d' (it over- or underflows at 1e+-300)
+    return float(np.min(np.linalg.eigvalsh(S))) > psd_tolerance(S)
 
 
 def _bad_entry(value: Any) -> str | None:
@@ -153,12 +165,12 @@ def parse_problem(A: Any, B: Any, Q: Any, R: Any, x0_cov: Any, K0: Any) -> dict[
     R = symmetric_part(as_matrix(np.eye(m) if R is None else R, "R", m, m), "R")
     qmin = float(np.min(np.linalg.eigvalsh(Q)))
     rmin = float(np.min(np.linalg.eigvalsh(R)))
-    if rmin <= psd_tolerance(R):
+    if not is_positive_definite(R):
         raise ProblemError(f"R is not positive definite (smallest eigenvalue {rmin:.3g}, "
                            f"largest entry {float(np.max(np.abs(R))):.3g})")
     cov = symmetric_part(as_matrix(np.eye(n) if x0_cov is None else x0_cov, "x0_cov", n, n), "x0_cov")
     cmin = float(np.min(np.linalg.eigvalsh(cov)))
-    if cmin <= psd_tolerance(cov):
+    if not is_positive_definite(cov):
         raise ProblemError(f"x0_cov is not positive definite (smallest eigenvalue {cmin:.3g})")
     if K0 is not None:
         K0 = as_matrix(K0, "K0", m, n)
@@ -170,6 +182,45 @@ def parse_problem(A: Any, B: Any, Q: Any, R: Any, x0_cov: Any, K0: Any) -> dict[
                            "beyond 1.8e308 (rescale the states, inputs or weights)")
     return {"A": A, "B": B, "Q": Q, "R": R, "x0_cov": cov, "K0": K0,
             "q_min": qmin if qmin < -psd_tolerance(Q) else None}
+
+
+def parse_noise(n: int, process_noise: Any, measurement_noise: Any,
+                measurement_dt: Any) -> tuple[np.ndarray | None, np.ndarray | None, float | None]:
+    """Check the noise of a problem (see :mod:`azopg.model.noise`): the process-noise intensity ``W``
+    and the measurement-noise covariance ``V`` (each ``None`` or a symmetric positive semi-definite
+    ``n x n`` matrix; an all-zero matrix is taken as ``None``) and the sampling interval ``delta`` of the
+    measurement noise (a finite number > 0, required with ``V`` and only with it).
+
+    Raises
+    ------
+    ProblemError
+        On malformed noise data.
+    """
+    out: list[np.ndarray | None] = []
+    for value, name in ((process_noise, "process_noise"), (measurement_noise, "measurement_noise")):
+        if value is None:
+            out.append(None)
+            continue
+        M = symmetric_part(as_matrix(value, name, n, n), name)
+        if not np.any(M):
+            out.append(None)
+            continue
+        low = float(np.min(np.linalg.eigvalsh(M)))
+        if low < -psd_tolerance(M):
+            raise ProblemError(f"{name} is not positive semi-definite (smallest eigenvalue {low:.3g})")
+        out.append(M)
+    W, V = out
+    if V is None:
+        if measurement_dt is not None and measurement_noise is None:
+            raise ProblemError("measurement_dt is given without measurement_noise")
+        return W, None, None
+    if measurement_dt is None:
+        raise ProblemError("measurement_noise needs measurement_dt, the sampling interval of the noisy "
+                           "measurement (seconds > 0)")
+    if isinstance(measurement_dt, (bool, np.bool_)) or not isinstance(measurement_dt, (int, float, np.number)) \
+            or not (np.isfinite(measurement_dt) and measurement_dt > 0):
+        raise ProblemError(f"measurement_dt must be a finite number > 0, got {measurement_dt!r}")
+    return W, V, float(measurement_dt)
 
 
 def machine_memory() -> int:
