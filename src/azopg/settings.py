@@ -117,6 +117,15 @@ class Settings:
         Tasks each worker holds at once in the asynchronous loop, all computed at the gain of
         when they were handed out (``ray`` backend only; its default 2: one Ray call carries
         them together, halving Ray's cost per update, at about twice the delay). Others: 1.
+    plain : bool
+        Run the paper's rule exactly as published (:mod:`azopg.method.plain`): ``alpha``, ``r``,
+        ``tau`` and ``N`` fixed for the whole run (those not given are calibrated once at ``K0``
+        and then frozen; the calibration's trial step is not applied), no rollout checks, no
+        rollback, no step growth, no horizon doubling, no radius shrinking. An estimate any of
+        whose rollouts blew up is skipped (no update) and counted (``stats["blown_estimates"]``,
+        a ``skip-blowup`` history row). The run returns its last gain. Only the paper's
+        estimators (``method`` ``two-point`` or ``one-point``; ``auto`` means ``two-point``) with
+        ``staleness="constant"``.
     """
 
     seed: int = 0
@@ -143,6 +152,7 @@ class Settings:
     cost_noise: float = 0.0
     ray_address: str | None = None
     depth: int | None = None
+    plain: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -175,6 +185,17 @@ class Settings:
             raise SettingsError(f"ray_address must be HOST:PORT or 'auto', got {addr!r}")
         if self.staleness not in ("constant", "inverse"):
             raise SettingsError(f"staleness must be 'constant' or 'inverse', got {self.staleness!r}")
+        if not isinstance(self.plain, bool):
+            raise SettingsError(f"plain must be true or false, got {self.plain!r}")
+        if self.plain:
+            if self.method == "auto":
+                self.method = "two-point"  # the paper's estimator
+            if self.method not in ("two-point", "one-point"):
+                raise SettingsError(f"plain runs the paper's AZOPG rule: method must be two-point or one-point, "
+                                    f"got {self.method!r}")
+            if self.staleness != "constant":
+                raise SettingsError("plain runs the paper's rule with a constant step: staleness must be "
+                                    f"'constant', got {self.staleness!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""

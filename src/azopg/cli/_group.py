@@ -20,7 +20,7 @@ OPTION_OF = {  # Settings field -> CLI option, for error messages
     "seed": "--seed", "workers": "--workers", "max_delay": "--max-delay",
     "rollout_latency": "--rollout-latency", "method": "--method", "check_every": "--check-every",
     "task_timeout": "--task-timeout", "cost_noise": "--cost-noise", "ray_address": "--ray-address",
-    "depth": "--depth",
+    "depth": "--depth", "plain": "--plain",
     "out_dir": "--out",
 }
 

@@ -36,7 +36,16 @@ __all__ = ["Progress", "train"]
               help="Directions per gradient estimate (2N rollouts).  [default: ceil(mn/2W)]")
 @click.option("--r", "r", type=float, default=None, help="Smoothing radius.  [default: calibrated]")
 @click.option("--tau", type=float, default=None, help="Rollout horizon.  [default: grown until the tail is negligible]")
-@click.option("--step", type=float, default=None, help="Initial step size.  [default: line search]")
+@click.option("--step", type=float, default=None,
+              help="Initial step size (with --plain: the step of every update).  [default: line search]")
+@click.option("--plain", is_flag=True,
+              help="The paper's rule exactly as published: K <- K - alpha g for every estimate as it arrives, with "
+              "alpha, r, tau and N fixed (those not given by --step, --r, --tau, --batch calibrated once at K0, "
+              "then frozen); no rollout checks, rollback, step growth or horizon doubling. An estimate any of "
+              "whose rollouts blew up is skipped (no update) and counted: stats.blown_estimates in result.json, "
+              "a skip-blowup row in history.csv; after 20 W in a row (the gain destabilized) the run stops, status "
+              "blown_up. The run returns its last gain (even if costlier than K0). "
+              "Only with --method two-point or one-point (auto: two-point).")
 @click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
               "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
@@ -113,10 +122,12 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool, env_name: str | None,
           env_kwargs: str | None, K0_text: str | None, R_text: str | None, eval_text: str | None,
           episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None,
-          process_noise: float, measurement_noise: float, measurement_dt: float) -> None:
+          process_noise: float, measurement_noise: float, measurement_dt: float, plain: bool) -> None:
     """Learn a gain for a problem (or a gymnasium environment, --env) and write DIR/result.json,
     history.csv, arrivals.csv, problem.json, convergence.png and responses.png (checkpoint.json and
-    the logs are kept up to date during the run, for --resume)."""
+    the logs are kept up to date during the run, for --resume). SIGINT or SIGTERM stops the run at
+    once: workers stopped, result.json ("status": "interrupted") and the logs written, no plots; exit
+    code 130 or 143."""
     from ..run.output import write_run
     from ..run.rundir import claim
     from ..run.train import train as run_train
@@ -165,7 +176,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                              workers=workers, max_delay=max_delay, staleness=staleness,
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
                              task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address,
-                             depth=depth)
+                             depth=depth, plain=plain)
         backend = parse_backend(backend, workers, ray_address)
         _ = problem is None or problem.optimal_cost  # fail early if the Riccati equation has no solution
         out = claim(out_dir, overwrite=overwrite)  # only now, with the input checked, is --out touched
@@ -177,7 +188,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                                    progress=bar.update, out_dir=out, judge=problem, env=spec.to_dict())
             else:
                 result = run_train(problem, settings, backend=backend, progress=bar.update, out_dir=out)
-    files = write_run(out.path, result)
+    files = write_run(out.path, result, plot=result.status != "interrupted")  # stopped: exit promptly, no plots
     click.echo(
         f"{result.problem}: {result.status} after {result.updates} updates, {result.rollouts} rollouts, "
         f"{result.wall_time_s:.2f} s (no exact oracle; --judge PROBLEM reports the gap)"
@@ -187,6 +198,9 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
         f"(cost {result.cost:.6g}, optimum {result.optimal_cost:.6g}) after {result.updates} updates, "
         f"{result.rollouts} rollouts, {result.wall_time_s:.2f} s"
     )
+    if result.stats.get("blown_estimates"):
+        click.echo(f"{result.stats['blown_estimates']} estimates blew up"
+                   + (" and were skipped (--plain)" if result.settings.get("plain") else ""))
     if out.path / "result.json" not in files:  # the gain must not be lost with the file
         click.echo(f"K = {result.K.tolist()}")
     click.echo("wrote " + (", ".join(str(f) for f in files) or "nothing"))

@@ -22,6 +22,7 @@ from ..settings import Settings
 from .calibration import calibrate, search_step
 from .discrete import start_tau
 from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
+from .plain import PlainGuards
 from .safeguards import CHECK_SAMPLES, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
@@ -92,7 +93,8 @@ class UpdateRule:
         self.tuning = Tuning(tau=s.tau or start_tau(self.discrete_time), r=s.r or 0.0, alpha=s.step or 0.0, N=N)
         self.max_delay = s.max_delay or 4 * s.workers * (s.depth or 1) + 4
         self.stats = Stats()
-        self.safeguards = Safeguards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
+        guards = PlainGuards if s.plain else Safeguards  # plain: the paper's rule, no safeguards
+        self.safeguards = guards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
         self.observer: Observer = observer or _Silent()
         self._keep_all_gains = keep_all_gains
         self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
@@ -194,7 +196,8 @@ class UpdateRule:
             # too stale, or computed on a branch that a rollback discarded
             self.stats.dropped += 1
             self.log("drop", delay, rep.worker, rep.version)
-        elif not math.isfinite(rep.center_cost):
+        elif self.safeguards.blown_estimate(rep):
+            self.stats.blown_estimates += 1
             self.safeguards.blown(self, rep, delay)
         else:
             self._tell(rep, delay)
@@ -211,10 +214,10 @@ class UpdateRule:
                     return
         est = [rep for rep in reports if rep.kind != "evaluate"]
         self.stats.delay_count += len(est)
-        good = [rep for rep in est if math.isfinite(rep.center_cost)]
-        if est and not good:
-            self.safeguards.blown(self, est[0], 0)
-        elif good:
+        good = [rep for rep in est if not self.safeguards.blown_estimate(rep)]
+        self.stats.blown_estimates += len(est) - len(good)
+        self.safeguards.blown_round(self, est, good)
+        if good:
             self._tell_round(good)
 
     def worker_lost(self, worker: int, tasks: list[Task]) -> None:
@@ -292,7 +295,7 @@ class UpdateRule:
                         r=self.tuning.r, alpha=self.tuning.alpha)
         self.tuning.tau, self.tuning.r, self.tuning.alpha = cal.tau, cal.r, cal.alpha
         self.safeguards.anchor_cost = cal.f0
-        if cal.K1 is not None:
+        if cal.K1 is not None and not self.safeguards.plain:  # plain: every update is the rule's own
             self.new_version(cal.K1)
             self.safeguards.move_anchor(self.K.copy(), cal.cost1, self.version)
             self.stats.updates += 1
@@ -334,9 +337,10 @@ class UpdateRule:
         the anchor if interrupted, else whichever of the two a last rollout check finds
         cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
         returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
-        significantly cheaper than ``K0`` itself; else ``K0`` is."""
+        significantly cheaper than ``K0`` itself; else ``K0`` is. In plain mode (the paper's
+        rule, :mod:`~.plain`): always the current gain."""
         g = self.safeguards
-        if status == "converged":
+        if status == "converged" or g.plain:  # plain: the last iterate, as published
             return self.K.copy()
         if status == "interrupted":
             return g.anchor_K.copy()

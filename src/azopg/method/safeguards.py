@@ -55,7 +55,8 @@ class Guarded(Protocol):
 
 
 class Safeguards:
-    """The anchor (last accepted gain), the checks in flight and the branch of valid versions.
+    """The anchor (last accepted gain), the checks in flight and the branch of valid versions
+    (:class:`~azopg.method.plain.PlainGuards`, with ``Settings.plain``: none of it).
 
     Parameters
     ----------
@@ -65,6 +66,9 @@ class Safeguards:
     check_every : int
         Applied updates between two checks.
     """
+
+    #: Plain mode (the paper's rule without safeguards, :mod:`azopg.method.plain`).
+    plain = False
 
     def __init__(self, K0: np.ndarray, settings: Settings, check_every: int) -> None:
         self.settings = settings
@@ -147,6 +151,10 @@ class Safeguards:
         self.move_anchor(K_checked, rep.cost, rep.version)
         rule.log("check-accept", delay, rep.worker, rep.version)
 
+    def stuck(self) -> bool:
+        """Whether the run cannot go on (plain mode only, :mod:`azopg.method.plain`)."""
+        return False
+
     @property
     def stalled(self) -> bool:
         """Whether checks keep failing: the step has shrunk so far that it no longer helps."""
@@ -167,6 +175,17 @@ class Safeguards:
         self.anchor_serial += 1
 
     # ------------------------------------------------------------- failures
+    def blown_estimate(self, rep: Report) -> bool:
+        """Whether an estimate counts as blown up: every perturbed rollout blew up (one whose
+        samples partly survived averages the survivors)."""
+        return not math.isfinite(rep.center_cost)
+
+    def blown_round(self, rule: Guarded, estimates: list[Report], good: list[Report]) -> None:
+        """A synchronous round's ``estimates`` of which only ``good`` did not blow up: if none
+        did, as :meth:`blown` for the first."""
+        if estimates and not good:
+            self.blown(rule, estimates[0], 0)
+
     def blown(self, rule: Guarded, rep: Report, delay: int) -> None:
         """Every perturbed rollout of an estimate blew up."""
         if rep.version == self.anchor_version:

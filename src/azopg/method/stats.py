@@ -48,6 +48,7 @@ class Stats:
     workers_replaced: int = 0
     lost_tasks: int = 0
     ignored_reports: int = 0
+    blown_estimates: int = 0
 
     def saw_delay(self, delay: int) -> None:
         """Count the staleness of one estimate."""
@@ -65,7 +66,7 @@ class Stats:
             "bytes_received": self.bytes_received,
             "bytes_per_update": self.bytes_received / max(self.updates, 1),
             "workers_replaced": self.workers_replaced, "tasks_lost": self.lost_tasks,
-            "reports_ignored": self.ignored_reports,
+            "reports_ignored": self.ignored_reports, "blown_estimates": self.blown_estimates,
         }
 
     def state(self) -> dict[str, int]:

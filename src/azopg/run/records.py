@@ -86,7 +86,8 @@ class Result:
     wall_time_s : float
     status : str
         ``"converged"`` (every given target -- gap, gain error -- reached), ``"max_updates"``, ``"max_rollouts"``,
-        ``"max_time"`` or ``"interrupted"``.
+        ``"max_time"``, ``"interrupted"`` or, in plain mode, ``"blown_up"`` (every estimate blew up for long:
+        the gain destabilized, see :mod:`azopg.method.plain`).
     settings : dict
         Settings as given, plus the values chosen automatically (``step``: the step size
         at the end of the run).

@@ -37,7 +37,7 @@ CHECKPOINT = "checkpoint.json"
 #: Version of the checkpoint document (2: with the length and sha256 of the logs it counts).
 FORMAT = 2
 #: Statuses of a run that ended on its own (resuming it has nothing to do).
-FINISHED = ("converged", "max_updates", "max_rollouts", "max_time")
+FINISHED = ("converged", "max_updates", "max_rollouts", "max_time", "blown_up")
 #: Every file a run (and ``azopg compare``) writes: what ``overwrite`` removes.
 RUN_FILES = ("result.json", CHECKPOINT, "history.csv", "arrivals.csv", "problem.json", "convergence.png",
              "responses.png", "compare.json")

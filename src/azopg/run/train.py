@@ -69,6 +69,10 @@ def train(
         protocol (then give ``K0`` and a budget).
     settings : Settings, optional
         All settings; or pass them as keyword ``options`` (``seed=1, max_time=30``).
+        ``plain=True`` runs the paper's rule exactly as published: fixed ``alpha``, ``r``,
+        ``tau``, ``N`` (calibrated once at ``K0`` where not given), no checks, no rollback; a
+        blown-up estimate is skipped and counted (see :attr:`Settings.plain <azopg.settings.Settings>`
+        and :mod:`azopg.method.plain`).
     K0 : array_like, optional
         Initial stabilizing gain (default: the problem's ``K0``).
     backend : str
@@ -309,11 +313,11 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
             recorder.save()
         status = LOOPS[policy](rule, executor, should_stop, tick)
         return status, rule.final_gain(status, executor.run), calibrated_at
-    except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor
+    except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor (plain: the gain)
         rule.log("out-of-time" if math.isfinite(calibrated_at) or resumed else "calibration-cut-short")
-        return "max_time", rule.safeguards.anchor_K.copy(), calibrated_at
+        return "max_time", rule.final_gain("interrupted", executor.run), calibrated_at
     except KeyboardInterrupt:
-        return "interrupted", rule.safeguards.anchor_K.copy(), calibrated_at
+        return "interrupted", rule.final_gain("interrupted", executor.run), calibrated_at
 
 
 def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
@@ -350,6 +354,8 @@ def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) ->
         return "max_rollouts"
     if s.max_time is not None and clock() >= s.max_time:
         return "max_time"
+    if rule.safeguards.stuck():
+        return "blown_up"
     return None
 
 
