@@ -22,11 +22,11 @@ from ..settings import Settings
 from .calibration import calibrate, search_step
 from .discrete import start_tau
 from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
-from .safeguards import CHECK_SAMPLES, Safeguards
+from .safeguards import CHECK_SAMPLES, STALL_REJECTS, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
-__all__ = ["Arrival", "FINAL_TASK", "Observer", "STATE_FIELDS", "UpdateRule"]
+__all__ = ["Arrival", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "UpdateRule"]
 
 #: One row of the arrival log: (task_id, worker, kind, version_read, tau, r, N).
 Arrival = tuple[int, int, str, int, float, float, int]
@@ -34,9 +34,12 @@ Arrival = tuple[int, int, str, int, float, float, int]
 Runner = Callable[[Task], Report]
 #: Task ids of the final paired checks under noise start here (far above any id a run issues).
 FINAL_TASK = 2**48
+#: The safeguards' stall counters of :meth:`UpdateRule.state_dict` (checkpoint format 3; a format-2
+#: checkpoint lacks them and resumes with no rejection counted and the first stall limit).
+STALL_FIELDS = ("rejects_in_row", "stall_limit", "anchor_serial")
 #: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
 STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
-                "_since_check", "_branch_start", *(f.name for f in dataclasses.fields(Stats)))
+                "_since_check", "_branch_start", *STALL_FIELDS, *(f.name for f in dataclasses.fields(Stats)))
 
 
 class Observer(Protocol):
@@ -367,12 +370,14 @@ class UpdateRule:
             "K": self.K.tolist(), "anchor_K": g.anchor_K.tolist(), "version": self.version,
             "alpha": t.alpha, "r": t.r, "tau": t.tau, "N": t.N, "check_every": g.check_every,
             "max_delay": self.max_delay, "anchor_cost": g.anchor_cost, "anchor_version": g.anchor_version,
-            "_since_check": g.since_check, "_branch_start": g.branch_start, **self.stats.state(),
+            "_since_check": g.since_check, "_branch_start": g.branch_start, "rejects_in_row": g.rejects_in_row,
+            "stall_limit": g.stall_limit, "anchor_serial": g.anchor_serial, **self.stats.state(),
         }
         return {k: v if not isinstance(v, float) or math.isfinite(v) else repr(v) for k, v in state.items()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` (task ids, versions and update numbers keep rising)."""
+        """Continue from :meth:`state_dict` (task ids, versions and update numbers keep rising; a
+        state without :data:`STALL_FIELDS`, of checkpoint format 2, starts counting rejections afresh)."""
         K = np.array(state["K"], dtype=float)
         if K.shape != (self.m, self.n):
             raise ProblemError(f"checkpoint gain has shape {K.shape}, expected {(self.m, self.n)}")
@@ -386,6 +391,9 @@ class UpdateRule:
         t.alpha, t.r, t.tau, t.N = num("alpha"), num("r"), num("tau"), num("N")
         g.check_every, g.anchor_cost, g.anchor_version = num("check_every"), num("anchor_cost"), num("anchor_version")
         g.since_check, g.branch_start = num("_since_check"), num("_branch_start")
+        g.rejects_in_row = state.get("rejects_in_row", 0)
+        g.stall_limit = state.get("stall_limit", STALL_REJECTS)
+        g.anchor_serial = state.get("anchor_serial", 0)
         g.anchor_K = np.array(state["anchor_K"], dtype=float)
         self.stats.load(state)
         self._gains = OrderedDict({self.version: self.K.copy()})

@@ -26,16 +26,19 @@ import numpy as np
 
 from ..engine.backends import BACKENDS
 from ..errors import AzopgError, SettingsError
-from ..method.rule import STATE_FIELDS
+from ..method.rule import STALL_FIELDS, STATE_FIELDS
 from ..model.problem import LQRProblem, as_matrix
 from ..settings import Settings
 
-__all__ = ["CHECKPOINT", "FINISHED", "FORMAT", "LOCK", "RUN_FILES", "RunDir", "claim", "holds_run", "out_path",
-           "prepare_out_dir", "validate_checkpoint"]
+__all__ = ["CHECKPOINT", "FINISHED", "FORMAT", "FORMATS", "LOCK", "RUN_FILES", "RunDir", "claim", "holds_run",
+           "out_path", "prepare_out_dir", "validate_checkpoint"]
 
 CHECKPOINT = "checkpoint.json"
-#: Version of the checkpoint document (2: with the length and sha256 of the logs it counts).
-FORMAT = 2
+#: Version of the checkpoint document (2: with the length and sha256 of the logs it counts; 3: with the
+#: safeguards' stall counters, :data:`~azopg.method.rule.STALL_FIELDS`).
+FORMAT = 3
+#: The formats this azopg resumes (a format-2 run resumes with no rejected check counted).
+FORMATS = (2, 3)
 #: Statuses of a run that ended on its own (resuming it has nothing to do).
 FINISHED = ("converged", "max_updates", "max_rollouts", "max_time")
 #: Every file a run (and ``azopg compare``) writes: what ``overwrite`` removes.
@@ -214,7 +217,7 @@ def claim(path: str | os.PathLike[str], *, overwrite: bool = False, resume: bool
 # ------------------------------------------------------------------ checkpoint fields
 
 _POSITIVE_FLOATS = ("alpha", "r", "tau")
-_POSITIVE_INTS = ("N", "check_every", "max_delay")
+_POSITIVE_INTS = ("N", "check_every", "max_delay", "stall_limit")
 _MAYBE_INFINITE = ("last_cost", "last_gap")  # inf before the first check; stored as "inf"
 
 
@@ -269,9 +272,10 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
     try:
         if not isinstance(data, dict):
             raise _bad("the document", type(data).__name__, "expected a JSON object")
-        if data.get("format") != FORMAT:
-            raise _bad("format", data.get("format"), f"this azopg reads checkpoints of format {FORMAT} only; a "
-                       "checkpoint of an earlier format cannot be resumed (its result so far is in the logs)")
+        if data.get("format") not in FORMATS:
+            raise _bad("format", data.get("format"), f"this azopg reads checkpoints of formats "
+                       f"{', '.join(map(str, FORMATS))} only; a checkpoint of another format cannot be resumed "
+                       "(its result so far is in the logs)")
         status = data.get("status")
         if not isinstance(status, str) or status not in (*FINISHED, "running", "interrupted", "failed"):
             raise _bad("status", status, "unknown run status")
@@ -317,7 +321,8 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
             if not problem.is_stabilizing(_gain(master[key], f"master.{key}", problem.m, problem.n)):
                 raise SettingsError(f"{CHECKPOINT}: master.{key} does not stabilize the problem "
                                     "(A - B K is not Hurwitz)")
-        for key in (*STATE_FIELDS, "last_cost", "last_gap"):
+        fields = [k for k in STATE_FIELDS if data["format"] >= 3 or k not in STALL_FIELDS]
+        for key in (*fields, "last_cost", "last_gap"):
             field = f"master.{key}"
             if key not in master:
                 raise SettingsError(f"{CHECKPOINT}: {field} is missing")

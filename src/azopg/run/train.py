@@ -249,6 +249,9 @@ def _rule(job: Job, given: Settings, runlog: RunLog, restore: dict[str, Any] | N
         raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
                             "moments=True), see azopg.plants.base)")
     if restore is not None:
+        if restore["format"] < 3:
+            log.warning("azopg: a format-%d checkpoint does not hold how many checks were rejected in a row; the "
+                        "resumed run counts them afresh", restore["format"])
         rule.load_state(restore["master"])
     return rule
 
