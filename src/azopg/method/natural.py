@@ -65,10 +65,7 @@ class Natural(UpdateRule):
 
     def _tell(self, rep: Report, delay: int) -> None:
         self.whitening.add(rep.S, rep.S_count)
-        step = self.tuning.alpha
-        if self.settings.staleness == "inverse":
-            step /= 1.0 + delay / self.settings.workers
-        self._step(-step * self.gradient(rep), delay, rep.worker, rep.version)
+        self._step(-self.stale_step(delay) * self.gradient(rep), delay, rep.worker, rep.version)
 
     def _tell_round(self, reports: list[Report]) -> None:
         for rep in reports:

@@ -146,6 +146,5 @@ class PolicyIteration(UpdateRule):
         if not anchor.blown_up:
             g.anchor_cost = anchor.cost
         self.tuning.alpha = 1.0
-        g.rejects_in_row = 0
-        g.stall_limit *= 2  # back off until a check accepts again (which resets the limit)
+        g.searched(False)  # back off until a check accepts again (which resets the limit)
         self.log("recalibrate")

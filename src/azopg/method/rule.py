@@ -246,6 +246,14 @@ class UpdateRule:
         self.observer.arrival((rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
 
     # ------------------------------------------------------------ updates
+    def stale_step(self, delay: int) -> float:
+        """The step of an estimate of staleness ``delay``: ``alpha``, or with ``staleness="inverse"``
+        ``alpha / (1 + delay / W)``."""
+        step = self.tuning.alpha
+        if self.settings.staleness == "inverse":
+            step /= 1.0 + delay / self.settings.workers
+        return step
+
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         """Make ``K`` the current gain: one applied update."""
         self.new_version(K)
@@ -280,14 +288,20 @@ class UpdateRule:
             rep = dataclasses.replace(rep, grad=self.gradient(rep))
         return rep
 
-    def calibrate(self, run: Runner) -> None:
-        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
-        the line search's step, if it found one, is the first update."""
+    def _timed(self, run: Runner) -> Callable[..., Report]:
+        """:meth:`probe` with ``run`` for a calibration or step search: raises
+        :class:`~azopg.errors.OutOfTime` before a probe once the time budget is spent."""
         def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
             if self.out_of_time():
                 raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
             return self.probe(run, kind, K, tau, r, N, ref=ref)
 
+        return probe
+
+    def calibrate(self, run: Runner) -> None:
+        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
+        the line search's step, if it found one, is the first update."""
+        probe = self._timed(run)
         settings = self.settings
         if not self.line_search and settings.step is None:  # the rule's own initial step is kept
             settings = dataclasses.replace(settings, step=self.tuning.alpha)
@@ -311,12 +325,7 @@ class UpdateRule:
         estimates: a run never gives up silently. Logged as ``recalibrate``."""
         g, t = self.safeguards, self.tuning
         found = False
-
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
-            if self.out_of_time():
-                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
-            return self.probe(run, kind, K, tau, r, N, ref=ref)
-
+        probe = self._timed(run)
         anchor = probe("evaluate", g.anchor_K.copy(), t.tau, t.r, t.N)
         if not anchor.blown_up:
             g.anchor_cost = anchor.cost
@@ -328,8 +337,7 @@ class UpdateRule:
                 g.branch_start = self.version  # estimates in flight were taken on the stalled branch
                 self.stats.updates += 1
                 found = True
-        g.rejects_in_row = 0
-        g.stall_limit = g.stall_limit if found else 2 * g.stall_limit
+        g.searched(found)
         self.log("recalibrate")
 
     def final_gain(self, status: str, run: Runner) -> np.ndarray:

@@ -147,6 +147,12 @@ class Safeguards:
         self.move_anchor(K_checked, rep.cost, rep.version)
         rule.log("check-accept", delay, rep.worker, rep.version)
 
+    def searched(self, found: bool) -> None:
+        """The step was searched afresh (a recalibration): the count of rejections restarts; the
+        limit doubles if no step was ``found`` (the searches back off exponentially)."""
+        self.rejects_in_row = 0
+        self.stall_limit = self.stall_limit if found else 2 * self.stall_limit
+
     @property
     def stalled(self) -> bool:
         """Whether checks keep failing: the step has shrunk so far that it no longer helps."""

@@ -18,8 +18,8 @@ from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 from .paired import noise_factors, paired_measure
 
-__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "evaluation_states", "report_gradient", "run_task",
-           "task_rng"]
+__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "estimate_rollouts", "evaluation_states", "report_gradient",
+           "run_task", "task_rng"]
 
 #: What a task can ask of a worker (see :func:`run_task`).
 TASK_KINDS = ("estimate", "evaluate", "moments")
@@ -156,6 +156,11 @@ class Report:
         return size
 
 
+def estimate_rollouts(method: str, N: int) -> int:
+    """Rollouts of an estimate of ``N`` directions: two per direction (``"two-point"``), else one."""
+    return 2 * N if method == "two-point" else N
+
+
 def task_rng(seed: int, worker: int, task_id: int) -> np.random.Generator:
     """The generator of task ``task_id`` run by ``worker`` in a run seeded ``seed``."""
     return np.random.default_rng([seed, worker, task_id])
@@ -200,7 +205,7 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
              if task.cost_noise > 0 else None)
     moments = task.moments and returns_moments(plant)
     if task.kind == "estimate":
-        require_task_memory(raw, task.N, 2 * task.N if task.method == "two-point" else task.N)
+        require_task_memory(raw, task.N, estimate_rollouts(task.method, task.N))
         est = estimate_gradient(
             plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task.K,
             r=task.r, N=task.N, tau=task.tau,

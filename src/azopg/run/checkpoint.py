@@ -191,10 +191,7 @@ class RunRecorder:
         self.write_error = exc
         log.warning("azopg: cannot write to %s (%s); the run goes on without checkpoints (it cannot be resumed)",
                     self.out, exc.strerror or exc)
-        for fh in self._files:
-            with contextlib.suppress(OSError):
-                fh.close()
-        self._files = []
+        self._close_logs()
 
     def flush(self) -> None:
         """Append the history rows and arrivals logged since the last call, and flush them."""
@@ -241,6 +238,12 @@ class RunRecorder:
             self._failed(exc)
         self._saved = time.monotonic()
 
+    def _close_logs(self) -> None:
+        for fh in self._files:
+            with contextlib.suppress(OSError):
+                fh.close()
+        self._files = []
+
     def maybe_save(self) -> None:
         """:meth:`save` if the last checkpoint is more than :data:`INTERVAL` seconds old."""
         if time.monotonic() - self._saved >= INTERVAL:
@@ -248,10 +251,7 @@ class RunRecorder:
 
     def close(self) -> None:
         """Close the logs and, if this recorder claimed the directory, release it."""
-        for fh in self._files:
-            with contextlib.suppress(OSError):
-                fh.close()
-        self._files = []
+        self._close_logs()
         if self._owns:
             self.run_dir.release()
 

@@ -75,13 +75,19 @@ def prepare_out_dir(path: str | os.PathLike[str], *, files: Sequence[str] = (), 
     if found and not overwrite:
         raise SettingsError(f"--out {str(path)!r} holds {', '.join(found)} of an earlier run; pass --overwrite "
                             "to replace it, or choose another directory")
+    _make_dir(out, f"--out {str(path)!r}")
+    return out
+
+
+def _make_dir(out: Path, named: str) -> None:
+    """Create ``out`` (and its parents) if needed; refuse it unless it is a writable directory
+    (``named``: how messages name it)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SettingsError(f"--out {str(path)!r}: cannot create directory ({exc.strerror})") from None
+        raise SettingsError(f"{named}: cannot create directory ({exc.strerror})") from None
     if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
-        raise SettingsError(f"--out {str(path)!r}: not a writable directory")
-    return out
+        raise SettingsError(f"{named}: not a writable directory")
 
 
 def holds_run(path: str | os.PathLike[str]) -> list[str]:
@@ -185,12 +191,7 @@ def claim(path: str | os.PathLike[str], *, overwrite: bool = False, resume: bool
         if not out.is_dir():
             raise SettingsError(f"{str(out)!r}: {'not a directory' if out.exists() else 'no such directory'}")
     else:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SettingsError(f"{label} {str(out)!r}: cannot create directory ({exc.strerror})") from None
-        if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
-            raise SettingsError(f"{label} {str(out)!r}: not a writable directory")
+        _make_dir(out, f"{label} {str(out)!r}")
     fd = _lock(out, repr(str(out)) if resume else f"{label} {str(out)!r}")
     run = RunDir(out, fd, created)
     try:
