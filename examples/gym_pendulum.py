@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 import azopg
-from azopg.plants.adapters import GymPlant
 from azopg.plants.envs import PendulumEnv
+from azopg.plants.gym import GymPlant
 
 #: Initial states of the final check: theta in {0, +-0.25, +-0.5, +-1} rad, theta_dot in {0, +-1} rad/s.
 CHECK_STATES = np.array([s for s in itertools.product([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0], [-1.0, 0.0, 1.0])

@@ -73,7 +73,7 @@ def run_speedup(problem: LQRProblem, workers: Sequence[int], *, backend: str = "
     """Run every W ``repeats`` times; fill in speedup and efficiency against W = min(workers)."""
     base = base or Settings()
     if backend == "ray":  # one Ray instance (or connection) for every run
-        from ..engine.ray_actors import ray_session
+        from ..engine.ray_session import ray_session
 
         with ray_session(base.ray_address, max(workers)):
             return _run_all(problem, workers, backend, repeats, base, report)
