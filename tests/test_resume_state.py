@@ -19,8 +19,8 @@ class Events:
     def __init__(self) -> None:
         self.rows: list[tuple] = []
 
-    def event(self, rule, name, delay, worker, version_read):
-        self.rows.append((name, rule.version, rule.stats.updates, rule.tuning.alpha, delay, version_read))
+    def event(self, record):
+        self.rows.append(record[:1] + record[2:])  # all but the gain
 
     def arrival(self, row):
         self.rows.append(("arrival", *row))

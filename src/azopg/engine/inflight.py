@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import OutOfTime
+from ..method.kinds import TaskKind
 from ..method.tasks import Report, Task, estimate_rollouts, run_task
 from ..plants.base import Plant
 from .executor import ExecutorBase, WorkerError
@@ -56,7 +57,7 @@ def run_or_fail(plant: Plant, task: Task) -> Report | TaskFailed:
 
 def expected_rollouts(task: Task) -> int:
     """Rollouts a task will run (an upper bound for a check: plants choose their evaluation states)."""
-    if task.kind == "estimate":
+    if task.kind == TaskKind.ESTIMATE:
         return estimate_rollouts(task.method, task.N)
     return 2 * max(int(np.shape(task.K)[-1]), 8)
 

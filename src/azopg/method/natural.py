@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from .kinds import TaskKind
 from .rule import Runner, UpdateRule
 from .tasks import Report, report_gradient
 from .whitening import Factors, Whitening
@@ -90,7 +91,7 @@ class Natural(UpdateRule):
         for v in [v for v in self._factors if v not in self._gains]:
             del self._factors[v]
 
-    def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
+    def probe(self, run: Runner, kind: TaskKind, K: np.ndarray, tau: float | None = None, r: float | None = None,
               N: int | None = None, **paired: Any) -> Report:
         rep = super().probe(run, kind, K, tau, r, N, **paired)
         self.whitening.add(rep.S, rep.S_count)  # the calibration's checks give Xh its first moments

@@ -21,15 +21,15 @@ from ..errors import OutOfTime, ProblemError
 from ..settings import Settings
 from .calibration import calibrate, search_step
 from .discrete import start_tau
+from .kinds import Arrival, Event, EventRecord, TaskKind
 from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
 from .safeguards import CHECK_SAMPLES, STALL_REJECTS, Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
-__all__ = ["Arrival", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "UpdateRule"]
+__all__ = ["Arrival", "Event", "EventRecord", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "TaskKind",
+           "UpdateRule"]
 
-#: One row of the arrival log: (task_id, worker, kind, version_read, tau, r, N).
-Arrival = tuple[int, int, str, int, float, float, int]
 #: Runs one task to completion and returns its report.
 Runner = Callable[[Task], Report]
 #: Task ids of the final paired checks under noise start here (far above any id a run issues).
@@ -45,7 +45,7 @@ STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay",
 class Observer(Protocol):
     """Receives what a rule does, in order (see :class:`azopg.run.history.RunLog`)."""
 
-    def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
+    def event(self, record: EventRecord) -> None:
         """An update, check, drop, rollback, ... happened."""
 
     def arrival(self, row: Arrival) -> None:
@@ -53,7 +53,7 @@ class Observer(Protocol):
 
 
 class _Silent:
-    def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
+    def event(self, record: EventRecord) -> None:
         pass
 
     def arrival(self, row: Arrival) -> None:
@@ -80,6 +80,8 @@ class UpdateRule:
 
     #: Whether calibration chooses the initial step by a line search (else ``tuning.alpha`` is kept).
     line_search = True
+    #: Whether the rule's tasks need a plant that returns state moments (``rollout(..., moments=True)``).
+    needs_moments = False
 
     def __init__(self, K0: np.ndarray, settings: Settings, *, observer: Observer | None = None,
                  keep_all_gains: bool = False, R: np.ndarray | None = None, discrete_time: bool = False) -> None:
@@ -109,7 +111,7 @@ class UpdateRule:
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
         """The rule's next task for ``worker`` (default: an estimate at the current gain)."""
-        return self.issue(worker, "estimate")
+        return self.issue(worker, TaskKind.ESTIMATE)
 
     def _tell(self, rep: Report, delay: int) -> None:
         """Apply one fresh-enough, finite estimate of staleness ``delay``."""
@@ -123,10 +125,10 @@ class UpdateRule:
     def ask(self, worker: int) -> Task:
         """Next task for ``worker``: a check when one is due, else the rule's own."""
         if self.safeguards.check_due():
-            return self.issue(worker, "evaluate")
+            return self.issue(worker, TaskKind.EVALUATE)
         return self._ask(worker)
 
-    def issue(self, worker: int, kind: str, K: np.ndarray | None = None, *, N: int | None = None,
+    def issue(self, worker: int, kind: TaskKind, K: np.ndarray | None = None, *, N: int | None = None,
               tau: float | None = None, r: float | None = None, ref: np.ndarray | None = None,
               pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Task:
         """A new task at the current gain (or at an explicit gain ``K``, version -1; a check of
@@ -136,17 +138,17 @@ class UpdateRule:
         self.stats.tasks += 1
         task_id = self.stats.tasks if task_id is None else task_id
         self._issued[task_id] = (tau, r, N)
-        if kind == "evaluate" and K is None:
+        if kind == TaskKind.EVALUATE and K is None:
             self.safeguards.watch(task_id, self.K.copy(), self._paired_with(self.version))
         return self.make_task(task_id, worker, kind, self.K.copy() if K is None else K,
                               self.version if K is None else -1, tau, r, N, ref=ref, pairs=pairs)
 
-    def make_task(self, task_id: int, worker: int, kind: str, K: np.ndarray, version: int, tau: float, r: float,
+    def make_task(self, task_id: int, worker: int, kind: TaskKind, K: np.ndarray, version: int, tau: float, r: float,
                   N: int, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS) -> Task:
         """The :class:`Task` of these identity and settings (also used by replay to rebuild a task).
         Under measurement noise a check at ``version`` is paired with the anchor of that version."""
         s = self.settings
-        if ref is None and kind == "evaluate" and version >= 0 and s.cost_noise > 0:
+        if ref is None and kind == TaskKind.EVALUATE and version >= 0 and s.cost_noise > 0:
             ref = self._refs[version][1]
         paired: dict[str, Any] = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
         return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
@@ -170,7 +172,7 @@ class UpdateRule:
     def register(self, task: Task) -> None:
         """Record a task built elsewhere (replay)."""
         self._issued[task.task_id] = (task.tau, task.r, task.N)
-        if task.kind == "evaluate":
+        if task.kind == TaskKind.EVALUATE:
             self.safeguards.watch(task.task_id, np.array(task.K), self._paired_with(task.version))
         self.stats.tasks = max(self.stats.tasks, task.task_id)
 
@@ -189,14 +191,14 @@ class UpdateRule:
             return
         self._account(rep)
         delay = self.version - rep.version
-        if rep.kind == "evaluate":
+        if rep.kind == TaskKind.EVALUATE:
             self.safeguards.judge(self, rep, delay)
             return
         self.stats.saw_delay(delay)
         if delay > self.max_delay or self.safeguards.discarded(rep.version):
             # too stale, or computed on a branch that a rollback discarded
             self.stats.dropped += 1
-            self.log("drop", delay, rep.worker, rep.version)
+            self.log(Event.DROP, delay, rep.worker, rep.version)
         elif not math.isfinite(rep.center_cost):
             self.safeguards.blown(self, rep, delay)
         else:
@@ -208,11 +210,11 @@ class UpdateRule:
         for rep in reports:
             self._account(rep)
         for rep in reports:
-            if rep.kind == "evaluate":
+            if rep.kind == TaskKind.EVALUATE:
                 self.safeguards.judge(self, rep, 0)
                 if self.version != rep.version:  # rolled back: the round's estimates are moot
                     return
-        est = [rep for rep in reports if rep.kind != "evaluate"]
+        est = [rep for rep in reports if rep.kind != TaskKind.EVALUATE]
         self.stats.delay_count += len(est)
         good = [rep for rep in est if math.isfinite(rep.center_cost)]
         if est and not good:
@@ -231,7 +233,7 @@ class UpdateRule:
             self.safeguards.forget(task.task_id)
             if task.version >= 0:
                 version_read = min(version_read, task.version)
-        self.log("worker-lost", self.version - version_read, worker, version_read)
+        self.log(Event.WORKER_LOST, self.version - version_read, worker, version_read)
 
     def _unknown(self, rep: Report) -> bool:
         """A report of a task this rule did not issue or has abandoned: ignored."""
@@ -243,7 +245,7 @@ class UpdateRule:
     def _account(self, rep: Report) -> None:
         self.stats.rollouts += rep.rollouts
         self.stats.bytes_received += rep.payload_bytes()
-        self.observer.arrival((rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
+        self.observer.arrival(Arrival(rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
 
     # ------------------------------------------------------------ updates
     def stale_step(self, delay: int) -> float:
@@ -259,7 +261,7 @@ class UpdateRule:
         self.new_version(K)
         self.stats.updates += 1
         self.safeguards.counted()
-        self.log("update", delay, worker, version_read)
+        self.log(Event.UPDATE, delay, worker, version_read)
 
     def new_version(self, K: np.ndarray) -> None:
         """``K`` becomes the gain of the next version (an update or a rollback)."""
@@ -270,12 +272,13 @@ class UpdateRule:
         while len(self._gains) > self.max_delay + 2 and not self._keep_all_gains:
             self._refs.pop(self._gains.popitem(last=False)[0], None)
 
-    def log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
+    def log(self, event: Event, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
         """Tell the observer what happened."""
-        self.observer.event(self, event, delay, worker, version_read)
+        self.observer.event(EventRecord(event, self.K, self.version, self.stats.updates, self.stats.rollouts,
+                                        self.tuning.alpha, delay, worker, version_read))
 
     # ------------------------------------------------- calibration and end
-    def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
+    def probe(self, run: Runner, kind: TaskKind, K: np.ndarray, tau: float | None = None, r: float | None = None,
               N: int | None = None, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS,
               task_id: int | None = None) -> Report:
         """Run one task at gain ``K`` outside the loop (calibration, the final check); an
@@ -284,14 +287,15 @@ class UpdateRule:
         rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
         self._issued.pop(rep.task_id, None)
         self.stats.rollouts += rep.rollouts
-        if kind == "estimate":
+        if kind == TaskKind.ESTIMATE:
             rep = dataclasses.replace(rep, grad=self.gradient(rep))
         return rep
 
     def _timed(self, run: Runner) -> Callable[..., Report]:
         """:meth:`probe` with ``run`` for a calibration or step search: raises
         :class:`~azopg.errors.OutOfTime` before a probe once the time budget is spent."""
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
+        def probe(kind: TaskKind, K: np.ndarray, tau: float, r: float, N: int, *,
+                  ref: np.ndarray | None = None) -> Report:
             if self.out_of_time():
                 raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
             return self.probe(run, kind, K, tau, r, N, ref=ref)
@@ -313,7 +317,7 @@ class UpdateRule:
             self.new_version(cal.K1)
             self.safeguards.move_anchor(self.K.copy(), cal.cost1, self.version)
             self.stats.updates += 1
-        self.log("calibrate")
+        self.log(Event.CALIBRATE)
 
     @property
     def needs_recalibration(self) -> bool:
@@ -326,7 +330,7 @@ class UpdateRule:
         g, t = self.safeguards, self.tuning
         found = False
         probe = self._timed(run)
-        anchor = probe("evaluate", g.anchor_K.copy(), t.tau, t.r, t.N)
+        anchor = probe(TaskKind.EVALUATE, g.anchor_K.copy(), t.tau, t.r, t.N)
         if not anchor.blown_up:
             g.anchor_cost = anchor.cost
             t.alpha, K1, cost1 = search_step(probe, g.anchor_K.copy(), self.settings, t.N, tau=t.tau, r=t.r,
@@ -338,7 +342,7 @@ class UpdateRule:
                 self.stats.updates += 1
                 found = True
         g.searched(found)
-        self.log("recalibrate")
+        self.log(Event.RECALIBRATE)
 
     def final_gain(self, status: str, run: Runner) -> np.ndarray:
         """The gain a run returns: the current one if it reached the target (by the oracle),
@@ -352,7 +356,8 @@ class UpdateRule:
         if status == "interrupted":
             return g.anchor_K.copy()
         if self.settings.cost_noise == 0:
-            return self.K.copy() if g.beats_anchor(self.probe(run, "evaluate", self.K.copy())) else g.anchor_K.copy()
+            rep = self.probe(run, TaskKind.EVALUATE, self.K.copy())
+            return self.K.copy() if g.beats_anchor(rep) else g.anchor_K.copy()
         K = g.anchor_K.copy()
         if not np.array_equal(self.K, K) and self._cheaper(run, self.K, K, CHECK_PAIRS, 0):
             K = self.K.copy()
@@ -364,7 +369,8 @@ class UpdateRule:
         """Whether a paired check finds ``K`` significantly cheaper than ``ref`` (and trusted).
         The check's identity (so its noise) depends on the version only, not on how many tasks
         were in flight when the run stopped: a replay draws the same noise."""
-        rep = self.probe(run, "evaluate", K.copy(), ref=ref, pairs=pairs, task_id=FINAL_TASK + 2 * self.version + i)
+        rep = self.probe(run, TaskKind.EVALUATE, K.copy(), ref=ref, pairs=pairs,
+                         task_id=FINAL_TASK + 2 * self.version + i)
         return (not rep.blown_up and significantly_cheaper(rep.diff, rep.diff_se)
                 and not rep.long_tail(self.settings.tail_tol))
 

@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from ..settings import Settings
+from .kinds import Event
 from .paired import significantly_cheaper
 from .stats import Stats, Tuning
 from .tasks import Report
@@ -51,7 +52,7 @@ class Guarded(Protocol):
 
     def new_version(self, K: np.ndarray) -> None: ...
 
-    def log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None: ...
+    def log(self, event: Event, delay: int = 0, worker: int = -1, version_read: int = -1) -> None: ...
 
 
 class Safeguards:
@@ -120,14 +121,14 @@ class Safeguards:
         if (rep.version <= self.anchor_version and not rep.blown_up) or paired_with != self.anchor_serial:
             # the gain checked is the anchor itself or predates it (a rollback happened while
             # the check was in flight), or it was paired with an anchor since replaced: nothing to judge
-            rule.log("check-stale", delay, rep.worker, rep.version)
+            rule.log(Event.CHECK_STALE, delay, rep.worker, rep.version)
             return
         s = self.settings
         if s.cost_noise > 0 and rep.diff < 0 and not self.beats_anchor(rep) and not rep.blown_up \
                 and not rep.long_tail(s.tail_tol):
             # cheaper, but not significantly: the gain goes on (the difference grows with further
             # descent) while the anchor stays; neither step nor anchor changes
-            rule.log("check-inconclusive", delay, rep.worker, rep.version)
+            rule.log(Event.CHECK_INCONCLUSIVE, delay, rep.worker, rep.version)
             return
         if not self.beats_anchor(rep):
             rule.stats.rejected += 1
@@ -136,7 +137,7 @@ class Safeguards:
             self.rejects_in_row += STALL_REJECTS if unchanged else 1
             if rep.long_tail(s.tail_tol) and s.tau is None:
                 rule.tuning.tau *= 2.0  # a slow or unstable mode: look further
-            self.rollback(rule, rep.worker, rep.version, "check-reject")
+            self.rollback(rule, rep.worker, rep.version, Event.CHECK_REJECT)
             return
         rule.stats.accepted += 1
         self.rejects_in_row = 0
@@ -145,7 +146,7 @@ class Safeguards:
         covered = rep.version - self.anchor_version
         rule.tuning.alpha *= min(GROW ** (covered / self.check_every), MAX_GROW)
         self.move_anchor(K_checked, rep.cost, rep.version)
-        rule.log("check-accept", delay, rep.worker, rep.version)
+        rule.log(Event.CHECK_ACCEPT, delay, rep.worker, rep.version)
 
     def searched(self, found: bool) -> None:
         """The step was searched afresh (a recalibration): the count of rejections restarts; the
@@ -177,12 +178,12 @@ class Safeguards:
         """Every perturbed rollout of an estimate blew up."""
         if rep.version == self.anchor_version:
             rule.tuning.r *= SHRINK  # the anchor is stable: the perturbations were too big
-            rule.log("shrink-r", delay, rep.worker, rep.version)
+            rule.log(Event.SHRINK_R, delay, rep.worker, rep.version)
         else:  # the step destabilized the gain: a failed step, as a rejected check is
             self.rejects_in_row += 1
-            self.rollback(rule, rep.worker, rep.version, "rollback-blowup")
+            self.rollback(rule, rep.worker, rep.version, Event.ROLLBACK_BLOWUP)
 
-    def rollback(self, rule: Guarded, worker: int, version_read: int, event: str) -> None:
+    def rollback(self, rule: Guarded, worker: int, version_read: int, event: Event) -> None:
         """Back to the anchor with half the step; estimates of the discarded branch are dropped."""
         rule.tuning.alpha *= SHRINK
         rule.stats.rollbacks += 1
