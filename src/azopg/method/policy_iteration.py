@@ -130,7 +130,7 @@ class PolicyIteration(UpdateRule):
         if np.array_equal(self.K, self.safeguards.anchor_K):
             self.buffer.clear()
         else:
-            self.safeguards.rollback(self, worker, version_read, Event.ROLLBACK_ILL_CONDITIONED)
+            self.apply_verdict(self.safeguards.rollback(worker, version_read, Event.ROLLBACK_ILL_CONDITIONED))
 
     def calibrate(self, run: Runner) -> None:
         """The shared calibration, then one ``moments`` task at the calibrated gain into the buffer:

@@ -23,7 +23,7 @@ from .calibration import calibrate, search_step
 from .discrete import start_tau
 from .kinds import Arrival, Event, EventRecord, TaskKind
 from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
-from .safeguards import CHECK_SAMPLES, STALL_REJECTS, Safeguards
+from .safeguards import CHECK_SAMPLES, STALL_REJECTS, Safeguards, Verdict
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
@@ -192,7 +192,7 @@ class UpdateRule:
         self._account(rep)
         delay = self.version - rep.version
         if rep.kind == TaskKind.EVALUATE:
-            self.safeguards.judge(self, rep, delay)
+            self.apply_verdict(self.safeguards.judge(rep, delay))
             return
         self.stats.saw_delay(delay)
         if delay > self.max_delay or self.safeguards.discarded(rep.version):
@@ -200,7 +200,7 @@ class UpdateRule:
             self.stats.dropped += 1
             self.log(Event.DROP, delay, rep.worker, rep.version)
         elif not math.isfinite(rep.center_cost):
-            self.safeguards.blown(self, rep, delay)
+            self.apply_verdict(self.safeguards.blown(rep, delay))
         else:
             self._tell(rep, delay)
 
@@ -211,14 +211,14 @@ class UpdateRule:
             self._account(rep)
         for rep in reports:
             if rep.kind == TaskKind.EVALUATE:
-                self.safeguards.judge(self, rep, 0)
+                self.apply_verdict(self.safeguards.judge(rep, 0))
                 if self.version != rep.version:  # rolled back: the round's estimates are moot
                     return
         est = [rep for rep in reports if rep.kind != TaskKind.EVALUATE]
         self.stats.delay_count += len(est)
         good = [rep for rep in est if math.isfinite(rep.center_cost)]
         if est and not good:
-            self.safeguards.blown(self, est[0], 0)
+            self.apply_verdict(self.safeguards.blown(est[0], 0))
         elif good:
             self._tell_round(good)
 
@@ -262,6 +262,21 @@ class UpdateRule:
         self.stats.updates += 1
         self.safeguards.counted()
         self.log(Event.UPDATE, delay, worker, version_read)
+
+    def apply_verdict(self, v: Verdict) -> None:
+        """Apply what the safeguards decided (see :class:`~.safeguards.Verdict`), then log it."""
+        t, delay = self.tuning, v.delay
+        self.stats.rejected += v.rejected
+        self.stats.accepted += v.accepted
+        t.tau *= v.tau
+        t.r *= v.r
+        t.alpha *= v.alpha
+        if v.rollback:
+            self.stats.rollbacks += 1
+            self.new_version(self.safeguards.anchor_K.copy())
+            self.safeguards.rolled_back(self.version)
+            delay = self.version - v.version_read
+        self.log(v.event, delay, v.worker, v.version_read)
 
     def new_version(self, K: np.ndarray) -> None:
         """``K`` becomes the gain of the next version (an update or a rollback)."""
