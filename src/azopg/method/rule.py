@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import OutOfTime, ProblemError
+from ..errors import ProblemError
 from ..settings import Settings
-from .calibration import calibrate, search_step
 from .discrete import start_tau
 from .kinds import Arrival, Event, EventRecord, TaskKind
-from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
+from .lifecycle import FINAL_TASK, Runner, calibrate_rule, choose_final_gain, recalibrate_rule
+from .paired import CHECK_PAIRS
 from .safeguards import CHECK_SAMPLES, STALL_REJECTS, Safeguards, Verdict
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
@@ -30,10 +30,6 @@ from .tasks import Report, Task, report_gradient
 __all__ = ["Arrival", "Event", "EventRecord", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "TaskKind",
            "UpdateRule"]
 
-#: Runs one task to completion and returns its report.
-Runner = Callable[[Task], Report]
-#: Task ids of the final paired checks under noise start here (far above any id a run issues).
-FINAL_TASK = 2**48
 #: The safeguards' stall counters of :meth:`UpdateRule.state_dict` (checkpoint format 3; a format-2
 #: checkpoint lacks them and resumes with no rejection counted and the first stall limit).
 STALL_FIELDS = ("rejects_in_row", "stall_limit", "anchor_serial")
@@ -306,33 +302,9 @@ class UpdateRule:
             rep = dataclasses.replace(rep, grad=self.gradient(rep))
         return rep
 
-    def _timed(self, run: Runner) -> Callable[..., Report]:
-        """:meth:`probe` with ``run`` for a calibration or step search: raises
-        :class:`~azopg.errors.OutOfTime` before a probe once the time budget is spent."""
-        def probe(kind: TaskKind, K: np.ndarray, tau: float, r: float, N: int, *,
-                  ref: np.ndarray | None = None) -> Report:
-            if self.out_of_time():
-                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
-            return self.probe(run, kind, K, tau, r, N, ref=ref)
-
-        return probe
-
     def calibrate(self, run: Runner) -> None:
-        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
-        the line search's step, if it found one, is the first update."""
-        probe = self._timed(run)
-        settings = self.settings
-        if not self.line_search and settings.step is None:  # the rule's own initial step is kept
-            settings = dataclasses.replace(settings, step=self.tuning.alpha)
-        cal = calibrate(probe, self.K.copy(), settings, self.tuning.N, tau=self.tuning.tau,
-                        r=self.tuning.r, alpha=self.tuning.alpha)
-        self.tuning.tau, self.tuning.r, self.tuning.alpha = cal.tau, cal.r, cal.alpha
-        self.safeguards.anchor_cost = cal.f0
-        if cal.K1 is not None:
-            self.new_version(cal.K1)
-            self.safeguards.move_anchor(self.K.copy(), cal.cost1, self.version)
-            self.stats.updates += 1
-        self.log(Event.CALIBRATE)
+        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (:func:`~.lifecycle.calibrate_rule`)."""
+        calibrate_rule(self, run)
 
     @property
     def needs_recalibration(self) -> bool:
@@ -340,54 +312,12 @@ class UpdateRule:
         return self.safeguards.stalled
 
     def recalibrate(self, run: Runner) -> None:
-        """Search the step afresh at the anchor (re-measured at the current horizon), with new
-        estimates: a run never gives up silently. Logged as ``recalibrate``."""
-        g, t = self.safeguards, self.tuning
-        found = False
-        probe = self._timed(run)
-        anchor = probe(TaskKind.EVALUATE, g.anchor_K.copy(), t.tau, t.r, t.N)
-        if not anchor.blown_up:
-            g.anchor_cost = anchor.cost
-            t.alpha, K1, cost1 = search_step(probe, g.anchor_K.copy(), self.settings, t.N, tau=t.tau, r=t.r,
-                                             f0=anchor.cost)
-            if K1 is not None:
-                self.new_version(K1)
-                g.move_anchor(self.K.copy(), cost1, self.version)
-                g.branch_start = self.version  # estimates in flight were taken on the stalled branch
-                self.stats.updates += 1
-                found = True
-        g.searched(found)
-        self.log(Event.RECALIBRATE)
+        """Search the step afresh at the anchor (:func:`~.lifecycle.recalibrate_rule`)."""
+        recalibrate_rule(self, run)
 
     def final_gain(self, status: str, run: Runner) -> np.ndarray:
-        """The gain a run returns: the current one if it reached the target (by the oracle),
-        the anchor if interrupted, else whichever of the two a last rollout check finds
-        cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
-        returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
-        significantly cheaper than ``K0`` itself; else ``K0`` is."""
-        g = self.safeguards
-        if status == "converged":
-            return self.K.copy()
-        if status == "interrupted":
-            return g.anchor_K.copy()
-        if self.settings.cost_noise == 0:
-            rep = self.probe(run, TaskKind.EVALUATE, self.K.copy())
-            return self.K.copy() if g.beats_anchor(rep) else g.anchor_K.copy()
-        K = g.anchor_K.copy()
-        if not np.array_equal(self.K, K) and self._cheaper(run, self.K, K, CHECK_PAIRS, 0):
-            K = self.K.copy()
-        if np.array_equal(K, self.K0) or not self._cheaper(run, K, self.K0, FINAL_PAIRS, 1):
-            return self.K0.copy()
-        return K
-
-    def _cheaper(self, run: Runner, K: np.ndarray, ref: np.ndarray, pairs: int, i: int) -> bool:
-        """Whether a paired check finds ``K`` significantly cheaper than ``ref`` (and trusted).
-        The check's identity (so its noise) depends on the version only, not on how many tasks
-        were in flight when the run stopped: a replay draws the same noise."""
-        rep = self.probe(run, TaskKind.EVALUATE, K.copy(), ref=ref, pairs=pairs,
-                         task_id=FINAL_TASK + 2 * self.version + i)
-        return (not rep.blown_up and significantly_cheaper(rep.diff, rep.diff_se)
-                and not rep.long_tail(self.settings.tail_tol))
+        """The gain a run returns, never one costlier than ``K0`` (:func:`~.lifecycle.choose_final_gain`)."""
+        return choose_final_gain(self, status, run)
 
     # --------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
