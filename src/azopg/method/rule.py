@@ -23,19 +23,14 @@ from .discrete import start_tau
 from .kinds import Arrival, Event, EventRecord, TaskKind
 from .lifecycle import FINAL_TASK, Runner, calibrate_rule, choose_final_gain, recalibrate_rule
 from .paired import CHECK_PAIRS
-from .safeguards import CHECK_SAMPLES, STALL_REJECTS, Safeguards, Verdict
+from .safeguards import CHECK_SAMPLES, Safeguards, Verdict
+from .state import STALL_FIELDS, STATE_FIELDS, LearnerState
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
 __all__ = ["Arrival", "Event", "EventRecord", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "TaskKind",
            "UpdateRule"]
 
-#: The safeguards' stall counters of :meth:`UpdateRule.state_dict` (checkpoint format 3; a format-2
-#: checkpoint lacks them and resumes with no rejection counted and the first stall limit).
-STALL_FIELDS = ("rejects_in_row", "stall_limit", "anchor_serial")
-#: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
-STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
-                "_since_check", "_branch_start", *STALL_FIELDS, *(f.name for f in dataclasses.fields(Stats)))
 
 
 class Observer(Protocol):
@@ -320,42 +315,38 @@ class UpdateRule:
         return choose_final_gain(self, status, run)
 
     # --------------------------------------------------------- checkpoint
-    def state_dict(self) -> dict[str, Any]:
-        """The rule's state, JSON-ready (non-finite numbers as strings): the gain, its version,
-        the tuning, the anchor and every counter. Tasks in flight are not part of it: after
-        :meth:`load_state` they are simply never received."""
+    def state(self) -> LearnerState:
+        """The rule's state as one value (copies: later updates do not change it)."""
+        g = self.safeguards
+        return LearnerState(
+            K=self.K.copy(), version=self.version, tuning=dataclasses.replace(self.tuning), max_delay=self.max_delay,
+            anchor_K=g.anchor_K.copy(), anchor_cost=g.anchor_cost, anchor_version=g.anchor_version,
+            check_every=g.check_every, since_check=g.since_check, branch_start=g.branch_start,
+            rejects_in_row=g.rejects_in_row, stall_limit=g.stall_limit, anchor_serial=g.anchor_serial,
+            stats=dataclasses.replace(self.stats),
+        )
+
+    def restore(self, state: LearnerState) -> None:
+        """Continue from ``state`` (task ids, versions and update numbers keep rising)."""
+        if state.K.shape != (self.m, self.n):
+            raise ProblemError(f"checkpoint gain has shape {state.K.shape}, expected {(self.m, self.n)}")
         g, t = self.safeguards, self.tuning
-        state: dict[str, Any] = {
-            "K": self.K.tolist(), "anchor_K": g.anchor_K.tolist(), "version": self.version,
-            "alpha": t.alpha, "r": t.r, "tau": t.tau, "N": t.N, "check_every": g.check_every,
-            "max_delay": self.max_delay, "anchor_cost": g.anchor_cost, "anchor_version": g.anchor_version,
-            "_since_check": g.since_check, "_branch_start": g.branch_start, "rejects_in_row": g.rejects_in_row,
-            "stall_limit": g.stall_limit, "anchor_serial": g.anchor_serial, **self.stats.state(),
-        }
-        return {k: v if not isinstance(v, float) or math.isfinite(v) else repr(v) for k, v in state.items()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` (task ids, versions and update numbers keep rising; a
-        state without :data:`STALL_FIELDS`, of checkpoint format 2, starts counting rejections afresh)."""
-        K = np.array(state["K"], dtype=float)
-        if K.shape != (self.m, self.n):
-            raise ProblemError(f"checkpoint gain has shape {K.shape}, expected {(self.m, self.n)}")
-
-        def num(name: str) -> Any:
-            value = state[name]
-            return float(value) if isinstance(value, str) else value
-
-        g, t = self.safeguards, self.tuning
-        self.K, self.version, self.max_delay = K, num("version"), num("max_delay")
-        t.alpha, t.r, t.tau, t.N = num("alpha"), num("r"), num("tau"), num("N")
-        g.check_every, g.anchor_cost, g.anchor_version = num("check_every"), num("anchor_cost"), num("anchor_version")
-        g.since_check, g.branch_start = num("_since_check"), num("_branch_start")
-        g.rejects_in_row = state.get("rejects_in_row", 0)
-        g.stall_limit = state.get("stall_limit", STALL_REJECTS)
-        g.anchor_serial = state.get("anchor_serial", 0)
-        g.anchor_K = np.array(state["anchor_K"], dtype=float)
-        self.stats.load(state)
+        self.K, self.version, self.max_delay = state.K.copy(), state.version, state.max_delay
+        t.alpha, t.r, t.tau, t.N = state.tuning.alpha, state.tuning.r, state.tuning.tau, state.tuning.N
+        g.check_every, g.anchor_cost, g.anchor_version = state.check_every, state.anchor_cost, state.anchor_version
+        g.since_check, g.branch_start = state.since_check, state.branch_start
+        g.rejects_in_row, g.stall_limit, g.anchor_serial = state.rejects_in_row, state.stall_limit, state.anchor_serial
+        g.anchor_K = state.anchor_K.copy()
+        self.stats.load(dataclasses.asdict(state.stats))
         self._gains = OrderedDict({self.version: self.K.copy()})
         self._refs = {self.version: (g.anchor_serial, g.anchor_K)}
         self._issued.clear()
         g.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`state` JSON-ready: the ``master`` block of a checkpoint."""
+        return self.state().to_dict()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """:meth:`restore` from :meth:`state_dict` (see :meth:`.LearnerState.from_dict`)."""
+        self.restore(LearnerState.from_dict(state))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AzopgError, SettingsError
-from ..method.kinds import Arrival
+from ..method.kinds import Arrival, TaskKind
 from ..method.rule import UpdateRule
 from .files import csv_bytes, write_atomic, write_json_atomic
 from .history import RunLog
@@ -166,7 +166,7 @@ class RunRecorder:
                 self.close()
                 raise SettingsError(f"{str(self.out)!r}: cannot resume: {exc}") from None
             runlog.history = [HistoryRow(*row) for row in hist]
-            runlog.arrivals = [Arrival(*row) for row in arr]
+            runlog.arrivals = [Arrival(task_id, worker, TaskKind(kind), *rest) for task_id, worker, kind, *rest in arr]
             state = previous["master"]
             runlog.last_cost, runlog.last_gap, runlog.last_gain_error = (
                 float(state.get(k, math.inf)) for k in ("last_cost", "last_gap", "last_gain_error"))

@@ -54,7 +54,7 @@ class RunLog:
             cost, gap, self.last_gain_error = self.monitor(record.K)
             self.last_cost, self.last_gap = cost, gap
         self.history.append(HistoryRow(self.updates, now, record.rollouts, cost, gap, record.delay, record.worker,
-                                       record.version_read, record.step, record.event))
+                                       record.version_read, record.step, record.event.value))
 
     def arrival(self, row: Arrival) -> None:
         self.arrivals.append(row)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..engine.backends import BACKENDS
 from ..errors import AzopgError, SettingsError
-from ..method.rule import STALL_FIELDS, STATE_FIELDS
+from ..method.state import STALL_FIELDS, STATE_FIELDS
 from ..model.problem import LQRProblem, as_matrix
 from ..settings import Settings
 
