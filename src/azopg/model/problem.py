@@ -14,49 +14,16 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import scipy.linalg as sla
 
-from ..errors import AzopgError, NotStabilizingError, ProblemError
+from ..errors import NotStabilizingError, ProblemError
 from . import discrete as dlqr
 from . import riccati
-from .validation import as_matrix, parse_problem
+from .riccati import kleinman_gain, lyapunov
+from .validation import as_matrix, parse_problem, require_control, time_domain
 
-__all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
+__all__ = ["LQRProblem", "as_matrix", "kleinman_gain", "lyapunov", "require_control"]
 
 log = logging.getLogger("azopg")
-
-#: Largest relative residual of the Riccati solution accepted as a solution.
-
-def require_control() -> Any:
-    """Import and return python-control (the ``control`` module).
-
-    Raises
-    ------
-    AzopgError
-        If python-control is not installed.
-    """
-    try:
-        import control
-    except ImportError:
-        raise AzopgError("python-control is not installed: pip install azopg[control]") from None
-    return control
-
-
-def kleinman_gain(K: Any, E: Any, R: Any) -> np.ndarray:
-    """The policy-iteration (Kleinman, Gauss--Newton) step ``K - R^-1 E`` from the gain
-    ``K`` (m, n), its factor ``E = R K - B'P(K)`` (m, n) and the input weight ``R`` (m, m)."""
-    K = np.asarray(K, dtype=float)
-    return K - np.linalg.solve(np.asarray(R, dtype=float), np.asarray(E, dtype=float))
-
-
-def lyapunov(A: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """``X`` with ``A X + X A' + C = 0``, solved on ``A`` and ``C`` scaled to unit size (so
-    matrices of any magnitude, e.g. ``1e-300``, keep their precision)."""
-    alpha = float(np.max(np.abs(A)))
-    beta = float(np.max(np.abs(C)))
-    if beta == 0:
-        return np.zeros_like(C)
-    return (beta / alpha) * sla.solve_continuous_lyapunov(A / alpha, -(C / beta))
 
 
 class LQRProblem:
@@ -114,7 +81,7 @@ class LQRProblem:
         discrete_time: bool = False,
         dt: float | None = None,
     ) -> None:
-        self.discrete_time, self.dt = _time_domain(discrete_time, dt)
+        self.discrete_time, self.dt = time_domain(discrete_time, dt)
         data = parse_problem(A, B, Q, R, x0_cov, K0)
         self.A, self.B, self.Q, self.R, self.x0_cov = (data[k] for k in ("A", "B", "Q", "R", "x0_cov"))
         m, n = self.m, self.n
@@ -425,18 +392,3 @@ class LQRProblem:
         dt: float | bool = 0 if not self.discrete_time else (True if self.dt is None else self.dt)
         return control.ss(np.array(self.A), np.array(self.B), np.eye(self.n), np.zeros((self.n, self.m)),
                           dt, name=self.name)
-
-
-def _time_domain(discrete_time: Any, dt: Any) -> tuple[bool, float | None]:
-    """Checked ``(discrete_time, dt)``: a boolean, and ``None`` or a finite period > 0 (discrete time only)."""
-    if not isinstance(discrete_time, (bool, np.bool_)):
-        raise ProblemError(f"discrete_time must be true or false, got {discrete_time!r}")
-    if dt is None:
-        return bool(discrete_time), None
-    if not discrete_time:
-        raise ProblemError("dt (a sampling period) is given for a continuous-time problem: "
-                           "set discrete_time to true, or drop dt")
-    if isinstance(dt, (bool, np.bool_)) or not isinstance(dt, (int, float, np.number)) \
-            or not (np.isfinite(dt) and dt > 0):
-        raise ProblemError(f"dt must be a finite number > 0 (the sampling period), got {dt!r}")
-    return True, float(dt)
