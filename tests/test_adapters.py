@@ -27,7 +27,8 @@ from azopg.plants.callable import CallablePlant
 from azopg.plants.gym import GymPlant
 
 gym = pytest.importorskip("gymnasium")
-from azopg.plants.envs import LinearEnv, PendulumEnv, register_envs  # noqa: E402
+from azopg.plants.envs import LinearEnv, register_envs  # noqa: E402
+from azopg.plants.pendulum_env import PendulumEnv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
