@@ -8,11 +8,11 @@ bytes as plain strings did.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["Arrival", "Event", "EventRecord", "TaskKind"]
+__all__ = ["Arrival", "Event", "EventRecord", "Observer", "Silent", "TaskKind"]
 
 
 class TaskKind(StrEnum):
@@ -68,3 +68,23 @@ class EventRecord(NamedTuple):
     delay: int
     worker: int
     version_read: int
+
+
+class Observer(Protocol):
+    """Receives what a rule does, in order (see :class:`azopg.run.history.RunLog`)."""
+
+    def event(self, record: EventRecord) -> None:
+        """An update, check, drop, rollback, ... happened."""
+
+    def arrival(self, row: Arrival) -> None:
+        """A report was received."""
+
+
+class Silent:
+    """The observer that ignores everything (a rule without one)."""
+
+    def event(self, record: EventRecord) -> None:
+        pass
+
+    def arrival(self, row: Arrival) -> None:
+        pass

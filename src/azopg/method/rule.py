@@ -13,14 +13,14 @@ import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..errors import ProblemError
 from ..settings import Settings
 from .discrete import start_tau
-from .kinds import Arrival, Event, EventRecord, TaskKind
+from .kinds import Arrival, Event, EventRecord, Observer, Silent, TaskKind
 from .lifecycle import FINAL_TASK, Runner, calibrate_rule, choose_final_gain, recalibrate_rule
 from .paired import CHECK_PAIRS
 from .safeguards import CHECK_SAMPLES, Safeguards, Verdict
@@ -30,25 +30,6 @@ from .tasks import Report, Task, report_gradient
 
 __all__ = ["Arrival", "Event", "EventRecord", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "TaskKind",
            "UpdateRule"]
-
-
-
-class Observer(Protocol):
-    """Receives what a rule does, in order (see :class:`azopg.run.history.RunLog`)."""
-
-    def event(self, record: EventRecord) -> None:
-        """An update, check, drop, rollback, ... happened."""
-
-    def arrival(self, row: Arrival) -> None:
-        """A report was received."""
-
-
-class _Silent:
-    def event(self, record: EventRecord) -> None:
-        pass
-
-    def arrival(self, row: Arrival) -> None:
-        pass
 
 
 class UpdateRule:
@@ -89,7 +70,7 @@ class UpdateRule:
         self.max_delay = s.max_delay or 4 * s.workers * (s.depth or 1) + 4
         self.stats = Stats()
         self.safeguards = Safeguards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
-        self.observer: Observer = observer or _Silent()
+        self.observer: Observer = observer or Silent()
         self._keep_all_gains = keep_all_gains
         self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
         # the anchor when each version was made (serial, gain): what a paired check at that version is paired with
