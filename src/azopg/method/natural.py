@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from ..settings import Settings
 from .kinds import TaskKind
 from .rule import Runner, UpdateRule
 from .tasks import Report, report_gradient
@@ -44,7 +45,7 @@ class Natural(UpdateRule):
     estimator = "two-point"
     line_search = False
 
-    def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
+    def __init__(self, K0: np.ndarray, settings: Settings, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)
         self.whitening = Whitening(np.eye(self.m) if self.R is None else self.R, self.n)
         if settings.step is None:

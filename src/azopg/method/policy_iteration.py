@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import Settings
 from .buffer import RolloutBuffer
 from .discrete import fit_weight
 from .kinds import Event, TaskKind
@@ -68,7 +69,7 @@ class PolicyIteration(UpdateRule):
     needs_moments = True
     estimator = "two-point"  # of the estimates a recalibration's step search takes
 
-    def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
+    def __init__(self, K0: np.ndarray, settings: Settings, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)
         self.fit_R = fit_weight(self.R, self.discrete_time)  # discrete time: None, H_uu is estimated
         p = unknowns(self.n, self.m, self.fit_R is None)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
+from ..engine.executor import WorkerLoss
 from ..engine.loops import LOOPS, Throttle
 from ..errors import OutOfTime, SettingsError
 from ..method.auto import resolve_settings
@@ -288,7 +289,7 @@ def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
     return clock() >= max_time
 
 
-def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: Any) -> None:
+def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: WorkerLoss) -> None:
     """A worker died or hung and was replaced or dropped (see :class:`azopg.engine.executor.WorkerLoss`)."""
     rule.worker_lost(loss.worker, loss.tasks)
     lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
