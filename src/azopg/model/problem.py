@@ -9,7 +9,6 @@ Conventions follow python-control: ``dx/dt = A x + B u`` (``x_{t+1} = A x_t + B 
 from __future__ import annotations
 
 import logging
-import re
 from functools import cached_property
 from typing import Any
 
@@ -19,6 +18,7 @@ from ..errors import NotStabilizingError, ProblemError
 from . import discrete as dlqr
 from . import riccati
 from .riccati import kleinman_gain, lyapunov
+from .statespace import make_statespace, read_statespace
 from .validation import as_matrix, parse_noise, parse_problem, require_control, time_domain
 
 __all__ = ["LQRProblem", "as_matrix", "kleinman_gain", "lyapunov", "require_control"]
@@ -305,7 +305,6 @@ class LQRProblem:
         f = self.cost(K)
         return (f - self.optimal_cost) / self.optimal_cost
 
-    # ---------------------------------------------------------- conversions
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (the problem-file format)."""
         return {
@@ -335,19 +334,10 @@ class LQRProblem:
         if missing:
             raise ProblemError(f"missing key(s): {', '.join(missing)}")
         return cls(
-            data["A"],
-            data["B"],
-            data["Q"],
-            data["R"],
-            x0_cov=data.get("x0_cov"),
-            K0=data.get("K0"),
-            name=str(data.get("name", name or "custom")),
-            source=str(data.get("source", "")),
-            title=str(data.get("title", "")),
-            discrete_time=data.get("discrete_time", False),
-            dt=data.get("dt"),
-            process_noise=data.get("process_noise"),
-            measurement_noise=data.get("measurement_noise"),
+            data["A"], data["B"], data["Q"], data["R"], x0_cov=data.get("x0_cov"), K0=data.get("K0"),
+            name=str(data.get("name", name or "custom")), source=str(data.get("source", "")),
+            title=str(data.get("title", "")), discrete_time=data.get("discrete_time", False), dt=data.get("dt"),
+            process_noise=data.get("process_noise"), measurement_noise=data.get("measurement_noise"),
             measurement_dt=data.get("measurement_dt"),
         )
 
@@ -389,10 +379,6 @@ class LQRProblem:
         title, source : str, optional
             Description and provenance.
 
-        Returns
-        -------
-        LQRProblem
-
         Raises
         ------
         AzopgError
@@ -403,44 +389,12 @@ class LQRProblem:
         NotStabilizingError
             As for the constructor.
         """
-        control = require_control()
-        if not isinstance(sys, control.StateSpace):
-            raise ProblemError(f"expected a control.StateSpace system, got {type(sys).__name__} "
-                               "(convert it with control.ss)")
-        dt = sys.dt
-        if dt is None or (dt is not True and isinstance(dt, (int, float)) and dt == 0):
-            discrete, period = False, None
-        elif dt is True:
-            discrete, period = True, None
-        elif isinstance(dt, (int, float)) and not isinstance(dt, bool) and np.isfinite(dt) and dt > 0:
-            discrete, period = True, float(dt)
-        else:
-            raise ProblemError(f"the system's sampling time dt = {dt!r} is invalid: give dt = 0 (continuous time) "
-                               "or a number > 0 (discrete time)")
-        if sys.nstates == 0:
-            raise ProblemError("system has no states")
-        if sys.ninputs == 0:
-            raise ProblemError("system has no inputs")
-        if name is None:
-            sys_name = str(getattr(sys, "name", "") or "")
-            name = "statespace" if not sys_name or re.fullmatch(r"sys\[\d+\]", sys_name) else sys_name
-        return cls(np.asarray(sys.A, dtype=float), np.asarray(sys.B, dtype=float), Q, R, x0_cov=x0_cov,
-                   K0=K0, name=name, title=title, source=source, discrete_time=discrete, dt=period)
+        A, B, discrete, period, name = read_statespace(sys, name)
+        return cls(A, B, Q, R, x0_cov=x0_cov, K0=K0, name=name, title=title, source=source, discrete_time=discrete,
+                   dt=period)
 
     def to_statespace(self) -> Any:
         """The plant as a python-control system ``ss(A, B, I, 0)`` (full state output; with
         ``dt`` = the sampling period, ``True`` if unspecified, for a discrete-time problem).
-
-        Returns
-        -------
-        control.StateSpace
-
-        Raises
-        ------
-        AzopgError
-            If python-control is not installed.
-        """
-        control = require_control()
-        dt: float | bool = 0 if not self.discrete_time else (True if self.dt is None else self.dt)
-        return control.ss(np.array(self.A), np.array(self.B), np.eye(self.n), np.zeros((self.n, self.m)),
-                          dt, name=self.name)
+        Raises :class:`~azopg.errors.AzopgError` if python-control is not installed."""
+        return make_statespace(self.A, self.B, self.discrete_time, self.dt, self.name)
