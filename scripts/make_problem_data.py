@@ -387,18 +387,22 @@ def _bass_passes(A: np.ndarray, B: np.ndarray, J_opt: float, Q=None, R=None) -> 
 
 
 def heavy_input_gain(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray,
-                     J_opt: float) -> tuple[np.ndarray, float, float]:
-    """K0 = rounded LQR gain for (Q, rho R), rho = 10^j, smallest j >= 1 passing (ii), (iii)."""
-    for j in range(1, 13):
+                     J_opt: float, exponents: range = range(1, 13)) -> tuple[np.ndarray, float, float]:
+    """K0 = rounded LQR gain for (Q, rho R), rho = 10^j, the first j of ``exponents`` (default: the smallest
+    j >= 1) passing (ii), (iii)."""
+    for j in exponents:
         rho = 10.0**j
-        P = la.solve_continuous_are(A, B, Q, rho * R)
+        try:
+            P = la.solve_continuous_are(A, B, Q, rho * R)
+        except np.linalg.LinAlgError:  # the solver fails for this weight (e.g. an uncontrollable mode)
+            continue
         K = round_sig(np.linalg.solve(rho * R, B.T @ P))
         if spectral_abscissa(A - B @ K) >= 0:
             continue
         J0 = lqr_cost(A, B, K, Q, R)
         if 1.5 * J_opt <= J0 <= 1e4 * J_opt:
             return K, rho, J0
-    raise RuntimeError("no acceptable heavy-input LQR gain found")
+    raise RuntimeError("no acceptable LQR gain for a scaled input weight found")
 
 
 def fmt_matrix(M, indent: str) -> str:

@@ -3,12 +3,14 @@
 Published systems ship as JSON files in ``azopg/data/problems`` (matrices from
 COMPleib and the original papers, cited in each file's ``source``; ``Q = I``,
 ``R = I``, ``x0_cov = I``; an open-loop unstable system carries a Bass stabilizing
-``K0``). Generators build families: ``chain`` (mass-spring chain) and ``random``.
+``K0``); the collection ``carex`` (:data:`COLLECTIONS`) lives in its own folder, with
+its own weights. Generators build families: ``chain`` (mass-spring chain) and ``random``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -20,7 +22,7 @@ from ..errors import ProblemError, ProblemFileError
 from .problem import LQRProblem
 from .validation import oracle_bytes, require_memory
 
-__all__ = ["DEFAULT_PROBLEM", "problem_names", "get_problem", "load_problem", "mass_spring_chain",
+__all__ = ["COLLECTIONS", "DEFAULT_PROBLEM", "problem_names", "get_problem", "load_problem", "mass_spring_chain",
            "random_system"]
 
 #: Name of the problem ``azopg train`` runs when none is given.
@@ -128,24 +130,46 @@ def random_system(n: int, m: int, seed: int = 0, stable: bool = True) -> LQRProb
                       title=f"Random {kind} system n={n}, m={m}, seed {seed}", source="generated")
 
 
+#: Collections shipped beside the core library, each in its own folder of ``azopg/data/problems``:
+#: ``carex``, the continuous-time examples of CAREX (Abels & Benner, SLICOT Working Note 1999-14).
+COLLECTIONS = ("carex",)
+
+
 @cache
-def _published() -> dict[str, dict[str, Any]]:
+def _published(collection: str = "") -> dict[str, dict[str, Any]]:
     out = {}
-    for entry in resources.files("azopg.data.problems").iterdir():
+    folder = resources.files("azopg.data.problems")
+    for entry in (folder.joinpath(collection) if collection else folder).iterdir():
         if entry.name.endswith(".json"):
             data = json.loads(entry.read_text())
             out[data["name"]] = data
-    return dict(sorted(out.items()))
+    return dict(sorted(out.items(), key=lambda kv: _natural(kv[0])))
 
 
-def problem_names() -> list[str]:
-    """Names of the built-in problems (the default chain first).
+def _natural(name: str) -> tuple[Any, ...]:
+    """Sort key putting ``carex1.2`` before ``carex1.10`` and ``-n8`` before ``-n16``."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def problem_names(collection: str | None = None) -> list[str]:
+    """Names of the built-in problems: the core library (the default chain first), or
+    those of a collection in :data:`COLLECTIONS` (e.g. ``"carex"``).
+
+    Parameters
+    ----------
+    collection : str, optional
+        A collection of :data:`COLLECTIONS`; ``None`` (default) lists the core library:
+        ``chain3``, then the published systems in alphabetical order. The generated
+        families ``chainS`` and ``random-...`` are not listed (see :func:`get_problem`).
 
     Returns
     -------
     list of str
-        ``chain3``, then the published systems in alphabetical order. The generated
-        families ``chainS`` and ``random-...`` are not listed (see :func:`get_problem`).
+
+    Raises
+    ------
+    ProblemError
+        If there is no such collection.
 
     Examples
     --------
@@ -155,8 +179,14 @@ def problem_names() -> list[str]:
     'chain3'
     >>> "he1" in names and "cartpole" in names and "dean3" in names
     True
+    >>> "carex1.1" in azopg.problem_names("carex")
+    True
     """
-    return [DEFAULT_PROBLEM, *_published()]
+    if collection is None:
+        return [DEFAULT_PROBLEM, *_published()]
+    if collection not in COLLECTIONS:
+        raise ProblemError(f"unknown collection {collection!r}; known: {', '.join(COLLECTIONS)}")
+    return list(_published(collection))
 
 
 def get_problem(name: str) -> LQRProblem:
@@ -188,9 +218,9 @@ def get_problem(name: str) -> LQRProblem:
     >>> azopg.get_problem("chain5").n, azopg.get_problem("random-stable-n3-m1-s0").m
     (10, 1)
     """
-    pub = _published()
-    if name in pub:
-        return LQRProblem.from_dict(pub[name])
+    for pub in (_published(), *(_published(c) for c in COLLECTIONS)):
+        if name in pub:
+            return LQRProblem.from_dict(pub[name])
     if name.startswith("chain") and name[5:].isdigit():
         return mass_spring_chain(int(name[5:]))
     parts = name.split("-")

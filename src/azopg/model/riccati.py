@@ -109,9 +109,16 @@ def kleinman_gain(K: Any, E: Any, R: Any) -> np.ndarray:
 
 def lyapunov(A: np.ndarray, C: np.ndarray) -> np.ndarray:
     """``X`` with ``A X + X A' + C = 0``, solved on ``A`` and ``C`` scaled to unit size (so
-    matrices of any magnitude, e.g. ``1e-300``, keep their precision)."""
+    matrices of any magnitude, e.g. ``1e-300``, keep their precision) and on ``A`` balanced by a
+    diagonal similarity ``T`` of powers of 2 (exact): ``X = T Xb T`` with ``Xb`` the solution for
+    ``T^-1 A T`` and ``T^-1 C T^-1``, so states in any units (``A -> D A D^-1``) keep their precision."""
     alpha = float(np.max(np.abs(A)))
     beta = float(np.max(np.abs(C)))
     if beta == 0:
         return np.zeros_like(C)
-    return (beta / alpha) * sla.solve_continuous_lyapunov(A / alpha, -(C / beta))
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(C))):
+        return (beta / alpha) * sla.solve_continuous_lyapunov(A / alpha, -(C / beta))
+    t = sla.matrix_balance(A, permute=False, separate=True)[1][0]
+    Ab, Cb = A * (t[None, :] / t[:, None]), C / t[:, None] / t[None, :]  # never t t' (it can overflow)
+    alpha, beta = float(np.max(np.abs(Ab))), float(np.max(np.abs(Cb)))
+    return (beta / alpha) * sla.solve_continuous_lyapunov(Ab / alpha, -(Cb / beta)) * t[:, None] * t[None, :]

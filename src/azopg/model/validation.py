@@ -35,6 +35,18 @@ def psd_tolerance(M: np.ndarray) -> float:
     return 100.0 * M.shape[0] * _EPS * float(np.max(np.abs(M)))
 
 
+def is_positive_definite(M: np.ndarray) -> bool:
+    """Whether a symmetric ``M`` is positive definite to working precision, judged on the
+    unit-diagonal ``M / sqrt(d d')`` (``d = diag(M)``), so that the verdict does not depend
+    on the units of the coordinates (``M -> D M D`` for a positive diagonal ``D``)."""
+    d = np.diag(M)
+    if not np.all(d > 0):
+        return False
+    r = np.sqrt(d)
+    S = M / r[:, None] / r[None, :]  # never forms d d' (it over- or underflows at 1e+-300)
+    return float(np.min(np.linalg.eigvalsh(S))) > psd_tolerance(S)
+
+
 def _bad_entry(value: Any) -> str | None:
     """The kind of the first entry of nested lists that is not a real number, else ``None``."""
     stack = [value]
@@ -153,12 +165,12 @@ def parse_problem(A: Any, B: Any, Q: Any, R: Any, x0_cov: Any, K0: Any) -> dict[
     R = symmetric_part(as_matrix(np.eye(m) if R is None else R, "R", m, m), "R")
     qmin = float(np.min(np.linalg.eigvalsh(Q)))
     rmin = float(np.min(np.linalg.eigvalsh(R)))
-    if rmin <= psd_tolerance(R):
+    if not is_positive_definite(R):
         raise ProblemError(f"R is not positive definite (smallest eigenvalue {rmin:.3g}, "
                            f"largest entry {float(np.max(np.abs(R))):.3g})")
     cov = symmetric_part(as_matrix(np.eye(n) if x0_cov is None else x0_cov, "x0_cov", n, n), "x0_cov")
     cmin = float(np.min(np.linalg.eigvalsh(cov)))
-    if cmin <= psd_tolerance(cov):
+    if not is_positive_definite(cov):
         raise ProblemError(f"x0_cov is not positive definite (smallest eigenvalue {cmin:.3g})")
     if K0 is not None:
         K0 = as_matrix(K0, "K0", m, n)

@@ -1,0 +1,74 @@
+"""Unit invariance: rescaling states x -> D x and inputs u -> E u must not change what is learned.
+
+Under ``A -> D A D^-1, B -> D B E^-1, Q -> D^-1 Q D^-1, R -> E^-1 R E^-1, Omega -> D Omega D``
+every gain maps as ``K -> E K D^-1`` with the same cost, so a unit-invariant learner produces
+the same sequence of costs per update, up to rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import azopg
+from azopg.model.hard import hard_system
+from azopg.model.problem import LQRProblem
+
+
+def rescaled(p: LQRProblem, d: np.ndarray, e: np.ndarray) -> LQRProblem:
+    """``p`` in states ``D x`` and inputs ``E u`` (``D = diag(d)``, ``E = diag(e)``)."""
+    return LQRProblem(d[:, None] * p.A / d[None, :], d[:, None] * p.B / e[None, :], p.Q / np.outer(d, d),
+                      p.R / np.outer(e, e), x0_cov=np.outer(d, d) * p.x0_cov, K0=e[:, None] * p.K0 / d[None, :],
+                      name=f"{p.name}-rescaled")
+
+
+def scales(p: LQRProblem, states: float, inputs: float) -> tuple[np.ndarray, np.ndarray]:
+    """State scales ``states^-1 ... states`` and input scales ``inputs^-1 ... inputs``, log-spaced, shuffled."""
+    rng = np.random.default_rng(0)
+    return (np.geomspace(1 / states, states, p.n)[rng.permutation(p.n)],
+            np.geomspace(1 / inputs, inputs, p.m)[rng.permutation(p.m)])
+
+
+@pytest.mark.parametrize("name", ["he1", "carex1.3"])
+def test_the_oracle_is_unit_invariant(name):
+    p = azopg.get_problem(name)
+    d, e = scales(p, 1e4, 1e2)
+    q = rescaled(p, d, e)  # accepted: x0_cov spans 1e-8 ... 1e8
+    K = p.K0 + 0.1 * p.optimal_gain
+    assert q.cost(e[:, None] * K / d[None, :]) == pytest.approx(p.cost(K), rel=1e-9)
+    assert q.optimal_cost == pytest.approx(p.optimal_cost, rel=1e-9)
+    np.testing.assert_allclose(q.optimal_gain * d[None, :] / e[:, None], p.optimal_gain, rtol=1e-7,
+                               atol=1e-9 * np.abs(p.optimal_gain).max())
+
+
+def test_hard_system_is_its_balanced_form_rescaled():
+    # the generator's state scaling is exactly such a change of units: costs and gap are those of D = I
+    a = hard_system(6, 3, 5, cond_P=1e3, cond_X=1e2, state_scales=1.0)
+    b = hard_system(6, 3, 5, cond_P=1e3, cond_X=1e2, state_scales=1e8)
+    assert b.optimal_cost == pytest.approx(a.optimal_cost, rel=1e-9)
+    assert b.cost(b.K0) == pytest.approx(a.cost(a.K0), rel=1e-7)  # the oracle at scales 1e8: 6e-9 seen
+
+
+def costs_per_update(p: LQRProblem) -> list[tuple[int, str, float]]:
+    res = azopg.train(p, seed=0, max_updates=6, target_gap=None, max_time=600)
+    return [(h.update, h.event, h.cost) for h in res.history]
+
+
+# Known today (policy iteration, the default on a linear plant), measured on he1:
+#  * states 1e-4 ... 1e4: rollouts of K0 are flagged blown up (NotStabilizingError). The blow-up rule,
+#    ||x(tau)|| > GROWTH ||x0|| in the Euclidean norm (plants/linear.py, GROWTH in plants/base.py), is
+#    not invariant: a stable transient that moves energy from a 1e-4 state to a 1e4 state grows by 1e8.
+#    With it off, the calibrated radius is 3.2e-10 instead of 6.3e-5 (calibration._radius with isotropic
+#    directions K + r Z, tasks._run_moments) and the first fitted step's cost differs by 5e-4.
+#  * inputs 1e-2 ... 1e2 (D = I): costs differ by up to 12 % from the first update: policy_iteration.TRUST
+#    bounds ||step||_F <= TRUST ||K||_F, Frobenius norms of gains that E K D^-1 does not preserve. With the
+#    bound off the costs agree to 6e-8 (first update), then 1e-11.
+@pytest.mark.xfail(strict=True, reason="blow-up rule, radius/perturbation geometry and trust region are not "
+                   "unit-invariant (see the comment above)")
+@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2)])
+def test_learning_is_unit_invariant(states, inputs):
+    p = azopg.get_problem("he1")
+    d, e = scales(p, states, inputs)
+    got, want = costs_per_update(rescaled(p, d, e)), costs_per_update(p)
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-8)
