@@ -178,7 +178,7 @@ def check_backend(name: str, workers: int, ray_address: str | None = None) -> No
     """
     _known(name)
     if name == "serial" and workers != 1:
-        raise SettingsError(f"workers = {workers}: the serial backend has exactly one worker")
+        raise SettingsError(f"workers {workers}: the serial backend has exactly one worker")
     if ray_address is not None and name != "ray":
         raise SettingsError(f"ray_address {ray_address!r}: only with the ray backend")
     if name == "ray":
