@@ -24,8 +24,9 @@ import time
 import numpy as np
 
 import azopg
-from azopg.plants.envs import LinearEnv, PendulumEnv
+from azopg.plants.envs import LinearEnv
 from azopg.plants.envs_vector import LinearVectorEnv, PendulumVectorEnv
+from azopg.plants.pendulum_env import PendulumEnv
 
 
 def rate(plant: azopg.GymPlant, K: np.ndarray, b: int, tau: float, seconds: float) -> tuple[float, float]:

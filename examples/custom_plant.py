@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 import azopg
-from azopg.plants.adapters import CallablePlant
+from azopg.plants.callable import CallablePlant
 
 # --- the user's simulator: known only to this file, never to the learner --------------
 TIME_CONSTANT = 0.5  # s, mechanical time constant of the motor

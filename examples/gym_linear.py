@@ -25,8 +25,8 @@ import numpy as np
 import scipy.linalg as sla
 
 import azopg
-from azopg.plants.adapters import GymPlant
 from azopg.plants.envs import LinearEnv
+from azopg.plants.gym import GymPlant
 
 
 def sampled_data_optimum(problem: azopg.LQRProblem, dt: float) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     python examples/gym_pendulum.py [--quick] [--max-updates 200] [--seed 0]
 
-The plant is ``azopg.plants.envs.PendulumEnv`` (a damped pendulum, ``theta = 0`` upright, torque
+The plant is ``azopg.plants.pendulum_env.PendulumEnv`` (a damped pendulum, ``theta = 0`` upright, torque
 input, RK4 integration, episodes end as blown up when ``|theta| > pi/2``), seen by the
 learner only through ``GymPlant``. Learning starts from a crude stabilizing gain built from
 the physical parameters (``env.nominal_gain``) with initial states drawn by the env
@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 import azopg
-from azopg.plants.adapters import GymPlant
-from azopg.plants.envs import PendulumEnv
+from azopg.plants.gym import GymPlant
+from azopg.plants.pendulum_env import PendulumEnv
 
 #: Initial states of the final check: theta in {0, +-0.25, +-0.5, +-1} rad, theta_dot in {0, +-1} rad/s.
 CHECK_STATES = np.array([s for s in itertools.product([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0], [-1.0, 0.0, 1.0])

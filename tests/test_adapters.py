@@ -21,11 +21,14 @@ import pytest
 import azopg
 from _support import rk4_rollout_costs
 from azopg.errors import SettingsError
-from azopg.plants.adapters import CallablePlant, GymPlant, rollout_seed
 from azopg.plants.base import BLOWUP_COST
+from azopg.plants.blackbox import rollout_seed
+from azopg.plants.callable import CallablePlant
+from azopg.plants.gym import GymPlant
 
 gym = pytest.importorskip("gymnasium")
-from azopg.plants.envs import LinearEnv, PendulumEnv, register_envs  # noqa: E402
+from azopg.plants.envs import LinearEnv, register_envs  # noqa: E402
+from azopg.plants.pendulum_env import PendulumEnv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

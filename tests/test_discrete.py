@@ -235,7 +235,7 @@ def test_every_rule_reaches_the_target_on_dean3(method):
 
 def test_policy_iteration_on_a_discrete_gym_environment():
     gym = pytest.importorskip("gymnasium")
-    from azopg.plants.adapters import GymPlant
+    from azopg.plants.gym import GymPlant
 
     p = random_discrete(7, n=3, m=1)
 
@@ -266,9 +266,9 @@ def test_policy_iteration_on_a_discrete_gym_environment():
 
 def test_discrete_linear_env_sums_the_stage_costs_of_the_exact_plant():
     gym = pytest.importorskip("gymnasium")
-    from azopg.plants.adapters import GymPlant
     from azopg.plants.discrete_env import DiscreteLinearEnv
     from azopg.plants.envs import register_envs
+    from azopg.plants.gym import GymPlant
 
     p = random_discrete(11, n=3, m=2)
     plant = GymPlant(lambda: DiscreteLinearEnv.from_problem(p), 3, 2)

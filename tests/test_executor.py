@@ -34,10 +34,10 @@ def test_backend_names_map_to_an_executor_and_a_loop():
 
 
 @pytest.mark.parametrize(("name", "workers", "address", "message"), [
-    ("threads", 2, None, "--backend 'threads': unknown backend (choose from serial, async, sync, simulated, "
+    ("threads", 2, None, "backend 'threads': unknown backend (choose from serial, async, sync, simulated, "
                          "simulated-sync, ray)"),
-    ("serial", 2, None, "--workers 2: the serial backend has exactly one worker"),
-    ("async", 2, "127.0.0.1:6379", "--ray-address '127.0.0.1:6379': only with --backend ray"),
+    ("serial", 2, None, "workers 2: the serial backend has exactly one worker"),
+    ("async", 2, "127.0.0.1:6379", "ray_address '127.0.0.1:6379': only with the ray backend"),
 ])
 def test_check_backend_is_the_one_backend_rule(chain3, name, workers, address, message):
     with pytest.raises(azopg.SettingsError) as err:

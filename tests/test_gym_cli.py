@@ -16,10 +16,11 @@ import pytest
 import azopg
 from azopg.cli import main
 from azopg.plants.callable import CallablePlant
-from azopg.plants.envs import LinearEnv, PendulumEnv, he1_env, register_envs
+from azopg.plants.envs import LinearEnv, he1_env, register_envs
 from azopg.plants.envs_vector import LinearVectorEnv, PendulumVectorEnv
 from azopg.plants.gym import GymPlant
 from azopg.plants.lockstep import matvec, rowdots
+from azopg.plants.pendulum_env import PendulumEnv
 from azopg.run.envspec import EnvSpec
 
 A2, B2 = [[-1.0, 1.0], [0.0, -2.0]], [[0.0], [1.0]]

@@ -14,8 +14,9 @@ import scipy.linalg as sla
 
 import azopg
 from _support import kron_value_matrix, random_problem, stiff_problem
-from azopg.plants.adapters import CallablePlant, GymPlant
 from azopg.plants.base import BLOWUP_COST, RolloutResult, returns_moments
+from azopg.plants.callable import CallablePlant
+from azopg.plants.gym import GymPlant
 from azopg.plants.latency import LatencyPlant
 
 

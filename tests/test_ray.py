@@ -27,7 +27,7 @@ import pytest
 import azopg
 from azopg.engine import ray_actors as rayexec
 from azopg.engine.executor import WorkerError
-from azopg.engine.ray_actors import AUTH_MODE_ENV, LOOPBACK_ENV
+from azopg.engine.ray_session import AUTH_MODE_ENV, LOOPBACK_ENV
 from azopg.run.output import write_run
 from azopg.run.replay import replay_run
 from test_cli import assert_one_line_error, run_cli

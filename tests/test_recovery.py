@@ -138,6 +138,6 @@ def test_blow_ups_of_the_stepped_gain_count_toward_a_stall():
     rule = make_rule(np.array(p.K0), Settings(method="two-point", step=1.0, r=1e-3, tau=10.0), R=np.array(p.R))
     for _ in range(STALL_REJECTS):
         rule.new_version(rule.K + 0.1)  # a step, then an estimate at it whose every rollout blew up
-        rule.safeguards.blown(rule, Report(0, 0, "estimate", rule.version, 4, 4), 0)
+        rule.apply_verdict(rule.safeguards.blown(Report(0, 0, "estimate", rule.version, 4, 4), 0))
     assert rule.needs_recalibration and rule.tuning.alpha == 0.5**STALL_REJECTS
     assert np.array_equal(rule.K, p.K0)

@@ -79,10 +79,10 @@ class Updates:
         self.before: list[np.ndarray] = []
         self.K = None
 
-    def event(self, rule, name, delay, worker, version_read):
-        if name == "update":
+    def event(self, record):
+        if record.event == "update":
             self.before.append(self.K)
-        self.K = rule.K.copy()
+        self.K = record.K.copy()
 
     def arrival(self, row):
         pass

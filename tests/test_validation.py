@@ -13,7 +13,7 @@ import scipy.linalg as sla
 
 import azopg
 from azopg.cli import main
-from azopg.engine.processes import TaskFailed, run_or_fail
+from azopg.engine.inflight import TaskFailed, run_or_fail
 from azopg.errors import PlantProtocolError, ProblemError, SettingsError
 from azopg.method.estimators import estimate_gradient
 from azopg.method.tasks import Task

@@ -20,7 +20,7 @@ OPTION_OF = {  # Settings field -> CLI option, for error messages
     "seed": "--seed", "workers": "--workers", "max_delay": "--max-delay",
     "rollout_latency": "--rollout-latency", "method": "--method", "check_every": "--check-every",
     "task_timeout": "--task-timeout", "cost_noise": "--cost-noise", "ray_address": "--ray-address",
-    "depth": "--depth", "plain": "--plain",
+    "depth": "--depth", "backend": "--backend", "plain": "--plain",
     "out_dir": "--out",
 }
 
@@ -73,7 +73,10 @@ def parse_backend(name: str | None, workers: int, ray_address: str | None = None
     from ..engine.backends import check_backend
 
     name = name or ("serial" if workers == 1 else "async")
-    check_backend(name, workers, ray_address)
+    try:
+        check_backend(name, workers, ray_address)
+    except SettingsError as exc:
+        raise SettingsError(option_message(exc)) from None
     return name
 
 

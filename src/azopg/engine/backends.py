@@ -178,9 +178,9 @@ def check_backend(name: str, workers: int, ray_address: str | None = None) -> No
     """
     _known(name)
     if name == "serial" and workers != 1:
-        raise SettingsError(f"--workers {workers}: the serial backend has exactly one worker")
+        raise SettingsError(f"workers {workers}: the serial backend has exactly one worker")
     if ray_address is not None and name != "ray":
-        raise SettingsError(f"--ray-address {ray_address!r}: only with --backend ray")
+        raise SettingsError(f"ray_address {ray_address!r}: only with the ray backend")
     if name == "ray":
         from .ray_session import import_ray
 
@@ -189,7 +189,7 @@ def check_backend(name: str, workers: int, ray_address: str | None = None) -> No
 
 def _known(name: str) -> tuple[ExecutorKind, LoopPolicy]:
     if name not in BACKENDS:
-        raise SettingsError(f"--backend {name!r}: unknown backend (choose from {', '.join(BACKENDS)})")
+        raise SettingsError(f"backend {name!r}: unknown backend (choose from {', '.join(BACKENDS)})")
     return BACKENDS[name]
 
 

@@ -1,10 +1,10 @@
 """The executor contract: everything the master's loop asks of a backend.
 
 An executor moves :class:`~azopg.method.tasks.Task` objects out to its workers and
-:class:`~azopg.method.tasks.Report` objects back; the algorithm lives in
-:mod:`azopg.method.master` and the loop in :mod:`azopg.run.train`. :class:`Executor`
-lists every member the loop uses; :class:`ExecutorBase` gives the defaults, so a backend
-writes only what differs.
+:class:`~azopg.method.tasks.Report` objects back; the update rules live in
+:mod:`azopg.method` (:class:`~azopg.method.rule.UpdateRule`) and the loop in
+:mod:`azopg.engine.loops`. :class:`Executor` lists every member the loop uses;
+:class:`ExecutorBase` gives the defaults, so a backend writes only what differs.
 """
 
 from __future__ import annotations

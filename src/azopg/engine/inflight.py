@@ -21,7 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import OutOfTime
-from ..method.tasks import Report, Task, run_task
+from ..method.kinds import TaskKind
+from ..method.tasks import Report, Task, estimate_rollouts, run_task
 from ..plants.base import Plant
 from .executor import ExecutorBase, WorkerError
 
@@ -56,8 +57,8 @@ def run_or_fail(plant: Plant, task: Task) -> Report | TaskFailed:
 
 def expected_rollouts(task: Task) -> int:
     """Rollouts a task will run (an upper bound for a check: plants choose their evaluation states)."""
-    if task.kind == "estimate":
-        return 2 * task.N if task.method == "two-point" else task.N
+    if task.kind == TaskKind.ESTIMATE:
+        return estimate_rollouts(task.method, task.N)
     return 2 * max(int(np.shape(task.K)[-1]), 8)
 
 
@@ -166,8 +167,8 @@ class RemoteExecutor(ExecutorBase):
         """Wait up to ``timeout`` seconds for answers and hand them to :meth:`_answered`."""
         raise NotImplementedError
 
-    def _overdue(self, rec: InFlight, now: float, limit: float) -> None:
-        """``rec`` has run for more than ``limit`` seconds: give its slot up."""
+    def _overdue(self, rec: InFlight, waited: float, limit: float) -> None:
+        """``rec`` has run for ``waited`` seconds, more than ``limit``: give its slot up."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- shared
@@ -225,7 +226,7 @@ class RemoteExecutor(ExecutorBase):
         for rec in list(self._records()):
             limit = self._timer.timeout_for(*rec.tasks)
             if rec.started is not None and limit is not None and now >= rec.started + limit:
-                self._overdue(rec, now, limit)
+                self._overdue(rec, now - rec.started, limit)
 
     def _answered(self, rec: InFlight, msg: Report | TaskFailed, now: float, *more: Report | TaskFailed) -> None:
         """``rec`` (no longer in :meth:`_records`) was answered at ``now`` with ``msg`` (and

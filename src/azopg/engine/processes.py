@@ -31,14 +31,13 @@ from multiprocessing.connection import Connection
 from ..method.tasks import Report, Task
 from ..plants.base import Plant
 from .executor import THREAD_VARS, WorkerError, WorkerLoss, single_thread_env
-from .inflight import InFlight, RemoteExecutor, TaskFailed, TaskTimer, run_or_fail
+from .inflight import InFlight, RemoteExecutor, TaskFailed, run_or_fail
 
-# TaskFailed, TaskTimer, WorkerError, WorkerLoss and run_or_fail are defined in executor.py and
-# inflight.py; they stay importable from here.
-__all__ = ["ProcessExecutor", "TaskFailed", "TaskTimer", "WorkerError", "WorkerLoss", "run_or_fail", "worker_main"]
+__all__ = ["ProcessExecutor", "worker_main"]
 
 #: Workers run at a lower scheduling priority than the master, whose prompt replies keep them busy.
 WORKER_NICENESS = 5
+_NOT_STARTED = "the process executor has no workers yet (call start() first)"
 
 
 def _die_with_parent() -> None:
@@ -152,8 +151,15 @@ class ProcessExecutor(RemoteExecutor):
 
     def _conn(self, w: int) -> Connection:
         conn = self._conns[w]
-        assert conn is not None, "start() first"
+        if conn is None:
+            raise RuntimeError(_NOT_STARTED)
         return conn
+
+    def _proc(self, w: int) -> mp.process.BaseProcess:
+        proc = self._procs[w]
+        if proc is None:
+            raise RuntimeError(_NOT_STARTED)
+        return proc
 
     def _wait(self, timeout: float) -> None:
         """Read one message from every pipe that is ready, so no worker starves behind a
@@ -172,9 +178,8 @@ class ProcessExecutor(RemoteExecutor):
         for w in sorted(dead):
             self._replace(w, self._death_reason(w))
 
-    def _overdue(self, rec: InFlight, now: float, limit: float) -> None:
-        assert rec.started is not None
-        self._replace(rec.slot, f"timed out: task {rec.task.task_id} not back after {now - rec.started:.1f} s "
+    def _overdue(self, rec: InFlight, waited: float, limit: float) -> None:
+        self._replace(rec.slot, f"timed out: task {rec.task.task_id} not back after {waited:.1f} s "
                                 f"(timeout {limit:.3g} s)")
 
     def _read(self, w: int) -> bool:
@@ -207,15 +212,13 @@ class ProcessExecutor(RemoteExecutor):
 
     # -------------------------------------------------------------- faults
     def _death_reason(self, w: int) -> str:
-        proc = self._procs[w]
-        assert proc is not None
+        proc = self._proc(w)
         proc.join(1.0)
         return f"died (exit code {proc.exitcode})" if proc.exitcode is not None else "closed its pipe"
 
     def _replace(self, w: int, reason: str) -> None:
         """Kill worker ``w`` if still alive, start a fresh process with its id and tell :attr:`on_lost`."""
-        old = self._procs[w]
-        assert old is not None
+        old = self._proc(w)
         if old.is_alive():
             old.kill()
         old.join(2.0)

@@ -3,7 +3,7 @@
 Each worker is a Ray actor that keeps its own plant; a task is an actor call
 (``actor.run.remote(task)``) and the master's loop waits on the calls in flight with
 :func:`ray.wait`, applying whichever report is ready and handing that worker a new task
-with the current gain -- the asynchronous loop of :mod:`azopg.run.train`, unchanged. Per
+with the current gain -- the asynchronous loop of :mod:`azopg.engine.loops`, unchanged. Per
 update, a :class:`~azopg.method.tasks.Task` travels out (the gain ``K``, its version and a few
 scalars) and a :class:`~azopg.method.tasks.Report` travels back (the ``m x n`` estimate, or in
 communication-light mode the seed's ``N`` scalar weights).
@@ -42,11 +42,9 @@ from ..method.tasks import Task
 from ..plants.base import Plant
 from .executor import WorkerError, WorkerLoss, single_thread_env
 from .inflight import InFlight, RemoteExecutor, run_or_fail
-from .ray_session import AUTH_MODE_ENV, LOOPBACK_ENV, actor_cpus, connect, first_line, import_ray, ray_session
+from .ray_session import actor_cpus, connect, first_line, import_ray
 
-# The connection helpers live in ray_session.py; they stay importable from here.
-__all__ = ["AUTH_MODE_ENV", "LOOPBACK_ENV", "MAX_RESTARTS", "RayExecutor", "actor_cpus", "connect", "import_ray",
-           "ray_session"]
+__all__ = ["MAX_RESTARTS", "RayExecutor"]
 
 #: Times Ray restarts a worker actor whose process died before the actor is dropped.
 MAX_RESTARTS = 3

@@ -27,10 +27,7 @@ class AZOPG(UpdateRule):
     name = "azopg"
 
     def _tell(self, rep: Report, delay: int) -> None:
-        step = self.tuning.alpha
-        if self.settings.staleness == "inverse":
-            step /= 1.0 + delay / self.settings.workers
-        self.apply(self.K - step * self.gradient(rep), delay, rep.worker, rep.version)
+        self.apply(self.K - self.stale_step(delay) * self.gradient(rep), delay, rep.worker, rep.version)
 
     def _tell_round(self, reports: list[Report]) -> None:
         g = sum(self.gradient(rep) for rep in reports) / len(reports)

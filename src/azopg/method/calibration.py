@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import NotStabilizingError, ProblemError
 from ..settings import Settings
+from .kinds import TaskKind
 from .paired import significantly_cheaper
 from .tasks import Report
 
@@ -43,7 +44,7 @@ class Probe(Protocol):
     ``ref=K_ref`` (asked only under measurement noise) makes a check paired with ``K_ref``
     (see :mod:`azopg.method.paired`)."""
 
-    def __call__(self, kind: str, K: np.ndarray, tau: float, r: float, N: int, *,
+    def __call__(self, kind: TaskKind, K: np.ndarray, tau: float, r: float, N: int, *,
                  ref: np.ndarray | None = None) -> Report: ...
 
 
@@ -135,9 +136,9 @@ def calibrate(probe: Probe, K0: np.ndarray, settings: Settings, N: int, *, tau: 
 
 def _horizon(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int) -> tuple[float, Report]:
     for _ in range(80):
-        rep = probe("evaluate", K0, tau, 0.0, N)
+        rep = probe(TaskKind.EVALUATE, K0, tau, 0.0, N)
         if rep.blown_up:  # once more: a glitch of the plant is not an unstable K0
-            rep = probe("evaluate", K0, tau, 0.0, N)
+            rep = probe(TaskKind.EVALUATE, K0, tau, 0.0, N)
         if rep.blown_up:
             raise NotStabilizingError("rollouts from the initial gain K0 blow up")
         if s.tau is not None or not rep.long_tail(s.tail_tol):
@@ -171,7 +172,7 @@ def _changes(probe: Probe, K0: np.ndarray, directions: np.ndarray, r: float, tau
     ``directions``; ``None`` if one of them blew up."""
     changes = []
     for U in directions:
-        fp, fm = probe("evaluate", K0 + r * U, tau, 0.0, N), probe("evaluate", K0 - r * U, tau, 0.0, N)
+        fp, fm = probe(TaskKind.EVALUATE, K0 + r * U, tau, 0.0, N), probe(TaskKind.EVALUATE, K0 - r * U, tau, 0.0, N)
         if fp.blown_up or fm.blown_up:
             return None
         changes.append(max(abs(fp.cost - f0), abs(fm.cost - f0)) / f0)
@@ -204,17 +205,17 @@ def search_step(probe: Probe, K0: np.ndarray, s: Settings, N: int, *, tau: float
     d = K0.size
     Ncal = max(N, d)
     for _ in range(STEP_TRIES):
-        g = probe("estimate", K0, tau, r, Ncal).grad
+        g = probe(TaskKind.ESTIMATE, K0, tau, r, Ncal).grad
         assert g is not None
         gg = float(np.sum(g * g))
 
         def accept(alpha: float, g: np.ndarray = g, gg: float = gg) -> float | None:
             if s.cost_noise > 0:  # paired with K0 and significant: a lucky measurement is no decrease
-                rep = probe("evaluate", K0 - alpha * g, tau, r, N, ref=K0)
+                rep = probe(TaskKind.EVALUATE, K0 - alpha * g, tau, r, N, ref=K0)
                 cost = f0 + rep.diff
                 ok = significantly_cheaper(rep.diff, rep.diff_se) and rep.diff < -ARMIJO * alpha * gg
             else:
-                rep = probe("evaluate", K0 - alpha * g, tau, r, N)
+                rep = probe(TaskKind.EVALUATE, K0 - alpha * g, tau, r, N)
                 cost = rep.cost
                 ok = rep.cost < f0 - ARMIJO * alpha * gg
             return cost if ok and not rep.blown_up and not rep.long_tail(s.tail_tol) else None

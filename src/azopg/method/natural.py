@@ -23,6 +23,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from ..settings import Settings
+from .kinds import TaskKind
 from .rule import Runner, UpdateRule
 from .tasks import Report, report_gradient
 from .whitening import Factors, Whitening
@@ -43,7 +45,7 @@ class Natural(UpdateRule):
     estimator = "two-point"
     line_search = False
 
-    def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
+    def __init__(self, K0: np.ndarray, settings: Settings, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)
         self.whitening = Whitening(np.eye(self.m) if self.R is None else self.R, self.n)
         if settings.step is None:
@@ -65,10 +67,7 @@ class Natural(UpdateRule):
 
     def _tell(self, rep: Report, delay: int) -> None:
         self.whitening.add(rep.S, rep.S_count)
-        step = self.tuning.alpha
-        if self.settings.staleness == "inverse":
-            step /= 1.0 + delay / self.settings.workers
-        self._step(-step * self.gradient(rep), delay, rep.worker, rep.version)
+        self._step(-self.stale_step(delay) * self.gradient(rep), delay, rep.worker, rep.version)
 
     def _tell_round(self, reports: list[Report]) -> None:
         for rep in reports:
@@ -93,7 +92,7 @@ class Natural(UpdateRule):
         for v in [v for v in self._factors if v not in self._gains]:
             del self._factors[v]
 
-    def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
+    def probe(self, run: Runner, kind: TaskKind, K: np.ndarray, tau: float | None = None, r: float | None = None,
               N: int | None = None, **paired: Any) -> Report:
         rep = super().probe(run, kind, K, tau, r, N, **paired)
         self.whitening.add(rep.S, rep.S_count)  # the calibration's checks give Xh its first moments

@@ -23,13 +23,14 @@ bounded delay).
 
 from __future__ import annotations
 
-from .safeguards import Guarded, Safeguards
+from .kinds import Event
+from .safeguards import Safeguards, Verdict
 from .tasks import Report
 
 __all__ = ["PlainGuards", "SKIP_EVENT", "STUCK_SKIPS"]
 
 #: History event of a skipped blown-up estimate.
-SKIP_EVENT = "skip-blowup"
+SKIP_EVENT = Event.SKIP_BLOWUP
 #: Blown-up estimates in a row, per worker, after which a plain run stops (status ``"blown_up"``).
 STUCK_SKIPS = 20
 
@@ -60,13 +61,11 @@ class PlainGuards(Safeguards):
     def stuck(self) -> bool:
         return self.skipped_in_row >= STUCK_SKIPS * self.settings.workers
 
-    def blown(self, rule: Guarded, rep: Report, delay: int) -> None:
+    def blown(self, rep: Report, delay: int) -> Verdict:
         """Skip the estimate: the gain, its version and every setting stay."""
         self.skipped_in_row += 1
-        rule.log(SKIP_EVENT, delay, rep.worker, rep.version)
+        return Verdict(SKIP_EVENT, delay, rep.worker, rep.version)
 
-    def blown_round(self, rule: Guarded, estimates: list[Report], good: list[Report]) -> None:
+    def blown_round(self, estimates: list[Report], good: list[Report]) -> list[Verdict]:
         """Skip each blown-up estimate of a synchronous round (the others are averaged)."""
-        for rep in estimates:
-            if self.blown_estimate(rep):
-                self.blown(rule, rep, 0)
+        return [self.blown(rep, 0) for rep in estimates if self.blown_estimate(rep)]

@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import Settings
 from .buffer import RolloutBuffer
 from .discrete import fit_weight
+from .kinds import Event, TaskKind
 from .regression import unknowns
 from .rule import Runner, UpdateRule
 from .tasks import Report, Task
@@ -67,7 +69,7 @@ class PolicyIteration(UpdateRule):
     needs_moments = True
     estimator = "two-point"  # of the estimates a recalibration's step search takes
 
-    def __init__(self, K0: np.ndarray, settings: Any, **kw: Any) -> None:
+    def __init__(self, K0: np.ndarray, settings: Settings, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)
         self.fit_R = fit_weight(self.R, self.discrete_time)  # discrete time: None, H_uu is estimated
         p = unknowns(self.n, self.m, self.fit_R is None)
@@ -82,7 +84,7 @@ class PolicyIteration(UpdateRule):
             self.safeguards.check_every = CHECK_EVERY
 
     def _ask(self, worker: int) -> Task:
-        return self.issue(worker, "moments")
+        return self.issue(worker, TaskKind.MOMENTS)
 
     def _tell(self, rep: Report, delay: int) -> None:
         self._add(rep)
@@ -106,7 +108,7 @@ class PolicyIteration(UpdateRule):
                 raise np.linalg.LinAlgError
             step = -np.linalg.solve(np.linalg.cholesky(fit.R).T, np.linalg.solve(np.linalg.cholesky(fit.R), fit.E))
         except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
-            self.log("ill-conditioned", delay, worker, version_read)
+            self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
             self._stuck(worker, version_read)
             return
         limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
@@ -129,23 +131,22 @@ class PolicyIteration(UpdateRule):
         if np.array_equal(self.K, self.safeguards.anchor_K):
             self.buffer.clear()
         else:
-            self.safeguards.rollback(self, worker, version_read, "rollback-ill-conditioned")
+            self.apply_verdict(self.safeguards.rollback(worker, version_read, Event.ROLLBACK_ILL_CONDITIONED))
 
     def calibrate(self, run: Runner) -> None:
         """The shared calibration, then one ``moments`` task at the calibrated gain into the buffer:
         a batch too large for memory is refused here, before the run is saved as resumable."""
         super().calibrate(run)
-        self._add(self.probe(run, "moments", self.K.copy()))
+        self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
 
     def recalibrate(self, run: Runner) -> None:
         """Checks keep failing (the step has halved to nothing, e.g. under cost noise): re-measure the
         anchor -- a lucky low measurement of it rejects every check -- and restart from a full
         Kleinman step. Logged as ``recalibrate``; no line search (it would need a gradient estimator)."""
         g = self.safeguards
-        anchor = self.probe(run, "evaluate", g.anchor_K.copy())
+        anchor = self.probe(run, TaskKind.EVALUATE, g.anchor_K.copy())
         if not anchor.blown_up:
             g.anchor_cost = anchor.cost
         self.tuning.alpha = 1.0
-        g.rejects_in_row = 0
-        g.stall_limit *= 2  # back off until a check accepts again (which resets the limit)
-        self.log("recalibrate")
+        g.searched(False)  # back off until a check accepts again (which resets the limit)
+        self.log(Event.RECALIBRATE)

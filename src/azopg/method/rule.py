@@ -13,49 +13,24 @@ import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from ..errors import OutOfTime, ProblemError
+from ..errors import ProblemError
 from ..settings import Settings
-from .calibration import calibrate, search_step
 from .discrete import start_tau
-from .paired import CHECK_PAIRS, FINAL_PAIRS, significantly_cheaper
+from .kinds import Arrival, Event, EventRecord, Observer, Silent, TaskKind
+from .lifecycle import FINAL_TASK, Runner, calibrate_rule, choose_final_gain, recalibrate_rule
+from .paired import CHECK_PAIRS
 from .plain import PlainGuards
-from .safeguards import CHECK_SAMPLES, Safeguards
+from .safeguards import CHECK_SAMPLES, Safeguards, Verdict
+from .state import STALL_FIELDS, STATE_FIELDS, LearnerState
 from .stats import Stats, Tuning
 from .tasks import Report, Task, report_gradient
 
-__all__ = ["Arrival", "FINAL_TASK", "Observer", "STATE_FIELDS", "UpdateRule"]
-
-#: One row of the arrival log: (task_id, worker, kind, version_read, tau, r, N).
-Arrival = tuple[int, int, str, int, float, float, int]
-#: Runs one task to completion and returns its report.
-Runner = Callable[[Task], Report]
-#: Task ids of the final paired checks under noise start here (far above any id a run issues).
-FINAL_TASK = 2**48
-#: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
-STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
-                "_since_check", "_branch_start", *(f.name for f in dataclasses.fields(Stats)))
-
-
-class Observer(Protocol):
-    """Receives what a rule does, in order (see :class:`azopg.run.history.RunLog`)."""
-
-    def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
-        """An update, check, drop, rollback, ... happened."""
-
-    def arrival(self, row: Arrival) -> None:
-        """A report was received."""
-
-
-class _Silent:
-    def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
-        pass
-
-    def arrival(self, row: Arrival) -> None:
-        pass
+__all__ = ["Arrival", "Event", "EventRecord", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "TaskKind",
+           "UpdateRule"]
 
 
 class UpdateRule:
@@ -78,6 +53,8 @@ class UpdateRule:
 
     #: Whether calibration chooses the initial step by a line search (else ``tuning.alpha`` is kept).
     line_search = True
+    #: Whether the rule's tasks need a plant that returns state moments (``rollout(..., moments=True)``).
+    needs_moments = False
 
     def __init__(self, K0: np.ndarray, settings: Settings, *, observer: Observer | None = None,
                  keep_all_gains: bool = False, R: np.ndarray | None = None, discrete_time: bool = False) -> None:
@@ -95,7 +72,7 @@ class UpdateRule:
         self.stats = Stats()
         guards = PlainGuards if s.plain else Safeguards  # plain: the paper's rule, no safeguards
         self.safeguards = guards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
-        self.observer: Observer = observer or _Silent()
+        self.observer: Observer = observer or Silent()
         self._keep_all_gains = keep_all_gains
         self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
         # the anchor when each version was made (serial, gain): what a paired check at that version is paired with
@@ -108,7 +85,7 @@ class UpdateRule:
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
         """The rule's next task for ``worker`` (default: an estimate at the current gain)."""
-        return self.issue(worker, "estimate")
+        return self.issue(worker, TaskKind.ESTIMATE)
 
     def _tell(self, rep: Report, delay: int) -> None:
         """Apply one fresh-enough, finite estimate of staleness ``delay``."""
@@ -122,10 +99,10 @@ class UpdateRule:
     def ask(self, worker: int) -> Task:
         """Next task for ``worker``: a check when one is due, else the rule's own."""
         if self.safeguards.check_due():
-            return self.issue(worker, "evaluate")
+            return self.issue(worker, TaskKind.EVALUATE)
         return self._ask(worker)
 
-    def issue(self, worker: int, kind: str, K: np.ndarray | None = None, *, N: int | None = None,
+    def issue(self, worker: int, kind: TaskKind, K: np.ndarray | None = None, *, N: int | None = None,
               tau: float | None = None, r: float | None = None, ref: np.ndarray | None = None,
               pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Task:
         """A new task at the current gain (or at an explicit gain ``K``, version -1; a check of
@@ -135,17 +112,17 @@ class UpdateRule:
         self.stats.tasks += 1
         task_id = self.stats.tasks if task_id is None else task_id
         self._issued[task_id] = (tau, r, N)
-        if kind == "evaluate" and K is None:
+        if kind == TaskKind.EVALUATE and K is None:
             self.safeguards.watch(task_id, self.K.copy(), self._paired_with(self.version))
         return self.make_task(task_id, worker, kind, self.K.copy() if K is None else K,
                               self.version if K is None else -1, tau, r, N, ref=ref, pairs=pairs)
 
-    def make_task(self, task_id: int, worker: int, kind: str, K: np.ndarray, version: int, tau: float, r: float,
+    def make_task(self, task_id: int, worker: int, kind: TaskKind, K: np.ndarray, version: int, tau: float, r: float,
                   N: int, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS) -> Task:
         """The :class:`Task` of these identity and settings (also used by replay to rebuild a task).
         Under measurement noise a check at ``version`` is paired with the anchor of that version."""
         s = self.settings
-        if ref is None and kind == "evaluate" and version >= 0 and s.cost_noise > 0:
+        if ref is None and kind == TaskKind.EVALUATE and version >= 0 and s.cost_noise > 0:
             ref = self._refs[version][1]
         paired: dict[str, Any] = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
         return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
@@ -169,7 +146,7 @@ class UpdateRule:
     def register(self, task: Task) -> None:
         """Record a task built elsewhere (replay)."""
         self._issued[task.task_id] = (task.tau, task.r, task.N)
-        if task.kind == "evaluate":
+        if task.kind == TaskKind.EVALUATE:
             self.safeguards.watch(task.task_id, np.array(task.K), self._paired_with(task.version))
         self.stats.tasks = max(self.stats.tasks, task.task_id)
 
@@ -188,17 +165,17 @@ class UpdateRule:
             return
         self._account(rep)
         delay = self.version - rep.version
-        if rep.kind == "evaluate":
-            self.safeguards.judge(self, rep, delay)
+        if rep.kind == TaskKind.EVALUATE:
+            self.apply_verdict(self.safeguards.judge(rep, delay))
             return
         self.stats.saw_delay(delay)
         if delay > self.max_delay or self.safeguards.discarded(rep.version):
             # too stale, or computed on a branch that a rollback discarded
             self.stats.dropped += 1
-            self.log("drop", delay, rep.worker, rep.version)
+            self.log(Event.DROP, delay, rep.worker, rep.version)
         elif self.safeguards.blown_estimate(rep):
             self.stats.blown_estimates += 1
-            self.safeguards.blown(self, rep, delay)
+            self.apply_verdict(self.safeguards.blown(rep, delay))
         else:
             self._tell(rep, delay)
 
@@ -208,15 +185,16 @@ class UpdateRule:
         for rep in reports:
             self._account(rep)
         for rep in reports:
-            if rep.kind == "evaluate":
-                self.safeguards.judge(self, rep, 0)
+            if rep.kind == TaskKind.EVALUATE:
+                self.apply_verdict(self.safeguards.judge(rep, 0))
                 if self.version != rep.version:  # rolled back: the round's estimates are moot
                     return
-        est = [rep for rep in reports if rep.kind != "evaluate"]
+        est = [rep for rep in reports if rep.kind != TaskKind.EVALUATE]
         self.stats.delay_count += len(est)
         good = [rep for rep in est if not self.safeguards.blown_estimate(rep)]
         self.stats.blown_estimates += len(est) - len(good)
-        self.safeguards.blown_round(self, est, good)
+        for verdict in self.safeguards.blown_round(est, good):
+            self.apply_verdict(verdict)
         if good:
             self._tell_round(good)
 
@@ -231,7 +209,7 @@ class UpdateRule:
             self.safeguards.forget(task.task_id)
             if task.version >= 0:
                 version_read = min(version_read, task.version)
-        self.log("worker-lost", self.version - version_read, worker, version_read)
+        self.log(Event.WORKER_LOST, self.version - version_read, worker, version_read)
 
     def _unknown(self, rep: Report) -> bool:
         """A report of a task this rule did not issue or has abandoned: ignored."""
@@ -243,15 +221,38 @@ class UpdateRule:
     def _account(self, rep: Report) -> None:
         self.stats.rollouts += rep.rollouts
         self.stats.bytes_received += rep.payload_bytes()
-        self.observer.arrival((rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
+        self.observer.arrival(Arrival(rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
 
     # ------------------------------------------------------------ updates
+    def stale_step(self, delay: int) -> float:
+        """The step of an estimate of staleness ``delay``: ``alpha``, or with ``staleness="inverse"``
+        ``alpha / (1 + delay / W)``."""
+        step = self.tuning.alpha
+        if self.settings.staleness == "inverse":
+            step /= 1.0 + delay / self.settings.workers
+        return step
+
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         """Make ``K`` the current gain: one applied update."""
         self.new_version(K)
         self.stats.updates += 1
         self.safeguards.counted()
-        self.log("update", delay, worker, version_read)
+        self.log(Event.UPDATE, delay, worker, version_read)
+
+    def apply_verdict(self, v: Verdict) -> None:
+        """Apply what the safeguards decided (see :class:`~.safeguards.Verdict`), then log it."""
+        t, delay = self.tuning, v.delay
+        self.stats.rejected += v.rejected
+        self.stats.accepted += v.accepted
+        t.tau *= v.tau
+        t.r *= v.r
+        t.alpha *= v.alpha
+        if v.rollback:
+            self.stats.rollbacks += 1
+            self.new_version(self.safeguards.anchor_K.copy())
+            self.safeguards.rolled_back(self.version)
+            delay = self.version - v.version_read
+        self.log(v.event, delay, v.worker, v.version_read)
 
     def new_version(self, K: np.ndarray) -> None:
         """``K`` becomes the gain of the next version (an update or a rollback)."""
@@ -262,12 +263,13 @@ class UpdateRule:
         while len(self._gains) > self.max_delay + 2 and not self._keep_all_gains:
             self._refs.pop(self._gains.popitem(last=False)[0], None)
 
-    def log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
+    def log(self, event: Event, delay: int = 0, worker: int = -1, version_read: int = -1) -> None:
         """Tell the observer what happened."""
-        self.observer.event(self, event, delay, worker, version_read)
+        self.observer.event(EventRecord(event, self.K, self.version, self.stats.updates, self.stats.rollouts,
+                                        self.tuning.alpha, delay, worker, version_read))
 
     # ------------------------------------------------- calibration and end
-    def probe(self, run: Runner, kind: str, K: np.ndarray, tau: float | None = None, r: float | None = None,
+    def probe(self, run: Runner, kind: TaskKind, K: np.ndarray, tau: float | None = None, r: float | None = None,
               N: int | None = None, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS,
               task_id: int | None = None) -> Report:
         """Run one task at gain ``K`` outside the loop (calibration, the final check); an
@@ -276,30 +278,13 @@ class UpdateRule:
         rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
         self._issued.pop(rep.task_id, None)
         self.stats.rollouts += rep.rollouts
-        if kind == "estimate":
+        if kind == TaskKind.ESTIMATE:
             rep = dataclasses.replace(rep, grad=self.gradient(rep))
         return rep
 
     def calibrate(self, run: Runner) -> None:
-        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
-        the line search's step, if it found one, is the first update."""
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
-            if self.out_of_time():
-                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
-            return self.probe(run, kind, K, tau, r, N, ref=ref)
-
-        settings = self.settings
-        if not self.line_search and settings.step is None:  # the rule's own initial step is kept
-            settings = dataclasses.replace(settings, step=self.tuning.alpha)
-        cal = calibrate(probe, self.K.copy(), settings, self.tuning.N, tau=self.tuning.tau,
-                        r=self.tuning.r, alpha=self.tuning.alpha)
-        self.tuning.tau, self.tuning.r, self.tuning.alpha = cal.tau, cal.r, cal.alpha
-        self.safeguards.anchor_cost = cal.f0
-        if cal.K1 is not None and not self.safeguards.plain:  # plain: every update is the rule's own
-            self.new_version(cal.K1)
-            self.safeguards.move_anchor(self.K.copy(), cal.cost1, self.version)
-            self.stats.updates += 1
-        self.log("calibrate")
+        """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (:func:`~.lifecycle.calibrate_rule`)."""
+        calibrate_rule(self, run)
 
     @property
     def needs_recalibration(self) -> bool:
@@ -307,92 +292,46 @@ class UpdateRule:
         return self.safeguards.stalled
 
     def recalibrate(self, run: Runner) -> None:
-        """Search the step afresh at the anchor (re-measured at the current horizon), with new
-        estimates: a run never gives up silently. Logged as ``recalibrate``."""
-        g, t = self.safeguards, self.tuning
-        found = False
-
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
-            if self.out_of_time():
-                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
-            return self.probe(run, kind, K, tau, r, N, ref=ref)
-
-        anchor = probe("evaluate", g.anchor_K.copy(), t.tau, t.r, t.N)
-        if not anchor.blown_up:
-            g.anchor_cost = anchor.cost
-            t.alpha, K1, cost1 = search_step(probe, g.anchor_K.copy(), self.settings, t.N, tau=t.tau, r=t.r,
-                                             f0=anchor.cost)
-            if K1 is not None:
-                self.new_version(K1)
-                g.move_anchor(self.K.copy(), cost1, self.version)
-                g.branch_start = self.version  # estimates in flight were taken on the stalled branch
-                self.stats.updates += 1
-                found = True
-        g.rejects_in_row = 0
-        g.stall_limit = g.stall_limit if found else 2 * g.stall_limit
-        self.log("recalibrate")
+        """Search the step afresh at the anchor (:func:`~.lifecycle.recalibrate_rule`)."""
+        recalibrate_rule(self, run)
 
     def final_gain(self, status: str, run: Runner) -> np.ndarray:
-        """The gain a run returns: the current one if it reached the target (by the oracle),
-        the anchor if interrupted, else whichever of the two a last rollout check finds
-        cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
-        returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
-        significantly cheaper than ``K0`` itself; else ``K0`` is. In plain mode (the paper's
-        rule, :mod:`~.plain`): always the current gain."""
-        g = self.safeguards
-        if status == "converged" or g.plain:  # plain: the last iterate, as published
-            return self.K.copy()
-        if status == "interrupted":
-            return g.anchor_K.copy()
-        if self.settings.cost_noise == 0:
-            return self.K.copy() if g.beats_anchor(self.probe(run, "evaluate", self.K.copy())) else g.anchor_K.copy()
-        K = g.anchor_K.copy()
-        if not np.array_equal(self.K, K) and self._cheaper(run, self.K, K, CHECK_PAIRS, 0):
-            K = self.K.copy()
-        if np.array_equal(K, self.K0) or not self._cheaper(run, K, self.K0, FINAL_PAIRS, 1):
-            return self.K0.copy()
-        return K
-
-    def _cheaper(self, run: Runner, K: np.ndarray, ref: np.ndarray, pairs: int, i: int) -> bool:
-        """Whether a paired check finds ``K`` significantly cheaper than ``ref`` (and trusted).
-        The check's identity (so its noise) depends on the version only, not on how many tasks
-        were in flight when the run stopped: a replay draws the same noise."""
-        rep = self.probe(run, "evaluate", K.copy(), ref=ref, pairs=pairs, task_id=FINAL_TASK + 2 * self.version + i)
-        return (not rep.blown_up and significantly_cheaper(rep.diff, rep.diff_se)
-                and not rep.long_tail(self.settings.tail_tol))
+        """The gain a run returns, never one costlier than ``K0`` (:func:`~.lifecycle.choose_final_gain`)."""
+        return choose_final_gain(self, status, run)
 
     # --------------------------------------------------------- checkpoint
-    def state_dict(self) -> dict[str, Any]:
-        """The rule's state, JSON-ready (non-finite numbers as strings): the gain, its version,
-        the tuning, the anchor and every counter. Tasks in flight are not part of it: after
-        :meth:`load_state` they are simply never received."""
+    def state(self) -> LearnerState:
+        """The rule's state as one value (copies: later updates do not change it)."""
+        g = self.safeguards
+        return LearnerState(
+            K=self.K.copy(), version=self.version, tuning=dataclasses.replace(self.tuning), max_delay=self.max_delay,
+            anchor_K=g.anchor_K.copy(), anchor_cost=g.anchor_cost, anchor_version=g.anchor_version,
+            check_every=g.check_every, since_check=g.since_check, branch_start=g.branch_start,
+            rejects_in_row=g.rejects_in_row, stall_limit=g.stall_limit, anchor_serial=g.anchor_serial,
+            stats=dataclasses.replace(self.stats),
+        )
+
+    def restore(self, state: LearnerState) -> None:
+        """Continue from ``state`` (task ids, versions and update numbers keep rising)."""
+        if state.K.shape != (self.m, self.n):
+            raise ProblemError(f"checkpoint gain has shape {state.K.shape}, expected {(self.m, self.n)}")
         g, t = self.safeguards, self.tuning
-        state: dict[str, Any] = {
-            "K": self.K.tolist(), "anchor_K": g.anchor_K.tolist(), "version": self.version,
-            "alpha": t.alpha, "r": t.r, "tau": t.tau, "N": t.N, "check_every": g.check_every,
-            "max_delay": self.max_delay, "anchor_cost": g.anchor_cost, "anchor_version": g.anchor_version,
-            "_since_check": g.since_check, "_branch_start": g.branch_start, **self.stats.state(),
-        }
-        return {k: v if not isinstance(v, float) or math.isfinite(v) else repr(v) for k, v in state.items()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` (task ids, versions and update numbers keep rising)."""
-        K = np.array(state["K"], dtype=float)
-        if K.shape != (self.m, self.n):
-            raise ProblemError(f"checkpoint gain has shape {K.shape}, expected {(self.m, self.n)}")
-
-        def num(name: str) -> Any:
-            value = state[name]
-            return float(value) if isinstance(value, str) else value
-
-        g, t = self.safeguards, self.tuning
-        self.K, self.version, self.max_delay = K, num("version"), num("max_delay")
-        t.alpha, t.r, t.tau, t.N = num("alpha"), num("r"), num("tau"), num("N")
-        g.check_every, g.anchor_cost, g.anchor_version = num("check_every"), num("anchor_cost"), num("anchor_version")
-        g.since_check, g.branch_start = num("_since_check"), num("_branch_start")
-        g.anchor_K = np.array(state["anchor_K"], dtype=float)
-        self.stats.load(state)
+        self.K, self.version, self.max_delay = state.K.copy(), state.version, state.max_delay
+        t.alpha, t.r, t.tau, t.N = state.tuning.alpha, state.tuning.r, state.tuning.tau, state.tuning.N
+        g.check_every, g.anchor_cost, g.anchor_version = state.check_every, state.anchor_cost, state.anchor_version
+        g.since_check, g.branch_start = state.since_check, state.branch_start
+        g.rejects_in_row, g.stall_limit, g.anchor_serial = state.rejects_in_row, state.stall_limit, state.anchor_serial
+        g.anchor_K = state.anchor_K.copy()
+        self.stats.load(dataclasses.asdict(state.stats))
         self._gains = OrderedDict({self.version: self.K.copy()})
         self._refs = {self.version: (g.anchor_serial, g.anchor_K)}
         self._issued.clear()
         g.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`state` JSON-ready: the ``master`` block of a checkpoint."""
+        return self.state().to_dict()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """:meth:`restore` from :meth:`state_dict` (see :meth:`.LearnerState.from_dict`)."""
+        self.restore(LearnerState.from_dict(state))

@@ -19,16 +19,16 @@ significantly so is *inconclusive*: the gain goes on descending, the anchor and 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..settings import Settings
+from .kinds import Event
 from .paired import significantly_cheaper
-from .stats import Stats, Tuning
 from .tasks import Report
 
-__all__ = ["Guarded", "Safeguards", "STALL_REJECTS", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES"]
+__all__ = ["Safeguards", "STALL_REJECTS", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES", "Verdict"]
 
 GROW, SHRINK, MAX_GROW = 1.2, 0.5, 3.0
 #: A check judges about CHECK_SAMPLES * mn directions of updates: enough that their sum is a
@@ -41,17 +41,22 @@ CHECK_SAMPLES = 4
 STALL_REJECTS = 40
 
 
-class Guarded(Protocol):
-    """What the safeguards act on: a rule's gain versions, tuning and counters
-    (:class:`~azopg.method.rule.UpdateRule`)."""
+@dataclass(frozen=True)
+class Verdict:
+    """What the safeguards decided about a report; the rule applies it in one place
+    (:meth:`~azopg.method.rule.UpdateRule.apply_verdict`): scale the step, horizon and radius,
+    count the check, roll back to the anchor if told to, and log ``event``."""
 
-    version: int
-    tuning: Tuning
-    stats: Stats
-
-    def new_version(self, K: np.ndarray) -> None: ...
-
-    def log(self, event: str, delay: int = 0, worker: int = -1, version_read: int = -1) -> None: ...
+    event: Event
+    delay: int
+    worker: int
+    version_read: int
+    alpha: float = 1.0  #: factor of the step
+    tau: float = 1.0  #: factor of the horizon
+    r: float = 1.0  #: factor of the radius
+    accepted: int = 0  #: checks accepted
+    rejected: int = 0  #: checks rejected
+    rollback: bool = False  #: back to the anchor (then ``delay`` is counted from the new version)
 
 
 class Safeguards:
@@ -117,39 +122,40 @@ class Safeguards:
         """Whether gain ``version`` is on a branch a rollback discarded."""
         return version < self.branch_start
 
-    def judge(self, rule: Guarded, rep: Report, delay: int) -> None:
+    def judge(self, rep: Report, delay: int) -> Verdict:
         """Accept or reject a check's report: move the anchor and grow the step, or roll back."""
         K_checked = self._checked.pop(rep.task_id)
         paired_with = self._paired_with.pop(rep.task_id, self.anchor_serial)
         if (rep.version <= self.anchor_version and not rep.blown_up) or paired_with != self.anchor_serial:
             # the gain checked is the anchor itself or predates it (a rollback happened while
             # the check was in flight), or it was paired with an anchor since replaced: nothing to judge
-            rule.log("check-stale", delay, rep.worker, rep.version)
-            return
+            return Verdict(Event.CHECK_STALE, delay, rep.worker, rep.version)
         s = self.settings
         if s.cost_noise > 0 and rep.diff < 0 and not self.beats_anchor(rep) and not rep.blown_up \
                 and not rep.long_tail(s.tail_tol):
             # cheaper, but not significantly: the gain goes on (the difference grows with further
             # descent) while the anchor stays; neither step nor anchor changes
-            rule.log("check-inconclusive", delay, rep.worker, rep.version)
-            return
+            return Verdict(Event.CHECK_INCONCLUSIVE, delay, rep.worker, rep.version)
         if not self.beats_anchor(rep):
-            rule.stats.rejected += 1
             # a step too small to change the gain cannot win: the search for a step starts afresh
             unchanged = np.array_equal(K_checked, self.anchor_K)
             self.rejects_in_row += STALL_REJECTS if unchanged else 1
-            if rep.long_tail(s.tail_tol) and s.tau is None:
-                rule.tuning.tau *= 2.0  # a slow or unstable mode: look further
-            self.rollback(rule, rep.worker, rep.version, "check-reject")
-            return
-        rule.stats.accepted += 1
+            # a slow or unstable mode: look further
+            tau = 2.0 if rep.long_tail(s.tail_tol) and s.tau is None else 1.0
+            return self.rollback(rep.worker, rep.version, Event.CHECK_REJECT, tau=tau, rejected=1)
         self.rejects_in_row = 0
         self.stall_limit = STALL_REJECTS
         # grow at the same rate per update whatever the check interval (W workers: ~W)
         covered = rep.version - self.anchor_version
-        rule.tuning.alpha *= min(GROW ** (covered / self.check_every), MAX_GROW)
+        grow = min(GROW ** (covered / self.check_every), MAX_GROW)
         self.move_anchor(K_checked, rep.cost, rep.version)
-        rule.log("check-accept", delay, rep.worker, rep.version)
+        return Verdict(Event.CHECK_ACCEPT, delay, rep.worker, rep.version, alpha=grow, accepted=1)
+
+    def searched(self, found: bool) -> None:
+        """The step was searched afresh (a recalibration): the count of rejections restarts; the
+        limit doubles if no step was ``found`` (the searches back off exponentially)."""
+        self.rejects_in_row = 0
+        self.stall_limit = self.stall_limit if found else 2 * self.stall_limit
 
     def stuck(self) -> bool:
         """Whether the run cannot go on (plain mode only, :mod:`azopg.method.plain`)."""
@@ -180,26 +186,26 @@ class Safeguards:
         samples partly survived averages the survivors)."""
         return not math.isfinite(rep.center_cost)
 
-    def blown_round(self, rule: Guarded, estimates: list[Report], good: list[Report]) -> None:
+    def blown_round(self, estimates: list[Report], good: list[Report]) -> list[Verdict]:
         """A synchronous round's ``estimates`` of which only ``good`` did not blow up: if none
         did, as :meth:`blown` for the first."""
-        if estimates and not good:
-            self.blown(rule, estimates[0], 0)
+        return [self.blown(estimates[0], 0)] if estimates and not good else []
 
-    def blown(self, rule: Guarded, rep: Report, delay: int) -> None:
+    def blown(self, rep: Report, delay: int) -> Verdict:
         """Every perturbed rollout of an estimate blew up."""
-        if rep.version == self.anchor_version:
-            rule.tuning.r *= SHRINK  # the anchor is stable: the perturbations were too big
-            rule.log("shrink-r", delay, rep.worker, rep.version)
-        else:  # the step destabilized the gain: a failed step, as a rejected check is
-            self.rejects_in_row += 1
-            self.rollback(rule, rep.worker, rep.version, "rollback-blowup")
+        if rep.version == self.anchor_version:  # the anchor is stable: the perturbations were too big
+            return Verdict(Event.SHRINK_R, delay, rep.worker, rep.version, r=SHRINK)
+        # the step destabilized the gain: a failed step, as a rejected check is
+        self.rejects_in_row += 1
+        return self.rollback(rep.worker, rep.version, Event.ROLLBACK_BLOWUP)
 
-    def rollback(self, rule: Guarded, worker: int, version_read: int, event: str) -> None:
-        """Back to the anchor with half the step; estimates of the discarded branch are dropped."""
-        rule.tuning.alpha *= SHRINK
-        rule.stats.rollbacks += 1
-        rule.new_version(self.anchor_K.copy())
-        self.anchor_version = self.branch_start = rule.version
+    def rollback(self, worker: int, version_read: int, event: Event, *, tau: float = 1.0,
+                 rejected: int = 0) -> Verdict:
+        """Back to the anchor with half the step; estimates of the discarded branch are dropped
+        (:meth:`rolled_back` once the rule has made the anchor its new version)."""
+        return Verdict(event, 0, worker, version_read, alpha=SHRINK, tau=tau, rejected=rejected, rollback=True)
+
+    def rolled_back(self, version: int) -> None:
+        """The anchor is now gain ``version``: versions before it are a discarded branch."""
+        self.anchor_version = self.branch_start = version
         self.since_check = 0  # the next check judges new updates, not the anchor again
-        rule.log(event, rule.version - version_read, worker, version_read)

@@ -74,6 +74,7 @@ class Stats:
         return asdict(self)
 
     def load(self, state: dict[str, Any]) -> None:
-        """Restore the counters of :meth:`state` (keys of other kinds are ignored)."""
-        for f in fields(self):
-            setattr(self, f.name, state[f.name])
+        """Restore the counters of :meth:`state` (keys of other kinds are ignored; the caller checks
+        that a checkpoint has every counter of its format)."""
+        for f in fields(self):  # a counter an older checkpoint lacks keeps its default
+            setattr(self, f.name, state.get(f.name, getattr(self, f.name)))

@@ -16,13 +16,14 @@ import numpy as np
 from ..plants.base import Plant, RolloutResult, failed, returns_moments, rollout_of
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
+from .kinds import TaskKind
 from .paired import noise_factors, paired_measure
 
-__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "evaluation_states", "report_gradient", "run_task",
-           "task_rng"]
+__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "estimate_rollouts", "evaluation_states", "report_gradient",
+           "run_task", "task_rng"]
 
 #: What a task can ask of a worker (see :func:`run_task`).
-TASK_KINDS = ("estimate", "evaluate", "moments")
+TASK_KINDS = tuple(TaskKind)
 _EVAL_STREAM = 2**31 - 1  # generator stream of the fixed evaluation states
 _NOISE_STREAM = 2**31 - 3  # generator stream of a task's measurement noise
 _PLANT_STREAM = 2**31 - 4  # generator stream of a noisy plant's process and measurement noise
@@ -74,7 +75,7 @@ class Task:
 
     task_id: int
     worker: int
-    kind: str
+    kind: TaskKind
     K: np.ndarray
     version: int
     tau: float
@@ -127,7 +128,7 @@ class Report:
 
     task_id: int
     worker: int
-    kind: str
+    kind: TaskKind
     version: int
     rollouts: int
     blown_up: int
@@ -155,6 +156,11 @@ class Report:
             if arr is not None:
                 size += arr.nbytes
         return size
+
+
+def estimate_rollouts(method: str, N: int) -> int:
+    """Rollouts of an estimate of ``N`` directions: two per direction (``"two-point"``), else one."""
+    return 2 * N if method == "two-point" else N
 
 
 def task_rng(seed: int, worker: int, task_id: int) -> np.random.Generator:
@@ -203,8 +209,8 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
     noise = (np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM])
              if task.cost_noise > 0 else None)
     moments = task.moments and returns_moments(plant)
-    if task.kind == "estimate":
-        require_task_memory(raw, task.N, 2 * task.N if task.method == "two-point" else task.N)
+    if task.kind == TaskKind.ESTIMATE:
+        require_task_memory(raw, task.N, estimate_rollouts(task.method, task.N))
         est = estimate_gradient(
             plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task.K,
             r=task.r, N=task.N, tau=task.tau,
@@ -216,15 +222,15 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
             grad=None if task.light else est.grad, weights=est.weights if task.light else None,
             center_cost=est.center_cost, S=est.S, S_count=est.S_count,
         )
-    if task.kind == "moments":  # its S (n x n per rollout) counted as n/2 + 1 rollouts' states each
+    if task.kind == TaskKind.MOMENTS:  # its S (n x n per rollout) counted as n/2 + 1 rollouts' states each
         require_task_memory(raw, task.N, task.N * (raw.n // 2 + 1))
         return _run_moments(plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task)
-    if task.kind == "evaluate" and task.K_ref is not None and noise is not None:
+    if task.kind == TaskKind.EVALUATE and task.K_ref is not None and noise is not None:
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         pm = paired_measure(plant, task.K, task.K_ref, X, task.tau, task.cost_noise, task.pairs, noise, moments)
         return Report(task.task_id, task.worker, task.kind, task.version, pm.rollouts, pm.blown_up, cost=pm.cost,
                       cost2=pm.cost2, S=pm.S, S_count=pm.S_count, diff=pm.diff, diff_se=pm.diff_se)
-    if task.kind == "evaluate":
+    if task.kind == TaskKind.EVALUATE:
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         k = X.shape[0]
         r1 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, task.tau,

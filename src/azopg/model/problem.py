@@ -9,61 +9,21 @@ Conventions follow python-control: ``dx/dt = A x + B u`` (``x_{t+1} = A x_t + B 
 from __future__ import annotations
 
 import logging
-import re
 from functools import cached_property
 from typing import Any
 
 import numpy as np
-import scipy.linalg as sla
 
-from ..errors import AzopgError, NotStabilizingError, ProblemError
+from ..errors import NotStabilizingError, ProblemError
 from . import discrete as dlqr
 from . import riccati
-from .validation import as_matrix, parse_noise, parse_problem
+from .riccati import kleinman_gain, lyapunov
+from .statespace import make_statespace, read_statespace
+from .validation import as_matrix, parse_noise, parse_problem, require_control, time_domain
 
-__all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
+__all__ = ["LQRProblem", "as_matrix", "kleinman_gain", "lyapunov", "require_control"]
 
 log = logging.getLogger("azopg")
-
-#: Largest relative residual of the Riccati solution accepted as a solution.
-
-def require_control() -> Any:
-    """Import and return python-control (the ``control`` module).
-
-    Raises
-    ------
-    AzopgError
-        If python-control is not installed.
-    """
-    try:
-        import control
-    except ImportError:
-        raise AzopgError("python-control is not installed: pip install azopg[control]") from None
-    return control
-
-
-def kleinman_gain(K: Any, E: Any, R: Any) -> np.ndarray:
-    """The policy-iteration (Kleinman, Gauss--Newton) step ``K - R^-1 E`` from the gain
-    ``K`` (m, n), its factor ``E = R K - B'P(K)`` (m, n) and the input weight ``R`` (m, m)."""
-    K = np.asarray(K, dtype=float)
-    return K - np.linalg.solve(np.asarray(R, dtype=float), np.asarray(E, dtype=float))
-
-
-def lyapunov(A: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """``X`` with ``A X + X A' + C = 0``, solved on ``A`` and ``C`` scaled to unit size (so
-    matrices of any magnitude, e.g. ``1e-300``, keep their precision) and on ``A`` balanced by a
-    diagonal similarity ``T`` of powers of 2 (exact): ``X = T Xb T`` with ``Xb`` the solution for
-    ``T^-1 A T`` and ``T^-1 C T^-1``, so states in any units (``A -> D A D^-1``) keep their precision."""
-    alpha = float(np.max(np.abs(A)))
-    beta = float(np.max(np.abs(C)))
-    if beta == 0:
-        return np.zeros_like(C)
-    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(C))):
-        return (beta / alpha) * sla.solve_continuous_lyapunov(A / alpha, -(C / beta))
-    t = sla.matrix_balance(A, permute=False, separate=True)[1][0]
-    Ab, Cb = A * (t[None, :] / t[:, None]), C / t[:, None] / t[None, :]  # never t t' (it can overflow)
-    alpha, beta = float(np.max(np.abs(Ab))), float(np.max(np.abs(Cb)))
-    return (beta / alpha) * sla.solve_continuous_lyapunov(Ab / alpha, -(Cb / beta)) * t[:, None] * t[None, :]
 
 
 class LQRProblem:
@@ -150,7 +110,7 @@ class LQRProblem:
         measurement_noise: Any = None,
         measurement_dt: float | None = None,
     ) -> None:
-        self.discrete_time, self.dt = _time_domain(discrete_time, dt)
+        self.discrete_time, self.dt = time_domain(discrete_time, dt)
         data = parse_problem(A, B, Q, R, x0_cov, K0)
         self.A, self.B, self.Q, self.R, self.x0_cov = (data[k] for k in ("A", "B", "Q", "R", "x0_cov"))
         self.process_noise, self.measurement_noise, self.measurement_dt = parse_noise(
@@ -345,7 +305,6 @@ class LQRProblem:
         f = self.cost(K)
         return (f - self.optimal_cost) / self.optimal_cost
 
-    # ---------------------------------------------------------- conversions
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (the problem-file format)."""
         return {
@@ -375,19 +334,10 @@ class LQRProblem:
         if missing:
             raise ProblemError(f"missing key(s): {', '.join(missing)}")
         return cls(
-            data["A"],
-            data["B"],
-            data["Q"],
-            data["R"],
-            x0_cov=data.get("x0_cov"),
-            K0=data.get("K0"),
-            name=str(data.get("name", name or "custom")),
-            source=str(data.get("source", "")),
-            title=str(data.get("title", "")),
-            discrete_time=data.get("discrete_time", False),
-            dt=data.get("dt"),
-            process_noise=data.get("process_noise"),
-            measurement_noise=data.get("measurement_noise"),
+            data["A"], data["B"], data["Q"], data["R"], x0_cov=data.get("x0_cov"), K0=data.get("K0"),
+            name=str(data.get("name", name or "custom")), source=str(data.get("source", "")),
+            title=str(data.get("title", "")), discrete_time=data.get("discrete_time", False), dt=data.get("dt"),
+            process_noise=data.get("process_noise"), measurement_noise=data.get("measurement_noise"),
             measurement_dt=data.get("measurement_dt"),
         )
 
@@ -429,10 +379,6 @@ class LQRProblem:
         title, source : str, optional
             Description and provenance.
 
-        Returns
-        -------
-        LQRProblem
-
         Raises
         ------
         AzopgError
@@ -443,59 +389,12 @@ class LQRProblem:
         NotStabilizingError
             As for the constructor.
         """
-        control = require_control()
-        if not isinstance(sys, control.StateSpace):
-            raise ProblemError(f"expected a control.StateSpace system, got {type(sys).__name__} "
-                               "(convert it with control.ss)")
-        dt = sys.dt
-        if dt is None or (dt is not True and isinstance(dt, (int, float)) and dt == 0):
-            discrete, period = False, None
-        elif dt is True:
-            discrete, period = True, None
-        elif isinstance(dt, (int, float)) and not isinstance(dt, bool) and np.isfinite(dt) and dt > 0:
-            discrete, period = True, float(dt)
-        else:
-            raise ProblemError(f"the system's sampling time dt = {dt!r} is invalid: give dt = 0 (continuous time) "
-                               "or a number > 0 (discrete time)")
-        if sys.nstates == 0:
-            raise ProblemError("system has no states")
-        if sys.ninputs == 0:
-            raise ProblemError("system has no inputs")
-        if name is None:
-            sys_name = str(getattr(sys, "name", "") or "")
-            name = "statespace" if not sys_name or re.fullmatch(r"sys\[\d+\]", sys_name) else sys_name
-        return cls(np.asarray(sys.A, dtype=float), np.asarray(sys.B, dtype=float), Q, R, x0_cov=x0_cov,
-                   K0=K0, name=name, title=title, source=source, discrete_time=discrete, dt=period)
+        A, B, discrete, period, name = read_statespace(sys, name)
+        return cls(A, B, Q, R, x0_cov=x0_cov, K0=K0, name=name, title=title, source=source, discrete_time=discrete,
+                   dt=period)
 
     def to_statespace(self) -> Any:
         """The plant as a python-control system ``ss(A, B, I, 0)`` (full state output; with
         ``dt`` = the sampling period, ``True`` if unspecified, for a discrete-time problem).
-
-        Returns
-        -------
-        control.StateSpace
-
-        Raises
-        ------
-        AzopgError
-            If python-control is not installed.
-        """
-        control = require_control()
-        dt: float | bool = 0 if not self.discrete_time else (True if self.dt is None else self.dt)
-        return control.ss(np.array(self.A), np.array(self.B), np.eye(self.n), np.zeros((self.n, self.m)),
-                          dt, name=self.name)
-
-
-def _time_domain(discrete_time: Any, dt: Any) -> tuple[bool, float | None]:
-    """Checked ``(discrete_time, dt)``: a boolean, and ``None`` or a finite period > 0 (discrete time only)."""
-    if not isinstance(discrete_time, (bool, np.bool_)):
-        raise ProblemError(f"discrete_time must be true or false, got {discrete_time!r}")
-    if dt is None:
-        return bool(discrete_time), None
-    if not discrete_time:
-        raise ProblemError("dt (a sampling period) is given for a continuous-time problem: "
-                           "set discrete_time to true, or drop dt")
-    if isinstance(dt, (bool, np.bool_)) or not isinstance(dt, (int, float, np.number)) \
-            or not (np.isfinite(dt) and dt > 0):
-        raise ProblemError(f"dt must be a finite number > 0 (the sampling period), got {dt!r}")
-    return True, float(dt)
+        Raises :class:`~azopg.errors.AzopgError` if python-control is not installed."""
+        return make_statespace(self.A, self.B, self.discrete_time, self.dt, self.name)

@@ -9,13 +9,15 @@ problem: the residual is checked against the size of the equation's terms).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.linalg as sla
 
 from ..errors import ProblemError
 from . import discrete as dlqr
 
-__all__ = ["CARE_RTOL", "hamiltonian_axis_gap", "solve"]
+__all__ = ["CARE_RTOL", "hamiltonian_axis_gap", "kleinman_gain", "lyapunov", "solve"]
 
 #: Largest relative residual of an accepted Riccati solution.
 CARE_RTOL = 1e-6
@@ -96,3 +98,27 @@ def _badly_scaled(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray, wh
     size = ", ".join(f"|{k}| {float(np.max(np.abs(M))):.3g}" for k, M in (("A", A), ("B", B), ("Q", Q), ("R", R)))
     return (f"the Riccati equation cannot be solved accurately in floating point ({why}): the problem is "
             f"badly scaled (largest {size}); rescale the states, inputs or time")
+
+
+def kleinman_gain(K: Any, E: Any, R: Any) -> np.ndarray:
+    """The policy-iteration (Kleinman, Gauss--Newton) step ``K - R^-1 E`` from the gain
+    ``K`` (m, n), its factor ``E = R K - B'P(K)`` (m, n) and the input weight ``R`` (m, m)."""
+    K = np.asarray(K, dtype=float)
+    return K - np.linalg.solve(np.asarray(R, dtype=float), np.asarray(E, dtype=float))
+
+
+def lyapunov(A: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``X`` with ``A X + X A' + C = 0``, solved on ``A`` and ``C`` scaled to unit size (so
+    matrices of any magnitude, e.g. ``1e-300``, keep their precision) and on ``A`` balanced by a
+    diagonal similarity ``T`` of powers of 2 (exact): ``X = T Xb T`` with ``Xb`` the solution for
+    ``T^-1 A T`` and ``T^-1 C T^-1``, so states in any units (``A -> D A D^-1``) keep their precision."""
+    alpha = float(np.max(np.abs(A)))
+    beta = float(np.max(np.abs(C)))
+    if beta == 0:
+        return np.zeros_like(C)
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(C))):
+        return (beta / alpha) * sla.solve_continuous_lyapunov(A / alpha, -(C / beta))
+    t = sla.matrix_balance(A, permute=False, separate=True)[1][0]
+    Ab, Cb = A * (t[None, :] / t[:, None]), C / t[:, None] / t[None, :]  # never t t' (it can overflow)
+    alpha, beta = float(np.max(np.abs(Ab))), float(np.max(np.abs(Cb)))
+    return (beta / alpha) * sla.solve_continuous_lyapunov(Ab / alpha, -(Cb / beta)) * t[:, None] * t[None, :]

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import AzopgError, ProblemError
 
 __all__ = ["as_matrix", "symmetric_part", "parse_problem", "parse_noise", "machine_memory", "require_memory",
-           "oracle_bytes", "SYM_RTOL", "psd_tolerance"]
+           "oracle_bytes", "SYM_RTOL", "psd_tolerance", "require_control", "time_domain"]
 
 #: Relative asymmetry ``max|M - M'| / max|M|`` tolerated in a symmetric matrix.
 SYM_RTOL = 1e-8
@@ -245,3 +245,33 @@ def oracle_bytes(n: int, m: int) -> float:
     """Bytes the exact oracle of an ``n``-state, ``m``-input problem works on: the Riccati
     solver's ``2n x 2n`` Hamiltonian, its Schur form and vectors (about 6 such arrays)."""
     return 8.0 * (6 * (2 * n + m) ** 2 + 4 * n * m)
+
+
+def require_control() -> Any:
+    """Import and return python-control (the ``control`` module).
+
+    Raises
+    ------
+    AzopgError
+        If python-control is not installed.
+    """
+    try:
+        import control
+    except ImportError:
+        raise AzopgError("python-control is not installed: pip install azopg[control]") from None
+    return control
+
+
+def time_domain(discrete_time: Any, dt: Any) -> tuple[bool, float | None]:
+    """Checked ``(discrete_time, dt)``: a boolean, and ``None`` or a finite period > 0 (discrete time only)."""
+    if not isinstance(discrete_time, (bool, np.bool_)):
+        raise ProblemError(f"discrete_time must be true or false, got {discrete_time!r}")
+    if dt is None:
+        return bool(discrete_time), None
+    if not discrete_time:
+        raise ProblemError("dt (a sampling period) is given for a continuous-time problem: "
+                           "set discrete_time to true, or drop dt")
+    if isinstance(dt, (bool, np.bool_)) or not isinstance(dt, (int, float, np.number)) \
+            or not (np.isfinite(dt) and dt > 0):
+        raise ProblemError(f"dt must be a finite number > 0 (the sampling period), got {dt!r}")
+    return True, float(dt)

@@ -2,7 +2,7 @@
 
 :class:`LinearVectorEnv` and :class:`PendulumVectorEnv` are ``gymnasium.vector.VectorEnv``
 subclasses holding ``num_envs`` copies of :class:`~azopg.plants.envs.LinearEnv` and
-:class:`~azopg.plants.envs.PendulumEnv`; :func:`he1_vector_env` is that of
+:class:`~azopg.plants.pendulum_env.PendulumEnv`; :func:`he1_vector_env` is that of
 :func:`~azopg.plants.envs.he1_env`. They are the ``vector_entry_point`` of ``azopg/Linear-v0``,
 ``azopg/Pendulum-v0`` and ``azopg/HE1-v0`` (:func:`~azopg.plants.envs.register_envs`), so
 ``gymnasium.make_vec(id, num_envs, vectorization_mode="vector_entry_point")``,
@@ -12,7 +12,7 @@ Copy ``i`` is the single environment, bit for bit: it has its own generator, see
 ``reset(seed=seeds)`` with ``seeds[i]`` as ``Env.reset(seed=seeds[i])`` seeds it (an int
 ``seed`` gives ``seed + i``, as gymnasium's vector envs do), it draws its random numbers in the
 single environment's order, and a step is the single environment's elementwise arithmetic
-(:func:`~azopg.plants.envs.zoh_step`, :func:`~azopg.plants.envs.pendulum_step`) over the
+(:func:`~azopg.plants.envs.zoh_step`, :func:`~azopg.plants.pendulum_env.pendulum_step`) over the
 batch. ``reset(options={"x0": X})`` takes every copy's initial state at once, an array
 (num_envs, n). There is no auto-reset (``metadata["autoreset_mode"]`` is ``DISABLED``): a
 copy that has ended goes on stepping until the next ``reset`` (of all copies). A copy is
@@ -33,8 +33,9 @@ from gymnasium.vector.utils import batch_space
 
 from ..errors import ProblemError
 from ..model.problem import LQRProblem
-from .envs import LinearEnv, PendulumEnv, he1_env, pendulum_step, zoh_step
+from .envs import LinearEnv, he1_env, zoh_step
 from .lockstep import matvec, sq_norms
+from .pendulum_env import PendulumEnv, pendulum_step
 
 __all__ = ["LinearVectorEnv", "PendulumVectorEnv", "he1_vector_env"]
 
@@ -173,7 +174,7 @@ class LinearVectorEnv(_Copies):
 
 
 class PendulumVectorEnv(_Copies):
-    """``num_envs`` copies of :class:`~azopg.plants.envs.PendulumEnv`, stepped together.
+    """``num_envs`` copies of :class:`~azopg.plants.pendulum_env.PendulumEnv`, stepped together.
 
     Parameters
     ----------
@@ -182,7 +183,7 @@ class PendulumVectorEnv(_Copies):
     max_episode_steps : int, optional
         Steps after which a copy is truncated.
     **kwargs
-        Those of :class:`~azopg.plants.envs.PendulumEnv`.
+        Those of :class:`~azopg.plants.pendulum_env.PendulumEnv`.
 
     Attributes
     ----------
@@ -192,7 +193,7 @@ class PendulumVectorEnv(_Copies):
         The copies' states.
     per_copy_below : int
         Fewer copies than this are stepped one by one in floats
-        (:meth:`PendulumEnv.advance <azopg.plants.envs.PendulumEnv.advance>`, the single
+        (:meth:`PendulumEnv.advance <azopg.plants.pendulum_env.PendulumEnv.advance>`, the single
         environment's own path: numpy's cost per call outweighs the arithmetic of a few
         copies); the bits are the same either way.
     """

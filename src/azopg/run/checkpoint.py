@@ -27,11 +27,13 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 from ..errors import AzopgError, SettingsError
+from ..method.kinds import Arrival, TaskKind
 from ..method.rule import UpdateRule
 from .files import csv_bytes, write_atomic, write_json_atomic
 from .history import RunLog
@@ -164,7 +166,7 @@ class RunRecorder:
                 self.close()
                 raise SettingsError(f"{str(self.out)!r}: cannot resume: {exc}") from None
             runlog.history = [HistoryRow(*row) for row in hist]
-            runlog.arrivals = list(arr)
+            runlog.arrivals = [Arrival(task_id, worker, TaskKind(kind), *rest) for task_id, worker, kind, *rest in arr]
             state = previous["master"]
             runlog.last_cost, runlog.last_gap, runlog.last_gain_error = (
                 float(state.get(k, math.inf)) for k in ("last_cost", "last_gap", "last_gain_error"))
@@ -180,8 +182,8 @@ class RunRecorder:
         if self.problem_data is not None:
             write_json_atomic(self.out / "problem.json", self.problem_data)
         m = self.runlog
-        for i, (header, rows) in enumerate(((HISTORY_FIELDS, [astuple(h) for h in m.history]),
-                                            (ARRIVAL_FIELDS, m.arrivals))):
+        logs: tuple[Sequence[tuple[Any, ...]], ...] = ([astuple(h) for h in m.history], m.arrivals)
+        for i, (header, rows) in enumerate(zip((HISTORY_FIELDS, ARRIVAL_FIELDS), logs, strict=True)):
             data = csv_bytes(header, rows)
             write_atomic(self.out / _LOGS[i], data)
             self._hashes[i], self._bytes[i], self._rows[i] = hashlib.sha256(data), len(data), len(rows)
@@ -191,10 +193,7 @@ class RunRecorder:
         self.write_error = exc
         log.warning("azopg: cannot write to %s (%s); the run goes on without checkpoints (it cannot be resumed)",
                     self.out, exc.strerror or exc)
-        for fh in self._files:
-            with contextlib.suppress(OSError):
-                fh.close()
-        self._files = []
+        self._close_logs()
 
     def flush(self) -> None:
         """Append the history rows and arrivals logged since the last call, and flush them."""
@@ -205,7 +204,9 @@ class RunRecorder:
             if not self._files:
                 self._open()
                 return
-            for i, rows in enumerate(([astuple(h) for h in m.history[self._rows[0]:]], m.arrivals[self._rows[1]:])):
+            new: tuple[Sequence[tuple[Any, ...]], ...] = ([astuple(h) for h in m.history[self._rows[0]:]],
+                                                          m.arrivals[self._rows[1]:])
+            for i, rows in enumerate(new):
                 data = csv_bytes(None, rows)
                 self._files[i].write(data)
                 self._files[i].flush()
@@ -241,6 +242,12 @@ class RunRecorder:
             self._failed(exc)
         self._saved = time.monotonic()
 
+    def _close_logs(self) -> None:
+        for fh in self._files:
+            with contextlib.suppress(OSError):
+                fh.close()
+        self._files = []
+
     def maybe_save(self) -> None:
         """:meth:`save` if the last checkpoint is more than :data:`INTERVAL` seconds old."""
         if time.monotonic() - self._saved >= INTERVAL:
@@ -248,10 +255,7 @@ class RunRecorder:
 
     def close(self) -> None:
         """Close the logs and, if this recorder claimed the directory, release it."""
-        for fh in self._files:
-            with contextlib.suppress(OSError):
-                fh.close()
-        self._files = []
+        self._close_logs()
         if self._owns:
             self.run_dir.release()
 

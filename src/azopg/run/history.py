@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..method.rule import Arrival, UpdateRule
+from ..method.kinds import Arrival, Event, EventRecord
 from .records import HistoryRow
 
 __all__ = ["Monitor", "RunLog"]
@@ -46,15 +46,15 @@ class RunLog:
         given = [(t, value) for t, value in targets if t is not None]
         return bool(given) and all(value <= t for t, value in given)
 
-    def event(self, rule: UpdateRule, name: str, delay: int, worker: int, version_read: int) -> None:
+    def event(self, record: EventRecord) -> None:
         now = self.clock()
         cost = gap = math.nan
-        self.updates = rule.stats.updates
-        if self.monitor is not None and (name != "update" or self.updates % self.workers == 0):
-            cost, gap, self.last_gain_error = self.monitor(rule.K)
+        self.updates = record.updates
+        if self.monitor is not None and (record.event != Event.UPDATE or self.updates % self.workers == 0):
+            cost, gap, self.last_gain_error = self.monitor(record.K)
             self.last_cost, self.last_gap = cost, gap
-        self.history.append(HistoryRow(self.updates, now, rule.stats.rollouts, cost, gap, delay, worker,
-                                       version_read, rule.tuning.alpha, name))
+        self.history.append(HistoryRow(self.updates, now, record.rollouts, cost, gap, record.delay, record.worker,
+                                       record.version_read, record.step, record.event.value))
 
     def arrival(self, row: Arrival) -> None:
         self.arrivals.append(row)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..method.kinds import Arrival
+
 __all__ = ["ARRIVAL_FIELDS", "ARRIVAL_TYPES", "HISTORY_FIELDS", "HISTORY_TYPES", "HistoryRow", "Result",
            "csv_value", "parse_row"]
 
@@ -109,7 +111,7 @@ class Result:
     stats: dict[str, Any] = field(default_factory=dict)
     history: list[HistoryRow] = field(default_factory=list, repr=False)
     given_settings: dict[str, Any] = field(default_factory=dict, repr=False)
-    arrivals: list[tuple[int, int, str, int, float, float, int]] = field(default_factory=list, repr=False)
+    arrivals: list[Arrival] = field(default_factory=list, repr=False)
     problem_data: dict[str, Any] | None = field(default=None, repr=False)
     gain_error: float = math.nan
 

@@ -20,6 +20,7 @@ import numpy as np
 from ..engine.backends import BACKENDS, loop_policy
 from ..errors import SettingsError
 from ..method.auto import resolve_settings
+from ..method.kinds import TaskKind
 from ..method.rules import make_rule
 from ..method.tasks import TASK_KINDS, run_task
 from ..model.problem import LQRProblem
@@ -115,7 +116,7 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         except KeyError:
             raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line {line}: version {version} was never "
                                 "reached in the replay") from None
-        task = rule.make_task(task_id, worker, kind, K, version, tau, r, N)
+        task = rule.make_task(task_id, worker, TaskKind(kind), K, version, tau, r, N)
         rule.register(task)
         rule.tell(run_task(plant, task))
         events += 1

@@ -26,16 +26,19 @@ import numpy as np
 
 from ..engine.backends import BACKENDS
 from ..errors import AzopgError, SettingsError
-from ..method.rule import STATE_FIELDS
+from ..method.state import FORMAT2_FIELDS, STATE_FIELDS
 from ..model.problem import LQRProblem, as_matrix
 from ..settings import Settings
 
-__all__ = ["CHECKPOINT", "FINISHED", "FORMAT", "LOCK", "RUN_FILES", "RunDir", "claim", "holds_run", "out_path",
-           "prepare_out_dir", "validate_checkpoint"]
+__all__ = ["CHECKPOINT", "FINISHED", "FORMAT", "FORMATS", "LOCK", "RUN_FILES", "RunDir", "claim", "holds_run",
+           "out_path", "prepare_out_dir", "validate_checkpoint"]
 
 CHECKPOINT = "checkpoint.json"
-#: Version of the checkpoint document (2: with the length and sha256 of the logs it counts).
-FORMAT = 2
+#: Version of the checkpoint document (2: with the length and sha256 of the logs it counts; 3: with the
+#: safeguards' stall counters, :data:`~azopg.method.state.STALL_FIELDS`, and the counters added since).
+FORMAT = 3
+#: The formats this azopg resumes (a format-2 run resumes with no rejected check counted).
+FORMATS = (2, 3)
 #: Statuses of a run that ended on its own (resuming it has nothing to do).
 FINISHED = ("converged", "max_updates", "max_rollouts", "max_time", "blown_up")
 #: Every file a run (and ``azopg compare``) writes: what ``overwrite`` removes.
@@ -72,13 +75,19 @@ def prepare_out_dir(path: str | os.PathLike[str], *, files: Sequence[str] = (), 
     if found and not overwrite:
         raise SettingsError(f"--out {str(path)!r} holds {', '.join(found)} of an earlier run; pass --overwrite "
                             "to replace it, or choose another directory")
+    _make_dir(out, f"--out {str(path)!r}")
+    return out
+
+
+def _make_dir(out: Path, named: str) -> None:
+    """Create ``out`` (and its parents) if needed; refuse it unless it is a writable directory
+    (``named``: how messages name it)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SettingsError(f"--out {str(path)!r}: cannot create directory ({exc.strerror})") from None
+        raise SettingsError(f"{named}: cannot create directory ({exc.strerror})") from None
     if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
-        raise SettingsError(f"--out {str(path)!r}: not a writable directory")
-    return out
+        raise SettingsError(f"{named}: not a writable directory")
 
 
 def holds_run(path: str | os.PathLike[str]) -> list[str]:
@@ -182,12 +191,7 @@ def claim(path: str | os.PathLike[str], *, overwrite: bool = False, resume: bool
         if not out.is_dir():
             raise SettingsError(f"{str(out)!r}: {'not a directory' if out.exists() else 'no such directory'}")
     else:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SettingsError(f"{label} {str(out)!r}: cannot create directory ({exc.strerror})") from None
-        if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
-            raise SettingsError(f"{label} {str(out)!r}: not a writable directory")
+        _make_dir(out, f"{label} {str(out)!r}")
     fd = _lock(out, repr(str(out)) if resume else f"{label} {str(out)!r}")
     run = RunDir(out, fd, created)
     try:
@@ -214,7 +218,7 @@ def claim(path: str | os.PathLike[str], *, overwrite: bool = False, resume: bool
 # ------------------------------------------------------------------ checkpoint fields
 
 _POSITIVE_FLOATS = ("alpha", "r", "tau")
-_POSITIVE_INTS = ("N", "check_every", "max_delay")
+_POSITIVE_INTS = ("N", "check_every", "max_delay", "stall_limit")
 _MAYBE_INFINITE = ("last_cost", "last_gap")  # inf before the first check; stored as "inf"
 
 
@@ -269,9 +273,10 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
     try:
         if not isinstance(data, dict):
             raise _bad("the document", type(data).__name__, "expected a JSON object")
-        if data.get("format") != FORMAT:
-            raise _bad("format", data.get("format"), f"this azopg reads checkpoints of format {FORMAT} only; a "
-                       "checkpoint of an earlier format cannot be resumed (its result so far is in the logs)")
+        if data.get("format") not in FORMATS:
+            raise _bad("format", data.get("format"), f"this azopg reads checkpoints of formats "
+                       f"{', '.join(map(str, FORMATS))} only; a checkpoint of another format cannot be resumed "
+                       "(its result so far is in the logs)")
         status = data.get("status")
         if not isinstance(status, str) or status not in (*FINISHED, "running", "interrupted", "failed"):
             raise _bad("status", status, "unknown run status")
@@ -317,7 +322,8 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
             if not problem.is_stabilizing(_gain(master[key], f"master.{key}", problem.m, problem.n)):
                 raise SettingsError(f"{CHECKPOINT}: master.{key} does not stabilize the problem "
                                     "(A - B K is not Hurwitz)")
-        for key in (*STATE_FIELDS, "last_cost", "last_gap"):
+        fields = STATE_FIELDS if data["format"] >= 3 else FORMAT2_FIELDS
+        for key in (*fields, "last_cost", "last_gap"):
             field = f"master.{key}"
             if key not in master:
                 raise SettingsError(f"{CHECKPOINT}: {field} is missing")

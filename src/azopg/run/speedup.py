@@ -112,7 +112,7 @@ def run_speedup(problem: LQRProblem, workers: Sequence[int], *, backend: str = "
     """
     base = base or Settings()
     if backend == "ray":  # one Ray instance (or connection) for every run
-        from ..engine.ray_actors import ray_session
+        from ..engine.ray_session import ray_session
 
         with ray_session(base.ray_address, max(workers)):
             return _run_all(problem, workers, backend, repeats, base, report)

@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
+from ..engine.executor import WorkerLoss
 from ..engine.loops import LOOPS, Throttle
 from ..errors import OutOfTime, SettingsError
 from ..method.auto import resolve_settings
+from ..method.kinds import Event
 from ..method.rule import UpdateRule
 from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
@@ -285,10 +287,13 @@ def _rule(job: Job, given: Settings, runlog: RunLog, restore: dict[str, Any] | N
     """The run's update rule (``method="auto"`` resolved once, for this plant), restored from a checkpoint."""
     settings = resolve_settings(given, job.plant_factory()) if given.method == "auto" else given
     rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time)
-    if getattr(rule, "needs_moments", False) and not returns_moments(job.plant_factory()):
+    if rule.needs_moments and not returns_moments(job.plant_factory()):
         raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
                             "moments=True), see azopg.plants.base)")
     if restore is not None:
+        if restore["format"] < 3:
+            log.warning("azopg: a format-%d checkpoint does not hold how many checks were rejected in a row; the "
+                        "resumed run counts them afresh", restore["format"])
         rule.load_state(restore["master"])
     return rule
 
@@ -307,14 +312,14 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
             calibrated_at = clock()
         else:
             calibrated_at = recorder.calibration_s if recorder and recorder.calibration_s is not None else math.nan
-            rule.log("resume", 0, -1, rule.version)
+            rule.log(Event.RESUME, 0, -1, rule.version)
         if recorder is not None:
             recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
             recorder.save()
         status = LOOPS[policy](rule, executor, should_stop, tick)
         return status, rule.final_gain(status, executor.run), calibrated_at
     except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor (plain: the gain)
-        rule.log("out-of-time" if math.isfinite(calibrated_at) or resumed else "calibration-cut-short")
+        rule.log(Event.OUT_OF_TIME if math.isfinite(calibrated_at) or resumed else Event.CALIBRATION_CUT_SHORT)
         return "max_time", rule.final_gain("interrupted", executor.run), calibrated_at
     except KeyboardInterrupt:
         return "interrupted", rule.final_gain("interrupted", executor.run), calibrated_at
@@ -324,7 +329,7 @@ def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
     return clock() >= max_time
 
 
-def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: Any) -> None:
+def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: WorkerLoss) -> None:
     """A worker died or hung and was replaced or dropped (see :class:`azopg.engine.executor.WorkerLoss`)."""
     rule.worker_lost(loss.worker, loss.tasks)
     lost = ", ".join(f"{t.kind} task {t.task_id}" for t in loss.tasks) or "no task"
