@@ -10,12 +10,15 @@ from azopg.run.speedup import calibrated_settings
 from azopg.settings import Settings
 
 
-@pytest.fixture(autouse=True)
-def progress_after_every_report(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def progress_after_every_report():
     """A run's progress callback is called after every report, not at most every 0.1 s: a callback
     that acts at its n-th call (interrupts, kills a worker) acts at the n-th report on any machine,
-    however fast or loaded (see ``azopg.engine.loops.PROGRESS_PERIOD``)."""
-    monkeypatch.setattr(loops, "PROGRESS_PERIOD", 0.0)
+    however fast or loaded (see ``azopg.engine.loops.PROGRESS_PERIOD``). Session-scoped, so that it
+    is in force before any fixture of a wider scope than a test runs a training."""
+    saved, loops.PROGRESS_PERIOD = loops.PROGRESS_PERIOD, 0.0
+    yield
+    loops.PROGRESS_PERIOD = saved
 
 
 @pytest.fixture(scope="module")

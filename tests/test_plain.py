@@ -28,8 +28,8 @@ class Events:
     def __init__(self) -> None:
         self.names: list[str] = []
 
-    def event(self, rule, name, delay, worker, version_read) -> None:
-        self.names.append(name)
+    def event(self, record) -> None:
+        self.names.append(record.event)
 
     def arrival(self, row) -> None:
         pass
