@@ -17,23 +17,34 @@ check the gain every ``CHECK_EVERY`` updates (a failed check rolls back and halv
 fit estimates ``H_uu = R + B'P B`` in place of ``R`` and the step is Hewer's ``K - H_uu^-1 E``
 (:func:`~azopg.method.discrete.fit_weight`).
 
+Snapshots (``settings.snapshots`` > 1, the default on noise-free runs: :func:`default_snapshots`):
+each ``moments`` task is one rollout cut into ``k`` intervals, each interval one equation
+(:mod:`azopg.method.equations`); every equation ever received is kept as sufficient statistics
+about the current gain (re-centred exactly when the gain moves, so no rollout is ever stale or
+re-processed), and after each report Kleinman steps are iterated on them while the fit's own
+conditioning allows (at most :data:`INNER_STEPS`; their end is one applied update). Plants
+without snapshots contribute their whole rollouts as one interval each. ``snapshots=1`` is the
+buffered method above, unchanged.
+
 The buffer is not part of :meth:`state_dict`: after a resume it is refilled from scratch.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
 
 from .buffer import RolloutBuffer
 from .discrete import fit_weight
-from .regression import unknowns
+from .equations import IntervalEquations
+from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
-from .tasks import Report, Task
+from .tasks import Report, RolloutData, Task, TrajectoryData
 
-__all__ = ["PolicyIteration", "buffer_factor"]
+__all__ = ["PolicyIteration", "buffer_factor", "default_snapshots"]
 
 #: Rollouts needed per unknown of ``(P, E)`` before a fit; the buffer keeps ``KEEP`` per unknown.
 OVERDETERMINED, KEEP = 2.0, 6.0
@@ -52,6 +63,28 @@ CHECK_EVERY = 2
 #: old gain) determine only a combination of ``P`` and ``E``: ``m n`` directions are seen through
 #: the perturbations alone. The next fit waits for ``FRESH * m * n`` rollouts since the step.
 FRESH = 1.0
+
+
+#: Snapshots per rollout chosen by default: ``SNAPSHOTS_PER_UNKNOWN`` per unknown, within the bounds.
+SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 200
+#: With snapshots the calibrated radius (a relative cost change of ``smoothing``) is enlarged this many
+#: times: the equations are exact whatever the perturbation, and perturbations much smaller than the
+#: steps leave the fit after a step ill-conditioned (the old rollouts' ``D`` is the step).
+SNAPSHOT_RADIUS = 100.0
+#: Kleinman steps iterated on the accumulated equations after one report (one applied update).
+INNER_STEPS = 8
+#: An inner Kleinman step smaller than this (relative to ``||K||``) ends the iteration.
+STEP_TOL = 1e-12
+
+
+def default_snapshots(settings: Any, n: int, m: int) -> int:
+    """``settings.snapshots`` if given; else 1 under cost noise (each interval's cost would need its
+    own noise model), else ``SNAPSHOTS_PER_UNKNOWN`` per unknown within ``[MIN_SNAPSHOTS, MAX_SNAPSHOTS]``."""
+    if settings.snapshots is not None:
+        return int(settings.snapshots)
+    if settings.cost_noise > 0:
+        return 1
+    return int(min(max(SNAPSHOTS_PER_UNKNOWN * unknowns(n, m), MIN_SNAPSHOTS), MAX_SNAPSHOTS))
 
 
 def buffer_factor(cost_noise: float) -> float:
@@ -80,6 +113,14 @@ class PolicyIteration(UpdateRule):
             self.tuning.alpha = 1.0
         if settings.check_every is None:
             self.safeguards.check_every = CHECK_EVERY
+        self.snapshots = default_snapshots(settings, self.n, self.m)
+        self.equations = IntervalEquations(self.K, self.fit_R) if self.snapshots > 1 else None
+        if self.equations is not None and settings.batch is None:
+            self.tuning.N = 1  # each rollout brings k equations: one per task
+        self.master_seconds = 0.0  # CPU time spent on the equations (adding, re-centring, solving)
+
+    def task_fields(self, version: int) -> dict[str, Any]:
+        return {"snapshots": self.snapshots} if self.snapshots > 1 else {}
 
     def _ask(self, worker: int) -> Task:
         return self.issue(worker, "moments")
@@ -94,10 +135,26 @@ class PolicyIteration(UpdateRule):
         self._step(0, -1, self.version)
 
     def _add(self, rep: Report) -> None:
-        self.buffer.add(rep.data)
-        self._idle += 0 if rep.data is None else rep.data.cost.size
+        data = rep.data
+        if self.equations is None:
+            self.buffer.add(data)  # type: ignore[arg-type]
+            self._idle += 0 if data is None else data.cost.size
+            return
+        if data is None or data.Ki.shape[0] == 0:
+            return
+        t0 = time.process_time()
+        if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
+            data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None])
+        self.equations.add(*data.arrays())
+        self.master_seconds += time.process_time() - t0
+        self._idle += data.Ki.shape[0]
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
+        if self.equations is not None:
+            t0 = time.process_time()
+            self._iterate(delay, worker, version_read)
+            self.master_seconds += time.process_time() - t0
+            return
         if len(self.buffer) < self.needed or self._idle < self.fresh:
             return
         fit = self.buffer.evaluate(self.K, self.fit_R)
@@ -115,6 +172,41 @@ class PolicyIteration(UpdateRule):
         self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
         self.apply(self.K + self.tuning.alpha * step, delay, worker, version_read)
 
+    def _kleinman(self, fit: PolicyEvaluation) -> np.ndarray:
+        """The step ``-R^-1 E`` of a fit, shortened to ``TRUST ||K||`` (raises ``LinAlgError`` if
+        an estimated ``R`` is not positive definite)."""
+        c = np.linalg.cholesky(fit.R)
+        step = -np.linalg.solve(c.T, np.linalg.solve(c, fit.E))
+        limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
+        return step * (limit / size) if 0 < limit < size else step
+
+    def _iterate(self, delay: int, worker: int, version_read: int) -> None:
+        """Kleinman steps on the accumulated interval equations while their fit is well conditioned."""
+        eq = self.equations
+        assert eq is not None
+        if eq.rows < eq.unknowns:
+            return
+        eq.recenter(self.K)  # the gain may have moved by a rollback
+        self.tuning.alpha = min(self.tuning.alpha, 1.0)
+        K, taken = self.K, 0
+        for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
+            fit = eq.solve()
+            try:
+                if not fit.condition < MAX_CONDITION:
+                    raise np.linalg.LinAlgError
+                step = self.tuning.alpha * self._kleinman(fit)
+            except np.linalg.LinAlgError:
+                break
+            K, taken = K + step, taken + 1
+            eq.recenter(K)
+            if not float(np.linalg.norm(step)) > STEP_TOL * float(np.linalg.norm(K)):
+                break
+        if not taken:
+            self.log("ill-conditioned", delay, worker, version_read)
+            self._stuck(worker, version_read)
+            return
+        self.apply(K, delay, worker, version_read)
+
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0
         super().apply(K, delay, worker, version_read)
@@ -128,6 +220,8 @@ class PolicyIteration(UpdateRule):
         self._idle = 0
         if np.array_equal(self.K, self.safeguards.anchor_K):
             self.buffer.clear()
+            if self.equations is not None:
+                self.equations = IntervalEquations(self.K, self.fit_R)
         else:
             self.safeguards.rollback(self, worker, version_read, "rollback-ill-conditioned")
 
@@ -135,6 +229,8 @@ class PolicyIteration(UpdateRule):
         """The shared calibration, then one ``moments`` task at the calibrated gain into the buffer:
         a batch too large for memory is refused here, before the run is saved as resumable."""
         super().calibrate(run)
+        if self.equations is not None and self.settings.r is None:
+            self.tuning.r *= SNAPSHOT_RADIUS  # exact equations: larger perturbations condition the fit better
         self._add(self.probe(run, "moments", self.K.copy()))
 
     def recalibrate(self, run: Runner) -> None:

@@ -23,6 +23,13 @@ State moments (``rollout(..., moments=True)``): ``S(t) = int_0^t x x' ds`` with
 
 for the *same* ``x0``: the doubling of ``M`` carries over, again adding only positive
 semi-definite terms. ``x(tau) = E(tau) x0``.
+
+Snapshots (:meth:`LinearPlant.rollout_snapshots`): with ``M``, ``E`` and ``S_0`` of one interval
+``h = tau / k``, the same commuting argument gives each interval's data from the previous one,
+
+    x_{j+1} = E(h) x_j,   S_{j+1} = E(h) S_j E(h)',   c_j = x_j' M(h) x_j,
+
+exact to rounding: ``k`` matrix products per rollout on top of one interval's matrices.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 
 from ..errors import ProblemError
 from ..model.problem import LQRProblem
-from .base import COST_LIMIT, GROWTH, RolloutResult, finalize, with_moments
+from .base import COST_LIMIT, GROWTH, RolloutResult, Trajectory, finalize, with_moments
 
 __all__ = ["LinearPlant"]
 
@@ -130,6 +137,60 @@ class LinearPlant:
         with np.errstate(all="ignore"):
             res = finalize(cost, bad)
         return res if S_all is None else with_moments(res, S_all, xT)
+
+    def rollout_snapshots(self, K: Any, x0: Any, tau: float, k: int) -> Trajectory:
+        """Rollouts of horizon ``tau`` cut into ``k`` intervals (module docstring), exactly.
+
+        Parameters
+        ----------
+        K : array_like, shape (b, m, n) or (m, n)
+        x0 : array_like, shape (b, n)
+        tau : float
+            Horizon, > 0.
+        k : int
+            Intervals (equal ones; a discrete-time plant may return fewer, see ``_intervals``).
+
+        Returns
+        -------
+        Trajectory
+            ``cost.sum(axis=1)`` is the rollout's cost; blown-up rollouts are all NaN.
+        """
+        x0 = np.atleast_2d(np.asarray(x0, dtype=float))
+        b, n = x0.shape[0], self.n
+        K = np.asarray(K, dtype=float)
+        if K.ndim == 2:
+            K = np.broadcast_to(K, (b, self.m, n))
+        parts = self._intervals(tau, int(k))
+        kk = sum(count for _, count in parts)
+        X, S, C = np.empty((b, kk + 1, n)), np.empty((b, kk, n, n)), np.empty((b, kk))
+        chunk = max(1, _CHUNK_BYTES // (8 * (16 + kk) * n * n))
+        with np.errstate(all="ignore"):
+            for i in range(0, b, chunk):  # bounded memory for any batch
+                j = min(i + chunk, b)
+                x, col = x0[i:j], 0
+                X[i:j, 0] = x
+                for length, count in parts:
+                    M, E, Sj = self._matrices(K[i:j], length, x)
+                    assert Sj is not None
+                    for _ in range(count):
+                        S[i:j, col] = Sj
+                        C[i:j, col] = np.einsum("bi,bij,bj->b", x, M, x)
+                        x = (E @ x[:, :, None])[:, :, 0]
+                        X[i:j, col + 1] = x
+                        Sj = (E @ Sj) @ E.swapaxes(1, 2)
+                        col += 1
+            size = np.sum(X * X, axis=2)
+            bad = (np.max(size, axis=1) > GROWTH**2 * size[:, 0]) | ~np.isfinite(X).all(axis=(1, 2)) \
+                | ~np.isfinite(S).all(axis=(1, 2, 3))
+            bad = finalize(np.sum(C, axis=1), bad).blown_up
+        X[bad], S[bad], C[bad] = np.nan, np.nan, np.nan
+        return Trajectory(X, 0.5 * (S + S.swapaxes(2, 3)), C, bad)
+
+    def _intervals(self, tau: float, k: int) -> list[tuple[float, int]]:
+        """The snapshot intervals of a horizon ``tau``: ``(length, count)`` pairs, in order."""
+        if not (tau > 0 and np.isfinite(tau)) or k < 1:
+            raise ValueError(f"tau must be a finite number > 0 and k >= 1, got tau={tau}, k={k}")
+        return [(tau / k, k)]
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).

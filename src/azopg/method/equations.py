@@ -1,0 +1,181 @@
+"""Incremental normal equations of rollout *intervals*, valid for any base gain.
+
+Each interval ``[t_j, t_{j+1}]`` of a rollout of gain ``K_i`` is one exact equation in
+``(P_K, E_K)`` of any base gain ``K`` (:mod:`azopg.method.regression`, ``D = K_i - K``):
+
+    c_j = <P, x_j x_j' - x_{j+1} x_{j+1}'> + 2 <E, D S_j> + <R, D S_j D'>.
+
+Its regressors depend on ``K`` through ``D``. Written about a *center* ``C`` instead
+(``D_c = K_i - C``, ``Delta = K - C``, so ``D = D_c - Delta``) the same equation reads
+
+    c_j = <P, Y_j> + 2 <E_c, D_c S_j> + <W_c, S_j> + <R, D_c S_j D_c'>,
+    E_c = E - R Delta,   W_c = Delta'R Delta - Delta'E - E'Delta,
+
+with regressors ``psi = [Y, 2 D_c S, S, (D_c S D_c')]`` and target ``y = c - <R, D_c S D_c'>``
+(``y = c`` when ``R`` is estimated) that do not depend on ``K``. :class:`IntervalEquations`
+keeps their augmented Gram matrix ``sum [psi; y][psi; y]'`` -- ``(p_L + 1)^2`` numbers, ``p_L =
+n(n+1) + mn [+ m(m+1)/2]``, whatever the number of rows -- and the fit at ``K = C`` is its
+sub-block without the ``W`` columns (``W_c = 0`` there): the normal equations of exactly the
+rows one would build about ``K``. When the base gain moves, :meth:`IntervalEquations.recenter`
+maps every row linearly (``D_c -> D_c - delta``): a congruence ``M A M'`` of the Gram matrix, so
+no stored rollout is re-processed and none becomes stale. Re-centring at each new base gain
+keeps the rows of new rollouts (``D_c`` of the size of the perturbations) free of cancellation.
+
+Rows are weighted by ``1 / c_j``: every equation becomes relative (a rollout's late intervals,
+whose states have decayed, count as much as its first), and the weights do not change under
+a change of state or input units -- neither does the fit, whose columns are scaled as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.linalg as sla
+
+from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
+
+__all__ = ["IntervalEquations"]
+
+
+class IntervalEquations:
+    """The augmented Gram matrix of interval equations about the center ``C`` (module docstring).
+
+    Parameters
+    ----------
+    C : array_like, shape (m, n)
+        The first center (base gain).
+    R : array_like, shape (m, m), optional
+        Input weight; omitted: estimated (``m(m+1)/2`` more unknowns).
+    """
+
+    def __init__(self, C: Any, R: Any = None) -> None:
+        self.C = np.array(C, dtype=float)
+        m, n = self.C.shape
+        self.m, self.n = m, n
+        self.R = None if R is None else np.array(R, dtype=float).reshape(m, m)
+        q = n * (n + 1) // 2
+        self._cuts = np.cumsum([q, m * n, q, 0 if self.R is not None else m * (m + 1) // 2])
+        size = int(self._cuts[-1]) + 1
+        self.A = np.zeros((size, size))
+        self.rows = 0
+        self.rollouts = 0
+        self._keep = np.r_[0:self._cuts[1], self._cuts[2]:self._cuts[3]]  # P, E, (R): W is 0 at K = C
+
+    @property
+    def unknowns(self) -> int:
+        """Unknowns ``p`` of the fit at the center."""
+        return int(self._keep.size)
+
+    def rows_of(self, Ki: Any, x: Any, S: Any, cost: Any) -> np.ndarray:
+        """The weighted augmented rows ``[psi, y] / c_j`` of ``b`` rollouts of ``k`` intervals.
+
+        Parameters
+        ----------
+        Ki : array_like, shape (b, m, n)
+        x : array_like, shape (b, k + 1, n)
+            States at the interval ends.
+        S : array_like, shape (b, k, n, n)
+        cost : array_like, shape (b, k)
+
+        Returns
+        -------
+        ndarray, shape (rows, p_L + 1)
+            Intervals of zero cost (a zero state) are left out.
+        """
+        m, n = self.m, self.n
+        Ki = np.asarray(Ki, dtype=float).reshape(-1, m, n)
+        b = Ki.shape[0]
+        x = np.asarray(x, dtype=float).reshape(b, -1, n)
+        k = x.shape[1] - 1
+        S = np.asarray(S, dtype=float).reshape(b * k, n, n)
+        cost = np.asarray(cost, dtype=float).reshape(b * k)
+        if not all(np.isfinite(a).all() for a in (Ki, x, S, cost)):
+            raise ValueError("rollout data must be finite (drop blown-up rollouts first)")
+        D = np.repeat(Ki - self.C, k, axis=0)
+        xa, xb = x[:, :-1].reshape(b * k, n), x[:, 1:].reshape(b * k, n)
+        Y = xa[:, :, None] * xa[:, None, :] - xb[:, :, None] * xb[:, None, :]
+        DS = D @ S
+        cols = [_vech_coefficients(Y), 2.0 * DS.reshape(-1, m * n), _vech_coefficients(S)]
+        DSD = DS @ np.swapaxes(D, 1, 2)
+        if self.R is None:
+            cols.append(_vech_coefficients(DSD))
+            y = cost
+        else:
+            y = cost - np.einsum("bij,ij->b", DSD, self.R)
+        rows = np.concatenate([*cols, y[:, None]], axis=1)
+        ok = cost > 0
+        return rows[ok] / cost[ok, None]
+
+    def add(self, Ki: Any, x: Any, S: Any, cost: Any) -> IntervalEquations:
+        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``."""
+        rows = self.rows_of(Ki, x, S, cost)
+        self.A += rows.T @ rows
+        self.rows += rows.shape[0]
+        self.rollouts += int(np.shape(Ki)[0]) if np.ndim(Ki) == 3 else 1
+        return self
+
+    def _shift(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``."""
+        m, n = self.m, self.n
+        c0, c1, c2, c3 = (int(c) for c in self._cuts)
+        r = X.shape[0]
+        DS = X[:, c0:c1].reshape(r, m, n) * 0.5
+        i, j = np.triu_indices(n)
+        w = X[:, c1:c2] / np.where(i == j, 1.0, 2.0)
+        S = np.zeros((r, n, n))
+        S[:, i, j] = w
+        S[:, j, i] = w
+        dS = delta @ S  # (r, m, n)
+        out = X.copy()
+        out[:, c0:c1] = 2.0 * (DS - dS).reshape(r, m * n)
+        dSd = dS @ delta.T
+        if self.R is None:
+            k_, l_ = np.triu_indices(m)
+            H = np.zeros((r, m, m))
+            H[:, k_, l_] = X[:, c2:c3] / np.where(k_ == l_, 1.0, 2.0)
+            H[:, l_, k_] = H[:, k_, l_]
+            cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
+            out[:, c2:c3] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
+        else:
+            Rd = self.R @ delta
+            out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
+        return out
+
+    def recenter(self, C: Any) -> None:
+        """Express every equation about the new center ``C`` (``A -> M A M'``)."""
+        C = np.asarray(C, dtype=float)
+        delta = C - self.C
+        if np.any(delta):
+            half = self._shift(self.A, delta)  # A M'
+            A = self._shift(np.ascontiguousarray(half.T), delta)  # M A M'
+            self.A = 0.5 * (A + A.T)
+        self.C = C.copy()
+
+    def solve(self) -> PolicyEvaluation:
+        """``(P, E, [R])`` of the base gain ``C`` from the column-scaled normal equations (Cholesky).
+        ``condition`` is LAPACK's estimate (``inf`` when not positive definite)."""
+        keep = self._keep
+        G = self.A[np.ix_(keep, keep)]
+        g = self.A[keep, -1]
+        yy = float(self.A[-1, -1])
+        d = _scales(np.diag(G).copy())
+        Gs = G / np.outer(d, d)
+        p = keep.size
+        theta = np.zeros(p)
+        condition = float("inf")
+        if self.rows >= p:
+            try:
+                c = sla.cho_factor(Gs, lower=True)
+                rcond, info = sla.lapack.dpocon(c[0], float(np.max(np.sum(np.abs(Gs), axis=0))), uplo="L")
+                if info == 0 and rcond > 0:
+                    condition = float(1.0 / rcond)
+                    theta = sla.cho_solve(c, g / d) / d
+            except np.linalg.LinAlgError:
+                pass
+        r2 = yy - 2.0 * float(theta @ g) + float(theta @ G @ theta)
+        m, n = self.m, self.n
+        P, E, Rh = _unpack(theta, n, m, self.R)
+        return PolicyEvaluation(P, E, Rh, float(np.sqrt(max(r2, 0.0))), float(np.sqrt(max(yy, 0.0))), condition,
+                                self.rows)
+
