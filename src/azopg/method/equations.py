@@ -37,6 +37,8 @@ from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
 
 __all__ = ["IntervalEquations"]
 
+WEIGHT_POWER = 1.0
+
 
 class IntervalEquations:
     """The augmented Gram matrix of interval equations about the center ``C`` (module docstring).
@@ -105,7 +107,7 @@ class IntervalEquations:
             y = cost - np.einsum("bij,ij->b", DSD, self.R)
         rows = np.concatenate([*cols, y[:, None]], axis=1)
         ok = cost > 0
-        return rows[ok] / cost[ok, None]
+        return rows[ok] / cost[ok, None] ** WEIGHT_POWER
 
     def add(self, Ki: Any, x: Any, S: Any, cost: Any) -> IntervalEquations:
         """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``."""

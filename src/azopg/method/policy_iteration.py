@@ -37,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import NotStabilizingError
 from .buffer import RolloutBuffer
-from .discrete import fit_weight
+from .calibration import _horizon
+from .discrete import fit_weight, start_tau
 from .equations import IntervalEquations
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
@@ -53,8 +55,10 @@ OVERDETERMINED, KEEP = 2.0, 6.0
 #: ``sigma / sqrt(rollouts)``. Off (NOISY_KEEP = 1): with 16 times the buffer a replay of a run
 #: under 1 % noise no longer reproduced its gain bit for bit (not understood yet).
 NOISE_SCALE, NOISY_KEEP = 1e-3, 1.0
-#: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
-MAX_CONDITION = 1e14
+#: A fit whose column-scaled normal matrix has a larger condition number waits for more data
+#: (with snapshots: ``SNAPSHOT_CONDITION``, the normal equations are solved without the rows, so
+#: their error is about ``eps`` times their condition number).
+MAX_CONDITION, SNAPSHOT_CONDITION = 1e14, 1e12
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
@@ -65,12 +69,16 @@ CHECK_EVERY = 2
 FRESH = 1.0
 
 
-#: Snapshots per rollout chosen by default: ``SNAPSHOTS_PER_UNKNOWN`` per unknown, within the bounds.
-SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 200
-#: With snapshots the calibrated radius (a relative cost change of ``smoothing``) is enlarged this many
-#: times: the equations are exact whatever the perturbation, and perturbations much smaller than the
-#: steps leave the fit after a step ill-conditioned (the old rollouts' ``D`` is the step).
-SNAPSHOT_RADIUS = 100.0
+#: Snapshots per rollout chosen by default: the power of two at least ``SNAPSHOTS_PER_UNKNOWN`` per
+#: unknown, within the bounds.
+SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
+#: With snapshots, the horizon is calibrated by single rollouts ``JUMP`` times longer than the
+#: horizon tried: their interval costs give the tail at every doubling up to it.
+JUMP = 16
+#: With snapshots the perturbations are ``K + r L Z M``, ``L = R^-1/2``, ``M = diag(f / s)^1/2``
+#: (``s = diag S`` and ``f`` the cost of a rollout at ``K0``: scaled to the states and inputs) and
+#: ``r^2 m n = PERTURBATION``: their second-order cost is about ``PERTURBATION`` times the cost.
+PERTURBATION = 1e-2
 #: Kleinman steps iterated on the accumulated equations after one report (one applied update).
 INNER_STEPS = 8
 #: An inner Kleinman step smaller than this (relative to ``||K||``) ends the iteration.
@@ -84,7 +92,8 @@ def default_snapshots(settings: Any, n: int, m: int) -> int:
         return int(settings.snapshots)
     if settings.cost_noise > 0:
         return 1
-    return int(min(max(SNAPSHOTS_PER_UNKNOWN * unknowns(n, m), MIN_SNAPSHOTS), MAX_SNAPSHOTS))
+    want = max(SNAPSHOTS_PER_UNKNOWN * unknowns(n, m), MIN_SNAPSHOTS)
+    return int(min(2 ** math.ceil(math.log2(want)), MAX_SNAPSHOTS))
 
 
 def buffer_factor(cost_noise: float) -> float:
@@ -117,43 +126,55 @@ class PolicyIteration(UpdateRule):
         self.equations = IntervalEquations(self.K, self.fit_R) if self.snapshots > 1 else None
         if self.equations is not None and settings.batch is None:
             self.tuning.N = 1  # each rollout brings k equations: one per task
-        self.master_seconds = 0.0  # CPU time spent on the equations (adding, re-centring, solving)
+        self.received = 0  # moments rollouts received
+        #: The factors ``L``, ``M`` of the perturbations with snapshots (set by the calibration).
+        self.scales: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        self.master_seconds = 0.0  # CPU time spent on the reports (adding, re-centring, solving, stepping)
 
     def task_fields(self, version: int) -> dict[str, Any]:
-        return {"snapshots": self.snapshots} if self.snapshots > 1 else {}
+        if self.snapshots == 1:
+            return {}
+        return {"snapshots": self.snapshots, "L": self.scales[0], "M": self.scales[1]}
 
     def _ask(self, worker: int) -> Task:
         return self.issue(worker, "moments")
 
     def _tell(self, rep: Report, delay: int) -> None:
+        t0 = time.process_time()
         self._add(rep)
         self._step(delay, rep.worker, rep.version)
+        self.master_seconds += time.process_time() - t0
 
     def _tell_round(self, reports: list[Report]) -> None:
+        t0 = time.process_time()
         for rep in reports:
             self._add(rep)
         self._step(0, -1, self.version)
+        self.master_seconds += time.process_time() - t0
+
+    def summary(self) -> dict[str, Any]:
+        """Extra ``stats`` of ``result.json``: the master's CPU seconds on the fits (adding rollouts,
+        re-centring, solving) per moments rollout received, and the snapshots per rollout."""
+        return {"snapshots": self.snapshots, "master_cpu_s": self.master_seconds,
+                "master_cpu_s_per_rollout": self.master_seconds / max(self.received, 1)}
 
     def _add(self, rep: Report) -> None:
         data = rep.data
+        self.received += 0 if data is None else data.Ki.shape[0]
         if self.equations is None:
             self.buffer.add(data)  # type: ignore[arg-type]
             self._idle += 0 if data is None else data.cost.size
             return
         if data is None or data.Ki.shape[0] == 0:
             return
-        t0 = time.process_time()
         if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
             data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None])
         self.equations.add(*data.arrays())
-        self.master_seconds += time.process_time() - t0
         self._idle += data.Ki.shape[0]
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
         if self.equations is not None:
-            t0 = time.process_time()
             self._iterate(delay, worker, version_read)
-            self.master_seconds += time.process_time() - t0
             return
         if len(self.buffer) < self.needed or self._idle < self.fresh:
             return
@@ -192,7 +213,7 @@ class PolicyIteration(UpdateRule):
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
             fit = eq.solve()
             try:
-                if not fit.condition < MAX_CONDITION:
+                if not fit.condition < SNAPSHOT_CONDITION:
                     raise np.linalg.LinAlgError
                 step = self.tuning.alpha * self._kleinman(fit)
             except np.linalg.LinAlgError:
@@ -227,11 +248,62 @@ class PolicyIteration(UpdateRule):
 
     def calibrate(self, run: Runner) -> None:
         """The shared calibration, then one ``moments`` task at the calibrated gain into the buffer:
-        a batch too large for memory is refused here, before the run is saved as resumable."""
+        a batch too large for memory is refused here, before the run is saved as resumable.
+        With snapshots: :meth:`_calibrate_snapshots`."""
+        if self.equations is not None:
+            self._calibrate_snapshots(run)
+            return
         super().calibrate(run)
-        if self.equations is not None and self.settings.r is None:
-            self.tuning.r *= SNAPSHOT_RADIUS  # exact equations: larger perturbations condition the fit better
         self._add(self.probe(run, "moments", self.K.copy()))
+
+    def _calibrate_snapshots(self, run: Runner) -> None:
+        """Horizon from single rollouts at ``K0`` ``JUMP`` times longer than the horizon tried (the
+        tail beyond each doubling read off their interval costs), confirmed by one check of ``K0``
+        (whose cost is the first anchor's); perturbations scaled to the states and inputs seen
+        (:data:`PERTURBATION`). Every rollout is kept as equations."""
+        s, K0 = self.settings, self.K.copy()
+        tau = s.tau or start_tau(self.discrete_time)
+        for _ in range(40):
+            if self.out_of_time():
+                break
+            rep = self.probe(run, "moments", K0, tau=JUMP * tau, r=0.0, N=1)
+            if rep.data is None or rep.data.Ki.shape[0] == 0:
+                raise NotStabilizingError("rollouts from the initial gain K0 blow up")
+            self._add(rep)
+            costs = np.asarray(rep.data.cost[0], dtype=float).reshape(-1)
+            spent = np.cumsum(costs)
+            steps = [max(1, round(costs.size * 2**i / JUMP)) for i in range(int(math.log2(JUMP)) + 1)]
+            if self.scales[1] is None and isinstance(rep.data, TrajectoryData):
+                S = np.sum(rep.data.S[0], axis=0)
+                d = np.sqrt(float(spent[-1]) / np.maximum(np.diag(S), np.finfo(float).tiny))
+                L = None if self.R is None else np.linalg.inv(np.linalg.cholesky(self.R)).T
+                self.scales = (L, np.diag(d))
+            found = next((i for i in range(len(steps) - 1)
+                          if spent[steps[i + 1] - 1] - spent[steps[i] - 1] <= s.tail_tol * spent[steps[i + 1] - 1]),
+                         None)
+            if s.tau is not None or found is not None:
+                tau *= 2.0 ** (found or 0)
+                break
+            tau *= JUMP
+        tau, rep = _horizon(lambda *a, **k: self.probe(run, *a, **k), K0, s, tau, self.tuning.N)
+        self.tuning.tau = tau
+        self.safeguards.anchor_cost = rep.cost
+        if s.r is None:
+            self.tuning.r = math.sqrt(PERTURBATION / (self.m * self.n))
+        self.log("calibrate")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state and the perturbations' factors (with snapshots)."""
+        L, M = self.scales
+        return {**super().state_dict(), "perturbation_L": None if L is None else L.tolist(),
+                "perturbation_M": None if M is None else M.tolist()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        L, M = state.get("perturbation_L"), state.get("perturbation_M")
+        self.scales = (None if L is None else np.array(L, dtype=float), None if M is None else np.array(M, dtype=float))
+        if self.equations is not None:
+            self.equations = IntervalEquations(self.K, self.fit_R)
 
     def recalibrate(self, run: Runner) -> None:
         """Checks keep failing (the step has halved to nothing, e.g. under cost noise): re-measure the

@@ -268,13 +268,18 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
 
 
 def _run_moments(plant: Plant, task: Task) -> Report:
-    """``N`` rollouts of ``K + r Z_i`` (``Z_i`` on the sphere, drawn first, then the states),
+    """``N`` rollouts of ``K + r L Z_i M`` (``Z_i`` on the sphere, drawn first, then the states),
     returned raw; blown-up rollouts are left out (and counted)."""
     if not returns_moments(plant):
         raise ValueError("a 'moments' task needs a plant that returns state moments")
     rng = task_rng(task.seed, task.worker, task.task_id)
     m, n = task.K.shape
-    Ki = task.K + task.r * sphere_directions(rng, task.N, m, n)
+    Z = sphere_directions(rng, task.N, m, n)
+    if task.L is not None:  # perturbations scaled to the inputs and states (policy iteration's snapshots)
+        Z = task.L @ Z
+    if task.M is not None:
+        Z = Z @ task.M
+    Ki = task.K + task.r * Z
     x0 = plant.initial_states(rng, task.N)
     inner: Any = getattr(plant, "plant", plant)  # the snapshots of the plant a CheckedPlant wraps
     if task.snapshots > 1 and returns_snapshots(inner) and not isinstance(plant, NoisyCosts):
