@@ -44,6 +44,7 @@ from .discrete import fit_weight, start_tau
 from .equations import IntervalEquations
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
+from .safeguards import SHRINK
 from .tasks import Report, RolloutData, Task, TrajectoryData
 
 __all__ = ["PolicyIteration", "buffer_factor", "default_snapshots"]
@@ -79,6 +80,8 @@ JUMP = 16
 #: (``s = diag S`` and ``f`` the cost of a rollout at ``K0``: scaled to the states and inputs) and
 #: ``r^2 m n = PERTURBATION``: their second-order cost is about ``PERTURBATION`` times the cost.
 PERTURBATION = 1e-2
+#: With snapshots, blown-up perturbed rollouts in a row that only shrink the radius (then the shared rule).
+BLOWUP_SHRINKS = 3
 #: Kleinman steps iterated on the accumulated equations after one report (one applied update).
 INNER_STEPS = 8
 #: An inner Kleinman step smaller than this (relative to ``||K||``) ends the iteration.
@@ -127,6 +130,8 @@ class PolicyIteration(UpdateRule):
         if self.equations is not None and settings.batch is None:
             self.tuning.N = 1  # each rollout brings k equations: one per task
         self.received = 0  # moments rollouts received
+        self._shrinks = 0  # radius halvings in a row after blown-up perturbed rollouts
+        self.radius = self.tuning.r  # the calibrated radius (snapshots: the radius grows back to it)
         #: The factors ``L``, ``M`` of the perturbations with snapshots (set by the calibration).
         self.scales: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self.master_seconds = 0.0  # CPU time spent on the reports (adding, re-centring, solving, stepping)
@@ -138,6 +143,22 @@ class PolicyIteration(UpdateRule):
 
     def _ask(self, worker: int) -> Task:
         return self.issue(worker, "moments")
+
+    def tell(self, rep: Report) -> None:
+        """As the base rule's, except that with snapshots a rollout of a perturbed gain that blew up
+        first shrinks the radius (:data:`BLOWUP_SHRINKS` times in a row at most), wherever the gain
+        is: one perturbed rollout is no evidence against the gain itself."""
+        data = rep.data
+        if (self.equations is not None and rep.kind == "moments" and data is not None and data.Ki.shape[0] == 0
+                and self._shrinks < BLOWUP_SHRINKS and not self._unknown(rep)):
+            self._account(rep)
+            self._shrinks += 1
+            self.tuning.r *= SHRINK
+            self.log("shrink-r", self.version - rep.version, rep.worker, rep.version)
+            return
+        if data is not None and data.Ki.shape[0] > 0:
+            self._shrinks = 0
+        super().tell(rep)
 
     def _tell(self, rep: Report, delay: int) -> None:
         t0 = time.process_time()
@@ -230,6 +251,8 @@ class PolicyIteration(UpdateRule):
 
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0
+        if self.equations is not None:  # a radius shrunk by blow-ups at an old gain grows back
+            self.tuning.r = min(2.0 * self.tuning.r, self.radius)
         super().apply(K, delay, worker, version_read)
 
     def _stuck(self, worker: int, version_read: int) -> None:
@@ -271,16 +294,21 @@ class PolicyIteration(UpdateRule):
                 raise NotStabilizingError("rollouts from the initial gain K0 blow up")
             self._add(rep)
             costs = np.asarray(rep.data.cost[0], dtype=float).reshape(-1)
-            spent = np.cumsum(costs)
-            steps = [max(1, round(costs.size * 2**i / JUMP)) for i in range(int(math.log2(JUMP)) + 1)]
+            spent = np.concatenate([[0.0], np.cumsum(costs)])
+            t = getattr(rep.data, "t", None)
+            t = np.linspace(0.0, JUMP * tau, costs.size + 1) if t is None else t
+
+            def cost_to(T: float, spent: np.ndarray = spent, t: np.ndarray = t) -> float:
+                return float(spent[np.searchsorted(t, T * (1 + 1e-9), side="right") - 1])
+
             if self.scales[1] is None and isinstance(rep.data, TrajectoryData):
                 S = np.sum(rep.data.S[0], axis=0)
                 d = np.sqrt(float(spent[-1]) / np.maximum(np.diag(S), np.finfo(float).tiny))
                 L = None if self.R is None else np.linalg.inv(np.linalg.cholesky(self.R)).T
                 self.scales = (L, np.diag(d))
-            found = next((i for i in range(len(steps) - 1)
-                          if spent[steps[i + 1] - 1] - spent[steps[i] - 1] <= s.tail_tol * spent[steps[i + 1] - 1]),
-                         None)
+            found = next((i for i in range(int(math.log2(JUMP)))
+                          if cost_to(2.0 ** (i + 1) * tau) - cost_to(2.0**i * tau)
+                          <= s.tail_tol * cost_to(2.0 ** (i + 1) * tau)), None)
             if s.tau is not None or found is not None:
                 tau *= 2.0 ** (found or 0)
                 break
@@ -290,6 +318,7 @@ class PolicyIteration(UpdateRule):
         self.safeguards.anchor_cost = rep.cost
         if s.r is None:
             self.tuning.r = math.sqrt(PERTURBATION / (self.m * self.n))
+        self.radius = self.tuning.r
         self.log("calibrate")
 
     def state_dict(self) -> dict[str, Any]:

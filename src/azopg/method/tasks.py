@@ -129,12 +129,15 @@ class TrajectoryData:
     x : ndarray, shape (b, k + 1, n)
     S : ndarray, shape (b, k, n, n)
     cost : ndarray, shape (b, k)
+    t : ndarray, shape (k + 1,), optional
+        The times ``t_j`` (not an input of the regression).
     """
 
     Ki: np.ndarray
     x: np.ndarray
     S: np.ndarray
     cost: np.ndarray
+    t: np.ndarray | None = None
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return self.Ki, self.x, self.S, self.cost
@@ -289,7 +292,7 @@ def _run_moments(plant: Plant, task: Task) -> Report:
         total = np.sum(tr.cost[ok], axis=1)
         return Report(task.task_id, task.worker, task.kind, task.version, task.N, task.N - nok,
                       center_cost=float(total.mean()) if nok else float("inf"),
-                      data=TrajectoryData(Ki[ok], tr.x[ok], tr.S[ok], tr.cost[ok]))
+                      data=TrajectoryData(Ki[ok], tr.x[ok], tr.S[ok], tr.cost[ok], np.asarray(tr.t, dtype=float)))
     res = plant.rollout(Ki, x0, task.tau, moments=True)
     ok = ~failed(res)
     assert res.S is not None and res.x_end is not None

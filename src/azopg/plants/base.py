@@ -79,12 +79,15 @@ class Trajectory(NamedTuple):
         Cost of each interval (NaN where blown up).
     blown_up : ndarray of bool, shape (b,)
         The blow-up rule of :func:`finalize` applied to the whole rollout.
+    t : ndarray, shape (k + 1,)
+        The times ``t_j`` (steps in discrete time).
     """
 
     x: np.ndarray
     S: np.ndarray
     cost: np.ndarray
     blown_up: np.ndarray
+    t: np.ndarray
 
 
 def returns_snapshots(plant: object) -> bool:

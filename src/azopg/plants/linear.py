@@ -47,6 +47,8 @@ __all__ = ["LinearPlant"]
 _THETA = 0.5  # bound on ||Acl h|| (1- and inf-norm) for the short step
 _ORDER = 12  # Taylor order; truncation < THETA**13/13! ~ 2e-14
 _HILBERT = 1.0 / (np.arange(_ORDER + 1)[:, None] + np.arange(_ORDER + 1) + 1.0)
+#: Snapshot intervals come in this many groups of doubling lengths (see ``LinearPlant._intervals``).
+GROUPS = 8
 _CHUNK_BYTES = 2**26  # a batch is done in chunks whose work arrays (about 16 n^2 floats each) fit in this
 
 
@@ -184,13 +186,19 @@ class LinearPlant:
                 | ~np.isfinite(S).all(axis=(1, 2, 3))
             bad = finalize(np.sum(C, axis=1), bad).blown_up
         X[bad], S[bad], C[bad] = np.nan, np.nan, np.nan
-        return Trajectory(X, 0.5 * (S + S.swapaxes(2, 3)), C, bad)
+        t = np.concatenate([[0.0], np.cumsum(np.repeat([length for length, _ in parts], [c for _, c in parts]))])
+        return Trajectory(X, 0.5 * (S + S.swapaxes(2, 3)), C, bad, t)
 
     def _intervals(self, tau: float, k: int) -> list[tuple[float, int]]:
-        """The snapshot intervals of a horizon ``tau``: ``(length, count)`` pairs, in order."""
+        """The snapshot intervals of a horizon ``tau``: ``(length, count)`` pairs, in order --
+        :data:`GROUPS` groups of equal intervals, each group's twice as long as the one before, so
+        that fast modes are resolved at the start and slow ones over the whole horizon."""
         if not (tau > 0 and np.isfinite(tau)) or k < 1:
             raise ValueError(f"tau must be a finite number > 0 and k >= 1, got tau={tau}, k={k}")
-        return [(tau / k, k)]
+        groups = min(GROUPS, k)
+        counts = [k // groups + (g < k % groups) for g in range(groups)]
+        h = tau / sum(c * 2.0**g for g, c in enumerate(counts))
+        return [(h * 2.0**g, c) for g, c in enumerate(counts)]
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).
