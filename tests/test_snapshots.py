@@ -7,6 +7,8 @@ Every interval ``[t_j, t_{j+1}]`` of a rollout of ``K + D`` satisfies, exactly,
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -51,18 +53,21 @@ def test_every_interval_satisfies_the_identity_of_the_exact_oracle(name):
     np.testing.assert_allclose(cost.sum(axis=1), whole.cost, rtol=1e-12)
     np.testing.assert_allclose(S.sum(axis=1), whole.S, rtol=1e-10, atol=1e-13 * np.max(np.abs(whole.S)))
     np.testing.assert_allclose(x[:, -1], whole.x_end, rtol=1e-10, atol=1e-13)
-    j = 3
-    length = 17.0 / 7 if not p.discrete_time else 3.0  # discrete: 17 steps as 5 x 3 steps, then 2
-    one = plant.rollout(Ki, x[:, j], length, moments=True)
-    np.testing.assert_allclose(cost[:, j], one.cost, rtol=1e-10)
-    np.testing.assert_allclose(S[:, j], one.S, rtol=1e-9, atol=1e-12 * np.max(np.abs(one.S)))
+    t = plant.rollout_snapshots(Ki, x[:, 0], 17.0, 7).t
+    assert t[0] == 0 and t[-1] == pytest.approx(17.0) and np.all(np.diff(t) > 0)
+    for j in (0, 3, len(t) - 2):
+        one = plant.rollout(Ki, x[:, j], float(t[j + 1] - t[j]), moments=True)
+        np.testing.assert_allclose(cost[:, j], one.cost, rtol=1e-10)
+        np.testing.assert_allclose(S[:, j], one.S, rtol=1e-9, atol=1e-12 * np.max(np.abs(one.S)))
 
 
 def test_discrete_intervals_cover_the_horizon_in_whole_steps():
     plant = plant_for(azopg.get_problem("dean3"))
     assert plant._intervals(17.0, 7) == [(3.0, 5), (2.0, 1)]
     assert plant._intervals(8.0, 200) == [(1.0, 8)]
-    assert plant_for(azopg.get_problem("he1"))._intervals(2.0, 4) == [(0.5, 4)]
+    parts = plant_for(azopg.get_problem("he1"))._intervals(3.0, 20)  # groups of doubling lengths
+    assert sum(c for _, c in parts) == 20 and sum(h * c for h, c in parts) == pytest.approx(3.0)
+    assert all(b == pytest.approx(2 * a) for (a, _), (b, _) in itertools.pairwise(parts))
 
 
 def test_blown_up_snapshots_are_nan():

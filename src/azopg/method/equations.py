@@ -13,13 +13,16 @@ Its regressors depend on ``K`` through ``D``. Written about a *center* ``C`` ins
 
 with regressors ``psi = [Y, 2 D_c S, S, (D_c S D_c')]`` and target ``y = c - <R, D_c S D_c'>``
 (``y = c`` when ``R`` is estimated) that do not depend on ``K``. :class:`IntervalEquations`
-keeps their augmented Gram matrix ``sum [psi; y][psi; y]'`` -- ``(p_L + 1)^2`` numbers, ``p_L =
-n(n+1) + mn [+ m(m+1)/2]``, whatever the number of rows -- and the fit at ``K = C`` is its
-sub-block without the ``W`` columns (``W_c = 0`` there): the normal equations of exactly the
-rows one would build about ``K``. When the base gain moves, :meth:`IntervalEquations.recenter`
-maps every row linearly (``D_c -> D_c - delta``): a congruence ``M A M'`` of the Gram matrix, so
-no stored rollout is re-processed and none becomes stale. Re-centring at each new base gain
-keeps the rows of new rollouts (``D_c`` of the size of the perturbations) free of cancellation.
+keeps the triangular factor ``T`` of the augmented rows ``X = [psi, y] = Q T`` -- ``(p_L + 1)^2``
+numbers, ``p_L = n(n+1) + mn [+ m(m+1)/2]``, whatever the number of rows; new rows are folded in
+by one QR of ``[T; rows]`` per solve -- and the fit at ``K = C`` is the least-squares problem of
+its columns without ``W`` (``W_c = 0`` there): exactly the rows one would build about ``K``,
+solved by a second QR of those ``p + 1`` columns of ``T`` (the condition number is not squared,
+as it would be in normal equations). When the base gain moves, :meth:`IntervalEquations.recenter`
+maps every row linearly (``D_c -> D_c - delta``): ``X M' = Q (T M')``, so one QR of ``T M'``
+re-expresses every rollout ever received -- none is re-processed, none becomes stale.
+Re-centring at each new base gain keeps the rows of new rollouts (``D_c`` of the size of the
+perturbations) free of cancellation.
 
 Rows are weighted by ``1 / c_j``: every equation becomes relative (a rollout's late intervals,
 whose states have decayed, count as much as its first), and the weights do not change under
@@ -28,7 +31,7 @@ a change of state or input units -- neither does the fit, whose columns are scal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.linalg as sla
@@ -59,7 +62,8 @@ class IntervalEquations:
         q = n * (n + 1) // 2
         self._cuts = np.cumsum([q, m * n, q, 0 if self.R is not None else m * (m + 1) // 2])
         size = int(self._cuts[-1]) + 1
-        self.A = np.zeros((size, size))
+        self.T = np.zeros((0, size))  # the triangular factor of every row folded in so far
+        self._pending: list[np.ndarray] = []
         self.rows = 0
         self.rollouts = 0
         self._keep = np.r_[0:self._cuts[1], self._cuts[2]:self._cuts[3]]  # P, E, (R): W is 0 at K = C
@@ -112,7 +116,7 @@ class IntervalEquations:
     def add(self, Ki: Any, x: Any, S: Any, cost: Any) -> IntervalEquations:
         """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``."""
         rows = self.rows_of(Ki, x, S, cost)
-        self.A += rows.T @ rows
+        self._pending.append(rows)
         self.rows += rows.shape[0]
         self.rollouts += int(np.shape(Ki)[0]) if np.ndim(Ki) == 3 else 1
         return self
@@ -144,40 +148,48 @@ class IntervalEquations:
             out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
         return out
 
+    def _fold(self) -> None:
+        """Fold the rows added since the last solve into the triangular factor (one QR)."""
+        if self._pending:
+            self.T = _triangle(np.concatenate([self.T, *self._pending]))
+            self._pending.clear()
+
     def recenter(self, C: Any) -> None:
-        """Express every equation about the new center ``C`` (``A -> M A M'``)."""
+        """Express every equation about the new center ``C`` (``T -> qr(T M')``)."""
         C = np.asarray(C, dtype=float)
         delta = C - self.C
         if np.any(delta):
-            half = self._shift(self.A, delta)  # A M'
-            A = self._shift(np.ascontiguousarray(half.T), delta)  # M A M'
-            self.A = 0.5 * (A + A.T)
+            self._fold()
+            self.T = _triangle(self._shift(self.T, delta))
         self.C = C.copy()
 
     def solve(self) -> PolicyEvaluation:
-        """``(P, E, [R])`` of the base gain ``C`` from the column-scaled normal equations (Cholesky).
-        ``condition`` is LAPACK's estimate (``inf`` when not positive definite)."""
+        """``(P, E, [R])`` of the base gain ``C``: the column-scaled least-squares problem of the rows
+        about ``C`` by QR. ``condition`` is that of the scaled normal matrix (the square of the
+        scaled rows'), ``inf`` when they are rank-deficient."""
+        self._fold()
         keep = self._keep
-        G = self.A[np.ix_(keep, keep)]
-        g = self.A[keep, -1]
-        yy = float(self.A[-1, -1])
-        d = _scales(np.diag(G).copy())
-        Gs = G / np.outer(d, d)
         p = keep.size
+        X = self.T[:, np.r_[keep, self.T.shape[1] - 1]]
+        d = _scales(np.sum(X[:, :p] ** 2, axis=0))
+        U = _triangle(np.concatenate([X[:, :p] / d, X[:, p:]], axis=1))
         theta = np.zeros(p)
         condition = float("inf")
-        if self.rows >= p:
-            try:
-                c = sla.cho_factor(Gs, lower=True)
-                rcond, info = sla.lapack.dpocon(c[0], float(np.max(np.sum(np.abs(Gs), axis=0))), uplo="L")
+        if U.shape[0] >= p:
+            Up = U[:p, :p]
+            diag = np.abs(np.diag(Up))
+            if diag.min() > 0:
+                rcond, info = sla.lapack.dtrcon(Up, norm="1", uplo="U")
                 if info == 0 and rcond > 0:
-                    condition = float(1.0 / rcond)
-                    theta = sla.cho_solve(c, g / d) / d
-            except np.linalg.LinAlgError:
-                pass
-        r2 = yy - 2.0 * float(theta @ g) + float(theta @ G @ theta)
+                    condition = float(1.0 / rcond) ** 2
+                    theta = sla.solve_triangular(Up, U[:p, p]) / d
+        residual = float(abs(U[p, p])) if U.shape[0] > p else 0.0
+        target = float(np.linalg.norm(X[:, p]))
         m, n = self.m, self.n
         P, E, Rh = _unpack(theta, n, m, self.R)
-        return PolicyEvaluation(P, E, Rh, float(np.sqrt(max(r2, 0.0))), float(np.sqrt(max(yy, 0.0))), condition,
-                                self.rows)
+        return PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
 
+
+def _triangle(X: np.ndarray) -> np.ndarray:
+    """The upper-triangular factor ``T`` of ``X = Q T`` (``min(rows, cols)`` rows)."""
+    return cast(np.ndarray, np.linalg.qr(X, mode="r")) if X.shape[0] else X

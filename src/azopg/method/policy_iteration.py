@@ -59,7 +59,7 @@ NOISE_SCALE, NOISY_KEEP = 1e-3, 1.0
 #: A fit whose column-scaled normal matrix has a larger condition number waits for more data
 #: (with snapshots: ``SNAPSHOT_CONDITION``, the normal equations are solved without the rows, so
 #: their error is about ``eps`` times their condition number).
-MAX_CONDITION, SNAPSHOT_CONDITION = 1e14, 1e12
+MAX_CONDITION, SNAPSHOT_CONDITION = 1e14, 1e14
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
