@@ -200,7 +200,7 @@ def test_resume_continues_the_rule(chain3, tmp_path, method):
 
     out = tmp_path / "run"
     first = azopg.train(chain3, method=method, seed=1, target_gap=1e-6, max_time=60, out_dir=out,
-                        rollout_latency=0.002, progress=Interrupter(2))
+                        rollout_latency=0.002, progress=Interrupter(1 if method == "policy-iteration" else 2))
     assert first.status == "interrupted"
     state = json.loads((out / "checkpoint.json").read_text())["master"]
     rule = make_rule(np.array(chain3.K0), Settings(method=method), R=np.array(chain3.R))
