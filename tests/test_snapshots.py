@@ -124,8 +124,7 @@ def test_incremental_normal_equations_agree_with_a_fresh_least_squares_solve():
     eq.recenter(K)
     fresh = IntervalEquations(K, p.R)
     rows = np.concatenate([fresh.rows_of(*d) for d in data])
-    keep = fresh._keep
-    theta = np.linalg.lstsq(rows[:, keep], rows[:, -1], rcond=None)[0]
+    theta = np.linalg.lstsq(rows[:, :fresh.p], rows[:, -1], rcond=None)[0]  # W columns (zero at K) dropped
     ev = eq.solve()
     q = p.n * (p.n + 1) // 2
     got = np.concatenate([ev.P[np.triu_indices(p.n)], ev.E.ravel()])

@@ -59,19 +59,22 @@ class IntervalEquations:
         m, n = self.C.shape
         self.m, self.n = m, n
         self.R = None if R is None else np.array(R, dtype=float).reshape(m, m)
-        q = n * (n + 1) // 2
-        self._cuts = np.cumsum([q, m * n, q, 0 if self.R is not None else m * (m + 1) // 2])
-        size = int(self._cuts[-1]) + 1
-        self.T = np.zeros((0, size))  # the triangular factor of every row folded in so far
+        q, h = n * (n + 1) // 2, 0 if self.R is not None else m * (m + 1) // 2
+        # columns: P, E, (R) -- the unknowns at K = C -- then W (zero at K = C), then y
+        self._E = slice(q, q + m * n)
+        self._H = slice(q + m * n, q + m * n + h)
+        self._W = slice(q + m * n + h, 2 * q + m * n + h)
+        self.p = q + m * n + h
+        size = self._W.stop + 1
+        self.T = np.zeros((size, size))  # the triangular factor of every row folded in so far
         self._pending: list[np.ndarray] = []
         self.rows = 0
         self.rollouts = 0
-        self._keep = np.r_[0:self._cuts[1], self._cuts[2]:self._cuts[3]]  # P, E, (R): W is 0 at K = C
 
     @property
     def unknowns(self) -> int:
         """Unknowns ``p`` of the fit at the center."""
-        return int(self._keep.size)
+        return self.p
 
     def rows_of(self, Ki: Any, x: Any, S: Any, cost: Any) -> np.ndarray:
         """The weighted augmented rows ``[psi, y] / c_j`` of ``b`` rollouts of ``k`` intervals.
@@ -87,7 +90,7 @@ class IntervalEquations:
         Returns
         -------
         ndarray, shape (rows, p_L + 1)
-            Intervals of zero cost (a zero state) are left out.
+            Columns ``P, E, (R), W, y``; intervals of zero cost (a zero state) are left out.
         """
         m, n = self.m, self.n
         Ki = np.asarray(Ki, dtype=float).reshape(-1, m, n)
@@ -102,19 +105,20 @@ class IntervalEquations:
         xa, xb = x[:, :-1].reshape(b * k, n), x[:, 1:].reshape(b * k, n)
         Y = xa[:, :, None] * xa[:, None, :] - xb[:, :, None] * xb[:, None, :]
         DS = D @ S
-        cols = [_vech_coefficients(Y), 2.0 * DS.reshape(-1, m * n), _vech_coefficients(S)]
         DSD = DS @ np.swapaxes(D, 1, 2)
+        cols = [_vech_coefficients(Y), 2.0 * DS.reshape(-1, m * n)]
         if self.R is None:
             cols.append(_vech_coefficients(DSD))
             y = cost
         else:
             y = cost - np.einsum("bij,ij->b", DSD, self.R)
-        rows = np.concatenate([*cols, y[:, None]], axis=1)
+        rows = np.concatenate([*cols, _vech_coefficients(S), y[:, None]], axis=1)
         ok = cost > 0
-        return rows[ok] / cost[ok, None] ** WEIGHT_POWER
+        return rows[ok] / cost[ok, None]
 
     def add(self, Ki: Any, x: Any, S: Any, cost: Any) -> IntervalEquations:
-        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``."""
+        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``. They are
+        folded into the triangular factor at the next :meth:`solve` or :meth:`recenter`."""
         rows = self.rows_of(Ki, x, S, cost)
         self._pending.append(rows)
         self.rows += rows.shape[0]
@@ -123,73 +127,67 @@ class IntervalEquations:
 
     def _shift(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``."""
-        m, n = self.m, self.n
-        c0, c1, c2, c3 = (int(c) for c in self._cuts)
-        r = X.shape[0]
-        DS = X[:, c0:c1].reshape(r, m, n) * 0.5
+        m, n, r = self.m, self.n, X.shape[0]
+        DS = X[:, self._E].reshape(r, m, n) * 0.5
         i, j = np.triu_indices(n)
-        w = X[:, c1:c2] / np.where(i == j, 1.0, 2.0)
         S = np.zeros((r, n, n))
-        S[:, i, j] = w
-        S[:, j, i] = w
+        S[:, i, j] = X[:, self._W] / np.where(i == j, 1.0, 2.0)
+        S[:, j, i] = S[:, i, j]
         dS = delta @ S  # (r, m, n)
-        out = X.copy()
-        out[:, c0:c1] = 2.0 * (DS - dS).reshape(r, m * n)
         dSd = dS @ delta.T
+        out = X.copy()
+        out[:, self._E] = 2.0 * (DS - dS).reshape(r, m * n)
         if self.R is None:
             k_, l_ = np.triu_indices(m)
             H = np.zeros((r, m, m))
-            H[:, k_, l_] = X[:, c2:c3] / np.where(k_ == l_, 1.0, 2.0)
+            H[:, k_, l_] = X[:, self._H] / np.where(k_ == l_, 1.0, 2.0)
             H[:, l_, k_] = H[:, k_, l_]
             cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
-            out[:, c2:c3] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
+            out[:, self._H] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
         else:
             Rd = self.R @ delta
             out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
         return out
 
     def _fold(self) -> None:
-        """Fold the rows added since the last solve into the triangular factor (one QR)."""
-        if self._pending:
-            self.T = _triangle(np.concatenate([self.T, *self._pending]))
-            self._pending.clear()
+        """Fold the rows added since the last fold into the triangular factor: a QR of ``[T; rows]``
+        that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``."""
+        if not self._pending:
+            return
+        rows = np.concatenate(self._pending)
+        self._pending.clear()
+        size = self.T.shape[0]
+        a, _, _, info = sla.lapack.dtpqrt(0, min(32, size), self.T, rows)
+        if info != 0:  # pragma: no cover - LAPACK argument errors only
+            raise np.linalg.LinAlgError(f"dtpqrt failed (info {info})")
+        self.T = np.triu(a)
 
     def recenter(self, C: Any) -> None:
-        """Express every equation about the new center ``C`` (``T -> qr(T M')``)."""
+        """Express every equation about the new center ``C`` (``T -> qr(T M')``, ``O(p_L^3)``)."""
         C = np.asarray(C, dtype=float)
         delta = C - self.C
         if np.any(delta):
             self._fold()
-            self.T = _triangle(self._shift(self.T, delta))
+            self.T = np.triu(cast(np.ndarray, np.linalg.qr(self._shift(self.T, delta), mode="r")))
         self.C = C.copy()
 
     def solve(self) -> PolicyEvaluation:
-        """``(P, E, [R])`` of the base gain ``C``: the column-scaled least-squares problem of the rows
-        about ``C`` by QR. ``condition`` is that of the scaled normal matrix (the square of the
+        """``(P, E, [R])`` of the base gain ``C``: the least-squares problem of the rows about ``C``
+        (the columns before ``W``), read off the triangular factor -- ``T[:p, :p] theta = T[:p, -1]``,
+        ``O(p^2)``. ``condition`` is that of the column-scaled normal matrix (the square of the
         scaled rows'), ``inf`` when they are rank-deficient."""
         self._fold()
-        keep = self._keep
-        p = keep.size
-        X = self.T[:, np.r_[keep, self.T.shape[1] - 1]]
-        d = _scales(np.sum(X[:, :p] ** 2, axis=0))
-        U = _triangle(np.concatenate([X[:, :p] / d, X[:, p:]], axis=1))
+        p, T = self.p, self.T
+        d = _scales(np.sum(T[:, :p] ** 2, axis=0))
+        Up = T[:p, :p] / d
         theta = np.zeros(p)
         condition = float("inf")
-        if U.shape[0] >= p:
-            Up = U[:p, :p]
-            diag = np.abs(np.diag(Up))
-            if diag.min() > 0:
-                rcond, info = sla.lapack.dtrcon(Up, norm="1", uplo="U")
-                if info == 0 and rcond > 0:
-                    condition = float(1.0 / rcond) ** 2
-                    theta = sla.solve_triangular(Up, U[:p, p]) / d
-        residual = float(abs(U[p, p])) if U.shape[0] > p else 0.0
-        target = float(np.linalg.norm(X[:, p]))
-        m, n = self.m, self.n
-        P, E, Rh = _unpack(theta, n, m, self.R)
+        if self.rows >= p and np.abs(np.diag(Up)).min() > 0:
+            rcond, info = sla.lapack.dtrcon(Up, norm="1", uplo="U")
+            if info == 0 and rcond > 0:
+                condition = float(1.0 / rcond) ** 2
+                theta = sla.solve_triangular(Up, T[:p, -1]) / d
+        residual = float(np.linalg.norm(T[p:, -1]))
+        target = float(np.linalg.norm(T[:, -1]))
+        P, E, Rh = _unpack(theta, self.n, self.m, self.R)
         return PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
-
-
-def _triangle(X: np.ndarray) -> np.ndarray:
-    """The upper-triangular factor ``T`` of ``X = Q T`` (``min(rows, cols)`` rows)."""
-    return cast(np.ndarray, np.linalg.qr(X, mode="r")) if X.shape[0] else X
