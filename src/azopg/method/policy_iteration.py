@@ -301,8 +301,8 @@ class PolicyIteration(UpdateRule):
             def cost_to(T: float, spent: np.ndarray = spent, t: np.ndarray = t) -> float:
                 return float(spent[np.searchsorted(t, T * (1 + 1e-9), side="right") - 1])
 
-            if self.scales[1] is None and isinstance(rep.data, TrajectoryData):
-                S = np.sum(rep.data.S[0], axis=0)
+            if self.scales[1] is None:
+                S = np.sum(rep.data.S[0], axis=0) if isinstance(rep.data, TrajectoryData) else rep.data.S[0]
                 d = np.sqrt(float(spent[-1]) / np.maximum(np.diag(S), np.finfo(float).tiny))
                 L = None if self.R is None else np.linalg.inv(np.linalg.cholesky(self.R)).T
                 self.scales = (L, np.diag(d))
