@@ -158,3 +158,28 @@ def test_snapshots_option_is_validated_on_the_command_line(tmp_path, capsys):
     assert main(["train", "--snapshots", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "snapshots" in err[0]
+
+
+def test_latency_wrapper_forwards_snapshots_only_of_plants_that_have_them():
+    from azopg.plants.base import returns_snapshots
+    from azopg.plants.callable import CallablePlant
+    from azopg.plants.latency import LatencyPlant
+
+    p = azopg.get_problem("he1")
+    x0 = np.ones((2, p.n))
+    slow = LatencyPlant(azopg.LinearPlant(p), 1e-4)
+    assert returns_snapshots(slow)
+    a, b = slow.rollout_snapshots(p.K0, x0, 5.0, 8), azopg.LinearPlant(p).rollout_snapshots(p.K0, x0, 5.0, 8)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    bare = CallablePlant(lambda K, x0, tau, rng: 0.0, 2, 1)
+    assert not returns_snapshots(bare) and not returns_snapshots(LatencyPlant(bare, 1e-4))
+
+
+def test_default_snapshots_follow_the_unknowns_and_the_noise():
+    from azopg.method.policy_iteration import default_snapshots
+    from azopg.settings import Settings
+
+    assert default_snapshots(Settings(), 4, 2) == 64  # 18 unknowns: 36 -> 64
+    assert default_snapshots(Settings(), 1, 1) == 16 and default_snapshots(Settings(), 20, 10) == 256
+    assert default_snapshots(Settings(cost_noise=1e-3), 4, 2) == 1
+    assert default_snapshots(Settings(snapshots=5), 4, 2) == 5

@@ -91,8 +91,9 @@ class Trajectory(NamedTuple):
 
 
 def returns_snapshots(plant: object) -> bool:
-    """Whether ``plant`` has ``rollout_snapshots(K, x0, tau, k) -> Trajectory``."""
-    return callable(getattr(plant, "rollout_snapshots", None))
+    """Whether ``plant`` has ``rollout_snapshots(K, x0, tau, k) -> Trajectory`` (a wrapper may say
+    otherwise by an attribute ``returns_snapshots``)."""
+    return bool(getattr(plant, "returns_snapshots", callable(getattr(plant, "rollout_snapshots", None))))
 
 
 @runtime_checkable
