@@ -1,4 +1,4 @@
-"""Plants that misbehave, for the reliability tests.
+"""Plants that misbehave, for the reliability tests (and one that logs when it is busy, for the engine's).
 
 They are built in worker processes by a picklable :class:`FaultyFactory`; forkserver
 workers import this module by name, so the tests directory must be on their
@@ -102,3 +102,52 @@ class FaultyFactory:
 
     def __call__(self) -> FaultyPlant:
         return FaultyPlant(self.problem, self.mode, self.at, self.marker)
+
+
+class BusyLog:
+    """Picklable factory of :class:`azopg.LinearPlant` s whose every rollout call first sleeps ``latency``
+    seconds, then appends its ``start end`` (``time.monotonic``: one clock for all processes) to the file
+    ``<log_dir>/<pid>``: when each worker process was busy, to see whether workers overlapped."""
+
+    def __init__(self, problem: azopg.LQRProblem, latency: float, log_dir: str) -> None:
+        self.problem, self.latency, self.log_dir = problem, latency, log_dir
+
+    def __call__(self) -> BusyPlant:
+        return BusyPlant(self)
+
+
+class BusyPlant:
+    """See :class:`BusyLog`."""
+
+    returns_moments = False  # its rollout takes no ``moments``
+
+    def __init__(self, log: BusyLog) -> None:
+        self.inner = azopg.LinearPlant(log.problem)
+        self.n, self.m = log.problem.n, log.problem.m
+        self.log = log
+
+    def initial_states(self, rng, size):
+        return self.inner.initial_states(rng, size)
+
+    def rollout(self, K, x0, tau):
+        start = time.monotonic()
+        time.sleep(self.log.latency)
+        out = self.inner.rollout(K, x0, tau)
+        with open(os.path.join(self.log.log_dir, str(os.getpid())), "a") as fh:
+            fh.write(f"{start!r} {time.monotonic()!r}\n")
+        return out
+
+    @staticmethod
+    def most_at_once(log_dir: str) -> int:
+        """The largest number of worker processes busy at one instant, from the logs in ``log_dir``."""
+        edges = []
+        for name in os.listdir(log_dir):
+            with open(os.path.join(log_dir, name)) as fh:
+                for line in fh:
+                    start, end = map(float, line.split())
+                    edges += [(start, 1), (end, -1)]
+        busy = most = 0
+        for _, step in sorted(edges):  # an end before a start at the same instant: touching is no overlap
+            busy += step
+            most = max(most, busy)
+        return most

@@ -117,7 +117,8 @@ class BlackBoxPlant:
 
 
 class Interrupter:
-    """A progress callback that interrupts the run at its ``at``-th call."""
+    """A progress callback that interrupts the run at its ``at``-th call: after its ``at``-th report,
+    as the tests call progress after every report (``conftest.progress_after_every_report``)."""
 
     def __init__(self, at: int) -> None:
         self.calls, self.at = 0, at

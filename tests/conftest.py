@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 import azopg
+from azopg.engine import loops
 from azopg.run.speedup import calibrated_settings
 from azopg.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def progress_after_every_report(monkeypatch):
+    """A run's progress callback is called after every report, not at most every 0.1 s: a callback
+    that acts at its n-th call (interrupts, kills a worker) acts at the n-th report on any machine,
+    however fast or loaded (see ``azopg.engine.loops.PROGRESS_PERIOD``)."""
+    monkeypatch.setattr(loops, "PROGRESS_PERIOD", 0.0)
 
 
 @pytest.fixture(scope="module")

@@ -124,10 +124,15 @@ def test_no_worker_survives_an_exception(chain3, fixed):
 
 # ------------------------------------------------------------ command line
 
+#: Targets no run meets (a gain error of 1e-300 is K = K* to the last bit): a run stops only when the
+#: test stops it, however fast the machine learns; else one could converge before the signal lands.
+ENDLESS = ["--target-gap", "1e-300", "--target-gain-error", "1e-300"]
+
+
 def start_cli(out, cwd, extra=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     args = [sys.executable, "-m", "azopg", "train", "-W", "4", "--rollout-latency", "0.01", "--max-time", "60",
-            "--out", str(out), "--quiet", *extra]
+            "--out", str(out), "--quiet", *ENDLESS, *extra]
     return subprocess.Popen(args, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -145,6 +150,26 @@ def wait_for_workers(proc, out, timeout=30.0) -> set[tuple[int, int]]:
     raise AssertionError(f"workers did not start: {proc.communicate()}")
 
 
+def wait_for(proc, predicate, what, timeout=45.0):
+    """Poll ``predicate`` until it returns something true (returned), while ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for {what}: {proc.communicate()}")
+
+
+def checkpoint_updates(out) -> int:
+    try:
+        return json.loads((out / "checkpoint.json").read_text())["master"]["updates"]
+    except (OSError, ValueError):
+        return 0
+
+
 def fixed_args(fixed):
     return ["--tau", repr(fixed["tau"]), "--r", repr(fixed["r"]), "--step", repr(fixed["step"])]
 
@@ -155,7 +180,7 @@ def test_sigint_stops_the_cli_cleanly(tmp_path, fixed):
     try:
         workers = wait_for_workers(proc, out)
         assert len(workers) == 4
-        time.sleep(1.0)
+        wait_for(proc, lambda: checkpoint_updates(out) > 0, "a checkpoint with updates")  # not a guess of when
         proc.send_signal(signal.SIGINT)  # the master only, as a terminal's ^C would not
         stdout, stderr = proc.communicate(timeout=30)
     finally:
@@ -174,7 +199,9 @@ def test_sigint_stops_the_cli_cleanly(tmp_path, fixed):
 
 def test_sigint_during_calibration_leaves_no_process(tmp_path):
     out = tmp_path / "run"
-    proc = start_cli(out, tmp_path)  # calibrating with 10 ms rollouts takes a few seconds
+    # the calibration takes 240 rollouts in a row: at 10 ms, 2.4 s of sleeping on any machine, 0.3 s of which
+    # pass before the signal (and under ENDLESS targets the CLI cannot have finished either way)
+    proc = start_cli(out, tmp_path)
     try:
         workers = wait_for_workers(proc, out)
         time.sleep(0.3)
@@ -185,6 +212,7 @@ def test_sigint_during_calibration_leaves_no_process(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
+    assert not (out / "checkpoint.json").exists()  # the first checkpoint follows the calibration: cut short
     assert not still_alive(workers)
     assert not session_processes(proc.pid)
 

@@ -285,8 +285,10 @@ def faulty():
 
 def test_hung_task_times_out_and_its_actor_is_restarted(problem, fixed, faulty, tmp_path):
     marker = tmp_path / "hung"
+    # the two other workers need ~3700 rollouts to 1e-2: at 3 ms, ~5.6 s of sleeping alone, on any machine,
+    # so the run cannot end before the 2 s timeout abandons the hung call (at 1 ms: ~1.9 s, it could)
     res = azopg.train(problem, backend="ray", method="two-point", workers=3, seed=0, target_gap=1e-2, max_time=120,
-                      task_timeout=2.0, rollout_latency=0.001,
+                      task_timeout=2.0, rollout_latency=0.003,
                       plant_factory=faulty.FaultyFactory(problem, "hang", 3, str(marker)),
                       **fixed)
     assert marker.exists()  # a call did hang (for an hour)

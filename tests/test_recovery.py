@@ -43,16 +43,57 @@ def test_a_step_too_small_to_move_the_gain_is_searched_again():
     assert first.step > 1e-6  # the recalibrated step, logged with the event
 
 
+class Bowl:
+    """A black-box plant whose every rollout costs exactly ``1 + ||K||_F^2`` (whatever ``x0`` and ``tau``).
+
+    ``K0 = 0`` is its minimizer, and ``K0 + rU`` and ``K0 - rU`` cost the same bit for bit (negation is
+    exact): every two-point estimate at ``K0`` is exactly zero, so no step moves the gain and no step
+    search finds a decrease, and a check of the (unchanged) gain costs exactly what the anchor does. No
+    rounding decides anything, on any platform or BLAS.
+    """
+
+    n, m = 2, 1
+
+    def initial_states(self, rng, size):
+        return rng.standard_normal((size, self.n))
+
+    def rollout(self, K, x0, tau):
+        cost = 1.0 + np.sum(K * K, axis=(1, 2))
+        return azopg.RolloutResult(cost, np.zeros(cost.shape, dtype=bool))
+
+
 def test_recalibration_backs_off_when_no_step_helps():
     """At the optimum no step decreases the cost: the searches back off exponentially instead of
-    spending the budget on them, and the gain returned is K0 itself."""
+    spending the budget on them, and the gain returned is K0 itself.
+
+    Exact arithmetic of the back-off (Bowl: no rounding can make a search find a step): a check of the
+    unchanged gain counts as STALL_REJECTS rejections, so the first search comes after 1 check and,
+    each fruitless search doubling the limit, the i-th after 2^(i-1) more: i searches take 2^i - 1 checks."""
+    K0 = np.zeros((1, 2))
+    res = azopg.train(Bowl(), K0=K0, method="two-point", step=1e-300, tau=1.0, r=1e-3, target_gap=None,
+                      max_updates=3000)
+    assert res.status == "max_updates"
+    events = collections.Counter(h.event for h in res.history)
+    checks = events["check-reject"] + events["check-accept"]
+    assert events["check-accept"] == 0 and checks > 100
+    searches = events["recalibrate"]
+    assert 2**searches - 1 <= checks < 2 ** (searches + 1) - 1  # searches = floor(log2(checks + 1))
+    assert searches <= 2 * np.log2(checks) + 2  # the old bound, now on a run it holds for everywhere
+    assert np.array_equal(res.K, K0)
+
+
+def test_a_run_at_the_optimum_returns_a_gain_as_cheap_and_searches_its_step_again():
+    """chain3 from K* itself, a step too small to move the gain: whatever its search finds (at the
+    optimum that is decided by rounding, so by the platform: how often it searches is asserted above,
+    on a plant where no rounding enters), the run searches its step afresh and returns a gain no
+    costlier than K*."""
     p = azopg.get_problem("chain3")
     Kstar = p.optimal_gain
     res = azopg.train(p, K0=Kstar, step=1e-300, target_gap=None, max_updates=3000)
     events = collections.Counter(h.event for h in res.history)
     checks = events["check-reject"] + events["check-accept"]
     assert checks > 100
-    assert 1 <= events["recalibrate"] <= 2 * np.log2(checks) + 2  # not one per check
+    assert events["recalibrate"] >= 1
     assert res.cost <= p.cost(Kstar) * (1 + 1e-12)
     assert np.all(np.isfinite(res.K))
 

@@ -183,3 +183,17 @@ def test_default_snapshots_follow_the_unknowns_and_the_noise():
     assert default_snapshots(Settings(), 1, 1) == 16 and default_snapshots(Settings(), 20, 10) == 256
     assert default_snapshots(Settings(cost_noise=1e-3), 4, 2) == 1
     assert default_snapshots(Settings(snapshots=5), 4, 2) == 5
+
+
+def test_a_plant_that_changes_the_rollouts_does_not_offer_the_exact_snapshots():
+    from azopg.plants.base import returns_snapshots
+    from azopg.plants.discrete import DiscreteLinearPlant
+    from azopg.plants.linear import LinearPlant
+
+    class Changed(LinearPlant):
+        def rollout(self, K, x0, tau, *, moments=False):  # e.g. a noisy plant
+            return super().rollout(K, x0, tau, moments=moments)
+
+    assert returns_snapshots(LinearPlant(azopg.get_problem("he1")))
+    assert returns_snapshots(DiscreteLinearPlant(azopg.get_problem("dean3")))
+    assert not returns_snapshots(Changed(azopg.get_problem("he1")))

@@ -70,6 +70,15 @@ __all__ = ["Progress", "train"]
 @click.option("--snapshots", type=int, default=None, metavar="K",
               help="Policy iteration: cut each rollout into K intervals, one equation each (plants with exact "
               "snapshots; others use whole rollouts); 1: one equation per rollout.  [default: chosen by the learner]")
+@click.option("--process-noise", type=float, default=0.0, show_default=True, metavar="S",
+              help="Process noise of the known problem's plant: dx = (Ax + Bu) dt + dw with E[dw dw'] = S^2 x0_cov dt "
+              "(S in 1/sqrt(seconds): the noise that spreads the state by S sqrt(t) initial standard deviations "
+              "in t seconds).")
+@click.option("--measurement-noise", type=float, default=0.0, show_default=True, metavar="S",
+              help="Measurement noise of the known problem's plant: u = -K (x + v), v ~ N(0, S^2 x0_cov) drawn anew "
+              "every --measurement-dt seconds and held in between (S: in initial standard deviations).")
+@click.option("--measurement-dt", type=float, default=0.01, show_default=True, metavar="SEC",
+              help="Sampling interval of the noisy measurement (with --measurement-noise).")
 @click.option("--resume", "resume_dir", default=None, metavar="DIR",
               help="Continue the run in DIR from its checkpoint.json (its own settings; other options ignored).")
 @click.option("--overwrite", is_flag=True,
@@ -106,7 +115,8 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           latency_model: str, light: bool, task_timeout: float | None, cost_noise: float, snapshots: int | None,
           resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool, env_name: str | None,
           env_kwargs: str | None, K0_text: str | None, R_text: str | None, eval_text: str | None,
-          episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None) -> None:
+          episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None,
+          process_noise: float, measurement_noise: float, measurement_dt: float) -> None:
     """Learn a gain for a problem (or a gymnasium environment, --env) and write DIR/result.json,
     history.csv, arrivals.csv, problem.json, convergence.png and responses.png (checkpoint.json and
     the logs are kept up to date during the run, for --resume)."""
@@ -140,6 +150,10 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
         if env_name is not None:
             from ..run.envspec import prepare_env
 
+            if process_noise or measurement_noise:
+                raise SettingsError("--process-noise and --measurement-noise apply to a known problem (--problem), "
+                                    "not to --env (give the environment its own noise in --env-kwargs)")
+
             spec, problem, K0 = prepare_env(env_name, env_kwargs, K0_text, R_text, eval_text, episode_steps, dt,
                                             vector, judge_spec)
         else:
@@ -147,6 +161,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                 problem = load_problem(problem_spec)
             except AzopgError as exc:
                 raise SettingsError(f"--problem {problem_spec!r}: {exc}") from None
+            problem = with_cli_noise(problem, process_noise, measurement_noise, measurement_dt)
         settings = parse_settings(seed=seed, max_time=max_time, max_updates=max_updates, max_rollouts=max_rollouts,
                              target_gap=target_gap, target_gain_error=target_gain_error,
                              batch=batch, r=r, tau=tau, step=step, method=method,
@@ -181,6 +196,29 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
     if result.status == "interrupted":
         sys.exit(interrupted_code())
 
+
+
+def with_cli_noise(problem: Any, process: float, measurement: float, dt: float) -> Any:
+    """``problem`` with ``W = process^2 Omega`` and ``V = measurement^2 Omega`` sampled every ``dt``
+    (``Omega`` its ``x0_cov``; see :mod:`azopg.model.noise`); unchanged when both are 0.
+
+    Raises
+    ------
+    SettingsError
+        On a level that is not a finite number >= 0, or a problem that cannot take noise.
+    """
+    for value, flag in ((process, "--process-noise"), (measurement, "--measurement-noise")):
+        if not (math.isfinite(value) and value >= 0):
+            raise SettingsError(f"{flag} must be a finite number >= 0, got {value!r}")
+    if not (process or measurement):
+        return problem
+    Om = problem.x0_cov
+    try:
+        return problem.with_noise(W=process**2 * Om if process else None,
+                                  V=measurement**2 * Om if measurement else None,
+                                  dt=dt if measurement else None)
+    except AzopgError as exc:
+        raise SettingsError(f"--process-noise/--measurement-noise on {problem.name!r}: {exc}") from None
 
 
 class Progress:

@@ -5,8 +5,8 @@ moments (``S`` and ``x(tau)``, see :func:`azopg.plants.base.returns_moments`), s
 or replayed run resolves it identically. Measured on every built-in problem (README,
 "Choosing an update rule"):
 
-* the plant returns *exact* moments of a linear model (a :class:`~azopg.plants.linear.LinearPlant`,
-  or any plant with a true attribute ``exact_moments``) and the cost noise is at most
+* the plant returns *exact* moments of a linear model (a :class:`~azopg.plants.linear.LinearPlant`
+  without noise, or any plant with a true attribute ``exact_moments``) and the cost noise is at most
   :data:`PI_MAX_COST_NOISE`: ``policy-iteration`` -- Kleinman's steps on least-squares
   ``(P, E)`` reach gap 1e-6 and gain error 1e-3 with 3 to 20 times fewer rollouts than the
   others (``R`` is used when known, estimated with ``(P, E)`` otherwise);
@@ -45,8 +45,11 @@ def choose_method(settings: Settings, moments: bool, exact: bool = True) -> str:
 
 
 def exact_moments(plant: Plant) -> bool:
-    """Whether ``plant``'s moments are those of a linear model, exactly (the regression's identity holds)."""
-    return isinstance(plant, LinearPlant) or bool(getattr(plant, "exact_moments", False))
+    """Whether ``plant``'s moments are those of a linear model, exactly (the regression's identity holds):
+    its attribute ``exact_moments`` if it has one (a noisy linear plant says False), else whether it is a
+    :class:`~azopg.plants.linear.LinearPlant`."""
+    flag = getattr(plant, "exact_moments", None)
+    return bool(flag) if flag is not None else isinstance(plant, LinearPlant)
 
 
 def resolve_settings(settings: Settings, plant: Plant) -> Settings:

@@ -26,6 +26,7 @@ __all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "TrajectoryData", "eva
 TASK_KINDS = ("estimate", "evaluate", "moments")
 _EVAL_STREAM = 2**31 - 1  # generator stream of the fixed evaluation states
 _NOISE_STREAM = 2**31 - 3  # generator stream of a task's measurement noise
+_PLANT_STREAM = 2**31 - 4  # generator stream of a noisy plant's process and measurement noise
 
 
 class NoisyCosts:
@@ -225,6 +226,9 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
         If an estimate's batch does not fit in memory.
     """
     raw, plant = plant, CheckedPlant(plant)
+    bind = getattr(raw, "bind_rng", None)
+    if callable(bind):  # a noisy plant draws its noise from the task's own stream
+        bind(np.random.default_rng([task.seed, task.worker, task.task_id, _PLANT_STREAM]))
     noise = (np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM])
              if task.cost_noise > 0 else None)
     moments = task.moments and returns_moments(plant)

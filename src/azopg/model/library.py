@@ -33,6 +33,35 @@ def mass_spring_chain(masses: int = 3, damping: float = 0.1) -> LQRProblem:
     stiffness matrix, so the open loop is Hurwitz and ``K0 = 0``.
 
     The undamped chain is the example of Mohammadi et al. (IEEE TAC 2022).
+
+    Parameters
+    ----------
+    masses : int
+        Number of masses ``s`` (>= 1).
+    damping : float
+        Damping as a multiple of the stiffness matrix (> 0); the default 0.1 gives the
+        built-in ``chainS`` problems.
+
+    Returns
+    -------
+    LQRProblem
+        Named ``chainS`` (or ``chainS-cD`` for another damping), ``Q = I``, ``R = I``.
+
+    Raises
+    ------
+    ProblemError
+        If ``masses < 1`` or ``damping <= 0``.
+
+    Examples
+    --------
+    >>> import azopg
+    >>> p = azopg.mass_spring_chain(2)
+    >>> p.name, p.n, p.m
+    ('chain2', 4, 2)
+    >>> p.K0.tolist()   # the damped open loop is Hurwitz, so K0 = 0
+    [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    >>> bool(p.optimal_cost < p.cost(p.K0))
+    True
     """
     s = int(masses)
     if s < 1:
@@ -53,7 +82,33 @@ def mass_spring_chain(masses: int = 3, damping: float = 0.1) -> LQRProblem:
 
 def random_system(n: int, m: int, seed: int = 0, stable: bool = True) -> LQRProblem:
     """A random system: Gaussian ``A`` shifted to spectral abscissa -0.5 (``stable``) or
-    +0.5 (unstable, with a Bass stabilizing ``K0``), Gaussian ``B``, ``Q = I``, ``R = I``."""
+    +0.5 (unstable, with a Bass stabilizing ``K0``), Gaussian ``B``, ``Q = I``, ``R = I``.
+
+    Parameters
+    ----------
+    n, m : int
+        Numbers of states and inputs (>= 1).
+    seed : int
+        The draws come from ``numpy.random.default_rng([seed, n, m])``: the same arguments
+        give the same system on every machine.
+    stable : bool
+        Open-loop stable (``K0 = 0``) or unstable (``K0`` from Bass's method).
+
+    Returns
+    -------
+    LQRProblem
+        Named ``random-stable-nN-mM-sSEED`` or ``random-unstable-nN-mM-sSEED``, the names
+        :func:`get_problem` accepts.
+
+    Examples
+    --------
+    >>> import numpy as np, azopg
+    >>> p = azopg.random_system(5, 2, seed=1, stable=False)
+    >>> p.name
+    'random-unstable-n5-m2-s1'
+    >>> bool(p.is_stabilizing(p.K0)), bool(p.is_stabilizing(np.zeros((2, 5))))
+    (True, False)
+    """
     import scipy.linalg as sla
 
     if n < 1 or m < 1:
@@ -84,7 +139,23 @@ def _published() -> dict[str, dict[str, Any]]:
 
 
 def problem_names() -> list[str]:
-    """Names of the built-in problems (the default chain first)."""
+    """Names of the built-in problems (the default chain first).
+
+    Returns
+    -------
+    list of str
+        ``chain3``, then the published systems in alphabetical order. The generated
+        families ``chainS`` and ``random-...`` are not listed (see :func:`get_problem`).
+
+    Examples
+    --------
+    >>> import azopg
+    >>> names = azopg.problem_names()
+    >>> names[0]
+    'chain3'
+    >>> "he1" in names and "cartpole" in names and "dean3" in names
+    True
+    """
     return [DEFAULT_PROBLEM, *_published()]
 
 
@@ -92,10 +163,30 @@ def get_problem(name: str) -> LQRProblem:
     """A built-in problem by name: a published system, ``chainS`` (S masses) or
     ``random-stable-nN-mM-sSEED`` / ``random-unstable-...``.
 
+    Parameters
+    ----------
+    name : str
+        One of :func:`problem_names`, or a generated family's name.
+
+    Returns
+    -------
+    LQRProblem
+
     Raises
     ------
     ProblemError
         If there is no such problem.
+
+    Examples
+    --------
+    >>> import azopg
+    >>> p = azopg.get_problem("he1")
+    >>> p.n, p.m
+    (4, 2)
+    >>> bool(p.is_stabilizing(p.K0))
+    True
+    >>> azopg.get_problem("chain5").n, azopg.get_problem("random-stable-n3-m1-s0").m
+    (10, 1)
     """
     pub = _published()
     if name in pub:
@@ -119,12 +210,39 @@ def get_problem(name: str) -> LQRProblem:
 def load_problem(spec: str) -> LQRProblem:
     """A problem from a built-in name or a JSON file path.
 
+    Parameters
+    ----------
+    spec : str
+        A path to a JSON problem file (``A``, ``B``, ``Q``, ``R``, optionally ``K0``,
+        ``x0_cov``, ``name``, ...; see the user guide's "Problem files"), recognized by its
+        ``.json`` suffix, a ``/`` or an existing file; otherwise a name for :func:`get_problem`.
+
+    Returns
+    -------
+    LQRProblem
+        Named after the file's stem unless the file gives a ``name``.
+
     Raises
     ------
     ProblemFileError
         If the file is missing, unreadable or not valid JSON.
     ProblemError
         If its content is not a valid problem.
+
+    Examples
+    --------
+    >>> import json, os, tempfile, azopg
+    >>> path = os.path.join(tempfile.mkdtemp(), "double_integrator.json")
+    >>> with open(path, "w") as f:
+    ...     json.dump({"A": [[0, 1], [0, 0]], "B": [[0], [1]], "Q": [[1, 0], [0, 1]], "R": 1,
+    ...                "K0": [[1, 1]]}, f)
+    >>> p = azopg.load_problem(path)
+    >>> p.name, p.n, p.m
+    ('double_integrator', 2, 1)
+    >>> p.optimal_gain.round(6)   # the Riccati gain [[1, sqrt(3)]]
+    array([[1.      , 1.732051]])
+    >>> azopg.load_problem("rea1").name
+    'rea1'
     """
     path = Path(spec)
     if spec.endswith(".json") or path.exists() or "/" in spec:

@@ -19,7 +19,7 @@ import scipy.linalg as sla
 from ..errors import AzopgError, NotStabilizingError, ProblemError
 from . import discrete as dlqr
 from . import riccati
-from .validation import as_matrix, parse_problem
+from .validation import as_matrix, parse_noise, parse_problem
 
 __all__ = ["LQRProblem", "as_matrix", "kleinman_gain"]
 
@@ -89,6 +89,14 @@ class LQRProblem:
     dt : float, optional
         Sampling period of a discrete-time plant (> 0; information only: the cost is a sum
         over steps). ``None``: unspecified.
+    process_noise : array_like, shape (n, n), optional
+        Intensity ``W`` of the process noise: ``dx = (Ax + Bu) dt + dw``, ``E[dw dw'] = W dt``
+        (symmetric positive semi-definite; continuous time only). See :mod:`azopg.model.noise`.
+    measurement_noise : array_like, shape (n, n), optional
+        Covariance ``V`` of the measurement noise: ``u = -K (x + v_j)`` with ``v_j ~ N(0, V)`` held
+        over the ``j``-th sampling interval of length ``measurement_dt``.
+    measurement_dt : float, optional
+        The sampling interval of the measurement noise (> 0; required with ``measurement_noise``).
 
     Raises
     ------
@@ -97,6 +105,24 @@ class LQRProblem:
     NotStabilizingError
         If ``K0`` does not stabilize ``A - B K0``, or ``K0`` is omitted and ``A``
         is not Hurwitz (Schur in discrete time).
+
+    Examples
+    --------
+    The double integrator with ``Q = I``, ``R = 1``: its Riccati gain is ``[[1, sqrt(3)]]``, its
+    optimal cost ``2 sqrt(3)``; the exact oracle gives cost and gradient of any gain.
+
+    >>> import azopg
+    >>> p = azopg.LQRProblem([[0, 1], [0, 0]], [[0], [1]], K0=[[1, 1]])
+    >>> p.n, p.m
+    (2, 1)
+    >>> round(p.cost(p.K0), 9), round(p.optimal_cost, 9)
+    (4.0, 3.464101615)
+    >>> p.optimal_gain.round(6)
+    array([[1.      , 1.732051]])
+    >>> p.gradient(p.K0).round(9)
+    array([[ 1., -2.]])
+    >>> p.is_stabilizing([[1, 0]]), p.cost([[1, 0]])   # not stabilizing: infinite cost
+    (False, inf)
     """
 
     def __init__(
@@ -113,10 +139,17 @@ class LQRProblem:
         title: str = "",
         discrete_time: bool = False,
         dt: float | None = None,
+        process_noise: Any = None,
+        measurement_noise: Any = None,
+        measurement_dt: float | None = None,
     ) -> None:
         self.discrete_time, self.dt = _time_domain(discrete_time, dt)
         data = parse_problem(A, B, Q, R, x0_cov, K0)
         self.A, self.B, self.Q, self.R, self.x0_cov = (data[k] for k in ("A", "B", "Q", "R", "x0_cov"))
+        self.process_noise, self.measurement_noise, self.measurement_dt = parse_noise(
+            self.n, process_noise, measurement_noise, measurement_dt)
+        if self.discrete_time and self.noisy:
+            raise ProblemError("process_noise and measurement_noise are supported for continuous-time problems only")
         m, n = self.m, self.n
         self.name = str(name)
         self.source = str(source)
@@ -156,6 +189,18 @@ class LQRProblem:
     def __repr__(self) -> str:
         kind = ", discrete_time=True" if self.discrete_time else ""
         return f"LQRProblem(name={self.name!r}, n={self.n}, m={self.m}{kind})"
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the plant has process or measurement noise (:mod:`azopg.model.noise`)."""
+        return self.process_noise is not None or self.measurement_noise is not None
+
+    def with_noise(self, W: Any = None, V: Any = None, dt: float | None = None) -> LQRProblem:
+        """This problem with process-noise intensity ``W`` and measurement-noise covariance ``V``
+        sampled every ``dt`` seconds (see :mod:`azopg.model.noise`); ``None``: no such noise."""
+        data = self.to_dict()
+        data.update(process_noise=W, measurement_noise=V, measurement_dt=dt)
+        return LQRProblem.from_dict(data)
 
     @property
     def time_domain(self) -> str:
@@ -307,12 +352,16 @@ class LQRProblem:
             "x0_cov": self.x0_cov.tolist(),
             "K0": self.K0.tolist(),
             **({"discrete_time": True, "dt": self.dt} if self.discrete_time else {}),
+            **({"process_noise": self.process_noise.tolist()} if self.process_noise is not None else {}),
+            **({"measurement_noise": self.measurement_noise.tolist(), "measurement_dt": self.measurement_dt}
+               if self.measurement_noise is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, name: str | None = None) -> LQRProblem:
         """Build a problem from a mapping with keys ``A, B, Q, R`` (+ optional ``K0``,
-        ``x0_cov``, ``name``, ``title``, ``source``, ``discrete_time``, ``dt``); unknown keys are ignored."""
+        ``x0_cov``, ``name``, ``title``, ``source``, ``discrete_time``, ``dt``, ``process_noise``,
+        ``measurement_noise``, ``measurement_dt``); unknown keys are ignored."""
         if not isinstance(data, dict):
             raise ProblemError("a problem must be a JSON object with keys A, B, Q, R")
         missing = [k for k in ("A", "B", "Q", "R") if k not in data]
@@ -330,6 +379,9 @@ class LQRProblem:
             title=str(data.get("title", "")),
             discrete_time=data.get("discrete_time", False),
             dt=data.get("dt"),
+            process_noise=data.get("process_noise"),
+            measurement_noise=data.get("measurement_noise"),
+            measurement_dt=data.get("measurement_dt"),
         )
 
     @classmethod

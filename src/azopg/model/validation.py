@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import AzopgError, ProblemError
 
-__all__ = ["as_matrix", "symmetric_part", "parse_problem", "machine_memory", "require_memory",
+__all__ = ["as_matrix", "symmetric_part", "parse_problem", "parse_noise", "machine_memory", "require_memory",
            "oracle_bytes", "SYM_RTOL", "psd_tolerance"]
 
 #: Relative asymmetry ``max|M - M'| / max|M|`` tolerated in a symmetric matrix.
@@ -170,6 +170,45 @@ def parse_problem(A: Any, B: Any, Q: Any, R: Any, x0_cov: Any, K0: Any) -> dict[
                            "beyond 1.8e308 (rescale the states, inputs or weights)")
     return {"A": A, "B": B, "Q": Q, "R": R, "x0_cov": cov, "K0": K0,
             "q_min": qmin if qmin < -psd_tolerance(Q) else None}
+
+
+def parse_noise(n: int, process_noise: Any, measurement_noise: Any,
+                measurement_dt: Any) -> tuple[np.ndarray | None, np.ndarray | None, float | None]:
+    """Check the noise of a problem (see :mod:`azopg.model.noise`): the process-noise intensity ``W``
+    and the measurement-noise covariance ``V`` (each ``None`` or a symmetric positive semi-definite
+    ``n x n`` matrix; an all-zero matrix is taken as ``None``) and the sampling interval ``delta`` of the
+    measurement noise (a finite number > 0, required with ``V`` and only with it).
+
+    Raises
+    ------
+    ProblemError
+        On malformed noise data.
+    """
+    out: list[np.ndarray | None] = []
+    for value, name in ((process_noise, "process_noise"), (measurement_noise, "measurement_noise")):
+        if value is None:
+            out.append(None)
+            continue
+        M = symmetric_part(as_matrix(value, name, n, n), name)
+        if not np.any(M):
+            out.append(None)
+            continue
+        low = float(np.min(np.linalg.eigvalsh(M)))
+        if low < -psd_tolerance(M):
+            raise ProblemError(f"{name} is not positive semi-definite (smallest eigenvalue {low:.3g})")
+        out.append(M)
+    W, V = out
+    if V is None:
+        if measurement_dt is not None and measurement_noise is None:
+            raise ProblemError("measurement_dt is given without measurement_noise")
+        return W, None, None
+    if measurement_dt is None:
+        raise ProblemError("measurement_noise needs measurement_dt, the sampling interval of the noisy "
+                           "measurement (seconds > 0)")
+    if isinstance(measurement_dt, (bool, np.bool_)) or not isinstance(measurement_dt, (int, float, np.number)) \
+            or not (np.isfinite(measurement_dt) and measurement_dt > 0):
+        raise ProblemError(f"measurement_dt must be a finite number > 0, got {measurement_dt!r}")
+    return W, V, float(measurement_dt)
 
 
 def machine_memory() -> int:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..model.problem import LQRProblem
 from .linear import LinearPlant
+from .noisy import NoisyLinearPlant
 
 __all__ = ["DiscreteLinearPlant", "plant_for", "steps"]
 
@@ -112,5 +113,8 @@ class DiscreteLinearPlant(LinearPlant):
 
 def plant_for(problem: LQRProblem) -> LinearPlant:
     """The exact plant of ``problem``: :class:`DiscreteLinearPlant` for a discrete-time problem,
-    else :class:`~azopg.plants.linear.LinearPlant`."""
-    return DiscreteLinearPlant(problem) if problem.discrete_time else LinearPlant(problem)
+    :class:`~azopg.plants.noisy.NoisyLinearPlant` for a problem with noise, else
+    :class:`~azopg.plants.linear.LinearPlant`."""
+    if problem.discrete_time:
+        return DiscreteLinearPlant(problem)
+    return NoisyLinearPlant(problem) if problem.noisy else LinearPlant(problem)

@@ -140,6 +140,12 @@ class LinearPlant:
             res = finalize(cost, bad)
         return res if S_all is None else with_moments(res, S_all, xT)
 
+    @property
+    def returns_snapshots(self) -> bool:
+        """Whether :meth:`rollout_snapshots` describes this plant's rollouts: not if a subclass changes
+        the rollouts themselves (e.g. adds noise) -- then its whole rollouts are used."""
+        return type(self).rollout is LinearPlant.rollout
+
     def rollout_snapshots(self, K: Any, x0: Any, tau: float, k: int) -> Trajectory:
         """Rollouts of horizon ``tau`` cut into ``k`` intervals (module docstring), exactly.
 

@@ -109,6 +109,24 @@ def train(
         On invalid settings or a black-box plant without a budget.
     NotStabilizingError
         If rollouts from ``K0`` blow up.
+
+    Examples
+    --------
+    A known problem, learned serially to a relative gap of 1e-6 (at most 5000 rollouts):
+
+    >>> import azopg
+    >>> problem = azopg.get_problem("ac17")
+    >>> result = azopg.train(problem, seed=0, target_gap=1e-6, max_rollouts=5000)
+    >>> result.status
+    'converged'
+    >>> bool(result.relative_gap <= 1e-6), result.K.shape
+    (True, (1, 4))
+    >>> result.settings["method"]   # what method="auto" picked for the exact linear plant
+    'policy-iteration'
+
+    Worker processes (``backend="async"``, ``workers=W``) need the script's entry point under
+    ``if __name__ == "__main__":``; a black-box plant needs ``K0`` and a budget
+    (``max_updates``, ``max_rollouts`` or ``max_time``).
     """
     if settings is None:
         settings = Settings(**options)
@@ -143,6 +161,24 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Progress | None = None)
         damaged or do not belong together, or another run holds its lock.
     RunFinished
         If the run already finished (its result is in ``run_dir/result.json``).
+
+    Examples
+    --------
+    A run given ``out_dir`` keeps its checkpoint up to date; if its process is stopped
+    (Ctrl-C, SIGTERM, killed), ``resume`` continues it to its target. A run that already
+    finished says so:
+
+    >>> import os, tempfile, azopg
+    >>> run = os.path.join(tempfile.mkdtemp(), "run")
+    >>> problem = azopg.get_problem("ac17")
+    >>> result = azopg.train(problem, seed=0, target_gap=1e-6, max_rollouts=5000, out_dir=run)
+    >>> sorted(f for f in os.listdir(run) if not f.startswith("."))
+    ['arrivals.csv', 'checkpoint.json', 'history.csv', 'problem.json']
+    >>> try:
+    ...     azopg.resume(run)
+    ... except azopg.RunFinished as finished:
+    ...     print(finished.status)
+    converged
     """
     owned: contextlib.AbstractContextManager[Any]
     if isinstance(run_dir, RunDir):
