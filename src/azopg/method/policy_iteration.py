@@ -56,10 +56,10 @@ OVERDETERMINED, KEEP = 2.0, 6.0
 #: ``sigma / sqrt(rollouts)``. Off (NOISY_KEEP = 1): with 16 times the buffer a replay of a run
 #: under 1 % noise no longer reproduced its gain bit for bit (not understood yet).
 NOISE_SCALE, NOISY_KEEP = 1e-3, 1.0
-#: A fit whose column-scaled normal matrix has a larger condition number waits for more data
-#: (with snapshots: ``SNAPSHOT_CONDITION``, the normal equations are solved without the rows, so
-#: their error is about ``eps`` times their condition number).
-MAX_CONDITION, SNAPSHOT_CONDITION = 1e14, 1e14
+#: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
+#: With snapshots (``SNAPSHOT_CONDITION``) the fit is solved by QR, not by normal equations: on
+#: exact data its relative error is about ``eps`` times the square root of that number (1e-7 here).
+MAX_CONDITION, SNAPSHOT_CONDITION = 1e14, 1e18
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
