@@ -31,7 +31,7 @@ a change of state or input units -- neither does the fit, whose columns are scal
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
@@ -156,11 +156,7 @@ class IntervalEquations:
             return
         rows = np.concatenate(self._pending)
         self._pending.clear()
-        size = self.T.shape[0]
-        a, _, _, info = sla.lapack.dtpqrt(0, min(32, size), self.T, rows)
-        if info != 0:  # pragma: no cover - LAPACK argument errors only
-            raise np.linalg.LinAlgError(f"dtpqrt failed (info {info})")
-        self.T = np.triu(a)
+        self.T = _fold_rows(self.T, rows)
 
     def recenter(self, C: Any) -> None:
         """Express every equation about the new center ``C`` (``T -> qr(T M')``, ``O(p_L^3)``)."""
@@ -168,7 +164,7 @@ class IntervalEquations:
         delta = C - self.C
         if np.any(delta):
             self._fold()
-            self.T = np.triu(cast(np.ndarray, np.linalg.qr(self._shift(self.T, delta), mode="r")))
+            self.T = _fold_rows(np.zeros_like(self.T), self._shift(self.T, delta))
         self.C = C.copy()
 
     def solve(self) -> PolicyEvaluation:
@@ -191,3 +187,13 @@ class IntervalEquations:
         target = float(np.linalg.norm(T[:, -1]))
         P, E, Rh = _unpack(theta, self.n, self.m, self.R)
         return PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
+
+
+def _fold_rows(T: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The triangular factor of ``[T; rows]`` (``T`` upper triangular): LAPACK ``dtpqrt`` with one
+    block (its unblocked Householder path), so the result does not depend on the BLAS thread count
+    -- a replay reproduces a run bit for bit whatever the machine's thread setting."""
+    a, _, _, info = sla.lapack.dtpqrt(0, T.shape[0], T, rows)
+    if info != 0:  # pragma: no cover - LAPACK argument errors only
+        raise np.linalg.LinAlgError(f"dtpqrt failed (info {info})")
+    return np.triu(a)
