@@ -64,7 +64,7 @@ def test_resume_resolves_auto_identically(chain3, tmp_path):
 
     out = tmp_path / "run"
     first = azopg.train(chain3, seed=1, target_gap=1e-6, max_time=60, out_dir=out, rollout_latency=0.002,
-                        progress=Interrupter(2))
+                        progress=Interrupter(1))
     assert first.status == "interrupted" and first.settings["method"] == "policy-iteration"
     res = azopg.resume(out)
     assert res.status == "converged" and res.stats["resumes"] == 1

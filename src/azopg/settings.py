@@ -113,6 +113,11 @@ class Settings:
         The ``ray`` backend joins the Ray cluster at this address (``HOST:PORT`` of a head
         started with ``ray start --head``, or ``auto``) instead of starting a private local
         instance.
+    snapshots : int, optional
+        Policy iteration: each rollout is cut into this many intervals, each one equation of the
+        regression (a plant with exact snapshots, ``rollout_snapshots``; other plants return
+        whole rollouts). ``1``: one equation per rollout. Default: chosen by the learner
+        (:func:`azopg.method.policy_iteration.default_snapshots`).
     depth : int, optional
         Tasks each worker holds at once in the asynchronous loop, all computed at the gain of
         when they were handed out (``ray`` backend only; its default 2: one Ray call carries
@@ -153,11 +158,12 @@ class Settings:
     ray_address: str | None = None
     depth: int | None = None
     plain: bool = False
+    snapshots: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SettingsError(f"seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay", "depth"):
+        for name in ("batch", "check_every", "max_updates", "max_rollouts", "max_delay", "depth", "snapshots"):
             _positive(name, getattr(self, name), integer=True)
         for name in ("r", "tau", "step", "max_time", "target_gap", "target_gain_error", "task_timeout"):
             _positive(name, getattr(self, name))

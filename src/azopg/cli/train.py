@@ -76,6 +76,9 @@ __all__ = ["Progress", "train"]
               "[default: max(10 x median time per rollout x rollouts, 5 s)]")
 @click.option("--cost-noise", type=float, default=0.0, show_default=True, metavar="S",
               help="Relative measurement noise of every rollout cost (emulates a noisy plant).")
+@click.option("--snapshots", type=int, default=None, metavar="K",
+              help="Policy iteration: cut each rollout into K intervals, one equation each (plants with exact "
+              "snapshots; others use whole rollouts); 1: one equation per rollout.  [default: chosen by the learner]")
 @click.option("--process-noise", type=float, default=0.0, show_default=True, metavar="S",
               help="Process noise of the known problem's plant: dx = (Ax + Bu) dt + dw with E[dw dw'] = S^2 x0_cov dt "
               "(S in 1/sqrt(seconds): the noise that spreads the state by S sqrt(t) initial standard deviations "
@@ -118,7 +121,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
           batch: int | None,
           r: float | None, tau: float | None, step: float | None, method: str, workers: int,
           backend: str | None, max_delay: int | None, depth: int | None, staleness: str, rollout_latency: float,
-          latency_model: str, light: bool, task_timeout: float | None, cost_noise: float,
+          latency_model: str, light: bool, task_timeout: float | None, cost_noise: float, snapshots: int | None,
           resume_dir: str | None, quiet: bool, ray_address: str | None, overwrite: bool, env_name: str | None,
           env_kwargs: str | None, K0_text: str | None, R_text: str | None, eval_text: str | None,
           episode_steps: int | None, dt: float | None, vector: str, judge_spec: str | None,
@@ -176,7 +179,7 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
                              workers=workers, max_delay=max_delay, staleness=staleness,
                              rollout_latency=rollout_latency, latency_model=latency_model, light=light,
                              task_timeout=task_timeout, cost_noise=cost_noise, ray_address=ray_address,
-                             depth=depth, plain=plain)
+                             depth=depth, plain=plain, snapshots=snapshots)
         backend = parse_backend(backend, workers, ray_address)
         _ = problem is None or problem.optimal_cost  # fail early if the Riccati equation has no solution
         out = claim(out_dir, overwrite=overwrite)  # only now, with the input checked, is --out touched

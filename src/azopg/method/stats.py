@@ -65,6 +65,7 @@ class Stats:
             "mean_delay": self.delay_sum / self.delay_count if self.delay_count else 0.0,
             "bytes_received": self.bytes_received,
             "bytes_per_update": self.bytes_received / max(self.updates, 1),
+            "bytes_per_rollout": self.bytes_received / max(self.rollouts, 1),
             "workers_replaced": self.workers_replaced, "tasks_lost": self.lost_tasks,
             "reports_ignored": self.ignored_reports, "blown_estimates": self.blown_estimates,
         }

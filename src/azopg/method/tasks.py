@@ -10,16 +10,18 @@ calls it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..plants.base import Plant, RolloutResult, failed, returns_moments, rollout_of
+from ..plants.base import Plant, RolloutResult, failed, returns_moments, returns_snapshots, rollout_of
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 from .kinds import TaskKind
 from .paired import noise_factors, paired_measure
 
-__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "estimate_rollouts", "evaluation_states", "report_gradient",
+__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "TrajectoryData", "estimate_rollouts", "evaluation_states",
+           "report_gradient",
            "run_task", "task_rng"]
 
 #: What a task can ask of a worker (see :func:`run_task`).
@@ -70,7 +72,9 @@ class Task:
     estimate or check also returns the sum of its rollouts' ``S`` (if the plant has them).
     A *paired* check (``K_ref`` given, measurement noise) also measures ``K_ref`` on the same
     states, each state repeated until there are at least ``pairs`` pairs (see
-    :func:`~azopg.method.paired.paired_measure`).
+    :func:`~azopg.method.paired.paired_measure`). A ``moments`` task with ``snapshots`` > 1 on a
+    plant that has ``rollout_snapshots`` returns each rollout cut into that many intervals
+    (:class:`TrajectoryData`); other plants return whole rollouts.
     """
 
     task_id: int
@@ -90,6 +94,7 @@ class Task:
     moments: bool = False
     K_ref: np.ndarray | None = None
     pairs: int = 0
+    snapshots: int = 1
 
 
 @dataclass
@@ -117,6 +122,31 @@ class RolloutData:
 
 
 @dataclass
+class TrajectoryData:
+    """Rollouts of a ``"moments"`` task cut into ``k`` intervals (see
+    :class:`~azopg.plants.base.Trajectory`): ``k`` equations of the regression each.
+
+    Attributes
+    ----------
+    Ki : ndarray, shape (b, m, n)
+    x : ndarray, shape (b, k + 1, n)
+    S : ndarray, shape (b, k, n, n)
+    cost : ndarray, shape (b, k)
+    t : ndarray, shape (k + 1,), optional
+        The times ``t_j`` (not an input of the regression).
+    """
+
+    Ki: np.ndarray
+    x: np.ndarray
+    S: np.ndarray
+    cost: np.ndarray
+    t: np.ndarray | None = None
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.Ki, self.x, self.S, self.cost
+
+
+@dataclass
 class Report:
     """A worker's answer to a :class:`Task`.
 
@@ -139,7 +169,7 @@ class Report:
     cost2: float = float("nan")
     S: np.ndarray | None = None
     S_count: int = 0
-    data: RolloutData | None = None
+    data: RolloutData | TrajectoryData | None = None
     diff: float = float("nan")
     diff_se: float = float("nan")
 
@@ -252,14 +282,28 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
 
 
 def _run_moments(plant: Plant, task: Task) -> Report:
-    """``N`` rollouts of ``K + r Z_i`` (``Z_i`` on the sphere, drawn first, then the states),
+    """``N`` rollouts of ``K + r L Z_i M`` (``Z_i`` on the sphere, drawn first, then the states),
     returned raw; blown-up rollouts are left out (and counted)."""
     if not returns_moments(plant):
         raise ValueError("a 'moments' task needs a plant that returns state moments")
     rng = task_rng(task.seed, task.worker, task.task_id)
     m, n = task.K.shape
-    Ki = task.K + task.r * sphere_directions(rng, task.N, m, n)
+    Z = sphere_directions(rng, task.N, m, n)
+    if task.L is not None:  # perturbations scaled to the inputs and states (policy iteration's snapshots)
+        Z = task.L @ Z
+    if task.M is not None:
+        Z = Z @ task.M
+    Ki = task.K + task.r * Z
     x0 = plant.initial_states(rng, task.N)
+    inner: Any = getattr(plant, "plant", plant)  # the snapshots of the plant a CheckedPlant wraps
+    if task.snapshots > 1 and returns_snapshots(inner) and not isinstance(plant, NoisyCosts):
+        tr = inner.rollout_snapshots(Ki, x0, task.tau, task.snapshots)
+        ok = ~np.asarray(tr.blown_up, dtype=bool)
+        nok = int(np.count_nonzero(ok))
+        total = np.sum(tr.cost[ok], axis=1)
+        return Report(task.task_id, task.worker, task.kind, task.version, task.N, task.N - nok,
+                      center_cost=float(total.mean()) if nok else float("inf"),
+                      data=TrajectoryData(Ki[ok], tr.x[ok], tr.S[ok], tr.cost[ok], np.asarray(tr.t, dtype=float)))
     res = plant.rollout(Ki, x0, task.tau, moments=True)
     ok = ~failed(res)
     assert res.S is not None and res.x_end is not None

@@ -19,6 +19,11 @@ State moments: a plant whose attribute ``returns_moments`` is true (see
 :attr:`RolloutResult.S` ``= int_0^tau x x' dt`` and :attr:`RolloutResult.x_end` ``= x(tau)``:
 with them one rollout of any gain gives one *linear* equation in the value matrix and
 the gradient factor of another gain (see :mod:`azopg.method.regression`).
+
+Snapshots: a plant with a method ``rollout_snapshots(K, x0, tau, k)`` (see
+:func:`returns_snapshots`) returns each rollout cut into ``k`` intervals ``[t_j, t_{j+1}]``
+(:class:`Trajectory`): the states ``x(t_j)``, the interval moments ``S_j`` and costs ``c_j``.
+Each interval is one equation of the regression, so one rollout gives ``k`` of them.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from typing import NamedTuple, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "MomentPlant", "Plant", "RolloutResult", "failed",
-           "finalize", "rollout_of", "returns_moments", "with_moments"]
+__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "MomentPlant", "Plant", "RolloutResult", "Trajectory", "failed",
+           "finalize", "rollout_of", "returns_moments", "returns_snapshots", "with_moments"]
 
 #: Finite value reported as the cost of a rollout that blew up.
 BLOWUP_COST = 1e300
@@ -59,6 +64,36 @@ class RolloutResult(NamedTuple):
     blown_up: np.ndarray
     S: np.ndarray | None = None
     x_end: np.ndarray | None = None
+
+
+class Trajectory(NamedTuple):
+    """Rollouts cut into intervals ``0 = t_0 < ... < t_k = tau`` (``rollout_snapshots``).
+
+    Attributes
+    ----------
+    x : ndarray, shape (b, k + 1, n)
+        States ``x(t_j)`` (NaN where blown up).
+    S : ndarray, shape (b, k, n, n)
+        ``int_{t_j}^{t_{j+1}} x x' dt`` (NaN where blown up).
+    cost : ndarray, shape (b, k)
+        Cost of each interval (NaN where blown up).
+    blown_up : ndarray of bool, shape (b,)
+        The blow-up rule of :func:`finalize` applied to the whole rollout.
+    t : ndarray, shape (k + 1,)
+        The times ``t_j`` (steps in discrete time).
+    """
+
+    x: np.ndarray
+    S: np.ndarray
+    cost: np.ndarray
+    blown_up: np.ndarray
+    t: np.ndarray
+
+
+def returns_snapshots(plant: object) -> bool:
+    """Whether ``plant`` has ``rollout_snapshots(K, x0, tau, k) -> Trajectory`` (a wrapper may say
+    otherwise by an attribute ``returns_snapshots``)."""
+    return bool(getattr(plant, "returns_snapshots", callable(getattr(plant, "rollout_snapshots", None))))
 
 
 @runtime_checkable

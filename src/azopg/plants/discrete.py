@@ -70,6 +70,15 @@ class DiscreteLinearPlant(LinearPlant):
     def __repr__(self) -> str:
         return f"DiscreteLinearPlant({self.problem.name!r}, n={self.n}, m={self.m})"
 
+    def _intervals(self, tau: float, k: int) -> list[tuple[float, int]]:
+        """Snapshot intervals of whole steps: ``T // L`` of ``L = ceil(T / k)`` steps, then the rest."""
+        T = steps(tau)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        L = -(-T // k)
+        rest = T - (T // L) * L
+        return [(float(L), T // L)] + ([(float(rest), 1)] if rest else [])
+
     def _matrices(self, K: np.ndarray, tau: float,
                   x0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``M(T)``, ``Acl^T`` and, for states ``x0`` (b, n), ``S(T)``, for gains ``K`` (b, m, n)."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 from ..settings import LATENCY_MODELS
-from .base import Plant, RolloutResult, rollout_of
+from .base import Plant, RolloutResult, Trajectory, returns_snapshots, rollout_of
+
+_T = TypeVar("_T")
 
 __all__ = ["LATENCY_MODELS", "LatencyPlant", "LatencyPlantFactory", "latency_factor"]
 
@@ -63,11 +66,24 @@ class LatencyPlant:
     def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
         """The wrapped plant's rollouts (with moments if asked: ``returns_moments`` is the
         wrapped plant's), slowed down."""
+        return self._slowed(np.atleast_2d(x0).shape[0], lambda: rollout_of(self.plant, K, x0, tau, moments))
+
+    @property
+    def returns_snapshots(self) -> bool:
+        """Whether the wrapped plant has ``rollout_snapshots``."""
+        return returns_snapshots(self.plant)
+
+    def rollout_snapshots(self, K: np.ndarray, x0: np.ndarray, tau: float, k: int) -> Trajectory:
+        """The wrapped plant's rollouts cut into ``k`` intervals, slowed down as :meth:`rollout`."""
+        return self._slowed(np.atleast_2d(x0).shape[0],
+                            lambda: self.plant.rollout_snapshots(K, x0, tau, k))  # type: ignore[attr-defined]
+
+    def _slowed(self, b: int, call: Callable[[], _T]) -> _T:
         factor = latency_factor(self.model, self._rng)
-        t_end = time.monotonic() + self.latency * factor * np.atleast_2d(x0).shape[0]
+        t_end = time.monotonic() + self.latency * factor * b
         if self.deadline is not None:
             t_end = min(t_end, self.deadline)
-        out = rollout_of(self.plant, K, x0, tau, moments)
+        out = call()
         remaining = t_end - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)

@@ -23,6 +23,13 @@ State moments (``rollout(..., moments=True)``): ``S(t) = int_0^t x x' ds`` with
 
 for the *same* ``x0``: the doubling of ``M`` carries over, again adding only positive
 semi-definite terms. ``x(tau) = E(tau) x0``.
+
+Snapshots (:meth:`LinearPlant.rollout_snapshots`): with ``M``, ``E`` and ``S_0`` of one interval
+``h = tau / k``, the same commuting argument gives each interval's data from the previous one,
+
+    x_{j+1} = E(h) x_j,   S_{j+1} = E(h) S_j E(h)',   c_j = x_j' M(h) x_j,
+
+exact to rounding: ``k`` matrix products per rollout on top of one interval's matrices.
 """
 
 from __future__ import annotations
@@ -33,13 +40,15 @@ import numpy as np
 
 from ..errors import ProblemError
 from ..model.problem import LQRProblem
-from .base import COST_LIMIT, GROWTH, RolloutResult, finalize, with_moments
+from .base import COST_LIMIT, GROWTH, RolloutResult, Trajectory, finalize, with_moments
 
 __all__ = ["LinearPlant"]
 
 _THETA = 0.5  # bound on ||Acl h|| (1- and inf-norm) for the short step
 _ORDER = 12  # Taylor order; truncation < THETA**13/13! ~ 2e-14
 _HILBERT = 1.0 / (np.arange(_ORDER + 1)[:, None] + np.arange(_ORDER + 1) + 1.0)
+#: Snapshot intervals come in this many groups of doubling lengths (see ``LinearPlant._intervals``).
+GROUPS = 8
 _CHUNK_BYTES = 2**26  # a batch is done in chunks whose work arrays (about 16 n^2 floats each) fit in this
 
 
@@ -130,6 +139,72 @@ class LinearPlant:
         with np.errstate(all="ignore"):
             res = finalize(cost, bad)
         return res if S_all is None else with_moments(res, S_all, xT)
+
+    @property
+    def returns_snapshots(self) -> bool:
+        """Whether :meth:`rollout_snapshots` describes this plant's rollouts: not if a subclass changes
+        the rollouts themselves (e.g. adds noise) -- then its whole rollouts are used."""
+        return type(self).rollout is LinearPlant.rollout
+
+    def rollout_snapshots(self, K: Any, x0: Any, tau: float, k: int) -> Trajectory:
+        """Rollouts of horizon ``tau`` cut into ``k`` intervals (module docstring), exactly.
+
+        Parameters
+        ----------
+        K : array_like, shape (b, m, n) or (m, n)
+        x0 : array_like, shape (b, n)
+        tau : float
+            Horizon, > 0.
+        k : int
+            Intervals (equal ones; a discrete-time plant may return fewer, see ``_intervals``).
+
+        Returns
+        -------
+        Trajectory
+            ``cost.sum(axis=1)`` is the rollout's cost; blown-up rollouts are all NaN.
+        """
+        x0 = np.atleast_2d(np.asarray(x0, dtype=float))
+        b, n = x0.shape[0], self.n
+        K = np.asarray(K, dtype=float)
+        if K.ndim == 2:
+            K = np.broadcast_to(K, (b, self.m, n))
+        parts = self._intervals(tau, int(k))
+        kk = sum(count for _, count in parts)
+        X, S, C = np.empty((b, kk + 1, n)), np.empty((b, kk, n, n)), np.empty((b, kk))
+        chunk = max(1, _CHUNK_BYTES // (8 * (16 + kk) * n * n))
+        with np.errstate(all="ignore"):
+            for i in range(0, b, chunk):  # bounded memory for any batch
+                j = min(i + chunk, b)
+                x, col = x0[i:j], 0
+                X[i:j, 0] = x
+                for length, count in parts:
+                    M, E, Sj = self._matrices(K[i:j], length, x)
+                    assert Sj is not None
+                    for _ in range(count):
+                        S[i:j, col] = Sj
+                        C[i:j, col] = np.einsum("bi,bij,bj->b", x, M, x)
+                        x = (E @ x[:, :, None])[:, :, 0]
+                        X[i:j, col + 1] = x
+                        Sj = (E @ Sj) @ E.swapaxes(1, 2)
+                        col += 1
+            size = np.sum(X * X, axis=2)
+            bad = (np.max(size, axis=1) > GROWTH**2 * size[:, 0]) | ~np.isfinite(X).all(axis=(1, 2)) \
+                | ~np.isfinite(S).all(axis=(1, 2, 3))
+            bad = finalize(np.sum(C, axis=1), bad).blown_up
+        X[bad], S[bad], C[bad] = np.nan, np.nan, np.nan
+        t = np.concatenate([[0.0], np.cumsum(np.repeat([length for length, _ in parts], [c for _, c in parts]))])
+        return Trajectory(X, 0.5 * (S + S.swapaxes(2, 3)), C, bad, t)
+
+    def _intervals(self, tau: float, k: int) -> list[tuple[float, int]]:
+        """The snapshot intervals of a horizon ``tau``: ``(length, count)`` pairs, in order --
+        :data:`GROUPS` groups of equal intervals, each group's twice as long as the one before, so
+        that fast modes are resolved at the start and slow ones over the whole horizon."""
+        if not (tau > 0 and np.isfinite(tau)) or k < 1:
+            raise ValueError(f"tau must be a finite number > 0 and k >= 1, got tau={tau}, k={k}")
+        groups = min(GROUPS, k)
+        counts = [k // groups + (g < k % groups) for g in range(groups)]
+        h = tau / sum(c * 2.0**g for g, c in enumerate(counts))
+        return [(h * 2.0**g, c) for g, c in enumerate(counts)]
 
     def cost_matrices(self, K: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """``M(tau)`` and ``exp((A - B K) tau)`` for a stack of gains ``K`` (b, m, n).

@@ -1,0 +1,60 @@
+"""Policy iteration with one equation per rollout (``--snapshots 1``, the regime of noisy or
+black-box plants) on W simulated workers: virtual time to a target gap against W = 1.
+
+For each W: the virtual seconds until the gap first reached the target, the rollouts spent by
+then, the reports dropped as too stale, the speedup ``T(1) / T(W)`` and its efficiency
+``T(1) / (W T(W))`` (the aim: at least 0.8).
+
+    python benchmarks/pi_parallel.py [--problem msd10] [--workers 1,8,32] [--target-gap 1e-3]
+                                     [--latency 0.01] [--snapshots 1] [--max-time 600] [--seed 0]
+
+``msd10`` is ``mass_spring_chain(10, damping=1.0)``; the virtual time per rollout is ``--latency``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import time
+
+import azopg
+from azopg.model.library import mass_spring_chain
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problem", default="msd10")
+    ap.add_argument("--workers", default="1,8,32")
+    ap.add_argument("--target-gap", type=float, default=1e-3)
+    ap.add_argument("--latency", type=float, default=0.01)
+    ap.add_argument("--snapshots", type=int, default=1)
+    ap.add_argument("--max-time", type=float, default=600.0, help="virtual seconds per run")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    p = mass_spring_chain(10, damping=1.0) if args.problem == "msd10" else azopg.get_problem(args.problem)
+    print(f"{args.problem} (n={p.n}, m={p.m}), policy iteration, --snapshots {args.snapshots}, simulated backend, "
+          f"{args.latency:g} s per rollout, target gap {args.target_gap:g}, seed {args.seed}")
+    print(f"{'W':>4} {'status':<10} {'virtual s':>10} {'rollouts':>9} {'dropped':>8} {'speedup':>8} {'efficiency':>11} "
+          f"{'CPU s':>7}")
+    t1 = None
+    for W in (int(w) for w in args.workers.split(",")):
+        c0 = time.process_time()
+        res = azopg.train(p, method="policy-iteration", snapshots=args.snapshots, workers=W, backend="simulated",
+                          rollout_latency=args.latency, target_gap=args.target_gap, max_time=args.max_time,
+                          seed=args.seed)
+        hit = next((row for row in res.history if row.relative_gap <= args.target_gap), None)
+        T = hit.time_s if hit is not None else float("nan")
+        rollouts = hit.rollouts if hit is not None else res.rollouts
+        t1 = T if W == 1 else t1
+        speed = t1 / T if t1 is not None else float("nan")
+        print(f"{W:>4} {res.status:<10} {T:>10.2f} {rollouts:>9} {res.stats['dropped']:>8} {speed:>8.2f} "
+              f"{speed / W:>11.2f} {time.process_time() - c0:>7.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Incremental normal equations of rollout *intervals*, valid for any base gain.
+
+Each interval ``[t_j, t_{j+1}]`` of a rollout of gain ``K_i`` is one exact equation in
+``(P_K, E_K)`` of any base gain ``K`` (:mod:`azopg.method.regression`, ``D = K_i - K``):
+
+    c_j = <P, x_j x_j' - x_{j+1} x_{j+1}'> + 2 <E, D S_j> + <R, D S_j D'>.
+
+Its regressors depend on ``K`` through ``D``. Written about a *center* ``C`` instead
+(``D_c = K_i - C``, ``Delta = K - C``, so ``D = D_c - Delta``) the same equation reads
+
+    c_j = <P, Y_j> + 2 <E_c, D_c S_j> + <W_c, S_j> + <R, D_c S_j D_c'>,
+    E_c = E - R Delta,   W_c = Delta'R Delta - Delta'E - E'Delta,
+
+with regressors ``psi = [Y, 2 D_c S, S, (D_c S D_c')]`` and target ``y = c - <R, D_c S D_c'>``
+(``y = c`` when ``R`` is estimated) that do not depend on ``K``. :class:`IntervalEquations`
+keeps the triangular factor ``T`` of the augmented rows ``X = [psi, y] = Q T`` -- ``(p_L + 1)^2``
+numbers, ``p_L = n(n+1) + mn [+ m(m+1)/2]``, whatever the number of rows; new rows are folded in
+by one QR of ``[T; rows]`` per solve -- and the fit at ``K = C`` is the least-squares problem of
+its columns without ``W`` (``W_c = 0`` there): exactly the rows one would build about ``K``,
+solved by a second QR of those ``p + 1`` columns of ``T`` (the condition number is not squared,
+as it would be in normal equations). When the base gain moves, :meth:`IntervalEquations.recenter`
+maps every row linearly (``D_c -> D_c - delta``): ``X M' = Q (T M')``, so one QR of ``T M'``
+re-expresses every rollout ever received -- none is re-processed, none becomes stale.
+Re-centring at each new base gain keeps the rows of new rollouts (``D_c`` of the size of the
+perturbations) free of cancellation.
+
+Rows are weighted by ``1 / c_j``: every equation becomes relative (a rollout's late intervals,
+whose states have decayed, count as much as its first), and the weights do not change under
+a change of state or input units -- neither does the fit, whose columns are scaled as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.linalg as sla
+
+from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
+
+__all__ = ["IntervalEquations"]
+
+WEIGHT_POWER = 1.0
+
+
+class IntervalEquations:
+    """The augmented Gram matrix of interval equations about the center ``C`` (module docstring).
+
+    Parameters
+    ----------
+    C : array_like, shape (m, n)
+        The first center (base gain).
+    R : array_like, shape (m, m), optional
+        Input weight; omitted: estimated (``m(m+1)/2`` more unknowns).
+    """
+
+    def __init__(self, C: Any, R: Any = None) -> None:
+        self.C = np.array(C, dtype=float)
+        m, n = self.C.shape
+        self.m, self.n = m, n
+        self.R = None if R is None else np.array(R, dtype=float).reshape(m, m)
+        q, h = n * (n + 1) // 2, 0 if self.R is not None else m * (m + 1) // 2
+        # columns: P, E, (R) -- the unknowns at K = C -- then W (zero at K = C), then y
+        self._E = slice(q, q + m * n)
+        self._H = slice(q + m * n, q + m * n + h)
+        self._W = slice(q + m * n + h, 2 * q + m * n + h)
+        self.p = q + m * n + h
+        size = self._W.stop + 1
+        self.T = np.zeros((size, size))  # the triangular factor of every row folded in so far
+        self._pending: list[np.ndarray] = []
+        self.rows = 0
+        self.rollouts = 0
+
+    @property
+    def unknowns(self) -> int:
+        """Unknowns ``p`` of the fit at the center."""
+        return self.p
+
+    def rows_of(self, Ki: Any, x: Any, S: Any, cost: Any) -> np.ndarray:
+        """The weighted augmented rows ``[psi, y] / c_j`` of ``b`` rollouts of ``k`` intervals.
+
+        Parameters
+        ----------
+        Ki : array_like, shape (b, m, n)
+        x : array_like, shape (b, k + 1, n)
+            States at the interval ends.
+        S : array_like, shape (b, k, n, n)
+        cost : array_like, shape (b, k)
+
+        Returns
+        -------
+        ndarray, shape (rows, p_L + 1)
+            Columns ``P, E, (R), W, y``; intervals of zero cost (a zero state) are left out.
+        """
+        m, n = self.m, self.n
+        Ki = np.asarray(Ki, dtype=float).reshape(-1, m, n)
+        b = Ki.shape[0]
+        x = np.asarray(x, dtype=float).reshape(b, -1, n)
+        k = x.shape[1] - 1
+        S = np.asarray(S, dtype=float).reshape(b * k, n, n)
+        cost = np.asarray(cost, dtype=float).reshape(b * k)
+        if not all(np.isfinite(a).all() for a in (Ki, x, S, cost)):
+            raise ValueError("rollout data must be finite (drop blown-up rollouts first)")
+        D = np.repeat(Ki - self.C, k, axis=0)
+        xa, xb = x[:, :-1].reshape(b * k, n), x[:, 1:].reshape(b * k, n)
+        Y = xa[:, :, None] * xa[:, None, :] - xb[:, :, None] * xb[:, None, :]
+        DS = D @ S
+        DSD = DS @ np.swapaxes(D, 1, 2)
+        cols = [_vech_coefficients(Y), 2.0 * DS.reshape(-1, m * n)]
+        if self.R is None:
+            cols.append(_vech_coefficients(DSD))
+            y = cost
+        else:
+            y = cost - np.einsum("bij,ij->b", DSD, self.R)
+        rows = np.concatenate([*cols, _vech_coefficients(S), y[:, None]], axis=1)
+        ok = cost > 0
+        return rows[ok] / cost[ok, None]
+
+    def add(self, Ki: Any, x: Any, S: Any, cost: Any) -> IntervalEquations:
+        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``. They are
+        folded into the triangular factor at the next :meth:`solve` or :meth:`recenter`."""
+        rows = self.rows_of(Ki, x, S, cost)
+        self._pending.append(rows)
+        self.rows += rows.shape[0]
+        self.rollouts += int(np.shape(Ki)[0]) if np.ndim(Ki) == 3 else 1
+        return self
+
+    def _shift(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``."""
+        m, n, r = self.m, self.n, X.shape[0]
+        DS = X[:, self._E].reshape(r, m, n) * 0.5
+        i, j = np.triu_indices(n)
+        S = np.zeros((r, n, n))
+        S[:, i, j] = X[:, self._W] / np.where(i == j, 1.0, 2.0)
+        S[:, j, i] = S[:, i, j]
+        dS = delta @ S  # (r, m, n)
+        dSd = dS @ delta.T
+        out = X.copy()
+        out[:, self._E] = 2.0 * (DS - dS).reshape(r, m * n)
+        if self.R is None:
+            k_, l_ = np.triu_indices(m)
+            H = np.zeros((r, m, m))
+            H[:, k_, l_] = X[:, self._H] / np.where(k_ == l_, 1.0, 2.0)
+            H[:, l_, k_] = H[:, k_, l_]
+            cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
+            out[:, self._H] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
+        else:
+            Rd = self.R @ delta
+            out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
+        return out
+
+    def _fold(self) -> None:
+        """Fold the rows added since the last fold into the triangular factor: a QR of ``[T; rows]``
+        that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``."""
+        if not self._pending:
+            return
+        rows = np.concatenate(self._pending)
+        self._pending.clear()
+        self.T = _fold_rows(self.T, rows)
+
+    def recenter(self, C: Any) -> None:
+        """Express every equation about the new center ``C`` (``T -> qr(T M')``, ``O(p_L^3)``)."""
+        C = np.asarray(C, dtype=float)
+        delta = C - self.C
+        if np.any(delta):
+            self._fold()
+            self.T = _fold_rows(np.zeros_like(self.T), self._shift(self.T, delta))
+        self.C = C.copy()
+
+    def solve(self) -> PolicyEvaluation:
+        """``(P, E, [R])`` of the base gain ``C``: the least-squares problem of the rows about ``C``
+        (the columns before ``W``), read off the triangular factor -- ``T[:p, :p] theta = T[:p, -1]``,
+        ``O(p^2)``. ``condition`` is that of the column-scaled normal matrix (the square of the
+        scaled rows'), ``inf`` when they are rank-deficient."""
+        self._fold()
+        p, T = self.p, self.T
+        d = _scales(np.sum(T[:, :p] ** 2, axis=0))
+        Up = T[:p, :p] / d
+        theta = np.zeros(p)
+        condition = float("inf")
+        if self.rows >= p and np.abs(np.diag(Up)).min() > 0:
+            rcond, info = sla.lapack.dtrcon(Up, norm="1", uplo="U")
+            if info == 0 and rcond > 0:
+                condition = float(1.0 / rcond) ** 2
+                theta = sla.solve_triangular(Up, T[:p, -1]) / d
+        residual = float(np.linalg.norm(T[p:, -1]))
+        target = float(np.linalg.norm(T[:, -1]))
+        P, E, Rh = _unpack(theta, self.n, self.m, self.R)
+        return PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
+
+
+def _fold_rows(T: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The triangular factor of ``[T; rows]`` (``T`` upper triangular): LAPACK ``dtpqrt`` with one
+    block (its unblocked Householder path), so the result does not depend on the BLAS thread count
+    -- a replay reproduces a run bit for bit whatever the machine's thread setting."""
+    a, _, _, info = sla.lapack.dtpqrt(0, T.shape[0], T, rows)
+    if info != 0:  # pragma: no cover - LAPACK argument errors only
+        raise np.linalg.LinAlgError(f"dtpqrt failed (info {info})")
+    return np.triu(a)
