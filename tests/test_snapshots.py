@@ -183,6 +183,9 @@ def test_default_snapshots_follow_the_unknowns_and_the_noise():
     assert default_snapshots(Settings(), 1, 1) == 16 and default_snapshots(Settings(), 20, 10) == 256
     assert default_snapshots(Settings(cost_noise=1e-3), 4, 2) == 1
     assert default_snapshots(Settings(snapshots=5), 4, 2) == 5
+    # a factor of more than MAX_FACTOR_COLUMNS columns: the buffered method (the master's cost per rollout)
+    assert default_snapshots(Settings(), 30, 3) == 256 and default_snapshots(Settings(), 40, 1) == 1
+    assert default_snapshots(Settings(snapshots=8), 40, 1) == 8
 
 
 def test_a_plant_that_changes_the_rollouts_does_not_offer_the_exact_snapshots():

@@ -49,7 +49,7 @@ from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
 from .tasks import Report, RolloutData, Task, TrajectoryData
 
-__all__ = ["PolicyIteration", "buffer_factor", "default_snapshots"]
+__all__ = ["PolicyIteration", "buffer_factor", "default_snapshots", "factor_columns"]
 
 #: Rollouts needed per unknown of ``(P, E)`` before a fit; the buffer keeps ``KEEP`` per unknown.
 OVERDETERMINED, KEEP = 2.0, 6.0
@@ -75,6 +75,13 @@ FRESH = 1.0
 #: Snapshots per rollout chosen by default: the power of two at least ``SNAPSHOTS_PER_UNKNOWN`` per
 #: unknown, within the bounds.
 SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
+#: Snapshots by default only while the interval equations' triangular factor has at most this many
+#: columns ``p_L`` (:class:`~azopg.method.equations.IntervalEquations`): the master folds every interval
+#: into it at ``O(p_L^2)`` (unblocked Householder, memory-bound once the factor leaves the cache) and
+#: re-centres it at ``O(p_L^3)`` per step. At ``p_L = 1024`` (8 MB) a rollout of 256 intervals costs
+#: the master ~0.1 s; eb5 (``p_L = 1680``) took 1.5 s and cse2 (3780) 14 s per rollout, where the buffered
+#: method (``snapshots = 1``, ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges in about a minute.
+MAX_FACTOR_COLUMNS = 1024
 #: With snapshots, the horizon is calibrated by single rollouts ``JUMP`` times longer than the
 #: horizon tried: their interval costs give the tail at every doubling up to it.
 JUMP = 16
@@ -92,13 +99,20 @@ STEP_TOL = 1e-12
 
 def default_snapshots(settings: Any, n: int, m: int) -> int:
     """``settings.snapshots`` if given; else 1 under cost noise (each interval's cost would need its
-    own noise model), else ``SNAPSHOTS_PER_UNKNOWN`` per unknown within ``[MIN_SNAPSHOTS, MAX_SNAPSHOTS]``."""
+    own noise model) or when the equations' factor would have more than :data:`MAX_FACTOR_COLUMNS` columns
+    (the master's cost per rollout), else ``SNAPSHOTS_PER_UNKNOWN`` per unknown within
+    ``[MIN_SNAPSHOTS, MAX_SNAPSHOTS]``."""
     if settings.snapshots is not None:
         return int(settings.snapshots)
-    if settings.cost_noise > 0:
+    if settings.cost_noise > 0 or factor_columns(n, m) > MAX_FACTOR_COLUMNS:
         return 1
     want = max(SNAPSHOTS_PER_UNKNOWN * unknowns(n, m), MIN_SNAPSHOTS)
     return int(min(2 ** math.ceil(math.log2(want)), MAX_SNAPSHOTS))
+
+
+def factor_columns(n: int, m: int) -> int:
+    """Columns ``p_L = n(n+1) + m n`` of the interval equations' factor with ``R`` known (``P``, ``E``, ``W``)."""
+    return n * (n + 1) + m * n
 
 
 def buffer_factor(cost_noise: float) -> float:
@@ -234,6 +248,8 @@ class PolicyIteration(UpdateRule):
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
         K, taken = self.K, 0
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
+            if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
+                break
             fit = eq.solve()
             try:
                 if not fit.condition < SNAPSHOT_CONDITION:
