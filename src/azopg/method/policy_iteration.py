@@ -77,10 +77,10 @@ FRESH = 1.0
 SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
 #: Snapshots by default only while the interval equations' triangular factor has at most this many
 #: columns ``p_L`` (:class:`~azopg.method.equations.IntervalEquations`): the master folds every interval
-#: into it at ``O(p_L^2)`` (unblocked Householder, memory-bound once the factor leaves the cache) and
-#: re-centres it at ``O(p_L^3)`` per step. At ``p_L = 1024`` (8 MB) a rollout of 256 intervals costs
-#: the master ~0.1 s; eb5 (``p_L = 1680``) took 1.5 s and cse2 (3780) 14 s per rollout, where the buffered
-#: method (``snapshots = 1``, ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges in about a minute.
+#: into it at ``O(p_L^2)`` (unblocked Householder, memory-bound once the factor leaves the cache). One
+#: rollout of 256 intervals: 0.08 s at ``p_L = 1020``, 0.29 s at 1680 (eb5), 4.2 s at 3780 (cse2), where
+#: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
+#: in about a minute.
 MAX_FACTOR_COLUMNS = 1024
 #: With snapshots, the horizon is calibrated by single rollouts ``JUMP`` times longer than the
 #: horizon tried: their interval costs give the tail at every doubling up to it.
