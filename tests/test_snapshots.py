@@ -200,3 +200,16 @@ def test_a_plant_that_changes_the_rollouts_does_not_offer_the_exact_snapshots():
     assert returns_snapshots(LinearPlant(azopg.get_problem("he1")))
     assert returns_snapshots(DiscreteLinearPlant(azopg.get_problem("dean3")))
     assert not returns_snapshots(Changed(azopg.get_problem("he1")))
+
+
+def test_a_recenter_that_overflows_raises_and_keeps_the_equations():
+    """Re-centring about an absurd gain (1e200 away) cannot be represented: it raises and the
+    equations stay about the old center, their fit unchanged (a run then refuses that step)."""
+    p = azopg.get_problem("he1")
+    K = np.asarray(p.K0)
+    eq = IntervalEquations(K, p.R).add(*snapshots(p, K, 4, 0.05, 12.0, 20, np.random.default_rng(5)))
+    before = eq.solve()
+    with pytest.raises(FloatingPointError):
+        eq.recenter(K + 1e200)
+    after = eq.solve()
+    assert np.array_equal(eq.C, K) and np.array_equal(after.P, before.P) and np.array_equal(after.E, before.E)

@@ -168,12 +168,23 @@ class IntervalEquations:
 
     def recenter(self, C: Any) -> None:
         """Express every equation about the new center ``C``: ``T -> T M'``, still triangular in the
-        factor's column order (each shifted column adds multiples of earlier ones), ``O(p_L m n^2)``."""
+        factor's column order (each shifted column adds multiples of earlier ones), ``O(p_L m n^2)``.
+
+        Raises
+        ------
+        FloatingPointError
+            If the equations about ``C`` overflow (a gain ~1e150 from the center); they stay about the
+            old center.
+        """
         C = np.asarray(C, dtype=float)
         delta = C - self.C
         if np.any(delta):
             self._fold()
-            self.T = self._shift(self.T, delta)
+            with np.errstate(all="ignore"):
+                T = self._shift(self.T, delta)
+            if not np.isfinite(T).all():
+                raise FloatingPointError("the interval equations overflow about the new center")
+            self.T = T
         self.C = C.copy()
 
     def _factor(self) -> np.ndarray:

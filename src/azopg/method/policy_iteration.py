@@ -244,7 +244,11 @@ class PolicyIteration(UpdateRule):
         assert eq is not None
         if eq.rows < eq.unknowns:
             return
-        eq.recenter(self.K)  # the gain may have moved by a rollback
+        try:
+            eq.recenter(self.K)  # the gain may have moved by a rollback
+        except FloatingPointError:  # not representable about this gain: start the equations afresh
+            self.equations = eq = IntervalEquations(self.K, self.fit_R)
+            return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
         K, taken = self.K, 0
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
@@ -255,10 +259,10 @@ class PolicyIteration(UpdateRule):
                 if not fit.condition < SNAPSHOT_CONDITION:
                     raise np.linalg.LinAlgError
                 step = self.tuning.alpha * self._kleinman(fit)
-            except np.linalg.LinAlgError:
+                eq.recenter(K + step)
+            except (np.linalg.LinAlgError, FloatingPointError):  # ill-conditioned, or a step to an absurd gain
                 break
             K, taken = K + step, taken + 1
-            eq.recenter(K)
             if not float(np.linalg.norm(step)) > STEP_TOL * float(np.linalg.norm(K)):
                 break
         if not taken:
