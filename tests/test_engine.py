@@ -18,6 +18,7 @@ import azopg
 from _faulty import BusyLog, BusyPlant, ensure_importable
 from _support import random_problem
 from azopg.method.azopg import AZOPG
+from azopg.method.stats import MEASURED_STATS
 from azopg.method.tasks import Report, Task, run_task
 from azopg.run.history import RunLog
 from azopg.run.output import write_run
@@ -113,7 +114,9 @@ def test_simulated_is_bit_for_bit_reproducible(chain3, model):
     same_history(a, b)
     assert [(h.event, h.delay, h.worker, h.time_s) for h in a.history] == \
            [(h.event, h.delay, h.worker, h.time_s) for h in b.history]
-    assert a.arrivals == b.arrivals and a.stats == b.stats
+    assert a.arrivals == b.arrivals
+    assert {k: v for k, v in a.stats.items() if k not in MEASURED_STATS} == \
+           {k: v for k, v in b.stats.items() if k not in MEASURED_STATS}
     times = [h.time_s for h in a.history]
     assert times == sorted(times) and times[-1] > 0  # a virtual clock that only moves forward
     c = azopg.train(chain3, seed=6, **kw)
@@ -134,7 +137,9 @@ def test_latency_model_changes_the_schedule(chain3):
 @pytest.mark.parametrize("budget", [{"target_gap": 1e-2}, {"target_gap": None, "max_updates": 60}],
                          ids=["converged", "max_updates"])
 def test_replay_reproduces_async_run(chain3, tmp_path, budget, light):
-    res = azopg.train(chain3, backend="async", workers=3, seed=1, light=light, rollout_latency=0.0005, **budget)
+    # the paper's rule (light mode is its estimates'): hundreds of updates, so every worker reports
+    res = azopg.train(chain3, backend="async", workers=3, seed=1, light=light, rollout_latency=0.0005,
+                      method="two-point", **budget)
     assert res.status == ("converged" if budget["target_gap"] else "max_updates")
     assert len({a[1] for a in res.arrivals}) == 3  # all three workers reported
     write_run(tmp_path, res, plot=False)

@@ -49,25 +49,39 @@ def test_hard_system_is_its_balanced_form_rescaled():
     assert b.cost(b.K0) == pytest.approx(a.cost(a.K0), rel=1e-7)  # the oracle at scales 1e8: 6e-9 seen
 
 
-def costs_per_update(p: LQRProblem) -> list[tuple[int, str, float]]:
-    res = azopg.train(p, seed=0, max_updates=6, target_gap=None, max_time=600)
+def costs_per_update(p: LQRProblem, **kw) -> list[tuple[int, str, float]]:
+    res = azopg.train(p, seed=0, max_updates=6, target_gap=None, max_time=600, **kw)
     return [(h.update, h.event, h.cost) for h in res.history]
 
 
-# Policy iteration on snapshots (the default on an exact linear plant) scales its perturbations to the
-# states and inputs (K + r L Z M, L = R^-1/2, M from the first rollout's moments), weights each interval
-# equation by 1/c_j and scales the fit's columns: on he1 the costs per update agree to ~5e-12 under states
-# 1e-4 ... 1e4 and inputs 1e-2 ... 1e2. Still not unit-invariant (not exercised here):
-#  * the blow-up rule ||x(t)|| > GROWTH ||x0|| in the Euclidean norm (plants/linear.py): under states
-#    1e-6 ... 1e6 he1's rollouts of K0 are flagged blown up (NotStabilizingError);
-#  * policy_iteration.TRUST bounds ||step||_F <= TRUST ||K||_F (Frobenius norms of gains, which E K D^-1 does
-#    not preserve); it does not bind on he1;
-#  * the buffered method (snapshots = 1, and the default when the factor is too large) calibrates its radius
-#    with isotropic directions K + r Z (calibration._radius, tasks._run_moments).
-@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2), (1e4, 1e2)])
-def test_learning_is_unit_invariant(states, inputs):
+def assert_same_costs_per_update(states: float, inputs: float, **kw) -> None:
     p = azopg.get_problem("he1")
     d, e = scales(p, states, inputs)
-    got, want = costs_per_update(rescaled(p, d, e)), costs_per_update(p)
+    got, want = costs_per_update(rescaled(p, d, e), **kw), costs_per_update(p, **kw)
     assert [g[:2] for g in got] == [w[:2] for w in want]
     np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-8)
+
+
+@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2), (1e4, 1e2)])
+def test_learning_is_unit_invariant(states, inputs):
+    # the default rule on a linear plant, policy iteration on rollout snapshots: perturbations scaled to the
+    # states and inputs seen (L Z M), the horizon from the cost's own tail, a fit of scaled columns (costs per
+    # update agree to ~5e-12). Still not invariant with snapshots: the Euclidean blow-up rule (he1 under states
+    # 1e-6 ... 1e6: K0's rollouts flagged blown up) and the step bound TRUST ||K||_F (not binding on he1).
+    assert_same_costs_per_update(states, inputs)
+
+
+# Known today for the buffered form of policy iteration (``snapshots=1``), measured on he1:
+#  * states 1e-4 ... 1e4: rollouts of K0 are flagged blown up (NotStabilizingError). The blow-up rule,
+#    ||x(tau)|| > GROWTH ||x0|| in the Euclidean norm (plants/linear.py, GROWTH in plants/base.py), is
+#    not invariant: a stable transient that moves energy from a 1e-4 state to a 1e4 state grows by 1e8.
+#    With it off, the calibrated radius is 3.2e-10 instead of 6.3e-5 (calibration._radius with isotropic
+#    directions K + r Z, tasks._run_moments) and the first fitted step's cost differs by 5e-4.
+#  * inputs 1e-2 ... 1e2 (D = I): costs differ by up to 12 % from the first update: policy_iteration.TRUST
+#    bounds ||step||_F <= TRUST ||K||_F, Frobenius norms of gains that E K D^-1 does not preserve. With the
+#    bound off the costs agree to 6e-8 (first update), then 1e-11.
+@pytest.mark.xfail(strict=True, reason="snapshots=1: blow-up rule, radius/perturbation geometry and trust region "
+                   "are not unit-invariant (see the comment above)")
+@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2)])
+def test_buffered_learning_is_not_yet_unit_invariant(states, inputs):
+    assert_same_costs_per_update(states, inputs, snapshots=1)

@@ -44,6 +44,7 @@ from .calibration import _horizon
 from .discrete import fit_weight, start_tau
 from .equations import IntervalEquations
 from .kinds import Event, TaskKind
+from .lifecycle import timed_probe
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
@@ -307,11 +308,10 @@ class PolicyIteration(UpdateRule):
         (whose cost is the first anchor's); perturbations scaled to the states and inputs seen
         (:data:`PERTURBATION`). Every rollout is kept as equations."""
         s, K0 = self.settings, self.K.copy()
+        probe = timed_probe(self, run)  # the time budget is held: OutOfTime before a probe once it is spent
         tau = s.tau or start_tau(self.discrete_time)
         for _ in range(40):
-            if self.out_of_time():
-                break
-            rep = self.probe(run, TaskKind.MOMENTS, K0, tau=JUMP * tau, r=0.0, N=1)
+            rep = probe(TaskKind.MOMENTS, K0, JUMP * tau, 0.0, 1)
             if rep.data is None or rep.data.Ki.shape[0] == 0:
                 raise NotStabilizingError("rollouts from the initial gain K0 blow up")
             self._add(rep)
@@ -335,12 +335,14 @@ class PolicyIteration(UpdateRule):
                 tau *= 2.0 ** (found or 0)
                 break
             tau *= JUMP
-        tau, rep = _horizon(lambda *a, **k: self.probe(run, *a, **k), K0, s, tau, self.tuning.N)
+        tau, rep = _horizon(probe, K0, s, tau, self.tuning.N)
         self.tuning.tau = tau
         self.safeguards.anchor_cost = rep.cost
         if s.r is None:
             self.tuning.r = math.sqrt(PERTURBATION / (self.m * self.n))
         self.radius = self.tuning.r
+        # the first task of the run, here: a batch too large for memory is refused before the run is saved
+        self._add(probe(TaskKind.MOMENTS, self.K.copy(), self.tuning.tau, self.tuning.r, self.tuning.N))
         self.log(Event.CALIBRATE)
 
     def state_dict(self) -> dict[str, Any]:

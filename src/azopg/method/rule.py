@@ -299,6 +299,10 @@ class UpdateRule:
         """The gain a run returns, never one costlier than ``K0`` (:func:`~.lifecycle.choose_final_gain`)."""
         return choose_final_gain(self, status, run)
 
+    def summary(self) -> dict[str, Any]:
+        """Extra ``stats`` of ``result.json`` that a rule measures (none by default)."""
+        return {}
+
     # --------------------------------------------------------- checkpoint
     def state(self) -> LearnerState:
         """The rule's state as one value (copies: later updates do not change it)."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["Stats", "Tuning"]
+__all__ = ["MEASURED_STATS", "Stats", "Tuning"]
+
+#: Stats read off the master's clock (``stats`` of ``result.json``): not reproducible, so left out
+#: wherever two runs are compared.
+MEASURED_STATS = ("master_cpu_s", "master_cpu_s_per_rollout")
 
 
 @dataclass

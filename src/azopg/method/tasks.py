@@ -252,8 +252,8 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
             grad=None if task.light else est.grad, weights=est.weights if task.light else None,
             center_cost=est.center_cost, S=est.S, S_count=est.S_count,
         )
-    if task.kind == TaskKind.MOMENTS:  # its S (n x n per rollout) counted as n/2 + 1 rollouts' states each
-        require_task_memory(raw, task.N, task.N * (raw.n // 2 + 1))
+    if task.kind == TaskKind.MOMENTS:  # each S (n x n per interval) counted as n/2 + 1 rollouts' states
+        require_task_memory(raw, task.N, task.N * max(task.snapshots, 1) * (raw.n // 2 + 1))
         return _run_moments(plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task)
     if task.kind == TaskKind.EVALUATE and task.K_ref is not None and noise is not None:
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states

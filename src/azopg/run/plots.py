@@ -17,20 +17,27 @@ from .records import Result
 __all__ = ["plot_convergence", "plot_responses"]
 
 
+#: Gaps below this (a converged gain's gap is rounding, often <= 0) are drawn on it.
+GAP_FLOOR = 1e-16
+
+
 def plot_convergence(result: Result, path: Path) -> Path:
-    """Relative gap against updates and against wall time, log scale."""
-    rows = [h for h in result.history if math.isfinite(h.relative_gap) and h.relative_gap > 0]
+    """Relative gap against rollouts and against wall time, log scale; a gap at or below
+    :data:`GAP_FLOOR` (rounding: often exactly 0 or negative) is drawn on the floor."""
+    rows = [h for h in result.history if math.isfinite(h.relative_gap)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     if rows:
-        upd = [h.update for h in rows]
-        t = [h.time_s for h in rows]
-        gap = [h.relative_gap for h in rows]
-        axes[0].semilogy(upd, gap, lw=1.2)
-        axes[1].semilogy(t, gap, lw=1.2)
+        gap = [max(h.relative_gap, GAP_FLOOR) for h in rows]
+        style = {"lw": 1.2, "marker": "o" if len(rows) < 50 else None, "ms": 3}
+        axes[0].semilogy([h.rollouts for h in rows], gap, **style)
+        axes[1].semilogy([h.time_s for h in rows], gap, **style)
     target = result.settings.get("target_gap")
-    for ax, xlabel in zip(axes, ("applied updates", "wall time [s]"), strict=True):
+    for ax, xlabel in zip(axes, ("rollouts", "wall time [s]"), strict=True):
         if target:
             ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g}")
+        if rows and min(h.relative_gap for h in rows) <= GAP_FLOOR:
+            ax.axhline(GAP_FLOOR, color="grey", ls=":", lw=1, label="rounding (gap <= 1e-16)")
+        if target or rows:
             ax.legend(loc="upper right")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("relative gap (f(K) - f*) / f*")

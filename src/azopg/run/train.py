@@ -380,6 +380,6 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
     s.update(batch=t.N, r=t.r, tau=t.tau, step=t.alpha, check_every=rule.safeguards.check_every,
              max_delay=rule.max_delay)
     return Result(job.name, K, cost, fstar, gap, stabilizing, rule.stats.updates, rule.stats.rollouts, wall,
-                  rule.settings.seed, status, s, {**rule.stats.summary(), **getattr(rule, "summary", dict)()},
+                  rule.settings.seed, status, s, {**rule.stats.summary(), **rule.summary()},
                   runlog.history, arrivals=runlog.arrivals,
                   problem_data=oracle.to_dict() if oracle is not None else None, gain_error=err)
