@@ -62,10 +62,12 @@ def assert_same_costs_per_update(states: float, inputs: float, **kw) -> None:
     np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-8)
 
 
-@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2)])
+@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2), (1e4, 1e2)])
 def test_learning_is_unit_invariant(states, inputs):
     # the default rule on a linear plant, policy iteration on rollout snapshots: perturbations scaled to the
-    # states and inputs seen (L Z M), the horizon from the cost's own tail, a fit of scaled columns
+    # states and inputs seen (L Z M), the horizon from the cost's own tail, a fit of scaled columns (costs per
+    # update agree to ~5e-12). Still not invariant with snapshots: the Euclidean blow-up rule (he1 under states
+    # 1e-6 ... 1e6: K0's rollouts flagged blown up) and the step bound TRUST ||K||_F (not binding on he1).
     assert_same_costs_per_update(states, inputs)
 
 

@@ -183,6 +183,9 @@ def test_default_snapshots_follow_the_unknowns_and_the_noise():
     assert default_snapshots(Settings(), 1, 1) == 16 and default_snapshots(Settings(), 20, 10) == 256
     assert default_snapshots(Settings(cost_noise=1e-3), 4, 2) == 1
     assert default_snapshots(Settings(snapshots=5), 4, 2) == 5
+    # a factor of more than MAX_FACTOR_COLUMNS columns: the buffered method (the master's cost per rollout)
+    assert default_snapshots(Settings(), 30, 3) == 256 and default_snapshots(Settings(), 40, 1) == 1
+    assert default_snapshots(Settings(snapshots=8), 40, 1) == 8
 
 
 def test_a_plant_that_changes_the_rollouts_does_not_offer_the_exact_snapshots():
@@ -197,3 +200,16 @@ def test_a_plant_that_changes_the_rollouts_does_not_offer_the_exact_snapshots():
     assert returns_snapshots(LinearPlant(azopg.get_problem("he1")))
     assert returns_snapshots(DiscreteLinearPlant(azopg.get_problem("dean3")))
     assert not returns_snapshots(Changed(azopg.get_problem("he1")))
+
+
+def test_a_recenter_that_overflows_raises_and_keeps_the_equations():
+    """Re-centring about an absurd gain (1e200 away) cannot be represented: it raises and the
+    equations stay about the old center, their fit unchanged (a run then refuses that step)."""
+    p = azopg.get_problem("he1")
+    K = np.asarray(p.K0)
+    eq = IntervalEquations(K, p.R).add(*snapshots(p, K, 4, 0.05, 12.0, 20, np.random.default_rng(5)))
+    before = eq.solve()
+    with pytest.raises(FloatingPointError):
+        eq.recenter(K + 1e200)
+    after = eq.solve()
+    assert np.array_equal(eq.C, K) and np.array_equal(after.P, before.P) and np.array_equal(after.E, before.E)

@@ -13,14 +13,18 @@ Its regressors depend on ``K`` through ``D``. Written about a *center* ``C`` ins
 
 with regressors ``psi = [Y, 2 D_c S, S, (D_c S D_c')]`` and target ``y = c - <R, D_c S D_c'>``
 (``y = c`` when ``R`` is estimated) that do not depend on ``K``. :class:`IntervalEquations`
-keeps the triangular factor ``T`` of the augmented rows ``X = [psi, y] = Q T`` -- ``(p_L + 1)^2``
-numbers, ``p_L = n(n+1) + mn [+ m(m+1)/2]``, whatever the number of rows; new rows are folded in
-by one QR of ``[T; rows]`` per solve -- and the fit at ``K = C`` is the least-squares problem of
-its columns without ``W`` (``W_c = 0`` there): exactly the rows one would build about ``K``,
-solved by a second QR of those ``p + 1`` columns of ``T`` (the condition number is not squared,
-as it would be in normal equations). When the base gain moves, :meth:`IntervalEquations.recenter`
-maps every row linearly (``D_c -> D_c - delta``): ``X M' = Q (T M')``, so one QR of ``T M'``
-re-expresses every rollout ever received -- none is re-processed, none becomes stale.
+keeps the triangular factor ``T`` of the augmented rows ``X = [psi, y] = Q T``, its columns in the
+order ``Y, S, 2 D_c S, (D_c S D_c'), y`` -- ``(p_L + 1)^2`` numbers, ``p_L = n(n+1) + mn
+[+ m(m+1)/2]``, whatever the number of rows; new rows are folded in by one QR of ``[T; rows]`` per
+solve -- and the fit at ``K = C`` is the least-squares problem of its columns without ``W``
+(``W_c = 0`` there): exactly the rows one would build about ``K``. Its triangular factor is read
+off ``T``: the ``P`` block is already triangular, the rows below it need one small QR of the ``E``,
+``(R)`` and ``y`` columns (the condition number is not squared, as it would be in normal equations).
+When the base gain moves, :meth:`IntervalEquations.recenter` maps every row linearly
+(``D_c -> D_c - delta``): ``X M' = Q (T M')``, and in this column order each shifted column adds
+multiples of columns before it only (``E_c`` of ``W``; ``(R)`` of ``E`` and ``W``; ``y`` of all), so
+``T M'`` is still triangular: re-expressing every rollout ever received costs ``O(p_L m n^2)`` -- none
+is re-processed, none becomes stale.
 Re-centring at each new base gain keeps the rows of new rollouts (``D_c`` of the size of the
 perturbations) free of cancellation.
 
@@ -60,12 +64,16 @@ class IntervalEquations:
         self.m, self.n = m, n
         self.R = None if R is None else np.array(R, dtype=float).reshape(m, m)
         q, h = n * (n + 1) // 2, 0 if self.R is not None else m * (m + 1) // 2
-        # columns: P, E, (R) -- the unknowns at K = C -- then W (zero at K = C), then y
-        self._E = slice(q, q + m * n)
-        self._H = slice(q + m * n, q + m * n + h)
-        self._W = slice(q + m * n + h, 2 * q + m * n + h)
         self.p = q + m * n + h
-        size = self._W.stop + 1
+        # the factor's columns: P, W, E, (R), y -- each column's shift (D_c -> D_c - delta) adds only
+        # multiples of columns before it, so a re-centred factor T M' stays triangular (no QR needed)
+        self._W = slice(q, 2 * q)
+        self._E = slice(2 * q, 2 * q + m * n)
+        self._H = slice(2 * q + m * n, 2 * q + m * n + h)
+        size = self._H.stop + 1
+        #: the rows of :meth:`rows_of` (P, E, (R), W, y) in the factor's column order
+        self._order = np.r_[0:q, self.p:self.p + q, q:self.p, self.p + q]
+        self._fit = np.r_[0:q, 2 * q:2 * q + m * n + h]  # the fit's columns (P, E, (R)) in the factor
         self.T = np.zeros((size, size))  # the triangular factor of every row folded in so far
         self._pending: list[np.ndarray] = []
         self.rows = 0
@@ -120,7 +128,7 @@ class IntervalEquations:
         """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``. They are
         folded into the triangular factor at the next :meth:`solve` or :meth:`recenter`."""
         rows = self.rows_of(Ki, x, S, cost)
-        self._pending.append(rows)
+        self._pending.append(rows[:, self._order])
         self.rows += rows.shape[0]
         self.rollouts += int(np.shape(Ki)[0]) if np.ndim(Ki) == 3 else 1
         return self
@@ -159,13 +167,37 @@ class IntervalEquations:
         self.T = _fold_rows(self.T, rows)
 
     def recenter(self, C: Any) -> None:
-        """Express every equation about the new center ``C`` (``T -> qr(T M')``, ``O(p_L^3)``)."""
+        """Express every equation about the new center ``C``: ``T -> T M'``, still triangular in the
+        factor's column order (each shifted column adds multiples of earlier ones), ``O(p_L m n^2)``.
+
+        Raises
+        ------
+        FloatingPointError
+            If the equations about ``C`` overflow (a gain ~1e150 from the center); they stay about the
+            old center.
+        """
         C = np.asarray(C, dtype=float)
         delta = C - self.C
         if np.any(delta):
             self._fold()
-            self.T = _fold_rows(np.zeros_like(self.T), self._shift(self.T, delta))
+            with np.errstate(all="ignore"):
+                T = self._shift(self.T, delta)
+            if not np.isfinite(T).all():
+                raise FloatingPointError("the interval equations overflow about the new center")
+            self.T = T
         self.C = C.copy()
+
+    def _factor(self) -> np.ndarray:
+        """The triangular factor ``(p + 1, p + 1)`` of the fit's columns ``P, E, (R)`` and ``y``: the
+        ``P`` block of ``T`` is already triangular and precedes ``W``; the rows below it, restricted to
+        ``E, (R), y``, are reduced by one small QR (``O(p_L (m n)^2)``)."""
+        q, p = self._W.start, self.p
+        cols = np.r_[self._E.start:self.T.shape[1]]  # E, (R), y
+        F = np.zeros((p + 1, p + 1))
+        F[:q, :q] = self.T[:q, :q]
+        F[:q, q:] = self.T[:q, cols]
+        F[q:, q:] = _fold_rows(np.zeros((cols.size, cols.size)), self.T[q:, cols])
+        return F
 
     def solve(self) -> PolicyEvaluation:
         """``(P, E, [R])`` of the base gain ``C``: the least-squares problem of the rows about ``C``
@@ -173,7 +205,8 @@ class IntervalEquations:
         ``O(p^2)``. ``condition`` is that of the column-scaled normal matrix (the square of the
         scaled rows'), ``inf`` when they are rank-deficient."""
         self._fold()
-        p, T = self.p, self.T
+        T = self._factor()
+        p = self.p
         d = _scales(np.sum(T[:, :p] ** 2, axis=0))
         Up = T[:p, :p] / d
         theta = np.zeros(p)
@@ -183,7 +216,7 @@ class IntervalEquations:
             if info == 0 and rcond > 0:
                 condition = float(1.0 / rcond) ** 2
                 theta = sla.solve_triangular(Up, T[:p, -1]) / d
-        residual = float(np.linalg.norm(T[p:, -1]))
+        residual = float(abs(T[p, -1]))
         target = float(np.linalg.norm(T[:, -1]))
         P, E, Rh = _unpack(theta, self.n, self.m, self.R)
         return PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)

@@ -50,7 +50,7 @@ from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
 from .tasks import Report, RolloutData, Task, TrajectoryData
 
-__all__ = ["PolicyIteration", "buffer_factor", "default_snapshots"]
+__all__ = ["PolicyIteration", "buffer_factor", "default_snapshots", "factor_columns"]
 
 #: Rollouts needed per unknown of ``(P, E)`` before a fit; the buffer keeps ``KEEP`` per unknown.
 OVERDETERMINED, KEEP = 2.0, 6.0
@@ -76,6 +76,13 @@ FRESH = 1.0
 #: Snapshots per rollout chosen by default: the power of two at least ``SNAPSHOTS_PER_UNKNOWN`` per
 #: unknown, within the bounds.
 SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
+#: Snapshots by default only while the interval equations' triangular factor has at most this many
+#: columns ``p_L`` (:class:`~azopg.method.equations.IntervalEquations`): the master folds every interval
+#: into it at ``O(p_L^2)`` (unblocked Householder, memory-bound once the factor leaves the cache). One
+#: rollout of 256 intervals: 0.08 s at ``p_L = 1020``, 0.29 s at 1680 (eb5), 4.2 s at 3780 (cse2), where
+#: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
+#: in about a minute.
+MAX_FACTOR_COLUMNS = 1024
 #: With snapshots, the horizon is calibrated by single rollouts ``JUMP`` times longer than the
 #: horizon tried: their interval costs give the tail at every doubling up to it.
 JUMP = 16
@@ -93,13 +100,20 @@ STEP_TOL = 1e-12
 
 def default_snapshots(settings: Any, n: int, m: int) -> int:
     """``settings.snapshots`` if given; else 1 under cost noise (each interval's cost would need its
-    own noise model), else ``SNAPSHOTS_PER_UNKNOWN`` per unknown within ``[MIN_SNAPSHOTS, MAX_SNAPSHOTS]``."""
+    own noise model) or when the equations' factor would have more than :data:`MAX_FACTOR_COLUMNS` columns
+    (the master's cost per rollout), else ``SNAPSHOTS_PER_UNKNOWN`` per unknown within
+    ``[MIN_SNAPSHOTS, MAX_SNAPSHOTS]``."""
     if settings.snapshots is not None:
         return int(settings.snapshots)
-    if settings.cost_noise > 0:
+    if settings.cost_noise > 0 or factor_columns(n, m) > MAX_FACTOR_COLUMNS:
         return 1
     want = max(SNAPSHOTS_PER_UNKNOWN * unknowns(n, m), MIN_SNAPSHOTS)
     return int(min(2 ** math.ceil(math.log2(want)), MAX_SNAPSHOTS))
+
+
+def factor_columns(n: int, m: int) -> int:
+    """Columns ``p_L = n(n+1) + m n`` of the interval equations' factor with ``R`` known (``P``, ``E``, ``W``)."""
+    return n * (n + 1) + m * n
 
 
 def buffer_factor(cost_noise: float) -> float:
@@ -231,19 +245,25 @@ class PolicyIteration(UpdateRule):
         assert eq is not None
         if eq.rows < eq.unknowns:
             return
-        eq.recenter(self.K)  # the gain may have moved by a rollback
+        try:
+            eq.recenter(self.K)  # the gain may have moved by a rollback
+        except FloatingPointError:  # not representable about this gain: start the equations afresh
+            self.equations = eq = IntervalEquations(self.K, self.fit_R)
+            return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
         K, taken = self.K, 0
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
+            if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
+                break
             fit = eq.solve()
             try:
                 if not fit.condition < SNAPSHOT_CONDITION:
                     raise np.linalg.LinAlgError
                 step = self.tuning.alpha * self._kleinman(fit)
-            except np.linalg.LinAlgError:
+                eq.recenter(K + step)
+            except (np.linalg.LinAlgError, FloatingPointError):  # ill-conditioned, or a step to an absurd gain
                 break
             K, taken = K + step, taken + 1
-            eq.recenter(K)
             if not float(np.linalg.norm(step)) > STEP_TOL * float(np.linalg.norm(K)):
                 break
         if not taken:
