@@ -32,8 +32,13 @@ __all__ = ["Arrival", "FINAL_TASK", "Observer", "STATE_FIELDS", "UpdateRule"]
 Arrival = tuple[int, int, str, int, float, float, int]
 #: Runs one task to completion and returns its report.
 Runner = Callable[[Task], Report]
+#: Relative spread of one rollout's cost between repeats of a state above which a plant counts as noisy
+#: (a deterministic plant repeats to rounding).
+NOISE_FLOOR = 1e-9
 #: Task ids of the final paired checks under noise start here (far above any id a run issues).
 FINAL_TASK = 2**48
+#: Task id of the calibration's noise measurement (:meth:`UpdateRule.measure_noise`).
+NOISE_TASK = FINAL_TASK - 1
 #: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
 STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
                 "_since_check", "_branch_start", *(f.name for f in dataclasses.fields(Stats)))
@@ -102,6 +107,11 @@ class UpdateRule:
         #: Whether the run's time budget is spent: then a calibration or step search raises
         #: :class:`~azopg.errors.OutOfTime` before its next probe (set by the run).
         self.out_of_time: Callable[[], bool] = lambda: False
+        #: Whether the plant has noise of its own (calibration measures it, :meth:`measure_noise`): then
+        #: checks are paired and judge the transient (:mod:`azopg.method.noisy_eval`).
+        self.noisy = False
+        #: The relative standard deviation of one rollout's cost at ``K0`` that calibration measured.
+        self.noise = 0.0
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
@@ -143,16 +153,16 @@ class UpdateRule:
         """The :class:`Task` of these identity and settings (also used by replay to rebuild a task).
         Under measurement noise a check at ``version`` is paired with the anchor of that version."""
         s = self.settings
-        if ref is None and kind == "evaluate" and version >= 0 and s.cost_noise > 0:
+        if ref is None and kind == "evaluate" and version >= 0 and self.safeguards.paired:
             ref = self._refs[version][1]
         paired: dict[str, Any] = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
         return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
                     method=self.estimator, seed=s.seed, light=s.light, cost_noise=s.cost_noise,
-                    **self.task_fields(version), **paired)
+                    noisy=self.noisy, **self.task_fields(version), **paired)
 
     def _paired_with(self, version: int) -> int | None:
         """The anchor serial a check at ``version`` is paired with (``None``: no noise, not paired)."""
-        return self._refs[version][0] if self.settings.cost_noise > 0 else None
+        return self._refs[version][0] if self.safeguards.paired else None
 
     @property
     def estimator(self) -> str:
@@ -279,17 +289,15 @@ class UpdateRule:
 
     def calibrate(self, run: Runner) -> None:
         """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
-        the line search's step, if it found one, is the first update."""
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
-            if self.out_of_time():
-                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
-            return self.probe(run, kind, K, tau, r, N, ref=ref)
-
+        the line search's step, if it found one, is the first update. The plant's own noise is
+        measured first (:meth:`measure_noise`)."""
+        probe = self._budgeted(run)
+        self.measure_noise(probe)
         settings = self.settings
         if not self.line_search and settings.step is None:  # the rule's own initial step is kept
             settings = dataclasses.replace(settings, step=self.tuning.alpha)
         cal = calibrate(probe, self.K.copy(), settings, self.tuning.N, tau=self.tuning.tau,
-                        r=self.tuning.r, alpha=self.tuning.alpha)
+                        r=self.tuning.r, alpha=self.tuning.alpha, noisy=self.noisy)
         self.tuning.tau, self.tuning.r, self.tuning.alpha = cal.tau, cal.r, cal.alpha
         self.safeguards.anchor_cost = cal.f0
         if cal.K1 is not None:
@@ -297,6 +305,39 @@ class UpdateRule:
             self.safeguards.move_anchor(self.K.copy(), cal.cost1, self.version)
             self.stats.updates += 1
         self.log("calibrate")
+
+    def _budgeted(self, run: Runner) -> Callable[..., Report]:
+        """A probe for calibration and step searches that refuses to start once the time budget
+        or the rollout budget (``max_rollouts``) is spent (raises :class:`~azopg.errors.OutOfTime`)."""
+        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None,
+                  pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Report:
+            cap = self.settings.max_rollouts
+            if self.out_of_time() or (cap is not None and self.stats.rollouts >= cap):
+                what = "time" if self.out_of_time() else "rollout"
+                raise OutOfTime(f"the {what} budget ran out during the {'re' if self.version else ''}calibration")
+            return self.probe(run, kind, K, tau, r, N, ref=ref, pairs=pairs, task_id=task_id)
+        return probe
+
+    def measure_noise(self, probe: Callable[..., Report]) -> None:
+        """Whether the plant has noise of its own: ``K0`` is checked against itself on repeated evaluation
+        states (:func:`~azopg.method.noisy_eval.noisy_measure`); a deterministic plant repeats every
+        state's cost exactly, a noisy one does not (relative spread above :data:`NOISE_FLOOR`); two repeats
+        of each evaluation state (``10 k`` rollouts). If noisy, the
+        rule's checks from now on are paired with their anchor and judge the transient's tail (not the
+        noise's ever-growing cost); :attr:`noise` keeps the measured relative noise of one rollout.
+        Deterministic in the run's seed (task identities), so a replay measures the same."""
+        self.noisy = True
+        try:
+            tasks = self.stats.tasks  # its own identity: the run's task ids (and their noise) stay as without it
+            rep = probe("evaluate", self.K.copy(), self.tuning.tau, 0.0, self.tuning.N, ref=self.K.copy(), pairs=1,
+                        task_id=NOISE_TASK)
+        finally:
+            self.noisy = False
+            self.stats.tasks = tasks
+        self.noise = rep.noise if math.isfinite(rep.noise) else 0.0
+        if self.noise > NOISE_FLOOR:
+            self.noisy = self.safeguards.paired = True
+            self.log("measure-noise")
 
     @property
     def needs_recalibration(self) -> bool:
@@ -309,16 +350,12 @@ class UpdateRule:
         g, t = self.safeguards, self.tuning
         found = False
 
-        def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None) -> Report:
-            if self.out_of_time():
-                raise OutOfTime(f"the time budget ran out during the {'re' if self.version else ''}calibration")
-            return self.probe(run, kind, K, tau, r, N, ref=ref)
-
+        probe = self._budgeted(run)
         anchor = probe("evaluate", g.anchor_K.copy(), t.tau, t.r, t.N)
         if not anchor.blown_up:
             g.anchor_cost = anchor.cost
             t.alpha, K1, cost1 = search_step(probe, g.anchor_K.copy(), self.settings, t.N, tau=t.tau, r=t.r,
-                                             f0=anchor.cost)
+                                             f0=anchor.cost, paired=self.noisy)
             if K1 is not None:
                 self.new_version(K1)
                 g.move_anchor(self.K.copy(), cost1, self.version)
@@ -340,7 +377,7 @@ class UpdateRule:
             return self.K.copy()
         if status == "interrupted":
             return g.anchor_K.copy()
-        if self.settings.cost_noise == 0:
+        if not g.paired:
             return self.K.copy() if g.beats_anchor(self.probe(run, "evaluate", self.K.copy())) else g.anchor_K.copy()
         K = g.anchor_K.copy()
         if not np.array_equal(self.K, K) and self._cheaper(run, self.K, K, CHECK_PAIRS, 0):
@@ -368,6 +405,7 @@ class UpdateRule:
             "alpha": t.alpha, "r": t.r, "tau": t.tau, "N": t.N, "check_every": g.check_every,
             "max_delay": self.max_delay, "anchor_cost": g.anchor_cost, "anchor_version": g.anchor_version,
             "_since_check": g.since_check, "_branch_start": g.branch_start, **self.stats.state(),
+            "noisy": self.noisy, "noise": self.noise,
         }
         return {k: v if not isinstance(v, float) or math.isfinite(v) else repr(v) for k, v in state.items()}
 
@@ -387,6 +425,8 @@ class UpdateRule:
         g.check_every, g.anchor_cost, g.anchor_version = num("check_every"), num("anchor_cost"), num("anchor_version")
         g.since_check, g.branch_start = num("_since_check"), num("_branch_start")
         g.anchor_K = np.array(state["anchor_K"], dtype=float)
+        self.noisy, self.noise = bool(state.get("noisy", False)), float(state.get("noise", 0.0))
+        g.paired = g.paired or self.noisy
         self.stats.load(state)
         self._gains = OrderedDict({self.version: self.K.copy()})
         self._refs = {self.version: (g.anchor_serial, g.anchor_K)}

@@ -311,7 +311,9 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
         return status, rule.final_gain(status, executor.run), calibrated_at
     except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor
         rule.log("out-of-time" if math.isfinite(calibrated_at) or resumed else "calibration-cut-short")
-        return "max_time", rule.safeguards.anchor_K.copy(), calibrated_at
+        cap = rule.settings.max_rollouts
+        status = "max_rollouts" if cap is not None and rule.stats.rollouts >= cap else "max_time"
+        return status, rule.safeguards.anchor_K.copy(), calibrated_at
     except KeyboardInterrupt:
         return "interrupted", rule.safeguards.anchor_K.copy(), calibrated_at
 
