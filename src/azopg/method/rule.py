@@ -37,6 +37,8 @@ Runner = Callable[[Task], Report]
 NOISE_FLOOR = 1e-9
 #: Task ids of the final paired checks under noise start here (far above any id a run issues).
 FINAL_TASK = 2**48
+#: Seconds past the time budget a calibration probe may be predicted to end and still be started.
+OVERRUN = 0.5
 #: Task id of the calibration's noise measurement (:meth:`UpdateRule.measure_noise`).
 NOISE_TASK = FINAL_TASK - 1
 #: The scalar fields of :meth:`UpdateRule.state_dict` (besides the gains ``K`` and ``anchor_K``).
@@ -107,6 +109,10 @@ class UpdateRule:
         #: Whether the run's time budget is spent: then a calibration or step search raises
         #: :class:`~azopg.errors.OutOfTime` before its next probe (set by the run).
         self.out_of_time: Callable[[], bool] = lambda: False
+        #: Seconds left of the run's time budget (set by the run): a calibration probe that the last
+        #: probes' pace predicts would end more than :data:`OVERRUN` s past it is not started.
+        self.time_left: Callable[[], float] = lambda: math.inf
+        self._pace: dict[str, float] = {}  # seconds per unit of horizon of the last probe, by kind
         #: Whether the plant has noise of its own (calibration measures it, :meth:`measure_noise`): then
         #: checks are paired and judge the transient (:mod:`azopg.method.noisy_eval`).
         self.noisy = False
@@ -312,10 +318,15 @@ class UpdateRule:
         def probe(kind: str, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None,
                   pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Report:
             cap = self.settings.max_rollouts
-            if self.out_of_time() or (cap is not None and self.stats.rollouts >= cap):
-                what = "time" if self.out_of_time() else "rollout"
+            left = self.time_left()
+            late = self.out_of_time() or self._pace.get(kind, 0.0) * tau > left + OVERRUN
+            if late or (cap is not None and self.stats.rollouts >= cap):
+                what = "time" if late else "rollout"
                 raise OutOfTime(f"the {what} budget ran out during the {'re' if self.version else ''}calibration")
-            return self.probe(run, kind, K, tau, r, N, ref=ref, pairs=pairs, task_id=task_id)
+            rep = self.probe(run, kind, K, tau, r, N, ref=ref, pairs=pairs, task_id=task_id)
+            if math.isfinite(left):
+                self._pace[kind] = max(left - self.time_left(), 0.0) / tau
+            return rep
         return probe
 
     def measure_noise(self, probe: Callable[..., Report]) -> None:
@@ -371,11 +382,13 @@ class UpdateRule:
         the anchor if interrupted, else whichever of the two a last rollout check finds
         cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
         returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
-        significantly cheaper than ``K0`` itself; else ``K0`` is."""
+        significantly cheaper than ``K0`` itself; else ``K0`` is. Out of time under noise: the anchor."""
         g = self.safeguards
         if status == "converged":
             return self.K.copy()
-        if status == "interrupted":
+        if status == "interrupted" or (status == "max_time" and g.paired):
+            # out of time under noise: no time for the larger paired checks; the anchor is the last gain a
+            # paired check found significantly cheaper than the anchor before it (and so, chained, than K0)
             return g.anchor_K.copy()
         if not g.paired:
             return self.K.copy() if g.beats_anchor(self.probe(run, "evaluate", self.K.copy())) else g.anchor_K.copy()

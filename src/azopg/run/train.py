@@ -295,6 +295,7 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
     clock = executor.clock
     if rule.settings.max_time is not None:
         rule.out_of_time = functools.partial(_out_of_time, clock, rule.settings.max_time)
+        rule.time_left = functools.partial(_time_left, clock, rule.settings.max_time)
     calibrated_at = math.nan
     try:
         executor.start()
@@ -320,6 +321,10 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
 
 def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
     return clock() >= max_time
+
+
+def _time_left(clock: Callable[[], float], max_time: float) -> float:
+    return max_time - clock()
 
 
 def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: Any) -> None:
