@@ -330,18 +330,18 @@ class UpdateRule:
         return probe
 
     def measure_noise(self, probe: Callable[..., Report]) -> None:
-        """Whether the plant has noise of its own: ``K0`` is checked against itself on repeated evaluation
-        states (:func:`~azopg.method.noisy_eval.noisy_measure`); a deterministic plant repeats every
-        state's cost exactly, a noisy one does not (relative spread above :data:`NOISE_FLOOR`); two repeats
-        of each evaluation state (``10 k`` rollouts). If noisy, the
+        """Whether the plant has noise of its own: ``K0`` (nudged, :meth:`_nudge`) is checked against ``K0``
+        on repeated evaluation states (:func:`~azopg.method.noisy_eval.noisy_measure`); a deterministic plant
+        repeats every state's cost exactly, a noisy one does not (relative spread above
+        :data:`NOISE_FLOOR`); two repeats of each evaluation state (``10 k`` rollouts). If noisy, the
         rule's checks from now on are paired with their anchor and judge the transient's tail (not the
         noise's ever-growing cost); :attr:`noise` keeps the measured relative noise of one rollout.
         Deterministic in the run's seed (task identities), so a replay measures the same."""
         self.noisy = True
         try:
             tasks = self.stats.tasks  # its own identity: the run's task ids (and their noise) stay as without it
-            rep = probe("evaluate", self.K.copy(), self.tuning.tau, 0.0, self.tuning.N, ref=self.K.copy(), pairs=1,
-                        task_id=NOISE_TASK)
+            rep = probe("evaluate", self.K + self._nudge(), self.tuning.tau, 0.0, self.tuning.N, ref=self.K.copy(),
+                        pairs=1, task_id=NOISE_TASK)
         finally:
             self.noisy = False
             self.stats.tasks = tasks
@@ -349,6 +349,13 @@ class UpdateRule:
         if self.noise > NOISE_FLOOR:
             self.noisy = self.safeguards.paired = True
             self.log("measure-noise")
+
+    def _nudge(self) -> np.ndarray:
+        """A tiny fixed perturbation of ``K0`` (relative 1e-3, as the radius search starts) at which the noise
+        is measured: at ``K0 = 0`` measurement noise does not reach the input, so ``K0`` alone can look
+        deterministic on a plant that is not."""
+        U = np.random.default_rng([self.settings.seed, 2**31 - 5]).standard_normal(self.K.shape)
+        return 1e-3 * max(float(np.linalg.norm(self.K)), 1.0) * U / np.linalg.norm(U)
 
     @property
     def needs_recalibration(self) -> bool:
