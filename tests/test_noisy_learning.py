@@ -99,8 +99,9 @@ def test_noisy_tail_is_the_transients_not_the_noises() -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_never_costlier_than_K0_under_process_noise(method: str, seed: int) -> None:
     # a short run's gain (the anchor, or K0) by the exact oracles: the noise-free cost and the average cost
+    # (at these seeds every run applies ~50-70 updates: the anchor has moved, the test is not vacuous)
     problem = _noisy("he1", w=0.1)
-    res = azopg.train(problem, seed=seed, method=method, max_rollouts=1500, target_gap=None)
+    res = azopg.train(problem, seed=seed, method=method, max_rollouts=3000, target_gap=None)
     for J in (problem.cost, lambda K: average_cost(problem, K)):
         assert J(res.K) <= J(problem.K0)
 
@@ -108,7 +109,7 @@ def test_never_costlier_than_K0_under_process_noise(method: str, seed: int) -> N
 def test_never_costlier_than_K0_under_measurement_noise() -> None:
     problem = _noisy("he1", w=0.1, v=0.05)
     for seed in (0, 1):
-        res = azopg.train(problem, seed=seed, method="natural", max_rollouts=1500, target_gap=None)
+        res = azopg.train(problem, seed=seed, method="natural", max_rollouts=3000, target_gap=None)
         tau = float(res.settings["tau"])
         assert expected_cost(problem, res.K, tau) <= expected_cost(problem, problem.K0, tau)
 

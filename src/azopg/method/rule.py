@@ -389,13 +389,13 @@ class UpdateRule:
         the anchor if interrupted, else whichever of the two a last rollout check finds
         cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
         returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
-        significantly cheaper than ``K0`` itself; else ``K0`` is. Out of time under noise: the anchor."""
+        significantly cheaper than ``K0`` itself; else ``K0`` is. Out of time or rollouts under noise: the anchor."""
         g = self.safeguards
         if status == "converged":
             return self.K.copy()
-        if status == "interrupted" or (status == "max_time" and g.paired):
-            # out of time under noise: no time for the larger paired checks; the anchor is the last gain a
-            # paired check found significantly cheaper than the anchor before it (and so, chained, than K0)
+        if status == "interrupted" or (status in ("max_time", "max_rollouts") and g.paired):
+            # out of time or rollouts under noise: no budget for the larger paired checks; the anchor is the last
+            # gain a paired check found significantly cheaper than the anchor before it (chained: than K0)
             return g.anchor_K.copy()
         if not g.paired:
             return self.K.copy() if g.beats_anchor(self.probe(run, "evaluate", self.K.copy())) else g.anchor_K.copy()
