@@ -8,7 +8,14 @@ import pytest
 import azopg
 from azopg.method.kinds import TaskKind
 from azopg.method.noisy_eval import noisy_measure
+from azopg.method.rule import UpdateRule
+from azopg.method.rules import make_rule
+from azopg.method.state import NOISE_FIELDS, LearnerState
+from azopg.method.tasks import run_task
 from azopg.model.noise import average_cost, expected_cost
+from azopg.plants.base import is_deterministic
+from azopg.plants.checked import CheckedPlant
+from azopg.plants.discrete import plant_for
 from azopg.plants.linear import LinearPlant
 from azopg.plants.noisy import NoisyLinearPlant
 
@@ -132,3 +139,36 @@ def test_transient_is_the_noise_free_cost_in_mean() -> None:
     mean, se = np.mean(D), np.std(D, ddof=1) / np.sqrt(len(D))
     assert se < 0.02 * exact  # a 10 % bias would be > 5 SE
     assert abs(mean - exact) < 4 * se
+
+
+def test_exact_plants_declare_themselves_deterministic() -> None:
+    he1 = azopg.get_problem("he1")
+    assert is_deterministic(CheckedPlant(LinearPlant(he1)))
+    scalar = azopg.LQRProblem([[0.9]], [[1.0]], [[1.0]], [[1.0]], x0_cov=[[1.0]], K0=[[0.5]], discrete_time=True)
+    assert is_deterministic(CheckedPlant(plant_for(scalar)))
+    assert not is_deterministic(CheckedPlant(NoisyLinearPlant(_noisy("he1", w=0.1))))
+    assert not is_deterministic(object())  # a black box is measured
+
+
+def _calibrated(plant: object, deterministic: bool) -> UpdateRule:
+    problem = plant.problem  # type: ignore[attr-defined]
+    settings = azopg.Settings(method="natural", seed=0)
+    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), deterministic_plant=deterministic)
+    rule.calibrate(lambda task: run_task(plant, task))  # type: ignore[arg-type]
+    return rule
+
+
+def test_noise_is_measured_unless_the_plant_is_deterministic() -> None:
+    exact = LinearPlant(azopg.get_problem("he1"))
+    told, measured = _calibrated(exact, True), _calibrated(exact, False)
+    # measured or not, an exact plant is found noise-free and calibrates alike; the measurement only costs rollouts
+    assert not told.noisy and not measured.noisy and measured.noise == 0.0
+    assert (told.tuning.tau, told.tuning.r, told.tuning.alpha) == (measured.tuning.tau, measured.tuning.r,
+                                                                  measured.tuning.alpha)
+    assert measured.stats.rollouts > told.stats.rollouts and measured.stats.tasks == told.stats.tasks
+    noisy = _calibrated(NoisyLinearPlant(_noisy("he1", w=0.1)), False)
+    assert noisy.noisy and noisy.safeguards.paired and noisy.noise > 0
+    # saved and restored through the learner's state; a state without the pair is of a plant not measured noisy
+    state = noisy.state_dict()
+    assert LearnerState.from_dict(state).noisy and LearnerState.from_dict(state).noise == noisy.noise
+    assert not LearnerState.from_dict({k: v for k, v in state.items() if k not in NOISE_FIELDS}).noisy
