@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import NotStabilizingError, ProblemError
 from ..settings import Settings
 from .kinds import TaskKind
-from .paired import significantly_cheaper
+from .paired import CHECK_PAIRS, significantly_cheaper
 from .tasks import Report
 
 __all__ = ["Calibration", "Probe", "calibrate", "line_search", "search_step", "NOISE_SMOOTHING", "MAX_NOISE_SMOOTHING"]
@@ -42,10 +42,11 @@ class Probe(Protocol):
     """``probe(kind, K, tau, r, N)``: run one task of ``kind`` ("evaluate" or "estimate") at gain
     ``K`` and return its report, with the estimate's gradient (``Report.grad``) filled in;
     ``ref=K_ref`` (asked only under measurement noise) makes a check paired with ``K_ref``
-    (see :mod:`azopg.method.paired`)."""
+    (see :mod:`azopg.method.paired`); ``pairs`` and ``task_id`` as :meth:`UpdateRule.probe
+    <azopg.method.rule.UpdateRule.probe>`."""
 
     def __call__(self, kind: TaskKind, K: np.ndarray, tau: float, r: float, N: int, *,
-                 ref: np.ndarray | None = None) -> Report: ...
+                 ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Report: ...
 
 
 @dataclass
@@ -103,13 +104,16 @@ def line_search(accept: Callable[[float], float | None], alpha: float, *, expand
 
 
 def calibrate(probe: Probe, K0: np.ndarray, settings: Settings, N: int, *, tau: float, r: float,
-              alpha: float) -> Calibration:
+              alpha: float, noisy: bool = False) -> Calibration:
     """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0``; settings given explicitly are kept.
 
     Horizon: doubled from ``tau`` until the cost between ``tau`` and ``2 tau`` is below
-    ``tail_tol``. Radius: a perturbation along the most sensitive of :data:`RADIUS_DIRECTIONS`
+    ``tail_tol`` (on a ``noisy`` plant: the transient's, see :mod:`azopg.method.noisy_eval`).
+    Radius: a perturbation along the most sensitive of :data:`RADIUS_DIRECTIONS`
     random directions changes the cost by about ``smoothing`` (one direction, well above the
-    noise, for a noisy plant). Step: :func:`line_search` along a first, well-sampled estimate.
+    noise, under ``cost_noise``; on a ``noisy`` plant each change is a paired difference with
+    ``K0`` on common noise, so the plant's noise does not enter it).
+    Step: :func:`line_search` along a first, well-sampled estimate (paired checks if ``noisy``).
 
     Raises
     ------
@@ -127,10 +131,10 @@ def calibrate(probe: Probe, K0: np.ndarray, settings: Settings, N: int, *, tau: 
     if not f0 > 0:
         raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
     if s.r is None:
-        r = _radius(probe, K0, s, tau, N, f0)
+        r = _radius(probe, K0, s, tau, N, f0, noisy)
     cal = Calibration(tau, r, alpha, f0)
     if s.step is None:
-        _step(probe, K0, s, N, cal)
+        _step(probe, K0, s, N, cal, noisy)
     return cal
 
 
@@ -147,14 +151,14 @@ def _horizon(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int) -> t
     return tau, rep
 
 
-def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: float) -> float:
+def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: float, noisy: bool) -> float:
     smoothing = max(s.smoothing, min(NOISE_SMOOTHING * s.cost_noise, MAX_NOISE_SMOOTHING))
     rng = np.random.default_rng([s.seed, 2**31 - 2])
     candidates = rng.standard_normal((RADIUS_DIRECTIONS if s.cost_noise == 0 else 1, *K0.shape))
     candidates *= math.sqrt(K0.size) / np.linalg.norm(candidates, axis=(1, 2), keepdims=True)
     r = 1e-3 * max(float(np.linalg.norm(K0)), 1.0) / math.sqrt(K0.size)
     for _ in range(40):
-        changes = _changes(probe, K0, candidates, r, tau, N, f0)
+        changes = _changes(probe, K0, candidates, r, tau, N, f0, noisy)
         if changes is None:  # a perturbed gain blew up
             r *= 0.1
             continue
@@ -167,31 +171,35 @@ def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: f
 
 
 def _changes(probe: Probe, K0: np.ndarray, directions: np.ndarray, r: float, tau: float, N: int,
-             f0: float) -> list[float] | None:
+             f0: float, noisy: bool = False) -> list[float] | None:
     """The relative cost change of ``K0 +- r U`` (the larger of the two) for each of the
-    ``directions``; ``None`` if one of them blew up."""
+    ``directions``; ``None`` if one of them blew up. On a ``noisy`` plant each change is the paired
+    difference with ``K0`` (common noise), not a difference of two independently noisy costs."""
     changes = []
+    ref = K0 if noisy else None
     for U in directions:
-        fp, fm = probe(TaskKind.EVALUATE, K0 + r * U, tau, 0.0, N), probe(TaskKind.EVALUATE, K0 - r * U, tau, 0.0, N)
+        fp, fm = (probe(TaskKind.EVALUATE, K0 + sign * r * U, tau, 0.0, N, ref=ref) for sign in (1.0, -1.0))
         if fp.blown_up or fm.blown_up:
             return None
-        changes.append(max(abs(fp.cost - f0), abs(fm.cost - f0)) / f0)
+        dp, dm = (rep.diff if noisy else rep.cost - f0 for rep in (fp, fm))
+        changes.append(max(abs(dp), abs(dm)) / f0)
     return changes
 
 
-def _step(probe: Probe, K0: np.ndarray, s: Settings, N: int, cal: Calibration) -> None:
-    alpha, K1, cost1 = search_step(probe, K0, s, N, tau=cal.tau, r=cal.r, f0=cal.f0)
+def _step(probe: Probe, K0: np.ndarray, s: Settings, N: int, cal: Calibration, noisy: bool) -> None:
+    alpha, K1, cost1 = search_step(probe, K0, s, N, tau=cal.tau, r=cal.r, f0=cal.f0, paired=noisy)
     cal.alpha, cal.K1, cal.cost1 = alpha, K1, cost1
 
 
 def search_step(probe: Probe, K0: np.ndarray, s: Settings, N: int, *, tau: float, r: float,
-                f0: float) -> tuple[float, np.ndarray | None, float]:
+                f0: float, paired: bool = False) -> tuple[float, np.ndarray | None, float]:
     """Step size by :func:`line_search` along well-sampled estimates at ``K0`` (cost ``f0``).
 
     Each try takes a fresh estimate from ``max(N, mn)`` directions; the first whose line
     search finds a sufficient decrease gives the step, scaled for estimates of ``N``
-    directions (they are noisier). Under measurement noise a step is accepted only if a paired
-    check finds it significantly cheaper than ``K0``. After :data:`STEP_TRIES` failures the last halved step is
+    directions (they are noisier). Under measurement noise (or ``paired``: a noisy plant) a step is
+    accepted only if a paired check finds it significantly cheaper than ``K0``. After
+    :data:`STEP_TRIES` failures the last halved step is
     returned with no gain: the caller's safeguards take it from there.
 
     Returns
@@ -210,7 +218,7 @@ def search_step(probe: Probe, K0: np.ndarray, s: Settings, N: int, *, tau: float
         gg = float(np.sum(g * g))
 
         def accept(alpha: float, g: np.ndarray = g, gg: float = gg) -> float | None:
-            if s.cost_noise > 0:  # paired with K0 and significant: a lucky measurement is no decrease
+            if s.cost_noise > 0 or paired:  # paired with K0 and significant: a lucky measurement is no decrease
                 rep = probe(TaskKind.EVALUATE, K0 - alpha * g, tau, r, N, ref=K0)
                 cost = f0 + rep.diff
                 ok = significantly_cheaper(rep.diff, rep.diff_se) and rep.diff < -ARMIJO * alpha * gg

@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..plants.base import Plant, failed
+from ..plants.base import Plant, failed, rollout_of
 
 __all__ = ["Estimate", "sphere_directions", "estimate_gradient", "rebuild_estimate"]
 
@@ -172,7 +172,9 @@ def estimate_gradient(
     extra = {"moments": True} if moments else {}
     if method == "two-point":
         rU = r * U
-        res = plant.rollout(np.concatenate([K + rU, K - rU]), np.concatenate([x0, x0]), tau, **extra)
+        # common random numbers: K + rU_i and K - rU_i see the same noise path (a noisy plant that can)
+        rows = np.concatenate([np.arange(N), np.arange(N)])
+        res = rollout_of(plant, np.concatenate([K + rU, K - rU]), np.concatenate([x0, x0]), tau, moments, rows)
         cost = np.asarray(res.cost, dtype=float)
         cp, cm = cost[:N], cost[N:]
         bad = failed(res)

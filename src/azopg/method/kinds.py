@@ -27,6 +27,7 @@ class Event(StrEnum):
     """What a rule reports to its observer (the ``event`` column of ``history.csv``)."""
 
     CALIBRATE = "calibrate"
+    MEASURE_NOISE = "measure-noise"  #: calibration found the plant noisy (:func:`.lifecycle.measure_noise`)
     RECALIBRATE = "recalibrate"
     RESUME = "resume"
     UPDATE = "update"

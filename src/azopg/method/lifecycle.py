@@ -10,6 +10,7 @@ without a line search).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -24,13 +25,20 @@ from .safeguards import Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task
 
-__all__ = ["FINAL_TASK", "Learner", "Runner", "calibrate_rule", "choose_final_gain", "recalibrate_rule",
-           "timed_probe"]
+__all__ = ["FINAL_TASK", "Learner", "NOISE_FLOOR", "NOISE_TASK", "OVERRUN", "Runner", "calibrate_rule",
+           "choose_final_gain", "measure_noise", "recalibrate_rule", "timed_probe"]
 
 #: Runs one task to completion and returns its report.
 Runner = Callable[[Task], Report]
 #: Task ids of the final paired checks under noise start here (far above any id a run issues).
 FINAL_TASK = 2**48
+#: Task id of the calibration's noise measurement (:func:`measure_noise`).
+NOISE_TASK = FINAL_TASK - 1
+#: Relative spread of one rollout's cost between repeats of a state above which a plant counts as noisy
+#: (a deterministic plant repeats to rounding).
+NOISE_FLOOR = 1e-9
+#: Seconds past the time budget a calibration probe may be predicted to end and still be started.
+OVERRUN = 0.5
 
 
 class Learner(Protocol):
@@ -44,6 +52,11 @@ class Learner(Protocol):
     stats: Stats
     safeguards: Safeguards
     out_of_time: Callable[[], bool]
+    time_left: Callable[[], float]
+    pace: dict[str, float]  #: seconds per unit of horizon of the last calibration probe, by task kind
+    deterministic_plant: bool  #: the plant declares itself noise-free: :func:`measure_noise` is skipped
+    noisy: bool  #: the plant's own noise was measured (:func:`measure_noise`): checks are paired
+    noise: float  #: the relative standard deviation of one rollout's cost at ``K0`` measured
 
     @property
     def line_search(self) -> bool: ...
@@ -59,24 +72,35 @@ class Learner(Protocol):
 
 def timed_probe(rule: Learner, run: Runner) -> Probe:
     """The rule's probe with ``run`` for a calibration or step search: raises
-    :class:`~azopg.errors.OutOfTime` before a probe once the time budget is spent."""
-    def probe(kind: TaskKind, K: np.ndarray, tau: float, r: float, N: int, *,
-              ref: np.ndarray | None = None) -> Report:
-        if rule.out_of_time():
-            raise OutOfTime(f"the time budget ran out during the {'re' if rule.version else ''}calibration")
-        return rule.probe(run, kind, K, tau, r, N, ref=ref)
+    :class:`~azopg.errors.OutOfTime` before a probe once the time budget is spent, once the rollout
+    budget (``max_rollouts``) is, or when the last probe of its kind predicts (seconds per unit of
+    horizon times ``tau``) an end more than :data:`OVERRUN` s past the time budget."""
+    def probe(kind: TaskKind, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None,
+              pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Report:
+        cap = rule.settings.max_rollouts
+        left = rule.time_left()
+        late = rule.out_of_time() or rule.pace.get(kind, 0.0) * tau > left + OVERRUN
+        if late or (cap is not None and rule.stats.rollouts >= cap):
+            what = "time" if late else "rollout"
+            raise OutOfTime(f"the {what} budget ran out during the {'re' if rule.version else ''}calibration")
+        rep = rule.probe(run, kind, K, tau, r, N, ref=ref, pairs=pairs, task_id=task_id)
+        if math.isfinite(left):
+            rule.pace[kind] = max(left - rule.time_left(), 0.0) / tau
+        return rep
 
     return probe
 
 
 def calibrate_rule(rule: Learner, run: Runner) -> None:
     """Choose ``tau``, ``r`` and ``alpha`` from rollouts at ``K0`` (see :func:`~.calibration.calibrate`);
-    the line search's step, if it found one, is the first update."""
+    the line search's step, if it found one, is the first update. The plant's own noise is
+    measured first (:func:`measure_noise`)."""
     probe = timed_probe(rule, run)
+    measure_noise(rule, probe)
     settings, t = rule.settings, rule.tuning
     if not rule.line_search and settings.step is None:  # the rule's own initial step is kept
         settings = dataclasses.replace(settings, step=t.alpha)
-    cal = calibrate(probe, rule.K.copy(), settings, t.N, tau=t.tau, r=t.r, alpha=t.alpha)
+    cal = calibrate(probe, rule.K.copy(), settings, t.N, tau=t.tau, r=t.r, alpha=t.alpha, noisy=rule.noisy)
     t.tau, t.r, t.alpha = cal.tau, cal.r, cal.alpha
     rule.safeguards.anchor_cost = cal.f0
     if cal.K1 is not None and not rule.safeguards.plain:  # plain: every update is the rule's own
@@ -84,6 +108,39 @@ def calibrate_rule(rule: Learner, run: Runner) -> None:
         rule.safeguards.move_anchor(rule.K.copy(), cal.cost1, rule.version)
         rule.stats.updates += 1
     rule.log(Event.CALIBRATE)
+
+
+def measure_noise(rule: Learner, probe: Probe) -> None:
+    """Whether the plant has noise of its own: ``K0`` (nudged, :func:`_nudge`) is checked against ``K0``
+    on repeated evaluation states (:func:`~azopg.method.noisy_eval.noisy_measure`); a deterministic plant
+    repeats every state's cost exactly, a noisy one does not (relative spread above
+    :data:`NOISE_FLOOR`). If noisy, the rule's checks from now on are paired with their anchor and
+    judge the transient's tail (not the noise's ever-growing cost); ``rule.noise`` keeps the measured
+    relative noise of one rollout. Deterministic in the run's seed (task identities), so a replay
+    measures the same. Skipped for a plant that declares itself deterministic
+    (:func:`~azopg.plants.base.is_deterministic`): its run costs the rollouts it did before."""
+    if rule.deterministic_plant:
+        return
+    rule.noisy = True
+    tasks = rule.stats.tasks  # its own identity: the run's task ids (and their noise) stay as without it
+    try:
+        rep = probe(TaskKind.EVALUATE, rule.K + _nudge(rule), rule.tuning.tau, 0.0, rule.tuning.N,
+                    ref=rule.K.copy(), pairs=1, task_id=NOISE_TASK)
+    finally:
+        rule.noisy = False
+        rule.stats.tasks = tasks
+    rule.noise = rep.noise if math.isfinite(rep.noise) else 0.0
+    if rule.noise > NOISE_FLOOR:
+        rule.noisy = rule.safeguards.paired = True
+        rule.log(Event.MEASURE_NOISE)
+
+
+def _nudge(rule: Learner) -> np.ndarray:
+    """A tiny fixed perturbation of ``K0`` (relative 1e-3, as the radius search starts) at which the noise
+    is measured: at ``K0 = 0`` measurement noise does not reach the input, so ``K0`` alone can look
+    deterministic on a plant that is not."""
+    U = np.random.default_rng([rule.settings.seed, 2**31 - 5]).standard_normal(rule.K.shape)
+    return 1e-3 * max(float(np.linalg.norm(rule.K)), 1.0) * U / np.linalg.norm(U)
 
 
 def recalibrate_rule(rule: Learner, run: Runner) -> None:
@@ -96,7 +153,7 @@ def recalibrate_rule(rule: Learner, run: Runner) -> None:
     if not anchor.blown_up:
         g.anchor_cost = anchor.cost
         t.alpha, K1, cost1 = search_step(probe, g.anchor_K.copy(), rule.settings, t.N, tau=t.tau, r=t.r,
-                                         f0=anchor.cost)
+                                         f0=anchor.cost, paired=rule.noisy)
         if K1 is not None:
             rule.new_version(K1)
             g.move_anchor(rule.K.copy(), cost1, rule.version)
@@ -112,14 +169,16 @@ def choose_final_gain(rule: Learner, status: str, run: Runner) -> np.ndarray:
     the anchor if interrupted, else whichever of the two a last rollout check finds
     cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
     returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
-    significantly cheaper than ``K0`` itself; else ``K0`` is. In plain mode (the paper's
-    rule, :mod:`~.plain`): always the current gain."""
+    significantly cheaper than ``K0`` itself; else ``K0`` is. Out of time or rollouts under noise:
+    the anchor. In plain mode (the paper's rule, :mod:`~.plain`): always the current gain."""
     g = rule.safeguards
     if status == "converged" or g.plain:  # plain: the last iterate, as published
         return rule.K.copy()
-    if status == "interrupted":
+    if status == "interrupted" or (status in ("max_time", "max_rollouts") and g.paired):
+        # out of time or rollouts under noise: no budget for the larger paired checks; the anchor is the last
+        # gain a paired check found significantly cheaper than the anchor before it (chained: than K0)
         return g.anchor_K.copy()
-    if rule.settings.cost_noise == 0:
+    if not g.paired:
         rep = rule.probe(run, TaskKind.EVALUATE, rule.K.copy())
         return rule.K.copy() if g.beats_anchor(rep) else g.anchor_K.copy()
     K = g.anchor_K.copy()

@@ -57,7 +57,8 @@ class UpdateRule:
     needs_moments = False
 
     def __init__(self, K0: np.ndarray, settings: Settings, *, observer: Observer | None = None,
-                 keep_all_gains: bool = False, R: np.ndarray | None = None, discrete_time: bool = False) -> None:
+                 keep_all_gains: bool = False, R: np.ndarray | None = None, discrete_time: bool = False,
+                 deterministic_plant: bool = False) -> None:
         s = self.settings = settings
         self.discrete_time = bool(discrete_time)
         self.R = None if R is None else np.array(R, dtype=float)
@@ -81,6 +82,18 @@ class UpdateRule:
         #: Whether the run's time budget is spent: then a calibration or step search raises
         #: :class:`~azopg.errors.OutOfTime` before its next probe (set by the run).
         self.out_of_time: Callable[[], bool] = lambda: False
+        #: Seconds left of the run's time budget (set by the run): a calibration probe that the last
+        #: probes' pace predicts would end more than :data:`~.lifecycle.OVERRUN` s past it is not started.
+        self.time_left: Callable[[], float] = lambda: math.inf
+        self.pace: dict[str, float] = {}  # seconds per unit of horizon of the last calibration probe, by kind
+        #: Whether the plant declares itself noise-free (:func:`~azopg.plants.base.is_deterministic`, told by
+        #: the run): calibration does not measure its noise.
+        self.deterministic_plant = bool(deterministic_plant)
+        #: Whether the plant has noise of its own (calibration measures it, :func:`~.lifecycle.measure_noise`):
+        #: then checks are paired and judge the transient (:mod:`azopg.method.noisy_eval`).
+        self.noisy = False
+        #: The relative standard deviation of one rollout's cost at ``K0`` that calibration measured.
+        self.noise = 0.0
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
@@ -122,16 +135,16 @@ class UpdateRule:
         """The :class:`Task` of these identity and settings (also used by replay to rebuild a task).
         Under measurement noise a check at ``version`` is paired with the anchor of that version."""
         s = self.settings
-        if ref is None and kind == TaskKind.EVALUATE and version >= 0 and s.cost_noise > 0:
+        if ref is None and kind == TaskKind.EVALUATE and version >= 0 and self.safeguards.paired:
             ref = self._refs[version][1]
         paired: dict[str, Any] = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
         return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
                     method=self.estimator, seed=s.seed, light=s.light, cost_noise=s.cost_noise,
-                    **self.task_fields(version), **paired)
+                    noisy=self.noisy, **self.task_fields(version), **paired)
 
     def _paired_with(self, version: int) -> int | None:
         """The anchor serial a check at ``version`` is paired with (``None``: no noise, not paired)."""
-        return self._refs[version][0] if self.settings.cost_noise > 0 else None
+        return self._refs[version][0] if self.safeguards.paired else None
 
     @property
     def estimator(self) -> str:
@@ -312,7 +325,7 @@ class UpdateRule:
             anchor_K=g.anchor_K.copy(), anchor_cost=g.anchor_cost, anchor_version=g.anchor_version,
             check_every=g.check_every, since_check=g.since_check, branch_start=g.branch_start,
             rejects_in_row=g.rejects_in_row, stall_limit=g.stall_limit, anchor_serial=g.anchor_serial,
-            stats=dataclasses.replace(self.stats),
+            stats=dataclasses.replace(self.stats), noisy=self.noisy, noise=self.noise,
         )
 
     def restore(self, state: LearnerState) -> None:
@@ -326,6 +339,8 @@ class UpdateRule:
         g.since_check, g.branch_start = state.since_check, state.branch_start
         g.rejects_in_row, g.stall_limit, g.anchor_serial = state.rejects_in_row, state.stall_limit, state.anchor_serial
         g.anchor_K = state.anchor_K.copy()
+        self.noisy, self.noise = state.noisy, state.noise
+        g.paired = g.paired or self.noisy
         self.stats.load(dataclasses.asdict(state.stats))
         self._gains = OrderedDict({self.version: self.K.copy()})
         self._refs = {self.version: (g.anchor_serial, g.anchor_K)}

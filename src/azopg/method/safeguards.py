@@ -9,7 +9,8 @@ doubles whenever a rejected check shows the tail beyond ``tau`` is not negligibl
 estimate whose every perturbed rollout blew up shrinks the radius (at the anchor) or rolls
 back (past it).
 
-With measurement noise (``cost_noise > 0``) a check is *paired*: it measures the gain and the
+With measurement noise (``cost_noise > 0``), or on a plant with its own noise (measured at
+calibration), a check is *paired*: it measures the gain and the
 anchor afresh on the same states and passes only if the gain is significantly cheaper (see
 :mod:`azopg.method.paired`); a remembered measurement of the anchor is never the yardstick, so
 a lucky one cannot let the anchor drift up. A check that finds the gain cheaper but not
@@ -88,6 +89,9 @@ class Safeguards:
         self._paired_with: dict[int, int] = {}  # paired checks: task id -> anchor_serial of their reference
         self.rejects_in_row = 0
         self.stall_limit = STALL_REJECTS  # doubles after each search that finds no step
+        #: Whether checks are paired (measurement noise ``cost_noise``, or a plant whose own noise
+        #: calibration measured: see :func:`azopg.method.lifecycle.measure_noise`).
+        self.paired = settings.cost_noise > 0
 
     # --------------------------------------------------------------- checks
     def check_due(self) -> bool:
@@ -131,7 +135,7 @@ class Safeguards:
             # the check was in flight), or it was paired with an anchor since replaced: nothing to judge
             return Verdict(Event.CHECK_STALE, delay, rep.worker, rep.version)
         s = self.settings
-        if s.cost_noise > 0 and rep.diff < 0 and not self.beats_anchor(rep) and not rep.blown_up \
+        if self.paired and rep.diff < 0 and not self.beats_anchor(rep) and not rep.blown_up \
                 and not rep.long_tail(s.tail_tol):
             # cheaper, but not significantly: the gain goes on (the difference grows with further
             # descent) while the anchor stays; neither step nor anchor changes
@@ -171,7 +175,7 @@ class Safeguards:
         significantly, by the paired difference the check measured) and its tail beyond ``tau``
         is negligible: a long tail is a slow or unstable mode that has not yet shown, so the
         gain is not trusted (the caller doubles ``tau`` to look further)."""
-        cheaper = (significantly_cheaper(rep.diff, rep.diff_se) if self.settings.cost_noise > 0
+        cheaper = (significantly_cheaper(rep.diff, rep.diff_se) if self.paired
                    else rep.cost < self.anchor_cost)
         return not rep.blown_up and cheaper and not rep.long_tail(self.settings.tail_tol)
 

@@ -18,12 +18,16 @@ import numpy as np
 from .safeguards import STALL_REJECTS
 from .stats import Stats, Tuning
 
-__all__ = ["FORMAT2_FIELDS", "LearnerState", "STALL_FIELDS", "STATE_FIELDS"]
+__all__ = ["FORMAT2_FIELDS", "LearnerState", "NOISE_FIELDS", "STALL_FIELDS", "STATE_FIELDS"]
 
 #: The safeguards' stall counters (checkpoint format 3; a format-2 checkpoint lacks them and
 #: resumes with no rejection counted and the first stall limit).
 STALL_FIELDS = ("rejects_in_row", "stall_limit", "anchor_serial")
-#: The scalar fields of :meth:`LearnerState.to_dict` (besides the gains ``K`` and ``anchor_K``).
+#: The plant's measured noise (:func:`~azopg.method.lifecycle.measure_noise`; absent from older checkpoints:
+#: resumed as not noisy).
+NOISE_FIELDS = ("noisy", "noise")
+#: The scalar fields of :meth:`LearnerState.to_dict` that every checkpoint of format 3 has (besides the gains
+#: ``K`` and ``anchor_K``, and the optional :data:`NOISE_FIELDS`).
 STATE_FIELDS = ("version", "alpha", "r", "tau", "N", "check_every", "max_delay", "anchor_cost", "anchor_version",
                 "_since_check", "_branch_start", *STALL_FIELDS, *(f.name for f in dataclasses.fields(Stats)))
 #: The scalar fields a format-2 checkpoint has; the others (the stall counters and counters added
@@ -52,7 +56,8 @@ class LearnerState:
     stall_limit: int
     anchor_serial: int  #: counts the anchor's moves
     stats: Stats
-
+    noisy: bool = False  #: the plant's own noise was measured at calibration (checks paired)
+    noise: float = 0.0  #: the relative standard deviation of one rollout's cost measured then
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite numbers as strings)."""
         t = self.tuning
@@ -62,14 +67,14 @@ class LearnerState:
             "max_delay": self.max_delay, "anchor_cost": self.anchor_cost, "anchor_version": self.anchor_version,
             "_since_check": self.since_check, "_branch_start": self.branch_start,
             "rejects_in_row": self.rejects_in_row, "stall_limit": self.stall_limit,
-            "anchor_serial": self.anchor_serial, **self.stats.state(),
+            "anchor_serial": self.anchor_serial, **self.stats.state(), "noisy": self.noisy, "noise": self.noise,
         }
         return {k: v if not isinstance(v, float) or math.isfinite(v) else repr(v) for k, v in state.items()}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> LearnerState:
         """Inverse of :meth:`to_dict` (a state without :data:`STALL_FIELDS`, of checkpoint format 2,
-        starts counting rejections afresh)."""
+        starts counting rejections afresh; one without :data:`NOISE_FIELDS` is of a plant not measured noisy)."""
         def num(name: str) -> Any:
             value = state[name]
             return float(value) if isinstance(value, str) else value
@@ -83,5 +88,5 @@ class LearnerState:
             anchor_version=num("anchor_version"), check_every=num("check_every"), since_check=num("_since_check"),
             branch_start=num("_branch_start"), rejects_in_row=state.get("rejects_in_row", 0),
             stall_limit=state.get("stall_limit", STALL_REJECTS), anchor_serial=state.get("anchor_serial", 0),
-            stats=stats,
+            stats=stats, noisy=bool(state.get("noisy", False)), noise=float(state.get("noise", 0.0)),
         )

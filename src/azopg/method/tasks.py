@@ -9,16 +9,18 @@ calls it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..plants.base import Plant, RolloutResult, failed, returns_moments, returns_snapshots, rollout_of
+from ..plants.base import Plant, RolloutResult, common_noise, failed, returns_moments, returns_snapshots, rollout_of
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 from .kinds import TaskKind
-from .paired import noise_factors, paired_measure
+from .noisy_eval import TAIL_Z, noisy_measure
+from .paired import CHECK_PAIRS, noise_factors, paired_measure
 
 __all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "TrajectoryData", "estimate_rollouts", "evaluation_states",
            "report_gradient",
@@ -43,12 +45,14 @@ class NoisyCosts:
         self.plant, self.sigma, self.rng, self.moments_noise = plant, sigma, rng, moments_noise
         self.n, self.m = plant.n, plant.m
         self.returns_moments = returns_moments(plant)
+        self.common_noise = common_noise(plant)
 
     def initial_states(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return self.plant.initial_states(rng, size)
 
-    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
-        res = rollout_of(self.plant, K, x0, tau, moments)
+    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False,
+                noise_rows: np.ndarray | None = None) -> RolloutResult:
+        res = rollout_of(self.plant, K, x0, tau, moments, noise_rows)
         cost = np.asarray(res.cost, dtype=float)
         noisy = cost * noise_factors(self.rng, self.sigma, cost.shape[0])
         S = res.S
@@ -74,7 +78,9 @@ class Task:
     states, each state repeated until there are at least ``pairs`` pairs (see
     :func:`~azopg.method.paired.paired_measure`). A ``moments`` task with ``snapshots`` > 1 on a
     plant that has ``rollout_snapshots`` returns each rollout cut into that many intervals
-    (:class:`TrajectoryData`); other plants return whole rollouts.
+    (:class:`TrajectoryData`); other plants return whole rollouts. On a plant with its own noise
+    (``noisy``) a check measures the transient against the stationary cost instead, on common noise
+    (:func:`~azopg.method.noisy_eval.noisy_measure`).
     """
 
     task_id: int
@@ -95,6 +101,7 @@ class Task:
     K_ref: np.ndarray | None = None
     pairs: int = 0
     snapshots: int = 1
+    noisy: bool = False
 
 
 @dataclass
@@ -172,10 +179,18 @@ class Report:
     data: RolloutData | TrajectoryData | None = None
     diff: float = float("nan")
     diff_se: float = float("nan")
+    transient: float = float("nan")
+    tail: float = float("nan")
+    tail_se: float = float("nan")
+    noise: float = float("nan")
 
     def long_tail(self, tail_tol: float) -> bool:
         """Whether a check's cost between ``tau`` and ``2 tau`` is not negligible (relative
-        ``tail_tol``): a slow or unstable mode that has not yet shown."""
+        ``tail_tol``): a slow or unstable mode that has not yet shown. On a noisy plant (a check
+        that measured its ``tail_se``) only the transient's tail counts, beyond its standard error
+        (:mod:`azopg.method.noisy_eval`): the noise's own cost grows with ``tau`` forever."""
+        if math.isfinite(self.tail_se):
+            return self.tail > tail_tol * self.transient + TAIL_Z * self.tail_se
         return self.cost2 - self.cost > tail_tol * self.cost2
 
     def payload_bytes(self) -> int:
@@ -255,6 +270,13 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
     if task.kind == TaskKind.MOMENTS:  # each S (n x n per interval) counted as n/2 + 1 rollouts' states
         require_task_memory(raw, task.N, task.N * max(task.snapshots, 1) * (raw.n // 2 + 1))
         return _run_moments(plant if noise is None else NoisyCosts(plant, task.cost_noise, noise), task)
+    if task.kind == TaskKind.EVALUATE and task.noisy and common_noise(raw):  # rows from 0 and x(tau), common noise
+        X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
+        nm = noisy_measure(plant, task.K, task.K_ref, X, task.tau, task.cost_noise, task.pairs or CHECK_PAIRS,
+                           np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM]), moments)
+        return Report(task.task_id, task.worker, task.kind, task.version, nm.rollouts, nm.blown_up, cost=nm.cost,
+                      cost2=nm.cost2, S=nm.S, S_count=nm.S_count, diff=nm.diff, diff_se=nm.diff_se,
+                      transient=nm.transient, tail=nm.tail, tail_se=nm.tail_se, noise=nm.noise)
     if task.kind == TaskKind.EVALUATE and task.K_ref is not None and noise is not None:
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         pm = paired_measure(plant, task.K, task.K_ref, X, task.tau, task.cost_noise, task.pairs, noise, moments)
@@ -263,8 +285,7 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
     if task.kind == TaskKind.EVALUATE:
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         k = X.shape[0]
-        r1 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, task.tau,
-                           **({"moments": True} if moments else {}))
+        r1 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, task.tau, moments=moments)
         r2 = plant.rollout(np.broadcast_to(task.K, (k, *task.K.shape)), X, 2.0 * task.tau)
         if noise is not None:  # one noisy measurement per state, at both horizons of its rollout
             f = noise_factors(noise, task.cost_noise, k)

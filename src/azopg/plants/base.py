@@ -28,12 +28,13 @@ Each interval is one equation of the regression, so one rollout gives ``k`` of t
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, TypeGuard, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "MomentPlant", "Plant", "RolloutResult", "Trajectory", "failed",
-           "finalize", "rollout_of", "returns_moments", "returns_snapshots", "with_moments"]
+__all__ = ["BLOWUP_COST", "COST_LIMIT", "GROWTH", "MomentPlant", "Plant", "RolloutResult", "Trajectory", "common_noise",
+           "failed", "finalize", "is_deterministic", "rollout_of", "returns_moments", "returns_snapshots",
+           "with_moments"]
 
 #: Finite value reported as the cost of a rollout that blew up.
 BLOWUP_COST = 1e300
@@ -156,19 +157,36 @@ def returns_moments(plant: object) -> TypeGuard[MomentPlant]:
     return bool(getattr(plant, "returns_moments", False))
 
 
-def rollout_of(plant: Plant, K: np.ndarray, x0: np.ndarray, tau: float, moments: bool = False) -> RolloutResult:
-    """``plant.rollout(K, x0, tau)``, with ``moments=True`` only when asked (a wrapper's pass-through).
+def common_noise(plant: object) -> bool:
+    """Whether ``plant.rollout(..., noise_rows=rows)`` gives rows with equal ``rows[i]`` the same noise path
+    (common random numbers: ``common_noise`` attribute, e.g.
+    :class:`~azopg.plants.noisy.NoisyLinearPlant`; plants without it take no such argument)."""
+    return bool(getattr(plant, "common_noise", False))
+
+
+def is_deterministic(plant: object) -> bool:
+    """Whether the plant declares that its rollouts repeat exactly (``deterministic`` attribute, e.g.
+    :class:`~azopg.plants.linear.LinearPlant`): then a run does not measure its noise. A plant that
+    does not say (a black box) is measured."""
+    return bool(getattr(plant, "deterministic", False))
+
+
+def rollout_of(plant: Plant, K: np.ndarray, x0: np.ndarray, tau: float, moments: bool = False,
+               noise_rows: np.ndarray | None = None) -> RolloutResult:
+    """``plant.rollout(K, x0, tau)``, with ``moments=True`` only when asked and ``noise_rows`` only when
+    given and the plant has :func:`common_noise` (a wrapper's pass-through).
 
     Raises
     ------
     ValueError
         If moments are asked of a plant that returns none.
     """
+    extra: dict[str, Any] = {"noise_rows": noise_rows} if noise_rows is not None and common_noise(plant) else {}
     if not moments:
-        return plant.rollout(K, x0, tau)
+        return plant.rollout(K, x0, tau, **extra)
     if not returns_moments(plant):
         raise ValueError(f"{type(plant).__name__} returns no state moments")
-    return plant.rollout(K, x0, tau, moments=True)
+    return plant.rollout(K, x0, tau, moments=True, **extra)
 
 
 def failed(res: RolloutResult) -> np.ndarray:

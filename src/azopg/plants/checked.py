@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PlantProtocolError, SettingsError
 from ..model.validation import require_memory
-from .base import Plant, RolloutResult, returns_moments
+from .base import Plant, RolloutResult, common_noise, is_deterministic, returns_moments, rollout_of
 
 __all__ = ["CheckedPlant", "check_rollout", "check_states", "plant_name", "require_task_memory"]
 
@@ -99,18 +99,21 @@ class CheckedPlant:
         self.plant = plant
         self.n, self.m = plant.n, plant.m
         self.returns_moments = returns_moments(plant)
+        self.common_noise = common_noise(plant)
+        self.deterministic = is_deterministic(plant)
 
     def initial_states(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return check_states(self.plant, self.plant.initial_states(rng, size), size)
 
-    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False) -> RolloutResult:
+    def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False,
+                noise_rows: np.ndarray | None = None) -> RolloutResult:
         b = np.shape(x0)[0]
         if not moments:
-            return check_rollout(self.plant, self.plant.rollout(K, x0, tau), b)
+            return check_rollout(self.plant, rollout_of(self.plant, K, x0, tau, False, noise_rows), b)
         plant = self.plant
         if not returns_moments(plant):
             raise PlantProtocolError(f"{plant_name(plant)} returns no state moments (no returns_moments attribute)")
-        res = plant.rollout(K, x0, tau, moments=True)
+        res = rollout_of(plant, K, x0, tau, True, noise_rows)
         checked = check_rollout(plant, res, b)
         S, x_end = getattr(res, "S", None), getattr(res, "x_end", None)
         n = self.n

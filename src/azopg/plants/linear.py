@@ -69,6 +69,9 @@ class LinearPlant:
 
     #: ``rollout(..., moments=True)`` returns the state moments ``S`` and ``x_end``.
     returns_moments = True
+    #: Rollouts are exact: a gain's cost from a state is the same every time (no noise to measure,
+    #: :func:`~azopg.plants.base.is_deterministic`).
+    deterministic = True
 
     def __init__(self, problem: LQRProblem) -> None:
         self.problem = problem

@@ -6,7 +6,10 @@ sampling interval ``[j delta, (j+1) delta)``. With ``z = [x; v]`` (``z = x`` wit
 noise) a step of length ``h`` is ``z_{k+1} = Phi z_k + e_k``, ``e_k ~ N(0, Qd)`` (Van Loan's
 discretization, :func:`azopg.model.noise.short_step`): the states on the grid are **exact in
 distribution**, for any ``h``. The grid has ``h = delta / k`` (each sampling instant a grid
-point) or ``h = tau / N``, with ``||F h|| <= theta`` (default 0.1) and at least :data:`MIN_STEPS` steps.
+point) or ``h = tau / N``, with ``rho(F) h <= theta`` (default 0.1; ``rho`` the spectral radius, the
+closed loop's fastest rate: invariant to the state's units, unlike a norm of ``F``, which made a
+badly scaled problem -- tg1: ``||F||_inf = 2942``, ``rho = 315`` -- take 10 times the steps) and at
+least :data:`MIN_STEPS` steps.
 
 The moments ``S_z = int_0^tau z z' dt`` are the trapezoid sums ``(h/2) (z_k z_k' + z_{k+1} z_{k+1}')``
 (``z_{k+1}`` with the ``v`` held over step ``k``) plus their exact conditional-mean correction
@@ -18,6 +21,12 @@ per step from ``z_k z_k' = X`` (linear in ``X``, so applied once to the sum of t
 samples, and the trapezoid keeps the correlation of ``S`` with each step's disturbance (what an
 unbiased fit must cope with); only the within-step fluctuation of ``S`` is left out (``O(h)``).
 The cost is ``tr(C S_z)``, ``S = S_z[:n, :n]``, ``x_end = x(tau)``.
+
+Common random numbers: ``rollout(..., noise_rows=rows)`` gives every row ``i`` the noise path number
+``rows[i]`` (process noise and measurement samples): rows with equal numbers see the *same* path, on the
+same grid (one grid per call). A two-point estimate rolls ``K + rU`` and ``K - rU`` so, and a paired check
+its gain and the anchor: the difference of two costs then carries the noise only through the gains'
+difference, and its variance vanishes like ``r^2`` as ``r -> 0`` (instead of staying at twice a cost's).
 
 Randomness: rollouts draw from the plant's generator, which :func:`azopg.method.tasks.run_task`
 sets before each task with :meth:`NoisyLinearPlant.bind_rng` from ``(seed, worker, task)``.
@@ -50,6 +59,16 @@ def _sqrt_psd(M: np.ndarray) -> np.ndarray:
     return U * np.sqrt(np.clip(lam, 0.0, None))[..., None, :]
 
 
+def _rates(F: np.ndarray) -> np.ndarray:
+    """The spectral radius of each ``F`` (b, d, d) -- the fastest rate of the closed loop, invariant to the
+    units of the state (a similarity) -- ``inf`` where ``F`` is not finite."""
+    ok = np.isfinite(F).all(axis=(1, 2))
+    rates = np.full(F.shape[0], np.inf)
+    if ok.any():
+        rates[ok] = np.abs(np.linalg.eigvals(F[ok])).max(axis=1)
+    return rates
+
+
 class NoisyLinearPlant(LinearPlant):
     """Rollouts of a noisy linear plant (module docstring), batched.
 
@@ -61,7 +80,7 @@ class NoisyLinearPlant(LinearPlant):
         The generator of the noise until :meth:`bind_rng` sets another (default
         ``default_rng(0)``; within a run every task sets its own).
     theta : float, optional
-        Bound on ``||F h||`` (inf-norm) of a grid step. Means are exact for any value; a smaller one
+        Bound on ``rho(F) h`` (spectral radius) of a grid step. Means are exact for any value; a smaller one
         brings the fluctuation of ``S`` and of the cost closer to exact at proportionally more steps
         (the default's cost variance measured 4 +- 3 % below a ten times finer grid's).
     """
@@ -70,6 +89,10 @@ class NoisyLinearPlant(LinearPlant):
     #: The moments are exact samples, but the regression's identity holds only in mean (Ito term,
     #: ``tr(PW)``): ``method="auto"`` does not choose policy iteration (:mod:`azopg.method.auto`).
     exact_moments = False
+    #: ``rollout`` takes ``noise_rows`` (common random numbers, module docstring).
+    common_noise = True
+    #: Process and measurement noise: repeated rollouts differ (calibration measures by how much).
+    deterministic = False
 
     def __init__(self, problem: LQRProblem, rng: np.random.Generator | None = None, theta: float = 0.1) -> None:
         if problem.discrete_time:
@@ -91,11 +114,13 @@ class NoisyLinearPlant(LinearPlant):
         """Draw the noise of the following rollouts from ``rng``."""
         self.rng = rng
 
-    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False) -> RolloutResult:
+    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False,
+                noise_rows: Any = None) -> RolloutResult:
         """As :meth:`LinearPlant.rollout`, with the noise drawn from :attr:`rng` (chunk by chunk of grid
-        steps: the chunk's process noise, then the measurement samples as they fall due).
+        steps: the chunk's process noise, then the measurement samples as they fall due); row ``i`` gets
+        noise path ``noise_rows[i]`` (default: its own), see the module docstring.
 
-        A rollout whose closed loop would need more than :data:`MAX_STEPS` grid steps (``||F|| tau / theta``:
+        A rollout whose closed loop would need more than :data:`MAX_STEPS` grid steps (``rho(F) tau / theta``:
         a time constant below ``tau / 1e5``, or a non-finite gain) is not simulated and counts as blown up."""
         if not (tau > 0 and math.isfinite(tau)):
             raise ValueError(f"tau must be a finite number > 0, got {tau}")
@@ -104,14 +129,17 @@ class NoisyLinearPlant(LinearPlant):
         K = np.asarray(K, dtype=float)
         K = np.array(np.broadcast_to(K, (b, self.m, n)) if K.ndim == 2 else K)
         with_v = self._V_sqrt is not None
+        rows = np.arange(b) if noise_rows is None else np.asarray(noise_rows, dtype=int).reshape(b)
+        if rows.size and rows.min() < 0:
+            raise ValueError("noise_rows must be >= 0")
         with np.errstate(all="ignore"):
             F, C, Wz = augmented(self.problem, K, with_v)
-            norms = np.abs(F).sum(axis=2).max(axis=1)
+            norms = _rates(F)
             wild = ~(norms * tau <= MAX_STEPS * self.theta)  # NaN too
             if wild.any():  # simulated at K0 instead (a stand-in), reported blown up
                 K = np.where(wild[:, None, None], np.asarray(self.problem.K0), K)
                 F, C, Wz = augmented(self.problem, K, with_v)
-                norms = np.abs(F).sum(axis=2).max(axis=1)
+                norms = _rates(F)
             norm = float(np.max(norms))
             if with_v:  # each sampling instant a grid point; the horizon may end inside a step
                 assert self._dt is not None
@@ -127,9 +155,9 @@ class NoisyLinearPlant(LinearPlant):
                 h = tau / steps
             z = np.zeros((b, F.shape[1]))
             z[:, :n] = x0
-            Sz, z = self._simulate(F, C, Wz, z, h, steps, per)
+            Sz, z = self._simulate(F, C, Wz, z, h, steps, per, rows)
             if rest > 0:  # the last, shorter step: no new measurement sample unless it starts at one
-                S2, z = self._simulate(F, C, Wz, z, rest, 1, per if steps % per == 0 else 0)
+                S2, z = self._simulate(F, C, Wz, z, rest, 1, per if steps % per == 0 else 0, rows)
                 Sz = Sz + S2
             cost = np.einsum("bij,bji->b", C, Sz)
             xT = z[:, :n]
@@ -140,9 +168,10 @@ class NoisyLinearPlant(LinearPlant):
         return with_moments(res, Sz[:, :n, :n], xT) if moments else res
 
     def _simulate(self, F: np.ndarray, C: np.ndarray, Wz: np.ndarray, z: np.ndarray, h: float, steps: int,
-                  per: int) -> tuple[np.ndarray, np.ndarray]:
+                  per: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``S_z`` (b, d, d) and the final ``z`` (b, d) of ``steps`` grid steps of length ``h`` from ``z``
-        (b, d), a new measurement sample every ``per`` steps from the first (``per = 0``: none)."""
+        (b, d), a new measurement sample every ``per`` steps from the first (``per = 0``: none); row ``i``
+        takes the standard normal draws of path ``rows[i]``."""
         b, d = z.shape
         n = self.n
         seg, Gamma = short_step(F, C, Wz, h)
@@ -152,17 +181,21 @@ class NoisyLinearPlant(LinearPlant):
         X = np.zeros((b, d, d))  # sum of z_k z_k' at the start of each step
         Y = np.zeros((b, d, d))  # sum of z_{k+1} z_{k+1}' at the end of each step (v of that step)
         rng = self.rng
+        paths = int(rows.max()) + 1 if rows.size else 0
+        own = np.array_equal(rows, np.arange(b))  # the default: draws exactly as before
         PhiT = Phi.swapaxes(1, 2)
         chunk = max(1, min(steps, _CHUNK // max(1, b * d)))
         starts = np.empty((chunk, b, d))
         ends = np.empty((chunk, b, d))
         for k0 in range(0, steps, chunk):
             c = min(chunk, steps - k0)
-            E = np.einsum("bij,cbj->cbi", Lq, rng.standard_normal((c, b, n)))  # the chunk's disturbances
+            G = rng.standard_normal((c, paths, n))
+            E = np.einsum("bij,cbj->cbi", Lq, G if own else G[:, rows])  # the chunk's disturbances
             for i in range(c):
                 if per and (k0 + i) % per == 0:
                     assert self._V_sqrt is not None
-                    z[:, n:] = rng.standard_normal((b, n)) @ self._V_sqrt.T
+                    g = rng.standard_normal((paths, n))
+                    z[:, n:] = (g if own else g[rows]) @ self._V_sqrt.T
                 starts[i] = z
                 z = np.einsum("bj,bji->bi", z, PhiT)
                 z[:, :n] += E[i]

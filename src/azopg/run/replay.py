@@ -24,6 +24,7 @@ from ..method.kinds import TaskKind
 from ..method.rules import make_rule
 from ..method.tasks import TASK_KINDS, run_task
 from ..model.problem import LQRProblem
+from ..plants.base import is_deterministic
 from ..plants.discrete import plant_for
 from ..settings import Settings
 from .records import ARRIVAL_FIELDS
@@ -107,7 +108,7 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         given["method"] = (result.get("settings") or {}).get("method", "auto")
     settings = resolve_settings(Settings.from_dict(given), plant)
     rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True,
-                     discrete_time=problem.discrete_time)
+                     discrete_time=problem.discrete_time, deterministic_plant=is_deterministic(plant))
     rule.calibrate(lambda task: run_task(plant, task))
     events = 0
     for line, (task_id, worker, kind, version, tau, r, N) in _arrivals(files["arrivals.csv"], run_dir):

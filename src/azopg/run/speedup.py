@@ -29,6 +29,7 @@ from ..engine.backends import make_executor
 from ..method.auto import resolve_settings
 from ..method.rules import make_rule
 from ..model.problem import LQRProblem
+from ..plants.base import is_deterministic
 from ..plants.discrete import plant_for
 from ..settings import Settings
 from .records import Result
@@ -86,8 +87,10 @@ def calibrated_settings(problem: LQRProblem, settings: Settings) -> Settings:
     """``settings`` with ``tau``, ``r``, ``step`` and ``batch`` fixed by one serial calibration at
     ``K0`` (values given are kept; nothing is run if ``tau``, ``r`` and ``step`` are all given) and
     ``method="auto"`` resolved for the problem's plant."""
-    settings = resolve_settings(settings, plant_for(problem))
-    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), discrete_time=problem.discrete_time)
+    plant = plant_for(problem)
+    settings = resolve_settings(settings, plant)
+    rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), discrete_time=problem.discrete_time,
+                     deterministic_plant=is_deterministic(plant))
     t = rule.tuning
     if settings.tau is None or settings.r is None or settings.step is None:
         executor = make_executor("serial", lambda: plant_for(problem), 1)

@@ -31,7 +31,7 @@ from ..method.rule import UpdateRule
 from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
 from ..model.problem import LQRProblem
-from ..plants.base import Plant, returns_moments
+from ..plants.base import Plant, is_deterministic, returns_moments
 from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
 from .history import RunLog
@@ -285,9 +285,11 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
 
 def _rule(job: Job, given: Settings, runlog: RunLog, restore: dict[str, Any] | None) -> UpdateRule:
     """The run's update rule (``method="auto"`` resolved once, for this plant), restored from a checkpoint."""
-    settings = resolve_settings(given, job.plant_factory()) if given.method == "auto" else given
-    rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time)
-    if rule.needs_moments and not returns_moments(job.plant_factory()):
+    plant = job.plant_factory()
+    settings = resolve_settings(given, plant) if given.method == "auto" else given
+    rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time,
+                     deterministic_plant=is_deterministic(plant))
+    if rule.needs_moments and not returns_moments(plant):
         raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
                             "moments=True), see azopg.plants.base)")
     if restore is not None:
@@ -304,6 +306,7 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
     clock = executor.clock
     if rule.settings.max_time is not None:
         rule.out_of_time = functools.partial(_out_of_time, clock, rule.settings.max_time)
+        rule.time_left = functools.partial(_time_left, clock, rule.settings.max_time)
     calibrated_at = math.nan
     try:
         executor.start()
@@ -320,13 +323,19 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
         return status, rule.final_gain(status, executor.run), calibrated_at
     except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor (plain: the gain)
         rule.log(Event.OUT_OF_TIME if math.isfinite(calibrated_at) or resumed else Event.CALIBRATION_CUT_SHORT)
-        return "max_time", rule.final_gain("interrupted", executor.run), calibrated_at
+        cap = rule.settings.max_rollouts
+        status = "max_rollouts" if cap is not None and rule.stats.rollouts >= cap else "max_time"
+        return status, rule.final_gain("interrupted", executor.run), calibrated_at
     except KeyboardInterrupt:
         return "interrupted", rule.final_gain("interrupted", executor.run), calibrated_at
 
 
 def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
     return clock() >= max_time
+
+
+def _time_left(clock: Callable[[], float], max_time: float) -> float:
+    return max_time - clock()
 
 
 def _worker_lost(rule: UpdateRule, clock: Callable[[], float], loss: WorkerLoss) -> None:
