@@ -141,3 +141,17 @@ def test_blow_ups_of_the_stepped_gain_count_toward_a_stall():
         rule.apply_verdict(rule.safeguards.blown(Report(0, 0, "estimate", rule.version, 4, 4), 0))
     assert rule.needs_recalibration and rule.tuning.alpha == 0.5**STALL_REJECTS
     assert np.array_equal(rule.K, p.K0)
+
+
+def test_a_cheaper_gain_with_a_long_tail_is_looked_at_further_not_rolled_back():
+    # he1: policy iteration reaches K* at its first update; K*'s slowest mode is slower than K0's, so at the
+    # horizon calibrated at K0 its tail is not negligible (2.9e-4 relative between tau = 8 and 16). The
+    # check doubles tau and keeps the gain (it is cheaper than the anchor even at 2 tau) instead of rolling
+    # back to K0 and walking again with halved steps.
+    p = azopg.get_problem("he1")
+    res = azopg.train(p, seed=0, max_updates=8, target_gap=None)
+    events = [h.event for h in res.history]
+    assert "check-inconclusive" in events and "check-accept" in events
+    assert res.stats["rollbacks"] == 0 and res.stats["checks_rejected"] == 0
+    assert res.settings["tau"] > 8.0  # doubled at least once from the calibrated 8
+    assert abs(p.relative_gap(res.K)) < 1e-12

@@ -169,14 +169,17 @@ def choose_final_gain(rule: Learner, status: str, run: Runner) -> np.ndarray:
     the anchor if interrupted, else whichever of the two a last rollout check finds
     cheaper -- never a gain costlier than ``K0``. Under measurement noise that gain is
     returned only if a larger paired check (:data:`~.paired.FINAL_PAIRS`) finds it
-    significantly cheaper than ``K0`` itself; else ``K0`` is. Out of time or rollouts under noise:
-    the anchor. In plain mode (the paper's rule, :mod:`~.plain`): always the current gain."""
+    significantly cheaper than ``K0`` itself; else ``K0`` is. Out of time or rollouts on a plant
+    with noise of its own (measured at calibration): the anchor. In plain mode (the paper's rule,
+    :mod:`~.plain`): always the current gain."""
     g = rule.safeguards
     if status == "converged" or g.plain:  # plain: the last iterate, as published
         return rule.K.copy()
-    if status == "interrupted" or (status in ("max_time", "max_rollouts") and g.paired):
-        # out of time or rollouts under noise: no budget for the larger paired checks; the anchor is the last
-        # gain a paired check found significantly cheaper than the anchor before it (chained: than K0)
+    if status == "interrupted" or (status in ("max_time", "max_rollouts") and g.paired
+                                   and rule.settings.cost_noise == 0):
+        # out of time or rollouts on a plant with noise of its own: its rollouts are long, there is no budget
+        # for the larger paired checks; the anchor is the last gain a paired check found significantly cheaper
+        # than the anchor before it (chained: than K0). Under --cost-noise the final checks below still run.
         return g.anchor_K.copy()
     if not g.paired:
         rep = rule.probe(run, TaskKind.EVALUATE, rule.K.copy())

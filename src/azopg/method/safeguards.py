@@ -15,6 +15,9 @@ anchor afresh on the same states and passes only if the gain is significantly ch
 :mod:`azopg.method.paired`); a remembered measurement of the anchor is never the yardstick, so
 a lucky one cannot let the anchor drift up. A check that finds the gain cheaper but not
 significantly so is *inconclusive*: the gain goes on descending, the anchor and the step stay.
+A check (without noise) whose gain is cheaper than the anchor even at ``2 tau`` but whose tail is
+not negligible is inconclusive too, and doubles ``tau``: the gain is kept (a slower mode at a
+cheaper gain -- often the optimum's -- is no reason to roll back).
 """
 
 from __future__ import annotations
@@ -140,6 +143,13 @@ class Safeguards:
             # cheaper, but not significantly: the gain goes on (the difference grows with further
             # descent) while the anchor stays; neither step nor anchor changes
             return Verdict(Event.CHECK_INCONCLUSIVE, delay, rep.worker, rep.version)
+        if (not self.paired and not rep.blown_up and s.tau is None and rep.long_tail(s.tail_tol)
+                and rep.cost2 < self.anchor_cost):
+            # cheaper than the anchor even with its tail to 2 tau, but the tail is not negligible (a mode
+            # slower than the anchor's, e.g. at the optimum): look further -- double tau, keep the gain, the
+            # anchor and the step. The anchor's cost at tau is a lower bound of its cost at 2 tau, so later
+            # checks against it stay conservative; an unstable mode's cost soon exceeds it and is rejected.
+            return Verdict(Event.CHECK_INCONCLUSIVE, delay, rep.worker, rep.version, tau=2.0)
         if not self.beats_anchor(rep):
             # a step too small to change the gain cannot win: the search for a step starts afresh
             unchanged = np.array_equal(K_checked, self.anchor_K)
