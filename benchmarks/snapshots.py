@@ -28,19 +28,12 @@ import numpy as np
 
 import azopg
 from azopg.errors import AzopgError
+from azopg.model.hard import rescaled
 from azopg.model.library import mass_spring_chain
 
 
 def problem(name: str) -> azopg.LQRProblem:
     return mass_spring_chain(10, damping=1.0) if name == "msd10" else azopg.get_problem(name)
-
-
-def rescaled(p: azopg.LQRProblem, scale: float) -> azopg.LQRProblem:
-    """``p`` in the state units ``x -> T x``, ``T = diag(logspace(-scale, scale, n))``."""
-    T = np.diag(np.logspace(-scale, scale, p.n))
-    Ti = np.diag(1.0 / np.diag(T))
-    return azopg.LQRProblem(T @ p.A @ Ti, T @ np.asarray(p.B), Ti.T @ p.Q @ Ti, p.R, x0_cov=T @ p.x0_cov @ T.T,
-                            K0=np.asarray(p.K0) @ Ti, name=f"{p.name}-scaled", discrete_time=p.discrete_time)
 
 
 def run(p: azopg.LQRProblem, snapshots: int | None, args: argparse.Namespace) -> tuple[str, object]:
@@ -71,7 +64,7 @@ def main() -> None:
         old, _ = ("-", None) if args.skip_old else run(p, 1, args)
         new, res = run(p, None, args)
         try:
-            scaled, _ = run(rescaled(p, args.scale), None, args)
+            scaled, _ = run(rescaled(p, np.logspace(-args.scale, args.scale, p.n)), None, args)
         except AzopgError as exc:  # e.g. a covariance the validation no longer accepts as positive definite
             scaled = f"-({str(exc)[:20]})"
         ratio = f"{int(old) / int(new):.1f}" if old.isdigit() and new.isdigit() else "-"

@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.model.hard import hard_system
+from azopg.model.hard import hard_system, rescaled
 from azopg.model.problem import LQRProblem
-
-
-def rescaled(p: LQRProblem, d: np.ndarray, e: np.ndarray) -> LQRProblem:
-    """``p`` in states ``D x`` and inputs ``E u`` (``D = diag(d)``, ``E = diag(e)``)."""
-    return LQRProblem(d[:, None] * p.A / d[None, :], d[:, None] * p.B / e[None, :], p.Q / np.outer(d, d),
-                      p.R / np.outer(e, e), x0_cov=np.outer(d, d) * p.x0_cov, K0=e[:, None] * p.K0 / d[None, :],
-                      name=f"{p.name}-rescaled")
 
 
 def scales(p: LQRProblem, states: float, inputs: float) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import azopg
 from _support import random_problem
 from azopg.cli import main
 from azopg.method.equations import IntervalEquations
+from azopg.model.hard import rescaled
 from azopg.plants.discrete import plant_for
 
 
@@ -146,11 +147,7 @@ def test_policy_iteration_on_snapshots_converges_and_ignores_the_state_units(nam
     p = azopg.get_problem(name)
     res = azopg.train(p, seed=0, target_gap=1e-9, max_rollouts=2000)
     assert res.status == "converged" and res.settings["method"] == "policy-iteration"
-    T = np.diag(np.logspace(-3, 3, p.n))
-    Ti = np.linalg.inv(T)
-    scaled = azopg.LQRProblem(T @ p.A @ Ti, T @ np.asarray(p.B), Ti.T @ p.Q @ Ti, p.R, x0_cov=T @ p.x0_cov @ T.T,
-                              K0=np.asarray(p.K0) @ Ti, discrete_time=p.discrete_time)
-    res2 = azopg.train(scaled, seed=0, target_gap=1e-9, max_rollouts=2000)
+    res2 = azopg.train(rescaled(p, np.logspace(-3, 3, p.n)), seed=0, target_gap=1e-9, max_rollouts=2000)
     assert res2.status == "converged"
 
 

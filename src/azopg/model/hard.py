@@ -29,7 +29,7 @@ from ..errors import ProblemError
 from .problem import LQRProblem
 from .validation import oracle_bytes, require_memory
 
-__all__ = ["hard_system"]
+__all__ = ["hard_system", "rescaled"]
 
 
 def hard_system(n: int, m: int, seed: int = 0, *, cond_P: float = 1e3, cond_X: float = 1e3,
@@ -109,3 +109,26 @@ def hard_system(n: int, m: int, seed: int = 0, *, cond_P: float = 1e3, cond_X: f
                       title=f"Hard random system n={n}, m={m}, cond P* {cond_P:g}, cond X* {cond_X:g}, "
                       f"state scales {state_scales:g}, {slow_modes} slow pairs (damping {damping:g})",
                       source="generated (azopg.model.hard.hard_system, inverse design)")
+
+
+def rescaled(problem: LQRProblem, d: np.ndarray, e: np.ndarray | None = None) -> LQRProblem:
+    """``problem`` in other units: states ``D x`` and inputs ``E u`` (``D = diag(d)``, ``E = diag(e)``,
+    default ``E = I``): ``A -> D A D^-1``, ``B -> D B E^-1``, ``Q -> D^-1 Q D^-1``, ``R -> E^-1 R E^-1``,
+    ``x0_cov -> D x0_cov D``, ``K0 -> E K0 D^-1``. The same LQR problem: a gain ``K`` of ``problem``
+    is ``E K D^-1`` here, with the same cost. A unit-invariant learner takes the same steps on both.
+
+    Examples
+    --------
+    >>> import numpy as np, azopg
+    >>> from azopg.model.hard import rescaled
+    >>> p = azopg.get_problem("he1")
+    >>> q = rescaled(p, np.array([1e-3, 1.0, 1e3, 1.0]))
+    >>> bool(np.isclose(q.optimal_cost, p.optimal_cost, rtol=1e-9))
+    True
+    """
+    d = np.asarray(d, dtype=float)
+    e = np.ones(problem.m) if e is None else np.asarray(e, dtype=float)
+    return LQRProblem(d[:, None] * problem.A / d[None, :], d[:, None] * np.asarray(problem.B) / e[None, :],
+                      problem.Q / np.outer(d, d), problem.R / np.outer(e, e), x0_cov=np.outer(d, d) * problem.x0_cov,
+                      K0=e[:, None] * np.asarray(problem.K0) / d[None, :], name=f"{problem.name}-rescaled",
+                      discrete_time=problem.discrete_time)
