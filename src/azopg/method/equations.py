@@ -75,7 +75,7 @@ class IntervalEquations:
         self._order = np.r_[0:q, self.p:self.p + q, q:self.p, self.p + q]
         self._fit = np.r_[0:q, 2 * q:2 * q + m * n + h]  # the fit's columns (P, E, (R)) in the factor
         self.T = np.zeros((size, size))  # the triangular factor of every row folded in so far
-        self._pending: list[np.ndarray] = []
+        self._pending: list[tuple[np.ndarray, ...]] = []  # rollouts added since the last fold, as given
         self.rows = 0
         self.rollouts = 0
 
@@ -125,12 +125,21 @@ class IntervalEquations:
         return rows[ok] / cost[ok, None]
 
     def add(self, Ki: Any, x: Any, S: Any, cost: Any) -> IntervalEquations:
-        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``. They are
-        folded into the triangular factor at the next :meth:`solve` or :meth:`recenter`."""
-        rows = self.rows_of(Ki, x, S, cost)
-        self._pending.append(rows[:, self._order])
-        self.rows += rows.shape[0]
-        self.rollouts += int(np.shape(Ki)[0]) if np.ndim(Ki) == 3 else 1
+        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``. Their rows are
+        built and folded into the triangular factor at the next :meth:`solve` or :meth:`recenter`, all
+        rollouts added since at once (one rollout at a time, building its rows costs more than folding)."""
+        m, n = self.m, self.n
+        Ki = np.asarray(Ki, dtype=float).reshape(-1, m, n)
+        b = Ki.shape[0]
+        x = np.asarray(x, dtype=float).reshape(b, -1, n)
+        k = x.shape[1] - 1
+        S = np.asarray(S, dtype=float).reshape(b, k, n, n)
+        cost = np.asarray(cost, dtype=float).reshape(b, k)
+        if not all(np.isfinite(a).all() for a in (Ki, x, S, cost)):
+            raise ValueError("rollout data must be finite (drop blown-up rollouts first)")
+        self._pending.append((Ki, x, S, cost))
+        self.rows += int(np.count_nonzero(cost > 0))
+        self.rollouts += b
         return self
 
     def _shift(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -162,9 +171,12 @@ class IntervalEquations:
         that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``."""
         if not self._pending:
             return
-        rows = np.concatenate(self._pending)
+        by_k: dict[int, list[tuple[np.ndarray, ...]]] = {}  # rollouts of as many intervals, in order
+        for data in self._pending:
+            by_k.setdefault(data[1].shape[1], []).append(data)
         self._pending.clear()
-        self.T = _fold_rows(self.T, rows)
+        rows = [self.rows_of(*(np.concatenate(a) for a in zip(*group, strict=True))) for group in by_k.values()]
+        self.T = _fold_rows(self.T, np.concatenate(rows)[:, self._order])
 
     def recenter(self, C: Any) -> None:
         """Express every equation about the new center ``C``: ``T -> T M'``, still triangular in the

@@ -81,8 +81,9 @@ SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
 #: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
 #: in about a minute.
 MAX_FACTOR_COLUMNS = 1024
-#: With snapshots, the horizon is calibrated by single rollouts ``JUMP`` times longer than the
-#: horizon tried: their interval costs give the tail at every doubling up to it.
+#: The horizon is calibrated by single rollouts ``JUMP`` times longer than the horizon tried, cut into
+#: at least ``JUMP`` intervals: their interval costs give the tail at every doubling up to it (4 doublings
+#: per serial probe).
 JUMP = 16
 #: With snapshots the perturbations are ``K + r L Z M``, ``L = R^-1/2``, ``M = diag(f / s)^1/2``
 #: (``s = diag S`` and ``f`` the cost of a rollout at ``K0``: scaled to the states and inputs) and
@@ -246,6 +247,11 @@ class PolicyIteration(UpdateRule):
             return
         if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
             data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None])
+        k = data.cost.shape[1]
+        if k > self.snapshots and k % self.snapshots == 0:  # a calibration probe's finer intervals, merged:
+            b, j = data.Ki.shape[0], k // self.snapshots   # the run's k equations per rollout
+            data = TrajectoryData(data.Ki, data.x[:, ::j], data.S.reshape(b, self.snapshots, j, self.n, self.n).sum(2),
+                                  data.cost.reshape(b, self.snapshots, j).sum(2))
         self.equations.add(*data.arrays())
         self._idle += data.Ki.shape[0]
 
