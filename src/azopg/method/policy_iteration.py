@@ -60,10 +60,11 @@ PATIENCE = 6.0
 #: ``eps`` times the square root of that number (1e-7 here). Under cost noise (or on a plant with
 #: noise of its own) the error is the noise's times that square root: ``NOISY_CONDITION``.
 MAX_CONDITION, NOISY_CONDITION = 1e18, 1e14
-#: A new fit is solved once the equations (rows) have grown by this fraction since the last solve:
-#: ``O(log rows)`` solves in a run whatever the number of workers, each ``O(p_L (m n)^2)``
-#: (:meth:`~azopg.method.equations.IntervalEquations.solve`), and the rows it waits for are a
-#: fixed fraction of those it has -- the same at W = 1 and W = 32.
+#: A new fit is solved once the equations (rows) have grown by this fraction since the last solve, or
+#: by ``m n`` rows (the directions of ``E`` seen through the perturbations alone), whichever is fewer:
+#: few solves in a run whatever the number of workers, each ``O(p_L (m n)^2)``
+#: (:meth:`~azopg.method.equations.IntervalEquations.solve`), and the rows a fit waits for are a
+#: fraction of those it has (or ``m n``) -- the same at W = 1 and W = 32.
 SOLVE_GROWTH = 1.0 / 16.0
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
@@ -256,11 +257,12 @@ class PolicyIteration(UpdateRule):
         self._idle += data.Ki.shape[0]
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
-        """A fit once the equations have grown by :data:`SOLVE_GROWTH` since the last one (the gain
-        moved by a rollback since: at once)."""
+        """A fit once the equations have grown by :data:`SOLVE_GROWTH` (at most ``m n`` rows) since the
+        last one (the gain moved by a rollback since: at once)."""
         eq = self.equations
         moved = not np.array_equal(eq.C, self.K)
-        if eq.rows < eq.unknowns or not (moved or eq.rows >= (1.0 + SOLVE_GROWTH) * self.solved_rows):
+        due = min(SOLVE_GROWTH * self.solved_rows, self.m * self.n)
+        if eq.rows < eq.unknowns or not (moved or eq.rows - self.solved_rows >= due):
             return
         self.solved_rows = eq.rows
         self._iterate(delay, worker, version_read)
