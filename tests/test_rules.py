@@ -188,7 +188,7 @@ def test_rules_on_async_sync_light_and_noisy(chain3, method):
     assert b.status == "converged"
 
 
-@pytest.mark.parametrize("options", [{"target_gap": 1e-5},
+@pytest.mark.parametrize("options", [{"target_gap": None, "max_updates": 40},  # on past the optimum: delays arise
                                      {"target_gap": None, "max_updates": 80, "light": True, "cost_noise": 0.01}],
                          ids=["exact", "light-noisy"])
 @pytest.mark.parametrize("method", RULES)

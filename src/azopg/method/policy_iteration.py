@@ -27,6 +27,9 @@ Calibration (:meth:`PolicyIteration._calibrate_snapshots`) needs no step search 
 the horizon from the interval costs of single long rollouts, the perturbations from their
 states; the first rollouts of the fit are the loop's, asked of all workers at once.
 
+Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
+buffered method of before runs instead (:attr:`PolicyIteration.buffer`, which says why).
+
 The equations are not part of :meth:`state_dict`: after a resume they are refilled from scratch.
 """
 
@@ -40,6 +43,7 @@ import numpy as np
 
 from ..errors import NotStabilizingError, ProblemError
 from ..settings import Settings
+from .buffer import RolloutBuffer
 from .calibration import MAX_NOISE_SMOOTHING, NOISE_SMOOTHING, _horizon
 from .discrete import fit_weight, start_tau
 from .equations import IntervalEquations
@@ -53,12 +57,19 @@ from .tasks import Report, RolloutData, Task, TrajectoryData
 __all__ = ["PolicyIteration", "default_snapshots", "factor_columns"]
 
 #: Rollouts without an applied step, per unknown of ``(P, E)``, after which a fit that stays
-#: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`).
+#: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
+#: keeps as many rollouts.
 PATIENCE = 6.0
+#: The buffered method (:attr:`PolicyIteration.buffer`): the first fit waits for ``OVERDETERMINED``
+#: rollouts per unknown; after a step, the next waits for ``FRESH * m * n`` rollouts since.
+OVERDETERMINED, FRESH = 2.0, 1.0
 #: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
 #: The fit is solved by QR, not by normal equations: on exact data its relative error is about
 #: ``eps`` times the square root of that number (1e-7 here). Under cost noise (or on a plant with
-#: noise of its own) the error is the noise's times that square root: ``NOISY_CONDITION``.
+#: noise of its own), and with one equation per rollout (``snapshots=1``, the regime of noisy and
+#: black-box plants, and the default where the factor is large, whose rollouts are the least exact:
+#: eb5's first fit at 1e18 gave unstable gains), the error is the data's times that square root:
+#: ``NOISY_CONDITION``.
 MAX_CONDITION, NOISY_CONDITION = 1e18, 1e14
 #: A new fit is solved once the equations (rows) have grown by this fraction since the last solve, or
 #: by ``m n`` rows (the directions of ``E`` seen through the perturbations alone), whichever is fewer:
@@ -134,10 +145,19 @@ class PolicyIteration(UpdateRule):
         if settings.check_every is None:
             self.safeguards.check_every = CHECK_EVERY
         self.snapshots = default_snapshots(settings, self.n, self.m)
+        p = unknowns(self.n, self.m, self.fit_R is None)
+        #: The buffered method, only where the default is one equation per rollout because the factor
+        #: is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2): the most recent rollouts, refitted about the
+        #: current gain, after the shared calibration (horizon, radius and step search, serial). There it
+        #: converges and the interval equations do not: eb5 (damping 1e-7, ``K0 = 0``) needs the radius
+        #: measured by cost changes (2e-8), and perturbations of :data:`PERTURBATION` destabilise it.
+        self.buffer = (RolloutBuffer(math.ceil(PATIENCE * p)) if settings.snapshots is None
+                       and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
+        self.needed, self.fresh = math.ceil(OVERDETERMINED * p), math.ceil(FRESH * self.m * self.n)
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
         self._anchor_asked = False  # the first anchor's deferred measurement is in flight
-        if settings.batch is None:
+        if settings.batch is None and self.buffer is None:
             self.tuning.N = 1  # one rollout per task: the first rollouts are spread over all workers
         self.received = 0  # moments rollouts received
         self._shrinks = 0  # radius halvings in a row after blown-up perturbed rollouts
@@ -149,6 +169,8 @@ class PolicyIteration(UpdateRule):
     def task_fields(self, version: int) -> dict[str, Any]:
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
         -1: calibration) asks for at least :data:`JUMP` snapshots (their costs give the tail)."""
+        if self.buffer is not None:
+            return {}
         k = self.snapshots if version >= 0 else max(self.snapshots, JUMP)
         return {"snapshots": k, "L": self.scales[0], "M": self.scales[1]}
 
@@ -206,7 +228,7 @@ class PolicyIteration(UpdateRule):
         if self._anchor_report(rep):
             self._measure_anchor(rep)
             return
-        if (rep.kind == TaskKind.MOMENTS and data is not None and data.Ki.shape[0] == 0
+        if (self.buffer is None and rep.kind == TaskKind.MOMENTS and data is not None and data.Ki.shape[0] == 0
                 and self._shrinks < BLOWUP_SHRINKS and not self._unknown(rep)):
             self._account(rep)
             self._shrinks += 1
@@ -232,8 +254,10 @@ class PolicyIteration(UpdateRule):
 
     @property
     def max_condition(self) -> float:
-        """The largest condition number of a fit that is used: :data:`NOISY_CONDITION` under noise."""
-        return NOISY_CONDITION if self.noisy or self.settings.cost_noise > 0 else MAX_CONDITION
+        """The largest condition number of a fit that is used: :data:`NOISY_CONDITION` under noise or
+        with one equation per rollout."""
+        noisy = self.noisy or self.settings.cost_noise > 0 or self.snapshots == 1  # (buffered: 1)
+        return NOISY_CONDITION if noisy else MAX_CONDITION
 
     def summary(self) -> dict[str, Any]:
         """Extra ``stats`` of ``result.json``: the master's CPU seconds on the fits (adding rollouts,
@@ -246,6 +270,10 @@ class PolicyIteration(UpdateRule):
         self.received += 0 if data is None else data.Ki.shape[0]
         if data is None or data.Ki.shape[0] == 0:
             return
+        self._idle += data.Ki.shape[0]
+        if self.buffer is not None:
+            self.buffer.add(data)  # type: ignore[arg-type]
+            return
         if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
             data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None])
         k = data.cost.shape[1]
@@ -254,11 +282,13 @@ class PolicyIteration(UpdateRule):
             data = TrajectoryData(data.Ki, data.x[:, ::j], data.S.reshape(b, self.snapshots, j, self.n, self.n).sum(2),
                                   data.cost.reshape(b, self.snapshots, j).sum(2))
         self.equations.add(*data.arrays())
-        self._idle += data.Ki.shape[0]
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
         """A fit once the equations have grown by :data:`SOLVE_GROWTH` (at most ``m n`` rows) since the
-        last one (the gain moved by a rollback since: at once)."""
+        last one (the gain moved by a rollback since: at once). Buffered: :meth:`_step_buffered`."""
+        if self.buffer is not None:
+            self._step_buffered(delay, worker, version_read)
+            return
         eq = self.equations
         moved = not np.array_equal(eq.C, self.K)
         due = min(SOLVE_GROWTH * self.solved_rows, self.m * self.n)
@@ -266,6 +296,24 @@ class PolicyIteration(UpdateRule):
             return
         self.solved_rows = eq.rows
         self._iterate(delay, worker, version_read)
+
+    def _step_buffered(self, delay: int, worker: int, version_read: int) -> None:
+        """One Kleinman step on the buffer's fit, once it holds :data:`OVERDETERMINED` rollouts per
+        unknown and :data:`FRESH` ``m n`` since the last step."""
+        assert self.buffer is not None
+        if len(self.buffer) < self.needed or self._idle < self.fresh:
+            return
+        fit = self.buffer.evaluate(self.K, self.fit_R)
+        try:
+            if not fit.condition < self.max_condition:
+                raise np.linalg.LinAlgError
+            step = self._kleinman(fit)
+        except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
+            self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
+            self._stuck(worker, version_read)
+            return
+        self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
+        self.apply(self.K + self.tuning.alpha * step, delay, worker, version_read)
 
     def _kleinman(self, fit: PolicyEvaluation) -> np.ndarray:
         """The step ``-R^-1 E`` of a fit, shortened to ``TRUST ||K||`` (raises ``LinAlgError`` if
@@ -309,7 +357,8 @@ class PolicyIteration(UpdateRule):
 
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0
-        self.tuning.r = min(2.0 * self.tuning.r, self.radius)  # a radius shrunk by blow-ups at an old gain grows back
+        if self.buffer is None:  # a radius shrunk by blow-ups at an old gain grows back
+            self.tuning.r = min(2.0 * self.tuning.r, self.radius)
         super().apply(K, delay, worker, version_read)
 
     def _stuck(self, worker: int, version_read: int) -> None:
@@ -322,12 +371,20 @@ class PolicyIteration(UpdateRule):
         if np.array_equal(self.K, self.safeguards.anchor_K):
             self.equations = IntervalEquations(self.K, self.fit_R)
             self.solved_rows = 0
+            if self.buffer is not None:
+                self.buffer.clear()
         else:
             self.apply_verdict(self.safeguards.rollback(worker, version_read, Event.ROLLBACK_ILL_CONDITIONED))
 
     def calibrate(self, run: Runner) -> None:
-        """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none)."""
-        self._calibrate_snapshots(run)
+        """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared
+        calibration, then one ``moments`` task at the calibrated gain into the buffer (a batch too large
+        for memory is refused here, before the run is saved as resumable)."""
+        if self.buffer is None:
+            self._calibrate_snapshots(run)
+            return
+        super().calibrate(run)
+        self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
 
     def _calibrate_snapshots(self, run: Runner) -> None:
         """The plant's own noise measured first (:func:`~.lifecycle.measure_noise`); horizon from single

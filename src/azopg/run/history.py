@@ -22,9 +22,10 @@ class RunLog:
     :class:`~azopg.method.rule.Observer`).
 
     The exact oracle (``monitor``) costs ~0.1-0.3 ms, so with W workers it evaluates the
-    gain on every W-th update, on an update at least W rollouts after its last evaluation (a rule
-    that updates rarely, e.g. policy iteration) and at every other event -- deterministic, so a run's
-    stopping point does not depend on timing. It never takes part in a decision of the rule.
+    gain on every W-th update, on an update that follows at least W/4 rollouts without one (a rule
+    that updates rarely, e.g. policy iteration: each of its updates) and at every other event --
+    at most about 4/W evaluations per rollout, deterministic, so a run's stopping point does not
+    depend on timing. It never takes part in a decision of the rule.
 
     Parameters
     ----------
@@ -40,7 +41,7 @@ class RunLog:
         self.arrivals: list[Arrival] = []
         self.last_cost = self.last_gap = self.last_gain_error = math.inf
         self.updates = 0
-        self._evaluated_at = 0  # rollouts at the last evaluation
+        self._updated_at = 0  # rollouts at the last update
 
     def targets_met(self, target_gap: float | None, target_gain_error: float | None) -> bool:
         """Whether at least one target is given and the last evaluation meets every given one."""
@@ -52,9 +53,11 @@ class RunLog:
         now = self.clock()
         cost = gap = math.nan
         self.updates = record.updates
-        if self.monitor is not None and (record.event != Event.UPDATE or self.updates % self.workers == 0
-                                         or record.rollouts >= self._evaluated_at + self.workers):
-            self._evaluated_at = record.rollouts
+        rare = False
+        if record.event == Event.UPDATE:
+            rare = 4 * (record.rollouts - self._updated_at) >= self.workers
+            self._updated_at = record.rollouts
+        if self.monitor is not None and (record.event != Event.UPDATE or self.updates % self.workers == 0 or rare):
             cost, gap, self.last_gain_error = self.monitor(record.K)
             self.last_cost, self.last_gap = cost, gap
         self.history.append(HistoryRow(self.updates, now, record.rollouts, cost, gap, record.delay, record.worker,
