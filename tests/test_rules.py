@@ -234,3 +234,18 @@ def test_settings_and_cli_know_the_rules():
         assert Settings(method=method).method == method
     with pytest.raises(azopg.SettingsError, match="method must be one of"):
         Settings(method="newton")
+
+
+def test_a_run_interrupted_before_its_first_anchor_is_measured_resumes(chain3, tmp_path):
+    """Policy iteration measures ``K0``'s cost by the loop's first task; on two simulated workers a
+    one-rollout task reports before that check: the checkpoint then holds the anchor's cost as not
+    measured ("inf"), and the resumed run measures it and converges."""
+    from _support import Interrupter
+
+    out = tmp_path / "run"
+    first = azopg.train(chain3, snapshots=1, workers=2, backend="simulated", seed=1, target_gap=1e-6,
+                        max_time=60, out_dir=out, progress=Interrupter(1))
+    assert first.status == "interrupted"
+    assert json.loads((out / "checkpoint.json").read_text())["master"]["anchor_cost"] == "inf"
+    res = azopg.resume(out)
+    assert res.status == "converged" and chain3.relative_gap(res.K) <= 1e-6
