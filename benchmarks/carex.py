@@ -10,8 +10,9 @@ is judged with scipy alone, not the library's oracle: ``X`` from ``solve_continu
 ``||K - K*|| / ||K*||`` (Frobenius). Diagnostics per run: updates, the history's events
 (``rej`` rejected checks and rollbacks, ``ill`` fits refused as ill-conditioned), the number
 of policy-iteration fits, the seconds spent in them, and their condition numbers (smallest and
-largest; ``+inf``: a fit was singular), measured by wrapping the interval equations' solver (a fit
-above the rule's ``MAX_CONDITION`` = 1e18 is refused: logged ``ill-conditioned``).
+largest; ``+inf``: a fit was singular), measured by wrapping the solvers of the interval equations
+and of the rollout buffer (a fit above the rule's ``max_condition``, 1e18 or 1e14, is refused:
+logged ``ill-conditioned``).
 
 ``--balance`` (a diagnosis) trains on the same problem in states ``x' = D x``,
 ``D = diag(X(K0))^-1/2`` (every state of unit variance under ``K0``; a learner could measure
@@ -34,22 +35,25 @@ import numpy as np
 import scipy.linalg as sla
 
 import azopg
+from azopg.method import buffer as _buffer
 from azopg.method import equations as _equations
 
 CONDITIONS: list[float] = []
 FIT_SECONDS = [0.0]
-_solve = _equations.IntervalEquations.solve
 
 
-def _recording_solve(self):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    fit = _solve(self)
-    FIT_SECONDS[0] += time.perf_counter() - t0
-    CONDITIONS.append(float(fit.condition))
-    return fit
+def _recording(solve):  # type: ignore[no-untyped-def]
+    def recorded(*args):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        fit = solve(*args)
+        FIT_SECONDS[0] += time.perf_counter() - t0
+        CONDITIONS.append(float(fit.condition))
+        return fit
+    return recorded
 
 
-_equations.IntervalEquations.solve = _recording_solve  # type: ignore[method-assign]
+_equations.IntervalEquations.solve = _recording(_equations.IntervalEquations.solve)  # type: ignore[method-assign]
+_buffer.RolloutBuffer.evaluate = _recording(_buffer.RolloutBuffer.evaluate)  # type: ignore[method-assign]
 
 
 def independent_check(p: azopg.LQRProblem, K: np.ndarray) -> tuple[float, float]:
