@@ -35,6 +35,7 @@ a change of state or input units -- neither does the fit, whose columns are scal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,9 +43,35 @@ import scipy.linalg as sla
 
 from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
 
-__all__ = ["IntervalEquations"]
+__all__ = ["IntervalEquations", "StepError"]
 
 WEIGHT_POWER = 1.0
+
+
+@dataclass(frozen=True)
+class StepError:
+    """How precisely the equations determine the Kleinman step ``-H^-1 E`` of their fit (``H = R``,
+    or estimated with ``P`` and ``E``): what the step needs, not the conditioning of ``P``.
+
+    The three are Frobenius norms of ``H dK`` for gain changes ``dK`` (``H dK = -E`` for the step), in
+    the fit's column-scaled ``E`` coordinates (entry ``(i, j)`` times the norm of ``E_ij``'s column):
+    they do not change with the units of the states and inputs.
+
+    Attributes
+    ----------
+    error : float
+        Standard error of the step, from the residual's variance per degree of freedom
+        (``rows - p``) and the rows of the inverse triangular factor that give ``E`` (and ``H``):
+        ``inf`` when those columns are rank-deficient, or without a degree of freedom.
+    step : float
+        The step's own size (``||E||``).
+    gain : float
+        The new gain's size (``||H (C + step)|| = ||H C - E||``, ``C`` the center).
+    """
+
+    error: float
+    step: float
+    gain: float
 
 
 class IntervalEquations:
@@ -78,6 +105,10 @@ class IntervalEquations:
         self._pending: list[np.ndarray] = []
         self.rows = 0
         self.rollouts = 0
+        #: Squared bounds of the rounding committed in the ``E``, ``(H)`` and ``y`` columns of the
+        #: factor's rows that give ``E`` (and ``H``), by re-centring: each shift adds terms that may
+        #: cancel (a gain far from where the rollouts were run), and an orthogonal fold keeps the error.
+        self.rounding = np.zeros(3)
 
     @property
     def unknowns(self) -> int:
@@ -133,9 +164,11 @@ class IntervalEquations:
         self.rollouts += int(np.shape(Ki)[0]) if np.ndim(Ki) == 3 else 1
         return self
 
-    def _shift(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``."""
-        m, n, r = self.m, self.n, X.shape[0]
+    def _shift(self, X: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``; and
+        the squared sizes of the terms summed into the shifted ``E``, ``(H)`` and ``y`` columns of the
+        rows after the ``P`` block (their rounding is ``eps`` times that: :attr:`rounding`)."""
+        m, n, r, q = self.m, self.n, X.shape[0], self._W.start
         DS = X[:, self._E].reshape(r, m, n) * 0.5
         i, j = np.triu_indices(n)
         S = np.zeros((r, n, n))
@@ -145,6 +178,8 @@ class IntervalEquations:
         dSd = dS @ delta.T
         out = X.copy()
         out[:, self._E] = 2.0 * (DS - dS).reshape(r, m * n)
+        size = np.zeros(3)  # E, H, y
+        size[0] = np.sum((2.0 * (np.abs(DS) + np.abs(dS)))[q:] ** 2)
         if self.R is None:
             k_, l_ = np.triu_indices(m)
             H = np.zeros((r, m, m))
@@ -152,10 +187,14 @@ class IntervalEquations:
             H[:, l_, k_] = H[:, k_, l_]
             cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
             out[:, self._H] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
+            size[1] = np.sum((np.abs(H) + 2.0 * np.abs(cross) + np.abs(dSd))[q:] ** 2)
         else:
             Rd = self.R @ delta
             out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
-        return out
+            terms = (np.abs(X[:, -1]) + 2.0 * np.einsum("rij,ij->r", np.abs(DS), np.abs(Rd))
+                     + np.einsum("rij,ij->r", np.abs(dSd), np.abs(self.R)))
+            size[2] = np.sum(terms[q:] ** 2)
+        return out, size
 
     def _fold(self) -> None:
         """Fold the rows added since the last fold into the triangular factor: a QR of ``[T; rows]``
@@ -181,10 +220,11 @@ class IntervalEquations:
         if np.any(delta):
             self._fold()
             with np.errstate(all="ignore"):
-                T = self._shift(self.T, delta)
-            if not np.isfinite(T).all():
+                T, size = self._shift(self.T, delta)
+            if not (np.isfinite(T).all() and np.isfinite(size).all()):
                 raise FloatingPointError("the interval equations overflow about the new center")
             self.T = T
+            self.rounding += np.finfo(float).eps ** 2 * size
         self.C = C.copy()
 
     def _factor(self) -> np.ndarray:
@@ -204,9 +244,15 @@ class IntervalEquations:
         (the columns before ``W``), read off the triangular factor -- ``T[:p, :p] theta = T[:p, -1]``,
         ``O(p^2)``. ``condition`` is that of the column-scaled normal matrix (the square of the
         scaled rows'), ``inf`` when they are rank-deficient."""
+        return self.evaluate()[0]
+
+    def evaluate(self) -> tuple[PolicyEvaluation, StepError]:
+        """:meth:`solve`'s fit and the :class:`StepError` of its Kleinman step. ``E`` (and ``H``)
+        come from the last block of the triangular factor alone: a ``P`` block that is
+        rank-deficient (``condition`` infinite, ``P`` returned as zero) leaves them determined."""
         self._fold()
         T = self._factor()
-        p = self.p
+        p, q, mn = self.p, self._W.start, self.m * self.n
         d = _scales(np.sum(T[:, :p] ** 2, axis=0))
         Up = T[:p, :p] / d
         theta = np.zeros(p)
@@ -218,8 +264,39 @@ class IntervalEquations:
                 theta = sla.solve_triangular(Up, T[:p, -1]) / d
         residual = float(abs(T[p, -1]))
         target = float(np.linalg.norm(T[:, -1]))
+        U = Up[q:, q:]  # the rows that give E (and H): they do not involve P
+        error = float("inf")
+        if self.rows > p and np.abs(np.diag(U)).min() > 0:
+            with np.errstate(all="ignore"):
+                if not np.isfinite(condition):
+                    theta[q:] = sla.solve_triangular(U, T[q:p, -1]) / d[q:]
+                G = self._step_map(theta, d) @ sla.solve_triangular(U, np.eye(p - q))
+                sigma = max(residual, np.finfo(float).eps * target) / np.sqrt(self.rows - p)
+                rho = np.sqrt(self.rounding) @ [np.linalg.norm(theta[q:q + mn]), np.linalg.norm(theta[q + mn:]), 1.0]
+                error = float(np.hypot(sigma * np.linalg.norm(G), rho * np.linalg.norm(G, 2)))
+            error = error if np.isfinite(error) else float("inf")
         P, E, Rh = _unpack(theta, self.n, self.m, self.R)
-        return PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
+        dE = d[q:q + mn].reshape(self.m, self.n)
+        fit = PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
+        with np.errstate(all="ignore"):
+            step = StepError(error, float(np.linalg.norm(E * dE)), float(np.linalg.norm((Rh @ self.C - E) * dE)))
+        return fit, step
+
+    def _step_map(self, theta: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The linear map from changes of the scaled ``E`` (and ``H``) unknowns to the change of
+        ``H step`` in the scaled ``E`` coordinates: ``H ds = -(dE + dH step)``."""
+        q, p, m, n = self._W.start, self.p, self.m, self.n
+        J = np.eye(p - q)[:m * n]
+        if self.R is None:
+            dE = d[q:q + m * n].reshape(m, n)
+            H, E = _unpack(theta, n, m, None)[2], theta[q:q + m * n].reshape(m, n)
+            step = -np.linalg.lstsq(H, E, rcond=None)[0]
+            a, b = np.triu_indices(m)
+            for c, (i, j) in enumerate(zip(a, b, strict=True)):
+                dH = np.zeros((m, m))
+                dH[i, j] = dH[j, i] = 1.0 / d[q + m * n + c]
+                J[:, m * n + c] = ((dH @ step) * dE).ravel()
+        return J
 
 
 def _fold_rows(T: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from ..settings import Settings
 from .buffer import RolloutBuffer
 from .calibration import _horizon
 from .discrete import fit_weight, start_tau
-from .equations import IntervalEquations
+from .equations import IntervalEquations, StepError
 from .kinds import Event, TaskKind
 from .lifecycle import timed_probe
 from .regression import PolicyEvaluation, unknowns
@@ -60,9 +60,11 @@ OVERDETERMINED, KEEP = 2.0, 6.0
 #: under 1 % noise no longer reproduced its gain bit for bit (not understood yet).
 NOISE_SCALE, NOISY_KEEP = 1e-3, 1.0
 #: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
-#: With snapshots (``SNAPSHOT_CONDITION``) the fit is solved by QR, not by normal equations: on
-#: exact data its relative error is about ``eps`` times the square root of that number (1e-7 here).
-MAX_CONDITION, SNAPSHOT_CONDITION = 1e14, 1e18
+MAX_CONDITION = 1e14
+#: With snapshots a Kleinman step is taken when its standard error (:class:`~.equations.StepError`)
+#: is at most ``STEP_PRECISION`` times the step (the step makes progress) or ``GAIN_PRECISION`` times
+#: the new gain (the error is harmless: ``GAIN_PRECISION^2`` in relative cost).
+STEP_PRECISION, GAIN_PRECISION = 1e-3, 1e-4
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
@@ -240,7 +242,9 @@ class PolicyIteration(UpdateRule):
         return step * (limit / size) if 0 < limit < size else step
 
     def _iterate(self, delay: int, worker: int, version_read: int) -> None:
-        """Kleinman steps on the accumulated interval equations while their fit is well conditioned."""
+        """Kleinman steps on the accumulated interval equations while each is determined precisely
+        enough (:meth:`_refusal`); when none is, the reason is logged and the rule waits for more
+        equations (:meth:`_stuck`)."""
         eq = self.equations
         assert eq is not None
         if eq.rows < eq.unknowns:
@@ -251,26 +255,45 @@ class PolicyIteration(UpdateRule):
             self.equations = eq = IntervalEquations(self.K, self.fit_R)
             return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
-        K, taken = self.K, 0
+        K, taken, why = self.K, 0, Event.ILL_CONDITIONED
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
             if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
                 break
-            fit = eq.solve()
+            fit, precision = eq.evaluate()
+            refused = self._refusal(precision)
+            if refused is not None:
+                why = refused
+                break
             try:
-                if not fit.condition < SNAPSHOT_CONDITION:
-                    raise np.linalg.LinAlgError
                 step = self.tuning.alpha * self._kleinman(fit)
+            except np.linalg.LinAlgError:  # an estimated R (H_uu) not positive definite
+                break
+            try:
                 eq.recenter(K + step)
-            except (np.linalg.LinAlgError, FloatingPointError):  # ill-conditioned, or a step to an absurd gain
+            except FloatingPointError:  # a step to an absurd gain
+                why = Event.STEP_OVERFLOW
                 break
             K, taken = K + step, taken + 1
             if not float(np.linalg.norm(step)) > STEP_TOL * float(np.linalg.norm(K)):
                 break
         if not taken:
-            self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
+            self.log(why, delay, worker, version_read)
             self._stuck(worker, version_read)
             return
         self.apply(K, delay, worker, version_read)
+
+    @staticmethod
+    def _refusal(precision: StepError) -> Event | None:
+        """Why a fit's Kleinman step is not taken, or ``None``: its columns ``E`` (and ``H``) are
+        rank-deficient (``ill-conditioned``), or its standard error exceeds both
+        :data:`STEP_PRECISION` times the step and :data:`GAIN_PRECISION` times the new gain
+        (``step-imprecise``). The condition number of the whole fit is not the judge: ``P`` may be
+        poorly determined (states over many decades) while ``E`` is not."""
+        if not precision.error < math.inf:
+            return Event.ILL_CONDITIONED
+        if precision.error > max(STEP_PRECISION * precision.step, GAIN_PRECISION * precision.gain):
+            return Event.STEP_IMPRECISE
+        return None
 
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0
