@@ -61,8 +61,13 @@ class StepError:
     ----------
     error : float
         Standard error of the step, from the residual's variance per degree of freedom
-        (``rows - p``) and the rows of the inverse triangular factor that give ``E`` (and ``H``):
-        ``inf`` when those columns are rank-deficient, or without a degree of freedom.
+        (``rows - p``) and the rows of the inverse triangular factor that give ``E`` (and ``H``),
+        combined with ``rounding``: ``inf`` when those columns are rank-deficient, or without a
+        degree of freedom.
+    rounding : float
+        The part of ``error`` due to the rounding committed while re-centring the equations
+        (:attr:`IntervalEquations.rounding`): large when the gain is far from where the rollouts
+        were run, and not reduced by more of them.
     step : float
         The step's own size (``||E||``).
     gain : float
@@ -70,6 +75,7 @@ class StepError:
     """
 
     error: float
+    rounding: float
     step: float
     gain: float
 
@@ -105,10 +111,10 @@ class IntervalEquations:
         self._pending: list[np.ndarray] = []
         self.rows = 0
         self.rollouts = 0
-        #: Squared bounds of the rounding committed in the ``E``, ``(H)`` and ``y`` columns of the
+        #: Squared bounds of the rounding committed in each ``E``, ``(H)`` and ``y`` column of the
         #: factor's rows that give ``E`` (and ``H``), by re-centring: each shift adds terms that may
         #: cancel (a gain far from where the rollouts were run), and an orthogonal fold keeps the error.
-        self.rounding = np.zeros(3)
+        self.rounding = np.zeros(size - self._E.start)
 
     @property
     def unknowns(self) -> int:
@@ -166,7 +172,7 @@ class IntervalEquations:
 
     def _shift(self, X: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``; and
-        the squared sizes of the terms summed into the shifted ``E``, ``(H)`` and ``y`` columns of the
+        the squared sizes of the terms summed into each shifted ``E``, ``(H)`` and ``y`` column, over the
         rows after the ``P`` block (their rounding is ``eps`` times that: :attr:`rounding`)."""
         m, n, r, q = self.m, self.n, X.shape[0], self._W.start
         DS = X[:, self._E].reshape(r, m, n) * 0.5
@@ -178,8 +184,8 @@ class IntervalEquations:
         dSd = dS @ delta.T
         out = X.copy()
         out[:, self._E] = 2.0 * (DS - dS).reshape(r, m * n)
-        size = np.zeros(3)  # E, H, y
-        size[0] = np.sum((2.0 * (np.abs(DS) + np.abs(dS)))[q:] ** 2)
+        size = np.zeros(X.shape[1] - self._E.start)  # E, (H), y
+        size[:m * n] = np.sum((2.0 * (np.abs(DS) + np.abs(dS)))[q:] ** 2, axis=0).ravel()
         if self.R is None:
             k_, l_ = np.triu_indices(m)
             H = np.zeros((r, m, m))
@@ -187,13 +193,14 @@ class IntervalEquations:
             H[:, l_, k_] = H[:, k_, l_]
             cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
             out[:, self._H] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
-            size[1] = np.sum((np.abs(H) + 2.0 * np.abs(cross) + np.abs(dSd))[q:] ** 2)
+            terms = _vech_coefficients(np.abs(H) + 2.0 * np.abs(cross) + np.abs(dSd))
+            size[m * n:-1] = np.sum(terms[q:] ** 2, axis=0)
         else:
             Rd = self.R @ delta
             out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
             terms = (np.abs(X[:, -1]) + 2.0 * np.einsum("rij,ij->r", np.abs(DS), np.abs(Rd))
                      + np.einsum("rij,ij->r", np.abs(dSd), np.abs(self.R)))
-            size[2] = np.sum(terms[q:] ** 2)
+            size[-1] = np.sum(terms[q:] ** 2)
         return out, size
 
     def _fold(self) -> None:
@@ -265,21 +272,23 @@ class IntervalEquations:
         residual = float(abs(T[p, -1]))
         target = float(np.linalg.norm(T[:, -1]))
         U = Up[q:, q:]  # the rows that give E (and H): they do not involve P
-        error = float("inf")
-        if self.rows > p and np.abs(np.diag(U)).min() > 0:
+        error = rounding = float("inf")
+        if self.rows > p and _numerical_rank_full(U):
             with np.errstate(all="ignore"):
                 if not np.isfinite(condition):
                     theta[q:] = sla.solve_triangular(U, T[q:p, -1]) / d[q:]
                 G = self._step_map(theta, d) @ sla.solve_triangular(U, np.eye(p - q))
                 sigma = max(residual, np.finfo(float).eps * target) / np.sqrt(self.rows - p)
-                rho = np.sqrt(self.rounding) @ [np.linalg.norm(theta[q:q + mn]), np.linalg.norm(theta[q + mn:]), 1.0]
-                error = float(np.hypot(sigma * np.linalg.norm(G), rho * np.linalg.norm(G, 2)))
-            error = error if np.isfinite(error) else float("inf")
+                rho = np.sqrt(self.rounding) @ np.r_[np.abs(theta[q:]), 1.0]  # in the rows' units, per column
+                rounding = float(rho * np.linalg.norm(G, 2))
+                error = float(np.hypot(sigma * np.linalg.norm(G), rounding))
+            error, rounding = (error, rounding) if np.isfinite(error) else (float("inf"), float("inf"))
         P, E, Rh = _unpack(theta, self.n, self.m, self.R)
         dE = d[q:q + mn].reshape(self.m, self.n)
         fit = PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
         with np.errstate(all="ignore"):
-            step = StepError(error, float(np.linalg.norm(E * dE)), float(np.linalg.norm((Rh @ self.C - E) * dE)))
+            step = StepError(error, rounding, float(np.linalg.norm(E * dE)),
+                             float(np.linalg.norm((Rh @ self.C - E) * dE)))
         return fit, step
 
     def _step_map(self, theta: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -297,6 +306,15 @@ class IntervalEquations:
                 dH[i, j] = dH[j, i] = 1.0 / d[q + m * n + c]
                 J[:, m * n + c] = ((dH @ step) * dE).ravel()
         return J
+
+
+def _numerical_rank_full(U: np.ndarray) -> bool:
+    """Whether the upper triangular ``U`` (columns scaled to unit norm) has full numerical rank: its
+    estimated reciprocal condition number above ``size * eps``."""
+    if not np.abs(np.diag(U)).min() > 0:
+        return False
+    rcond, info = sla.lapack.dtrcon(U, norm="1", uplo="U")
+    return bool(info == 0 and rcond > U.shape[0] * np.finfo(float).eps)
 
 
 def _fold_rows(T: np.ndarray, rows: np.ndarray) -> np.ndarray:
