@@ -130,3 +130,33 @@ def test_the_systems_the_condition_limit_stalled_now_converge(name):
 def test_the_precision_thresholds_keep_a_taken_step_harmless():
     # a step whose error is GAIN_PRECISION of the gain costs ~GAIN_PRECISION^2 relative: below any target gap
     assert GAIN_PRECISION**2 <= 1e-7 and STEP_PRECISION < 1.0
+
+
+def test_a_fit_stopped_between_chunks_loses_no_rows(monkeypatch):
+    """The time budget inside a fit: rows are folded in chunks and ``stop`` is asked between them (here a
+    stop that turns true at its second question, not a clock); the rows not folded stay pending and the
+    next fit is the one of all rows."""
+    from azopg.errors import OutOfTime
+    from azopg.method import equations
+
+    p = azopg.get_problem("he1")
+    K = np.asarray(p.K0)
+    data = rollouts(p, K, 3, 1e-2, 10.0, 40)
+    whole = IntervalEquations(K, p.R).add(*data).solve()
+    eq = IntervalEquations(K, p.R).add(*data)
+    monkeypatch.setattr(equations, "FOLD_FLOPS", 16 * eq.T.shape[1] ** 2)  # chunks of 16 rows
+    asked = []
+
+    def stop() -> bool:
+        asked.append(True)
+        return len(asked) >= 2
+
+    with pytest.raises(OutOfTime):
+        eq.solve(stop)
+    assert len(asked) == 2 and sum(r.shape[0] for r in eq._pending) == eq.rows - 32
+    with pytest.raises(OutOfTime):
+        eq.recenter(K + 0.1, stop)
+    assert np.array_equal(eq.C, K)
+    fit = eq.solve()
+    for a, b in ((fit.P, whole.P), (fit.E, whole.E)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())

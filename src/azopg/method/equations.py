@@ -35,17 +35,22 @@ a change of state or input units -- neither does the fit, whose columns are scal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
 
+from ..errors import OutOfTime
 from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
 
 __all__ = ["IntervalEquations", "StepError"]
 
 WEIGHT_POWER = 1.0
+#: Floating-point operations of one chunk of rows folded into a factor (about 0.05 s on one core):
+#: between chunks a fit may end when the time budget is spent (``stop``).
+FOLD_FLOPS = 2e8
 
 
 @dataclass(frozen=True)
@@ -203,16 +208,20 @@ class IntervalEquations:
             size[-1] = np.sum(terms[q:] ** 2)
         return out, size
 
-    def _fold(self) -> None:
+    def _fold(self, stop: Callable[[], bool] | None = None) -> None:
         """Fold the rows added since the last fold into the triangular factor: a QR of ``[T; rows]``
-        that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``."""
+        that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``, in chunks of
+        :data:`FOLD_FLOPS` (``stop`` as for :meth:`solve`)."""
         if not self._pending:
             return
         rows = np.concatenate(self._pending)
         self._pending.clear()
-        self.T = _fold_rows(self.T, rows)
+        self.T, left = _fold_chunks(self.T, rows, stop)
+        if left.shape[0]:
+            self._pending.append(left)
+            raise OutOfTime("the time budget ran out during a fit")
 
-    def recenter(self, C: Any) -> None:
+    def recenter(self, C: Any, stop: Callable[[], bool] | None = None) -> None:
         """Express every equation about the new center ``C``: ``T -> T M'``, still triangular in the
         factor's column order (each shifted column adds multiples of earlier ones), ``O(p_L m n^2)``.
 
@@ -221,11 +230,14 @@ class IntervalEquations:
         FloatingPointError
             If the equations about ``C`` overflow (a gain ~1e150 from the center); they stay about the
             old center.
+        OutOfTime
+            If ``stop()`` turns true while pending rows are folded in (as for :meth:`solve`); the
+            equations stay about the old center.
         """
         C = np.asarray(C, dtype=float)
         delta = C - self.C
         if np.any(delta):
-            self._fold()
+            self._fold(stop)
             with np.errstate(all="ignore"):
                 T, size = self._shift(self.T, delta)
             if not (np.isfinite(T).all() and np.isfinite(size).all()):
@@ -234,32 +246,41 @@ class IntervalEquations:
             self.rounding += np.finfo(float).eps ** 2 * size
         self.C = C.copy()
 
-    def _factor(self) -> np.ndarray:
+    def _factor(self, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """The triangular factor ``(p + 1, p + 1)`` of the fit's columns ``P, E, (R)`` and ``y``: the
         ``P`` block of ``T`` is already triangular and precedes ``W``; the rows below it, restricted to
-        ``E, (R), y``, are reduced by one small QR (``O(p_L (m n)^2)``)."""
+        ``E, (R), y``, are reduced by one small QR (``O(p_L (m n)^2)``, in chunks: ``stop`` as for
+        :meth:`solve`)."""
         q, p = self._W.start, self.p
         cols = np.r_[self._E.start:self.T.shape[1]]  # E, (R), y
         F = np.zeros((p + 1, p + 1))
         F[:q, :q] = self.T[:q, :q]
         F[:q, q:] = self.T[:q, cols]
-        F[q:, q:] = _fold_rows(np.zeros((cols.size, cols.size)), self.T[q:, cols])
+        F[q:, q:] = _fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop)[0]
         return F
 
-    def solve(self) -> PolicyEvaluation:
+    def solve(self, stop: Callable[[], bool] | None = None) -> PolicyEvaluation:
         """``(P, E, [R])`` of the base gain ``C``: the least-squares problem of the rows about ``C``
         (the columns before ``W``), read off the triangular factor -- ``T[:p, :p] theta = T[:p, -1]``,
         ``O(p^2)``. ``condition`` is that of the column-scaled normal matrix (the square of the
-        scaled rows'), ``inf`` when they are rank-deficient."""
-        return self.evaluate()[0]
+        scaled rows'), ``inf`` when they are rank-deficient; ``E`` (and ``H``) come from the last
+        block of the factor alone, so a rank-deficient ``P`` block (``P`` returned as zero) leaves
+        them determined.
 
-    def evaluate(self) -> tuple[PolicyEvaluation, StepError]:
-        """:meth:`solve`'s fit and the :class:`StepError` of its Kleinman step. ``E`` (and ``H``)
-        come from the last block of the triangular factor alone: a ``P`` block that is
-        rank-deficient (``condition`` infinite, ``P`` returned as zero) leaves them determined."""
-        self._fold()
-        T = self._factor()
-        p, q, mn = self.p, self._W.start, self.m * self.n
+        Raises
+        ------
+        OutOfTime
+            If ``stop()`` turns true between two chunks of the work (the time budget): rows not yet
+            folded in stay pending, nothing is lost.
+        """
+        return self._solve(stop)[0]
+
+    def _solve(self, stop: Callable[[], bool] | None) -> tuple[PolicyEvaluation, np.ndarray, np.ndarray]:
+        """:meth:`solve`'s fit, with the column-scaled triangular factor ``U`` of ``E`` (and ``H``) --
+        empty if it is rank-deficient -- and the column scales."""
+        self._fold(stop)
+        T = self._factor(stop)
+        p, q = self.p, self._W.start
         d = _scales(np.sum(T[:, :p] ** 2, axis=0))
         Up = T[:p, :p] / d
         theta = np.zeros(p)
@@ -269,26 +290,37 @@ class IntervalEquations:
             if info == 0 and rcond > 0:
                 condition = float(1.0 / rcond) ** 2
                 theta = sla.solve_triangular(Up, T[:p, -1]) / d
-        residual = float(abs(T[p, -1]))
-        target = float(np.linalg.norm(T[:, -1]))
         U = Up[q:, q:]  # the rows that give E (and H): they do not involve P
+        if not (self.rows >= p and _numerical_rank_full(U)):
+            U = np.zeros((0, 0))
+        elif not np.isfinite(condition):
+            theta[q:] = sla.solve_triangular(U, T[q:p, -1]) / d[q:]
+        P, E, Rh = _unpack(theta, self.n, self.m, self.R)
+        fit = PolicyEvaluation(P, E, Rh, float(abs(T[p, -1])), float(np.linalg.norm(T[:, -1])), condition, self.rows)
+        return fit, U, d
+
+    def evaluate(self, stop: Callable[[], bool] | None = None) -> tuple[PolicyEvaluation, StepError]:
+        """:meth:`solve`'s fit and the :class:`StepError` of its Kleinman step (``O((m n)^3)`` more; the
+        2-norm in the rounding's part bounded by ``sqrt(||G||_1 ||G||_inf)``)."""
+        fit, U, d = self._solve(stop)
+        p, q, mn = self.p, self._W.start, self.m * self.n
         error = rounding = float("inf")
-        if self.rows > p and _numerical_rank_full(U):
+        if self.rows > p and U.size:
+            if stop is not None and stop():
+                raise OutOfTime("the time budget ran out during a fit")
+            theta = np.r_[np.zeros(q), fit.E.ravel(), fit.R[np.triu_indices(self.m)] if self.R is None else []]
             with np.errstate(all="ignore"):
-                if not np.isfinite(condition):
-                    theta[q:] = sla.solve_triangular(U, T[q:p, -1]) / d[q:]
                 G = self._step_map(theta, d) @ sla.solve_triangular(U, np.eye(p - q))
-                sigma = max(residual, np.finfo(float).eps * target) / np.sqrt(self.rows - p)
+                sigma = max(fit.residual, np.finfo(float).eps * fit.target_norm) / np.sqrt(self.rows - p)
                 rho = np.sqrt(self.rounding) @ np.r_[np.abs(theta[q:]), 1.0]  # in the rows' units, per column
-                rounding = float(rho * np.linalg.norm(G, 2))
+                absG = np.abs(G)
+                rounding = float(rho * np.sqrt(absG.sum(axis=0).max() * absG.sum(axis=1).max()))
                 error = float(np.hypot(sigma * np.linalg.norm(G), rounding))
             error, rounding = (error, rounding) if np.isfinite(error) else (float("inf"), float("inf"))
-        P, E, Rh = _unpack(theta, self.n, self.m, self.R)
         dE = d[q:q + mn].reshape(self.m, self.n)
-        fit = PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
         with np.errstate(all="ignore"):
-            step = StepError(error, rounding, float(np.linalg.norm(E * dE)),
-                             float(np.linalg.norm((Rh @ self.C - E) * dE)))
+            step = StepError(error, rounding, float(np.linalg.norm(fit.E * dE)),
+                             float(np.linalg.norm((fit.R @ self.C - fit.E) * dE)))
         return fit, step
 
     def _step_map(self, theta: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -315,6 +347,18 @@ def _numerical_rank_full(U: np.ndarray) -> bool:
         return False
     rcond, info = sla.lapack.dtrcon(U, norm="1", uplo="U")
     return bool(info == 0 and rcond > U.shape[0] * np.finfo(float).eps)
+
+
+def _fold_chunks(T: np.ndarray, rows: np.ndarray, stop: Callable[[], bool] | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_fold_rows` in chunks of at most :data:`FOLD_FLOPS` (a size that depends on the factor's
+    alone, so a replay folds alike); before each chunk after the first, ``stop()`` may end the work:
+    returns the factor so far and the rows left."""
+    chunk = max(1, int(FOLD_FLOPS // T.shape[1] ** 2))
+    for i in range(0, rows.shape[0], chunk):
+        if i and stop is not None and stop():
+            return T, rows[i:]
+        T = _fold_rows(T, rows[i:i + chunk])
+    return T, rows[:0]
 
 
 def _fold_rows(T: np.ndarray, rows: np.ndarray) -> np.ndarray:

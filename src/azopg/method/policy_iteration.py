@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NotStabilizingError
+from ..errors import NotStabilizingError, OutOfTime
 from ..settings import Settings
 from .buffer import RolloutBuffer
 from .calibration import _horizon
@@ -250,16 +250,23 @@ class PolicyIteration(UpdateRule):
         if eq.rows < eq.unknowns:
             return
         try:
-            eq.recenter(self.K)  # the gain may have moved by a rollback
+            eq.recenter(self.K, self.out_of_time)  # the gain may have moved by a rollback
         except FloatingPointError:  # not representable about this gain: start the equations afresh
             self.equations = eq = IntervalEquations(self.K, self.fit_R)
+            return
+        except OutOfTime:  # the budget is spent: the run ends, the rows wait unfolded
             return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
         K, taken, why = self.K, 0, Event.ILL_CONDITIONED
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
             if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
                 break
-            fit, precision = eq.evaluate()
+            try:
+                fit, precision = eq.evaluate(self.out_of_time)
+            except OutOfTime:
+                if not taken:
+                    return
+                break
             refused = self._refusal(precision)
             if refused is not None:
                 why = refused
