@@ -12,7 +12,8 @@ is judged with scipy alone, not the library's oracle: ``X`` from ``solve_continu
 steps refused as imprecise -- their standard error too large -- or unrepresentable), the number
 of policy-iteration fits, the seconds spent in them, and their condition numbers (smallest and
 largest; ``+inf``: a fit was singular), measured by wrapping the rollout buffer's solver (a fit
-above the rule's ``MAX_CONDITION`` = 1e14 is refused: logged ``ill-conditioned``).
+above the rule's ``MAX_CONDITION`` = 1e14 is refused: logged ``ill-conditioned``) and the interval
+equations' (snapshots: a fit is judged by its step's standard error, not by this condition).
 
 ``--balance`` (a diagnosis) trains on the same problem in states ``x' = D x``,
 ``D = diag(X(K0))^-1/2`` (every state of unit variance under ``K0``; a learner could measure
@@ -36,6 +37,7 @@ import scipy.linalg as sla
 
 import azopg
 from azopg.method import buffer as _buffer
+from azopg.method import equations as _equations
 
 CONDITIONS: list[float] = []
 FIT_SECONDS = [0.0]
@@ -51,6 +53,18 @@ def _recording_evaluate(self, K, R):  # type: ignore[no-untyped-def]
 
 
 _buffer.RolloutBuffer.evaluate = _recording_evaluate  # type: ignore[method-assign]
+_evaluate_equations = _equations.IntervalEquations.evaluate
+
+
+def _recording_evaluate_equations(self, stop=None):  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fit, precision = _evaluate_equations(self, stop)
+    FIT_SECONDS[0] += time.perf_counter() - t0
+    CONDITIONS.append(float(fit.condition))
+    return fit, precision
+
+
+_equations.IntervalEquations.evaluate = _recording_evaluate_equations  # type: ignore[method-assign]
 
 
 def independent_check(p: azopg.LQRProblem, K: np.ndarray) -> tuple[float, float]:

@@ -21,8 +21,9 @@ Snapshots (``settings.snapshots`` > 1, the default on noise-free runs: :func:`de
 each ``moments`` task is one rollout cut into ``k`` intervals, each interval one equation
 (:mod:`azopg.method.equations`); every equation ever received is kept as sufficient statistics
 about the current gain (re-centred exactly when the gain moves, so no rollout is ever stale or
-re-processed), and after each report Kleinman steps are iterated on them while the fit's own
-conditioning allows (at most :data:`INNER_STEPS`; their end is one applied update). Plants
+re-processed), and after each report Kleinman steps are iterated on them while each step is
+determined precisely (its standard error, :class:`~azopg.method.equations.StepError`; at most
+:data:`INNER_STEPS`; their end is one applied update). Plants
 without snapshots contribute their whole rollouts as one interval each. ``snapshots=1`` is the
 buffered method above, unchanged.
 
