@@ -300,8 +300,7 @@ class IntervalEquations:
         return fit, U, d
 
     def evaluate(self, stop: Callable[[], bool] | None = None) -> tuple[PolicyEvaluation, StepError]:
-        """:meth:`solve`'s fit and the :class:`StepError` of its Kleinman step (``O((m n)^3)`` more; the
-        2-norm in the rounding's part bounded by ``sqrt(||G||_1 ||G||_inf)``)."""
+        """:meth:`solve`'s fit and the :class:`StepError` of its Kleinman step (``O((m n)^3)`` more)."""
         fit, U, d = self._solve(stop)
         p, q, mn = self.p, self._W.start, self.m * self.n
         error = rounding = float("inf")
@@ -312,9 +311,10 @@ class IntervalEquations:
             with np.errstate(all="ignore"):
                 G = self._step_map(theta, d) @ sla.solve_triangular(U, np.eye(p - q))
                 sigma = max(fit.residual, np.finfo(float).eps * fit.target_norm) / np.sqrt(self.rows - p)
-                rho = np.sqrt(self.rounding) @ np.r_[np.abs(theta[q:]), 1.0]  # in the rows' units, per column
-                absG = np.abs(G)
-                rounding = float(rho * np.sqrt(absG.sum(axis=0).max() * absG.sum(axis=1).max()))
+                # the rounding as a residual: its size in the rows' units (each column's times its unknown),
+                # spread over the factor's rows after the P block like the residual over its degrees of freedom
+                rho = np.sqrt(self.rounding @ np.r_[theta[q:], 1.0] ** 2 / (self.T.shape[0] - q))
+                rounding = float(rho * np.linalg.norm(G))
                 error = float(np.hypot(sigma * np.linalg.norm(G), rounding))
             error, rounding = (error, rounding) if np.isfinite(error) else (float("inf"), float("inf"))
         dE = d[q:q + mn].reshape(self.m, self.n)
