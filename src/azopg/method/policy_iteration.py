@@ -310,9 +310,10 @@ class PolicyIteration(UpdateRule):
         super().apply(K, delay, worker, version_read)
 
     def _stuck(self, worker: int, version_read: int) -> None:
-        """A whole buffer's worth of rollouts without a well-conditioned fit: no step, so no check
-        would ever judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``);
-        at the anchor already, start the buffer afresh around it."""
+        """A whole buffer's worth of rollouts without a step that could be taken (each refusal logged
+        with its reason: ``ill-conditioned``, ``step-imprecise``, ``step-overflow``): no check would
+        ever judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``); at the
+        anchor already, start the buffer (the equations) afresh around it."""
         if self._idle < self.buffer.capacity:
             return
         self._idle = 0
