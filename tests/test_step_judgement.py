@@ -160,3 +160,11 @@ def test_a_fit_stopped_between_chunks_loses_no_rows(monkeypatch):
     fit = eq.solve()
     for a, b in ((fit.P, whole.P), (fit.E, whole.E)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
+    # the step's error in small chunks (the E block's inverse by blocks of columns) is the same
+    chunked = eq.evaluate()[1]
+    monkeypatch.setattr(equations, "FOLD_FLOPS", 2e8)
+    np.testing.assert_allclose([chunked.error, chunked.step], [eq.evaluate()[1].error, eq.evaluate()[1].step],
+                               rtol=1e-9)
+    with pytest.raises(OutOfTime):
+        monkeypatch.setattr(equations, "FOLD_FLOPS", 1.0)
+        eq.evaluate(lambda: True)

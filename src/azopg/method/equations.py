@@ -256,7 +256,9 @@ class IntervalEquations:
         F = np.zeros((p + 1, p + 1))
         F[:q, :q] = self.T[:q, :q]
         F[:q, q:] = self.T[:q, cols]
-        F[q:, q:] = _fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop)[0]
+        F[q:, q:], left = _fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop)
+        if left.shape[0]:
+            raise OutOfTime("the time budget ran out during a fit")
         return F
 
     def solve(self, stop: Callable[[], bool] | None = None) -> PolicyEvaluation:
@@ -305,11 +307,9 @@ class IntervalEquations:
         p, q, mn = self.p, self._W.start, self.m * self.n
         error = rounding = float("inf")
         if self.rows > p and U.size:
-            if stop is not None and stop():
-                raise OutOfTime("the time budget ran out during a fit")
             theta = np.r_[np.zeros(q), fit.E.ravel(), fit.R[np.triu_indices(self.m)] if self.R is None else []]
             with np.errstate(all="ignore"):
-                G = self._step_map(theta, d) @ sla.solve_triangular(U, np.eye(p - q))
+                G = self._step_map(theta, d) @ _inverse(U, stop)
                 sigma = max(fit.residual, np.finfo(float).eps * fit.target_norm) / np.sqrt(self.rows - p)
                 # the rounding as a residual: its size in the rows' units (each column's times its unknown),
                 # spread over the factor's rows after the P block like the residual over its degrees of freedom
@@ -338,6 +338,20 @@ class IntervalEquations:
                 dH[i, j] = dH[j, i] = 1.0 / d[q + m * n + c]
                 J[:, m * n + c] = ((dH @ step) * dE).ravel()
         return J
+
+
+def _inverse(U: np.ndarray, stop: Callable[[], bool] | None) -> np.ndarray:
+    """The inverse of the upper triangular ``U``, by blocks of columns of about :data:`FOLD_FLOPS`;
+    ``stop`` is asked before each (``OutOfTime``)."""
+    k = U.shape[0]
+    inv = np.zeros((k, k))
+    block = max(1, int(FOLD_FLOPS // k**2))
+    for j in range(0, k, block):
+        if stop is not None and stop():
+            raise OutOfTime("the time budget ran out during a fit")
+        top = min(j + block, k)  # columns j..top of the inverse have rows 0..top only
+        inv[:top, j:top] = sla.solve_triangular(U[:top, :top], np.eye(top)[:, j:top])
+    return inv
 
 
 def _numerical_rank_full(U: np.ndarray) -> bool:
