@@ -27,6 +27,12 @@ Calibration (:meth:`PolicyIteration._calibrate_snapshots`) needs no step search 
 the horizon from the interval costs of single long rollouts, the perturbations from their
 states; the first rollouts of the fit are the loop's, asked of all workers at once.
 
+How a fit is judged (:meth:`PolicyIteration._refusal`): on exact data with snapshots, by how
+precisely it determines the Kleinman step (its standard error,
+:class:`~azopg.method.equations.StepError`), not by the condition of all its columns (``P`` may be
+poorly determined while ``E`` is not); under noise and with one equation per rollout, by the
+fit's condition number (:data:`NOISY_CONDITION`).
+
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
 buffered method of before runs instead (:attr:`PolicyIteration.buffer`, which says why).
 
@@ -41,12 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NotStabilizingError, ProblemError
+from ..errors import NotStabilizingError, OutOfTime, ProblemError
 from ..settings import Settings
 from .buffer import RolloutBuffer
 from .calibration import MAX_NOISE_SMOOTHING, NOISE_SMOOTHING, _horizon
 from .discrete import fit_weight, start_tau
-from .equations import IntervalEquations
+from .equations import IntervalEquations, StepError
 from .kinds import Event, TaskKind
 from .lifecycle import measure_noise, timed_probe
 from .regression import PolicyEvaluation, unknowns
@@ -64,13 +70,18 @@ PATIENCE = 6.0
 #: rollouts per unknown; after a step, the next waits for ``FRESH * m * n`` rollouts since.
 OVERDETERMINED, FRESH = 2.0, 1.0
 #: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
-#: The fit is solved by QR, not by normal equations: on exact data its relative error is about
-#: ``eps`` times the square root of that number (1e-7 here). Under cost noise (or on a plant with
-#: noise of its own), and with one equation per rollout (``snapshots=1``, the regime of noisy and
-#: black-box plants, and the default where the factor is large, whose rollouts are the least exact:
-#: eb5's first fit at 1e18 gave unstable gains), the error is the data's times that square root:
-#: ``NOISY_CONDITION``.
-MAX_CONDITION, NOISY_CONDITION = 1e18, 1e14
+#: The fit is solved by QR, not by normal equations. Under cost noise (or on a plant with noise of its
+#: own), and with one equation per rollout (``snapshots=1``, the regime of noisy and black-box plants,
+#: and the default where the factor is large, whose rollouts are the least exact: eb5's first fit at
+#: 1e18 gave unstable gains), the error of a fit is the data's times the square root of that number:
+#: fits above ``NOISY_CONDITION`` are refused (and by the buffered method). Exact data with snapshots
+#: is judged by the step's precision instead (:data:`STEP_PRECISION`).
+NOISY_CONDITION = 1e14
+#: With snapshots on exact data a Kleinman step is taken when its standard error
+#: (:class:`~.equations.StepError`) is at most ``STEP_PRECISION`` times the step (the step makes
+#: progress) or ``GAIN_PRECISION`` times the new gain (the error is harmless: ``GAIN_PRECISION^2`` in
+#: relative cost).
+STEP_PRECISION, GAIN_PRECISION = 1e-3, 1e-4
 #: A new fit is solved once the equations (rows) have grown by this fraction since the last solve, or
 #: by ``m n`` rows (the directions of ``E`` seen through the perturbations alone), whichever is fewer:
 #: few solves in a run whatever the number of workers, each ``O(p_L (m n)^2)``
@@ -253,11 +264,10 @@ class PolicyIteration(UpdateRule):
         self.master_seconds += time.process_time() - t0
 
     @property
-    def max_condition(self) -> float:
-        """The largest condition number of a fit that is used: :data:`NOISY_CONDITION` under noise or
-        with one equation per rollout."""
-        noisy = self.noisy or self.settings.cost_noise > 0 or self.snapshots == 1  # (buffered: 1)
-        return NOISY_CONDITION if noisy else MAX_CONDITION
+    def noisy_fit(self) -> bool:
+        """Whether fits are judged by their condition number (:data:`NOISY_CONDITION`): under noise
+        or with one equation per rollout (the buffered method too)."""
+        return bool(self.noisy or self.settings.cost_noise > 0 or self.snapshots == 1)
 
     def summary(self) -> dict[str, Any]:
         """Extra ``stats`` of ``result.json``: the master's CPU seconds on the fits (adding rollouts,
@@ -305,7 +315,7 @@ class PolicyIteration(UpdateRule):
             return
         fit = self.buffer.evaluate(self.K, self.fit_R)
         try:
-            if not fit.condition < self.max_condition:
+            if not fit.condition < NOISY_CONDITION:
                 raise np.linalg.LinAlgError
             step = self._kleinman(fit)
         except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
@@ -324,36 +334,68 @@ class PolicyIteration(UpdateRule):
         return step * (limit / size) if 0 < limit < size else step
 
     def _iterate(self, delay: int, worker: int, version_read: int) -> None:
-        """Kleinman steps on the accumulated interval equations while their fit is well conditioned."""
+        """Kleinman steps on the accumulated interval equations while each is determined precisely
+        enough (:meth:`_refusal`); when none is, the reason is logged and the rule waits for more
+        equations (:meth:`_stuck`)."""
         eq = self.equations
         if eq.rows < eq.unknowns:
             return
         try:
-            eq.recenter(self.K)  # the gain may have moved by a rollback
+            eq.recenter(self.K, self.out_of_time)  # the gain may have moved by a rollback
         except FloatingPointError:  # not representable about this gain: start the equations afresh
             self.equations = eq = IntervalEquations(self.K, self.fit_R)
             return
+        except OutOfTime:  # the budget is spent: the run ends, the rows wait unfolded
+            return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
-        K, taken = self.K, 0
+        K, taken, why = self.K, 0, Event.ILL_CONDITIONED
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
             if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
                 break
-            fit = eq.solve()
             try:
-                if not fit.condition < self.max_condition:
-                    raise np.linalg.LinAlgError
+                fit, precision = eq.evaluate(self.out_of_time)
+            except OutOfTime:
+                if not taken:
+                    return
+                break
+            if self.noisy_fit:
+                refused = None if fit.condition < NOISY_CONDITION else Event.ILL_CONDITIONED
+            else:
+                refused = self._refusal(precision)
+            if refused is not None:
+                why = refused
+                break
+            try:
                 step = self.tuning.alpha * self._kleinman(fit)
+            except np.linalg.LinAlgError:  # an estimated R (H_uu) not positive definite
+                break
+            try:
                 eq.recenter(K + step)
-            except (np.linalg.LinAlgError, FloatingPointError):  # ill-conditioned, or a step to an absurd gain
+            except FloatingPointError:  # a step to an absurd gain
+                why = Event.STEP_OVERFLOW
                 break
             K, taken = K + step, taken + 1
             if not float(np.linalg.norm(step)) > STEP_TOL * float(np.linalg.norm(K)):
                 break
         if not taken:
-            self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
+            self.log(why, delay, worker, version_read)
             self._stuck(worker, version_read)
             return
         self.apply(K, delay, worker, version_read)
+
+    @staticmethod
+    def _refusal(precision: StepError) -> Event | None:
+        """Why a fit's Kleinman step is not taken on exact data with snapshots, or ``None``: its
+        columns ``E`` (and ``H``) are rank-deficient (``ill-conditioned``), or its standard error
+        exceeds both :data:`STEP_PRECISION` times the step and :data:`GAIN_PRECISION` times the new
+        gain (``step-imprecise``). The condition number of the whole fit is not the judge: ``P`` may
+        be poorly determined (states over many decades) while ``E`` is not. (Under noise and with one
+        equation per rollout the judge is the condition number: :attr:`noisy_fit`.)"""
+        if not precision.error < math.inf:
+            return Event.ILL_CONDITIONED
+        if precision.error > max(STEP_PRECISION * precision.step, GAIN_PRECISION * precision.gain):
+            return Event.STEP_IMPRECISE
+        return None
 
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0
@@ -362,9 +404,10 @@ class PolicyIteration(UpdateRule):
         super().apply(K, delay, worker, version_read)
 
     def _stuck(self, worker: int, version_read: int) -> None:
-        """:data:`PATIENCE` rollouts per unknown without a well-conditioned fit: no step, so no check
-        would ever judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``);
-        at the anchor already, start the equations afresh around it."""
+        """:data:`PATIENCE` rollouts per unknown without a step that could be taken (each refusal logged
+        with its reason: ``ill-conditioned``, ``step-imprecise``, ``step-overflow``): no check would ever
+        judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``); at the anchor
+        already, start the equations afresh around it."""
         if self._idle < self.patience:
             return
         self._idle = 0
