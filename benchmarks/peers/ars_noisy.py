@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     ensure_venv(args.venv, __file__)
-    from noisy_peers import noise_levels, table
+    from noisy_peers import noise_levels, tables
 
     budgets = sorted(int(b) for b in args.budgets.split(","))
     runs: list[dict] = []
@@ -116,8 +116,8 @@ def main() -> None:
                 print(f"# {plant} {label} seed {seed}: {rows[-1]['cpu_s']:.0f} CPU s", flush=True)
                 if args.out:
                     with open(args.out, "w") as f:
-                        json.dump({"args": vars(args), "runs": runs}, f, indent=1)
-    print(table(runs, ["ars"]))
+                        json.dump({"args": vars(args), "runs": runs}, f, indent=1, default=str)
+    print(tables(runs, ["ars"]))
 
 
 if __name__ == "__main__":

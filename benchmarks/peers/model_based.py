@@ -14,6 +14,8 @@ equivalence needs them; LSTD-Q reads the cost off the rewards).
   logarithm of ``[[Ad, Bd], [0, I]]`` and the CARE (``"care"``), or the DARE of the identified
   sampled-data problem, with its exact zero-order-hold cost weights (``"dare"``: the best
   sampled-data gain of the model, whose continuous-time gap has a floor of order ``dt^2``).
+  Least squares is what Dean et al. do (they observe the state); under measurement noise it is
+  biased (errors in variables), so ``iv=True`` replaces it by instrumental variables.
 * :func:`lspi` (Krauth, Tu & Recht 2019): LSTD-Q for the average cost with quadratic features of
   ``z = (y, u)`` and a constant (``c_k = (phi(z_k) - phi(z'_{k+1}))' q + lambda``,
   ``z'_{k+1} = (y_{k+1}, -K y_{k+1})``, instruments ``(phi(z_k), 1)``), then the greedy gain
@@ -51,9 +53,12 @@ class Statistics:
         self.FF = np.zeros((p, p))  # sum f f', f = (phi(z), 1)
         self.Fc = np.zeros(p)  # sum f c
         self.FYY = np.zeros((p, n, n))  # sum f (x) y' y'^T
+        self.IZ = np.zeros((d, d))  # sum zi z', instruments zi = (y_{k-1}, u_k + K0 y_k)
+        self.IY = np.zeros((d, n))  # sum zi y'^T
 
-    def add(self, Y: np.ndarray, U: np.ndarray, C: np.ndarray, Y1: np.ndarray) -> None:
-        """Add transitions: rows of ``Y`` (b, n), ``U`` (b, m), costs ``C`` (b,), next observations ``Y1``."""
+    def add(self, Y: np.ndarray, U: np.ndarray, C: np.ndarray, Y1: np.ndarray, Zi: np.ndarray | None = None) -> None:
+        """Add transitions: rows of ``Y`` (b, n), ``U`` (b, m), costs ``C`` (b,), next observations ``Y1``, and
+        optionally instruments ``Zi`` (b, n + m) for :func:`identify` with ``iv=True``."""
         Z = np.hstack([Y, U])
         F = np.hstack([_vech_coefficients(Z[:, :, None] * Z[:, None, :]), np.ones((len(Z), 1))])  # f'(H, l) = z'Hz + l
         self.ZZ += Z.T @ Z
@@ -62,30 +67,37 @@ class Statistics:
         self.Fc += F.T @ C
         self.FYY += np.einsum("ka,ki,kj->aij", F, Y1, Y1)
         self.transitions += len(Z)
+        if Zi is not None:
+            self.IZ += Zi.T @ Z
+            self.IY += Zi.T @ Y1
 
 
-def simulate(stats: Statistics, problem: LQRProblem, K0: np.ndarray, rollouts: int, steps: int, dt: float,
-             W: np.ndarray, V: np.ndarray, sigma_u: float, rng: np.random.Generator) -> None:
-    """Run ``rollouts`` episodes of ``steps`` steps (all at once) and add their transitions to ``stats``.
+def simulate(stats: Statistics, problem: LQRProblem, K0: np.ndarray, rollouts: range, steps: int, dt: float,
+             W: np.ndarray, V: np.ndarray, sigma_u: float, seed: int) -> None:
+    """Run the episodes numbered ``rollouts`` (all at once; ``steps`` steps each) and add their transitions.
 
     The plant is :class:`~azopg.plants.envs.LinearEnv`'s: ``x' = Ad x + Bd u + w``, ``w ~ N(0, dt W)``,
     reward ``-[x; u]' Wc [x; u]`` (exact over the step), observation ``y = x + v``, ``v ~ N(0, V)``.
+    Episode ``i`` draws from ``default_rng([seed, i])``: the first ``N`` episodes are the same however
+    they are split into calls.
     """
     n, m = problem.n, problem.m
     Ad, Bd, Wc = zoh_matrices(problem.A, problem.B, problem.Q, problem.R, dt)
-    Lx0 = np.linalg.cholesky(problem.x0_cov)
-    Lw = _factor(dt * W)
-    Lv = _factor(V)
-    x = rng.standard_normal((rollouts, n)) @ Lx0.T
-    y = x + rng.standard_normal((rollouts, n)) @ Lv.T
-    for _ in range(steps):
-        u = -y @ K0.T + sigma_u * rng.standard_normal((rollouts, m))
+    draws = [np.random.default_rng([seed, i]).standard_normal((steps + 1, 2 * n + m)) for i in rollouts]
+    G = np.stack(draws, axis=1)  # (steps + 1, b, [x0 or w | v | e])
+    Lw, Lv = _factor(dt * W), _factor(V)
+    x = G[0, :, :n] @ np.linalg.cholesky(problem.x0_cov).T
+    y = x + G[0, :, n : 2 * n] @ Lv.T
+    y_lag = None
+    for k in range(1, steps + 1):
+        e = sigma_u * G[k, :, 2 * n :]
+        u = -y @ K0.T + e
         z = np.hstack([x, u])
         c = np.einsum("ki,ij,kj->k", z, Wc, z)
-        x = x @ Ad.T + u @ Bd.T + rng.standard_normal((rollouts, n)) @ Lw.T
-        y1 = x + rng.standard_normal((rollouts, n)) @ Lv.T
-        stats.add(y, u, c, y1)
-        y = y1
+        x = x @ Ad.T + u @ Bd.T + G[k, :, :n] @ Lw.T
+        y1 = x + G[k, :, n : 2 * n] @ Lv.T
+        stats.add(y, u, c, y1, None if y_lag is None else np.hstack([y_lag, e]))
+        y_lag, y = y, y1
 
 
 def _factor(M: np.ndarray) -> np.ndarray:
@@ -94,15 +106,21 @@ def _factor(M: np.ndarray) -> np.ndarray:
     return U * np.sqrt(np.clip(w, 0.0, None))
 
 
-def identify(stats: Statistics) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares ``(Ad, Bd)`` from the transitions."""
-    Theta = np.linalg.lstsq(stats.ZZ, stats.ZY, rcond=None)[0]  # (d, n): y' = Theta' z
+def identify(stats: Statistics, iv: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares ``(Ad, Bd)`` from the transitions; ``iv``: instrumental variables ``(y_{k-1}, u_k + K0 y_k)``
+    (the previous observation and the exploration: independent of ``v_k``, ``v_{k+1}`` and ``w_k``, so
+    consistent under measurement noise, where least squares is not: errors in variables)."""
+    if iv:
+        Theta = np.linalg.solve(stats.IZ, stats.IY)
+    else:
+        Theta = np.linalg.lstsq(stats.ZZ, stats.ZY, rcond=None)[0]  # (d, n): y' = Theta' z
     return Theta[: stats.n].T, Theta[stats.n :].T
 
 
-def certainty_equivalent(stats: Statistics, Q: np.ndarray, R: np.ndarray, dt: float, form: str) -> np.ndarray:
-    """The certainty-equivalent gain of the identified model: ``form`` ``"care"`` or ``"dare"``."""
-    Ad, Bd = identify(stats)
+def certainty_equivalent(stats: Statistics, Q: np.ndarray, R: np.ndarray, dt: float, form: str,
+                         iv: bool = False) -> np.ndarray:
+    """The certainty-equivalent gain of the model :func:`identify` gives: ``form`` ``"care"`` or ``"dare"``."""
+    Ad, Bd = identify(stats, iv)
     n, m = Bd.shape
     M = np.zeros((n + m, n + m))
     M[:n, :n], M[:n, n:], M[n:, n:] = Ad, Bd, np.eye(m)

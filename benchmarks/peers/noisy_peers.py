@@ -6,7 +6,9 @@ For each plant, noise level, seed and budget ``N`` of rollouts, learns a gain by
   least-squares ``(Ad, Bd)`` from ``N`` episodes of the sampled-data plant under the exploring
   policy ``u = -K0 y + sigma_u e`` (:mod:`model_based`: the :class:`~azopg.plants.envs.LinearEnv`
   form, zero-order hold at ``--dt``, ``--tau`` seconds per episode), then the CARE of the model
-  by the matrix logarithm, or the DARE of the sampled-data model;
+  by the matrix logarithm, or the DARE of the sampled-data model; ``ce-iv``: the CARE of the model
+  identified by instrumental variables (the previous observation and the exploration), consistent
+  under measurement noise;
 * ``lspi``: LSTD-Q policy iteration (Krauth, Tu & Recht 2019) on the same episodes;
 * ``azopg``: ``azopg.train(problem.with_noise(W, V, dt), max_rollouts=N, target_gap=None)`` --
   default settings on the package's exact noisy plant (continuous-time feedback
@@ -44,7 +46,7 @@ from model_based import Statistics, certainty_equivalent, lspi, simulate
 
 import azopg
 
-LEARNERS = ("ce-care", "ce-dare", "lspi", "azopg")  # and "azopg-gym" on request
+LEARNERS = ("ce-care", "ce-dare", "ce-iv", "lspi", "azopg")  # and "azopg-gym" on request
 
 
 def noise_levels(spec: str) -> list[tuple[str, float, float]]:
@@ -83,20 +85,21 @@ def model_based_runs(base: azopg.LQRProblem, sw: float, sv: float, seed: int, bu
     Om = np.asarray(base.x0_cov)
     steps = round(args.tau / args.dt)
     stats = Statistics(n, base.m)
-    rng = np.random.default_rng([seed, 23, 5])
     rows, done = [], 0
     for N in budgets:
         while done < N:
             b = min(N - done, 500)
-            simulate(stats, base, base.K0, b, steps, args.dt, sw**2 * Om, sv**2 * Om, args.sigma_u, rng)
+            simulate(stats, base, base.K0, range(done, done + b), steps, args.dt, sw**2 * Om, sv**2 * Om,
+                     args.sigma_u, seed)
             done += b
-        for name in ("ce-care", "ce-dare", "lspi"):
+        for name in LEARNERS[:4]:
             t0 = time.process_time()
             try:
                 if name == "lspi":
                     K, _ = lspi(stats, base.K0)
                 else:
-                    K = certainty_equivalent(stats, base.Q, base.R, args.dt, name[3:])
+                    K = certainty_equivalent(stats, base.Q, base.R, args.dt, "dare" if name == "ce-dare" else "care",
+                                             iv=name == "ce-iv")
             except (np.linalg.LinAlgError, ValueError):
                 K = np.full_like(base.K0, np.nan)
             gap, err = judge(base, K)
@@ -136,18 +139,23 @@ def fmt(values: list[float]) -> str:
     return f"{med:.2g} [{v[0]:.2g}, {v[-1]:.2g}]" if len(v) > 1 else f"{med:.2g}"
 
 
-def table(runs: list[dict], learners: list[str]) -> str:
-    """Markdown: one row per plant, noise and budget; gap and gain error of each learner."""
-    head = "| plant | noise | rollouts | " + " | ".join(f"{lr} gap | {lr} gain err" for lr in learners) + " |"
-    lines = [head, "|" + "---|" * (3 + 2 * len(learners))]
-    keys = sorted({(r["plant"], r["noise"], r["N"]) for r in runs}, key=lambda k: (k[0], k[1], k[2]))
+def table(runs: list[dict], learners: list[str], metric: str = "gap") -> str:
+    """Markdown: one row per plant, noise and budget; ``metric`` (``"gap"`` or ``"gain_error"``) of each learner."""
+    lines = ["| plant | noise | rollouts | " + " | ".join(learners) + " |", "|" + "---|" * (3 + len(learners))]
+    keys = sorted({(r["plant"], r["noise"], r["N"]) for r in runs})
     for plant, noise, N in keys:
         cells = []
         for lr in learners:
-            sel = [r for r in runs if (r["plant"], r["noise"], r["N"], r["learner"]) == (plant, noise, N, lr)]
-            cells += [fmt([r["gap"] for r in sel]), fmt([r["gain_error"] for r in sel])] if sel else ["", ""]
+            sel = [r[metric] for r in runs if (r["plant"], r["noise"], r["N"], r["learner"]) == (plant, noise, N, lr)]
+            cells.append(fmt(sel) if sel else "")
         lines.append(f"| {plant} | {noise} | {N} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def tables(runs: list[dict], learners: list[str]) -> str:
+    """The gap table and the gain-error table."""
+    return "".join(f"\n{title}:\n\n{table(runs, learners, metric)}\n" for title, metric in
+                   (("relative gap (f(K) - f*) / f*", "gap"), ("gain error |K - K*| / |K*|", "gain_error")))
 
 
 def main() -> None:
@@ -157,13 +165,20 @@ def main() -> None:
                     "joined by + to combine")
     ap.add_argument("--budgets", default="10,30,100,300,1000,3000")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--learners", default=",".join(LEARNERS))
+    ap.add_argument("--learners", default=",".join(LEARNERS), help="of " + ", ".join((*LEARNERS, "azopg-gym"))
+                    + " (with --tables: also ars)")
     ap.add_argument("--dt", type=float, default=0.02, help="sampling interval of the peers' data (s)")
     ap.add_argument("--tau", type=float, default=2.0, help="seconds per episode of the peers' data")
     ap.add_argument("--sigma-u", type=float, default=1.0, help="exploration noise of the peers' data")
     ap.add_argument("--out", default=None, help="JSON file for every run")
+    ap.add_argument("--tables", default=None, help="no runs: print the table of these JSON files (comma-separated, "
+                    "from --out here and in ars_noisy.py), learners in the order of --learners, rows of --budgets")
     args = ap.parse_args()
     budgets = sorted(int(b) for b in args.budgets.split(","))
+    if args.tables:
+        runs = [r for path in args.tables.split(",") for r in json.load(open(path))["runs"] if r["N"] in budgets]
+        print(tables(runs, [lr for lr in args.learners.split(",") if any(r["learner"] == lr for r in runs)]))
+        return
     learners = args.learners.split(",")
     runs: list[dict] = []
     for plant in args.plants.split(","):
@@ -171,7 +186,7 @@ def main() -> None:
         for label, sw, sv in noise_levels(args.noise):
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                rows = model_based_runs(base, sw, sv, seed, budgets, args) if set(learners) & set(LEARNERS[:3]) else []
+                rows = model_based_runs(base, sw, sv, seed, budgets, args) if set(learners) & set(LEARNERS[:4]) else []
                 rows += azopg_runs(base, sw, sv, seed, budgets, args.dt) if "azopg" in learners else []
                 rows += azopg_runs(base, sw, sv, seed, budgets, args.dt, gym=True) if "azopg-gym" in learners else []
                 for r in rows:
@@ -180,8 +195,8 @@ def main() -> None:
                 print(f"# {plant} {label} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
                 if args.out:
                     with open(args.out, "w") as f:
-                        json.dump({"args": vars(args), "runs": runs}, f, indent=1)
-    print(table(runs, learners))
+                        json.dump({"args": vars(args), "runs": runs}, f, indent=1, default=str)
+    print(tables(runs, learners))
     for lr in ("azopg", "azopg-gym"):
         az = [r for r in runs if r["learner"] == lr]
         if az:
