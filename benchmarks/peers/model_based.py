@@ -19,7 +19,9 @@ equivalence needs them; LSTD-Q reads the cost off the rewards).
 * :func:`lspi` (Krauth, Tu & Recht 2019): LSTD-Q for the average cost with quadratic features of
   ``z = (y, u)`` and a constant (``c_k = (phi(z_k) - phi(z'_{k+1}))' q + lambda``,
   ``z'_{k+1} = (y_{k+1}, -K y_{k+1})``, instruments ``(phi(z_k), 1)``), then the greedy gain
-  ``K = H_uu^{-1} H_ux``, repeated on the same data (offline policy iteration).
+  ``K = H_uu^{-1} H_ux``, repeated on the same data (their analysis draws fresh data for each
+  evaluation; at a fixed budget every evaluation here gets all of it). The constant feature stands
+  in for their term of the known noise covariance.
 
 Everything is accumulated as sufficient statistics (:class:`Statistics`), so budgets of rollouts
 are nested: the first ``N`` episodes of one stream of data.
