@@ -19,7 +19,7 @@ from ..plants.base import Plant, RolloutResult, common_noise, failed, returns_mo
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 from .kinds import TaskKind
-from .noisy_eval import TAIL_Z, noisy_measure
+from .noisy_eval import NOISY_TAIL_TOL, TAIL_Z, noisy_measure
 from .paired import CHECK_PAIRS, noise_factors, paired_measure
 
 __all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "TrajectoryData", "estimate_rollouts", "evaluation_states",
@@ -187,10 +187,11 @@ class Report:
     def long_tail(self, tail_tol: float) -> bool:
         """Whether a check's cost between ``tau`` and ``2 tau`` is not negligible (relative
         ``tail_tol``): a slow or unstable mode that has not yet shown. On a noisy plant (a check
-        that measured its ``tail_se``) only the transient's tail counts, beyond its standard error
-        (:mod:`azopg.method.noisy_eval`): the noise's own cost grows with ``tau`` forever."""
+        that measured its ``tail_se``) only the transient's tail counts, beyond its standard error and
+        relative to the transient at least :data:`~.noisy_eval.NOISY_TAIL_TOL` (:mod:`azopg.method.noisy_eval`):
+        the noise's own cost grows with ``tau`` forever."""
         if math.isfinite(self.tail_se):
-            return self.tail > tail_tol * self.transient + TAIL_Z * self.tail_se
+            return self.tail > max(tail_tol, NOISY_TAIL_TOL) * self.transient + TAIL_Z * self.tail_se
         return self.cost2 - self.cost > tail_tol * self.cost2
 
     def payload_bytes(self) -> int:
