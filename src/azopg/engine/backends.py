@@ -38,8 +38,8 @@ class SerialExecutor(ExecutorBase):
     The time budget (:attr:`budget`) is held however long a task runs (a noisy plant's rollouts take
     time in proportion to the horizon): a task that the last task of its kind predicts (seconds per unit
     of horizon, times :data:`~azopg.method.lifecycle.PACE_MARGIN`) would end more than
-    :data:`~azopg.method.lifecycle.OVERRUN` s past the budget is not started; the executor waits out the
-    budget instead and reports nothing.
+    :data:`~azopg.method.lifecycle.OVERRUN` s past the budget (less :attr:`reserve`) is not started; the
+    executor waits out the budget instead and reports nothing.
     """
 
     def __init__(self, plant_factory: Callable[[], Plant]) -> None:
@@ -64,10 +64,11 @@ class SerialExecutor(ExecutorBase):
             return None
         task = self._queue[0]
         start = self.clock()
-        if self.budget is not None and start + PACE_MARGIN * self._pace.get(task.kind, 0.0) * task.tau \
-                > self.budget + OVERRUN:
-            time.sleep(max(self.budget - start, 0.0))  # the budget ends before the task would
-            return None
+        if self.budget is not None:
+            end = self.budget - self.reserve()
+            if start + PACE_MARGIN * self._pace.get(task.kind, 0.0) * task.tau > end + OVERRUN:
+                time.sleep(max(end - start, 0.0))  # the budget ends before the task would
+                return None
         rep = self.run(self._queue.popleft())
         self._pace[task.kind] = (self.clock() - start) / task.tau
         return rep

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model.noise import augmented, gramian, short_step
+from ..model.noise import Segment, augmented, gramian, short_step
 from ..model.problem import LQRProblem
 from .base import GROWTH, RolloutResult, finalize, with_moments
 from .linear import LinearPlant
@@ -71,6 +71,20 @@ def _rates(F: np.ndarray) -> np.ndarray:
     if ok.any():
         rates[ok] = np.abs(np.linalg.eigvals(F[ok])).max(axis=1)
     return rates
+
+
+def _short_steps(F: np.ndarray, C: np.ndarray, Wz: np.ndarray, h: float) -> tuple[Segment, np.ndarray]:
+    """:func:`~azopg.model.noise.short_step` once per distinct closed loop, expanded to the rows: the rows of a
+    check share one or two gains, and the block exponentials were most of its time."""
+    b = F.shape[0]
+    per_row = Wz.ndim == 3 and Wz.shape[0] == b > 1  # else one intensity broadcast to every row
+    key = np.concatenate([F.reshape(b, -1), C.reshape(b, -1)] + ([Wz.reshape(b, -1)] if per_row else []), axis=1)
+    _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    if len(first) == b:
+        return short_step(F, C, Wz, h)
+    seg, Gamma = short_step(F[first], C[first], Wz[first] if per_row else Wz, h)
+    inv = inv.reshape(-1)
+    return Segment(seg.Phi[inv], seg.Qd[inv], seg.M[inv], seg.c[inv], seg.h), Gamma[inv]
 
 
 class NoisyLinearPlant(LinearPlant):
@@ -179,7 +193,7 @@ class NoisyLinearPlant(LinearPlant):
         takes the standard normal draws of path ``rows[i]``."""
         b, d = z.shape
         n = self.n
-        seg, Gamma = short_step(F, C, Wz, h)
+        seg, Gamma = _short_steps(F, C, Wz, h)
         Phi = seg.Phi
         Lq = _sqrt_psd(seg.Qd[:, :n, :n])  # the disturbance enters x only
         z = z.copy()
