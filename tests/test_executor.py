@@ -100,3 +100,16 @@ def test_worker_lost_under_run_is_replaced_and_the_task_sent_again(chain3, tmp_p
         assert ex.idle_workers() == [0, 1]
     finally:
         ex.close()
+
+
+def test_a_serial_run_builds_its_plant_once() -> None:
+    # the master's questions to the plant (auto, deterministic, moments) and the serial worker share one plant
+    problem = azopg.get_problem("he1")
+    built = []
+
+    def factory() -> azopg.LinearPlant:
+        built.append(1)
+        return azopg.LinearPlant(problem)
+
+    azopg.train(factory(), K0=problem.K0, plant_factory=factory, max_rollouts=300)
+    assert len(built) == 2  # the one passed in, and the run's own

@@ -50,7 +50,14 @@ class SerialExecutor(ExecutorBase):
         self._pace: dict[str, float] = {}  # seconds per unit of horizon of the last task, by kind
 
     def start(self) -> None:
-        self.plant = self._factory()
+        if self.plant is None:
+            self.plant = self._factory()
+
+    def adopt(self, plant: Plant, factory: Callable[[], Plant]) -> None:
+        """Run on ``plant``, which the caller built with ``factory``, if this executor's plants come from that
+        factory (not, e.g., wrapped with a latency): one plant is built, not two."""
+        if factory is self._factory:
+            self.plant = plant
 
     def run(self, task: Task) -> Report:
         assert self.plant is not None, "start() first"

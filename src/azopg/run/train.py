@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
+from ..engine.backends import Executor, ExecutorOptions, SerialExecutor, executor_kind, loop_policy, make_executor
 from ..engine.executor import WorkerLoss
 from ..engine.loops import LOOPS, Throttle
 from ..errors import OutOfTime, SettingsError
@@ -242,7 +242,10 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
     runlog = RunLog(job.monitor(), clock, settings.workers)
-    rule = _rule(job, settings, runlog, restore)
+    plant = job.plant_factory()  # the master's questions to the plant (and the serial executor's plant)
+    if isinstance(executor, SerialExecutor):
+        executor.adopt(plant, job.plant_factory)
+    rule = _rule(job, plant, settings, runlog, restore)
     executor.reserve = functools.partial(closing_reserve, rule)  # the closing measurement's time (under noise)
     executor.on_lost = functools.partial(_worker_lost, rule, clock)
     recorder = None
@@ -289,9 +292,8 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     return result
 
 
-def _rule(job: Job, given: Settings, runlog: RunLog, restore: dict[str, Any] | None) -> UpdateRule:
-    """The run's update rule (``method="auto"`` resolved once, for this plant), restored from a checkpoint."""
-    plant = job.plant_factory()
+def _rule(job: Job, plant: Plant, given: Settings, runlog: RunLog, restore: dict[str, Any] | None) -> UpdateRule:
+    """The run's update rule (``method="auto"`` resolved once, for ``plant``), restored from a checkpoint."""
     settings = resolve_settings(given, plant) if given.method == "auto" else given
     rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time,
                      deterministic_plant=is_deterministic(plant))
