@@ -49,8 +49,9 @@ __all__ = ["Progress", "train"]
 @click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
               "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
-              "where the moments are exact (a known problem, azopg/DiscreteLinear-v0, azopg/Dean3-v0) and "
-              "--cost-noise <= 1e-3, else natural.")
+              "where the moments are exact (a known problem, azopg/DiscreteLinear-v0, azopg/Dean3-v0), "
+              "--cost-noise <= 1e-3 and the plant shows no noise of its own (measured first unless it declares "
+              "itself deterministic), else natural.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
               help="serial | async | sync | simulated | simulated-sync | ray.  "

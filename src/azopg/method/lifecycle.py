@@ -68,6 +68,7 @@ class Learner(Protocol):
     deterministic_plant: bool  #: the plant declares itself noise-free: :func:`measure_noise` is skipped
     noisy: bool  #: the plant's own noise was measured (:func:`measure_noise`): checks are paired
     noise: float  #: the relative standard deviation of one rollout's cost at ``K0`` measured
+    noise_measured: bool  #: :func:`measure_noise` ran (it runs once)
 
     @property
     def line_search(self) -> bool: ...
@@ -129,9 +130,11 @@ def measure_noise(rule: Learner, probe: Probe) -> None:
     judge the transient's tail (not the noise's ever-growing cost); ``rule.noise`` keeps the measured
     relative noise of one rollout. Deterministic in the run's seed (task identities), so a replay
     measures the same. Skipped for a plant that declares itself deterministic
-    (:func:`~azopg.plants.base.is_deterministic`): its run costs the rollouts it did before."""
-    if rule.deterministic_plant:
+    (:func:`~azopg.plants.base.is_deterministic`): its run costs the rollouts it did before; and if it ran
+    already (``method="auto"`` measures before it picks the rule: :func:`~azopg.method.auto.measured_method`)."""
+    if rule.deterministic_plant or rule.noise_measured:
         return
+    rule.noise_measured = True
     rule.noisy = True
     tasks = rule.stats.tasks  # its own identity: the run's task ids (and their noise) stay as without it
     try:
