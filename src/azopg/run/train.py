@@ -10,7 +10,6 @@ hands off to the same :func:`_run`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import math
@@ -26,21 +25,19 @@ from ..engine.backends import Executor, ExecutorOptions, SerialExecutor, executo
 from ..engine.executor import WorkerLoss
 from ..engine.loops import LOOPS, Throttle
 from ..errors import OutOfTime, SettingsError
-from ..method.auto import resolve_settings
 from ..method.kinds import Event
-from ..method.lifecycle import CostInterval, closing_reserve, cost_interval, measure_noise, timed_probe
+from ..method.lifecycle import CostInterval, closing_reserve, cost_interval
 from ..method.rule import UpdateRule
-from ..method.rules import make_rule
-from ..method.tasks import run_task
 from ..model.compare import relative_gain_error as gain_error
 from ..model.noise import expected_cost
 from ..model.problem import LQRProblem
-from ..plants.base import Plant, is_deterministic, returns_moments
+from ..plants.base import Plant
 from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
 from .history import RunLog
 from .job import Job
 from .records import HistoryRow, Result
+from .rule_choice import make_run_rule
 from .rundir import RunDir
 
 __all__ = ["Job", "Result", "resume", "stop_reason", "time_to_target", "train"]
@@ -247,7 +244,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     plant = job.plant_factory()  # the master's questions to the plant (and the serial executor's plant)
     if isinstance(executor, SerialExecutor):
         executor.adopt(plant, job.plant_factory)
-    rule = _rule(job, plant, settings, runlog, restore)
+    rule = make_run_rule(job, plant, settings, runlog, restore)
     executor.reserve = functools.partial(closing_reserve, rule)  # the closing measurement's time (under noise)
     executor.on_lost = functools.partial(_worker_lost, rule, clock)
     recorder = None
@@ -292,50 +289,6 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
                                         if math.isfinite(calibrated_at) else None)
     result.stats["resumes"] = recorder.resumes if recorder is not None else 0
     return result
-
-
-def _rule(job: Job, plant: Plant, given: Settings, runlog: RunLog, restore: dict[str, Any] | None) -> UpdateRule:
-    """The run's update rule (``method="auto"`` resolved once, for ``plant``, by its noise if it may have some:
-    :func:`_measured_rule`), restored from a checkpoint."""
-    settings = resolve_settings(given, plant) if given.method == "auto" else given
-    deterministic = is_deterministic(plant)
-    measured = None
-    if given.method == "auto" and settings.method == "policy-iteration" and not deterministic:
-        # exact moments, but noise of its own would bias the regression: measured first (a resumed run: as saved)
-        measured = _measured_rule(job, plant, settings, runlog, restore)
-    if measured is not None and measured.noisy:
-        rule = measured
-    else:
-        rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time,
-                         deterministic_plant=deterministic)
-        if measured is not None:  # measured noise-free: policy iteration, not measured again, its rollouts counted
-            rule.noise_measured, rule.noise = True, measured.noise
-            rule.stats.rollouts += measured.stats.rollouts
-    if rule.needs_moments and not returns_moments(plant):
-        raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
-                            "moments=True), see azopg.plants.base)")
-    if restore is not None:
-        if restore["format"] < 3:
-            log.warning("azopg: a format-%d checkpoint does not hold how many checks were rejected in a row; the "
-                        "resumed run counts them afresh", restore["format"])
-        rule.load_state(restore["master"])
-    return rule
-
-
-def _measured_rule(job: Job, plant: Plant, settings: Settings, runlog: RunLog,
-                   restore: dict[str, Any] | None) -> UpdateRule | None:
-    """``auto`` on a plant whose moments are exact but which does not declare itself deterministic: its noise is
-    measured (:func:`~azopg.method.lifecycle.measure_noise`, on the master's plant, the task identity the
-    calibration would use), and a noisy plant gets the ``natural`` rule instead of policy iteration (whose
-    regression noise of the plant's own would bias). Returns the natural rule that measured (``noisy`` or
-    not); ``None`` for a resumed run saved as not noisy (it takes the saved measurement, ``master.noisy``)."""
-    natural = dataclasses.replace(settings, method="natural")
-    rule = make_rule(job.K0, natural, R=job.R, observer=runlog, discrete_time=job.discrete_time)
-    if restore is not None:
-        rule.noisy = restore["master"].get("noisy", False) is True
-        return rule if rule.noisy else None
-    measure_noise(rule, timed_probe(rule, functools.partial(run_task, plant)))
-    return rule
 
 
 def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, resumed: bool, policy: str,
