@@ -62,7 +62,7 @@ def test_intervals_cover_the_exact_expected_cost_and_difference_95_percent_of_th
 
 def test_a_noisy_run_reports_its_intervals_and_a_deterministic_one_none() -> None:
     problem = _noisy("he1", w=0.1)
-    res = azopg.train(problem, max_rollouts=1500)
+    res = azopg.train(problem, max_updates=30)
     ci = res.cost_interval
     assert ci is not None and ci["reference"] == "K*" and ci["rollouts"] >= INTERVAL_ROLLOUTS
     assert ci["tau"] == res.settings["tau"] and ci["low"] < ci["mean"] < ci["high"]
@@ -72,3 +72,5 @@ def test_a_noisy_run_reports_its_intervals_and_a_deterministic_one_none() -> Non
     assert ci["gap_high"] == pytest.approx(ci["diff_high"] / ref)
     assert res.to_dict()["cost_interval"] == ci
     assert azopg.train(azopg.get_problem("he1"), max_rollouts=300).cost_interval is None
+    # not measured past a budget: the rollouts' (the calibration's time, likewise)
+    assert azopg.train(problem, max_rollouts=1500).cost_interval is None

@@ -98,7 +98,8 @@ class Result:
         run's horizon, from rollouts of its own (:class:`~azopg.method.lifecycle.CostInterval`: ``tau``,
         ``mean``, ``se``, ``df``, ``low``, ``high``, ``rollouts``, ``level``); with a noisy problem's oracle
         also ``optimal_expected_cost`` (of ``K*`` at ``tau``) and ``gap_low``, ``gap_high`` (the interval
-        relative to it). ``None`` without noise.
+        relative to it). ``None`` without noise, and when the measurement would exceed the budget that
+        stopped the run (``max_rollouts``, or the time budget during the calibration).
     history : list of HistoryRow
     """
 

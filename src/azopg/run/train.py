@@ -317,9 +317,11 @@ def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder
         rule.log(Event.OUT_OF_TIME if math.isfinite(calibrated_at) or resumed else Event.CALIBRATION_CUT_SHORT)
         cap = rule.settings.max_rollouts
         status = "max_rollouts" if cap is not None and rule.stats.rollouts >= cap else "max_time"
-        K = rule.final_gain("interrupted", executor.run)
+        return status, rule.final_gain("interrupted", executor.run), calibrated_at, None  # no time for more
     except KeyboardInterrupt:
         return "interrupted", rule.final_gain("interrupted", executor.run), calibrated_at, None
+    if status == "max_rollouts":  # the measurement would exceed the rollout budget
+        return status, K, calibrated_at, None
     oracle = job.oracle if job.oracle is not None and job.oracle.noisy else None
     try:  # under noise, confidence intervals for the returned gain's cost, from a measurement of its own
         interval = cost_interval(rule, executor.run, K, *((oracle.optimal_gain, "K*") if oracle is not None
