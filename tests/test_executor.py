@@ -132,7 +132,7 @@ def test_serial_executor_does_not_start_a_task_predicted_to_end_past_the_budget(
     task = rule.issue(0, TaskKind.EVALUATE)
     late = 10.0 + OVERRUN - PACE_MARGIN * task.tau  # the latest start whose predicted end is within the budget
     for reserve, start, runs in [(0.0, late + 0.01, False), (0.0, late - 0.01, True), (1.0, late - 0.01, False)]:
-        ex._pace[TaskKind.EVALUATE] = 1.0  # one second per unit of horizon (the fake clock records 0 after a run)
+        ex.pace[TaskKind.EVALUATE] = 1.0  # one second per unit of horizon (the fake clock records 0 after a run)
         ex.reserve = lambda reserve=reserve: reserve  # seconds kept for a closing measurement
         ex.submit(task)
         now[0] = start

@@ -47,7 +47,8 @@ class SerialExecutor(ExecutorBase):
         self._factory = plant_factory
         self._queue: deque[Task] = deque()
         self.plant: Plant | None = None
-        self._pace: dict[str, float] = {}  # seconds per unit of horizon of the last task, by kind
+        #: Seconds per unit of horizon of the last task, by kind.
+        self.pace: dict[str, float] = {}
 
     def start(self) -> None:
         if self.plant is None:
@@ -73,11 +74,11 @@ class SerialExecutor(ExecutorBase):
         start = self.clock()
         if self.budget is not None:
             end = self.budget - self.reserve()
-            if start + PACE_MARGIN * self._pace.get(task.kind, 0.0) * task.tau > end + OVERRUN:
+            if start + PACE_MARGIN * self.pace.get(task.kind, 0.0) * task.tau > end + OVERRUN:
                 time.sleep(max(end - start, 0.0))  # the budget ends before the task would
                 return None
         rep = self.run(self._queue.popleft())
-        self._pace[task.kind] = (self.clock() - start) / task.tau
+        self.pace[task.kind] = (self.clock() - start) / task.tau
         return rep
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -284,11 +284,13 @@ def cost_interval(rule: Learner, run: Runner, K: np.ndarray, ref: np.ndarray, re
                         rep.diff + t * rep.diff_se, reference, rep.cost_rows)
 
 
-def closing_reserve(rule: Learner) -> float:
+def closing_reserve(rule: Learner, pace: Mapping[str, float] | None = None) -> float:
     """Seconds to keep at the end of the time budget for :func:`cost_interval` (a plant with noise of its own):
-    the calibration's last check, per unit of horizon, at the rule's horizon, times :data:`PACE_MARGIN` and the
-    ratio of the rollouts (the measurement has :data:`INTERVAL_ROLLOUTS` per gain, a check :data:`CHECK_PAIRS`:
-    a long rollout's time grows with the rows; tg1 and cola5 ended 1.1-1.3 s late without it)."""
+    the slower of the calibration's last check and the last check ``pace`` holds (seconds per unit of horizon,
+    by task kind: the serial executor's), at the rule's horizon, times :data:`PACE_MARGIN` and the ratio of the
+    rollouts (the measurement has :data:`INTERVAL_ROLLOUTS` per gain, a check :data:`CHECK_PAIRS`: a long
+    rollout's time grows with the rows; tg1 and cola5 ended 1.1-1.3 s late without it)."""
     if not rule.noisy:
         return 0.0
-    return PACE_MARGIN * rule.pace.get(TaskKind.EVALUATE, 0.0) * rule.tuning.tau * INTERVAL_ROLLOUTS / CHECK_PAIRS
+    check = max(rule.pace.get(TaskKind.EVALUATE, 0.0), (pace or {}).get(TaskKind.EVALUATE, 0.0))
+    return PACE_MARGIN * check * rule.tuning.tau * INTERVAL_ROLLOUTS / CHECK_PAIRS

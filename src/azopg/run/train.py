@@ -245,7 +245,8 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     if isinstance(executor, SerialExecutor):
         executor.adopt(plant, job.plant_factory)
     rule = make_run_rule(job, plant, settings, runlog, restore)
-    executor.reserve = functools.partial(closing_reserve, rule)  # the closing measurement's time (under noise)
+    # the closing measurement's time (under noise), kept by the loop and the serial executor
+    executor.reserve = functools.partial(closing_reserve, rule, getattr(executor, "pace", None))
     executor.on_lost = functools.partial(_worker_lost, rule, clock)
     recorder = None
     if out_dir is not None:
@@ -263,7 +264,8 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     try:
         status, K, calibrated_at, interval = _learn(job, rule, executor, recorder, restore is not None,
                                                     loop_policy(backend),
-                                                    functools.partial(stop_reason, rule, runlog, clock),
+                                                    functools.partial(stop_reason, rule, runlog, clock,
+                                                                      executor.reserve),
                                                     Throttle(ticked))
     except BaseException:
         if recorder is not None:
@@ -372,8 +374,10 @@ def time_to_target(history: list[HistoryRow], target: float | None, start: float
     return None
 
 
-def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) -> str | None:
-    """Why the run should stop now, or ``None`` ("converged": every given target is met)."""
+def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float],
+                reserve: Callable[[], float] | None = None) -> str | None:
+    """Why the run should stop now, or ``None`` ("converged": every given target is met); ``reserve()``: seconds
+    of the time budget kept for the closing measurement."""
     s = rule.settings
     if runlog.targets_met(s.target_gap, s.target_gain_error):
         return "converged"
@@ -381,7 +385,7 @@ def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) ->
         return "max_updates"
     if s.max_rollouts is not None and rule.stats.rollouts >= s.max_rollouts:
         return "max_rollouts"
-    if s.max_time is not None and clock() >= s.max_time - closing_reserve(rule):
+    if s.max_time is not None and clock() >= s.max_time - (reserve() if reserve is not None else 0.0):
         return "max_time"
     if rule.safeguards.stuck():
         return "blown_up"
