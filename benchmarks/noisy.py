@@ -5,8 +5,10 @@ levels: ``V = s^2 Omega`` held ``--dt`` s, with process noise ``--with-process``
 default settings (``method="auto"``) and ``max_time``; prints the rule ``auto`` picked, the rollouts, the
 wall time (the budget is held if it is at most ``max_time`` + 1 s), the final gap of the noise-free oracle
 ``(f(K) - f(K*)) / f(K*)`` (``f = tr(P Omega)``, what ``K*`` minimizes -- also the average cost's
-optimum under process noise), the horizon ``tau`` calibrated, and the exact expected cost of the
-returned gain over ``K0``'s at that horizon, ``E f_tau(K) / E f_tau(K0)`` (never above 1).
+optimum under process noise), the horizon ``tau`` calibrated, the exact expected cost of the
+returned gain over ``K0``'s at that horizon, ``E f_tau(K) / E f_tau(K0)`` (never above 1), and the
+run's own 95 % confidence interval for the relative gap of the expected cost at ``tau`` to ``K*``'s
+(``result.cost_interval``) next to its exact value (``over`` = wall time - max_time).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/noisy.py --problems he1,rea1,chain3,tg1 --process 0.1 \\
         --measurement 0.05 --measurement-problems he1 --max-time 60
@@ -19,6 +21,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import math
 
 import numpy as np
 
@@ -30,8 +33,15 @@ def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float) -> No
     res = azopg.train(problem, seed=seed, max_time=max_time)
     tau = float(res.settings["tau"])
     ratio = expected_cost(problem, res.K, tau) / expected_cost(problem, problem.K0, tau)
+    ci = res.cost_interval
+    interval, exact = "-", math.nan
+    if ci is not None and "gap_low" in ci:
+        interval = f"[{ci['gap_low']:.1e}, {ci['gap_high']:.1e}]"
+        ref = ci["optimal_expected_cost"]
+        exact = (expected_cost(problem, res.K, ci["tau"]) - ref) / ref
     print(f"{problem.name:>8} {noise:>14} {res.settings['method']:>10} {res.rollouts:>9} {res.wall_time_s:>8.1f} "
-          f"{res.status:>13} {res.relative_gap:>10.2e} {tau:>7.3g} {ratio:>10.4f}", flush=True)
+          f"{res.wall_time_s - max_time:>+6.1f} {res.status:>13} {res.relative_gap:>10.2e} {tau:>7.3g} "
+          f"{ratio:>10.4f} {interval:>22} {exact:>10.1e}", flush=True)
 
 
 def main() -> None:
@@ -47,8 +57,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     print(f"serial runs, default settings, max_time {args.max_time:g} s, seed {args.seed}")
-    print(f"{'problem':>8} {'noise':>14} {'rule':>10} {'rollouts':>9} {'seconds':>8} {'status':>13} {'gap':>10} "
-          f"{'tau':>7} {'Ef(K)/Ef(K0)':>10}")
+    print(f"{'problem':>8} {'noise':>14} {'rule':>10} {'rollouts':>9} {'seconds':>8} {'over':>6} {'status':>13} "
+          f"{'gap':>10} {'tau':>7} {'Ef(K)/Ef(K0)':>10} {'95 % CI, gap at tau':>22} {'exact':>10}")
     levels = [float(v) for v in args.process.split(",") if v]
     for name in args.problems.split(","):
         base = azopg.get_problem(name)

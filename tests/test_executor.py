@@ -100,3 +100,45 @@ def test_worker_lost_under_run_is_replaced_and_the_task_sent_again(chain3, tmp_p
         assert ex.idle_workers() == [0, 1]
     finally:
         ex.close()
+
+
+def test_a_serial_run_builds_its_plant_once() -> None:
+    # the master's questions to the plant (auto, deterministic, moments) and the serial worker share one plant
+    problem = azopg.get_problem("he1")
+    built = []
+
+    def factory() -> azopg.LinearPlant:
+        built.append(1)
+        return azopg.LinearPlant(problem)
+
+    azopg.train(factory(), K0=problem.K0, plant_factory=factory, max_rollouts=300)
+    assert len(built) == 2  # the one passed in, and the run's own
+
+
+def test_serial_executor_does_not_start_a_task_predicted_to_end_past_the_budget(monkeypatch) -> None:
+    # a fake clock and sleep: the verdict depends on the recorded pace and the budget only, never on the machine
+    from azopg.engine import backends
+    from azopg.method.kinds import TaskKind
+    from azopg.method.lifecycle import OVERRUN, PACE_MARGIN
+
+    problem = azopg.get_problem("he1")
+    ex = SerialExecutor(lambda: azopg.LinearPlant(problem))
+    ex.start()
+    now, slept = [0.0], []
+    monkeypatch.setattr(ex, "clock", lambda: now[0])
+    monkeypatch.setattr(backends.time, "sleep", slept.append)
+    ex.budget = 10.0
+    rule = AZOPG(np.asarray(problem.K0), Settings(seed=0, tau=2.0))
+    task = rule.issue(0, TaskKind.EVALUATE)
+    late = 10.0 + OVERRUN - PACE_MARGIN * task.tau  # the latest start whose predicted end is within the budget
+    for reserve, start, runs in [(0.0, late + 0.01, False), (0.0, late - 0.01, True), (1.0, late - 0.01, False)]:
+        ex.pace[TaskKind.EVALUATE] = 1.0  # one second per unit of horizon (the fake clock records 0 after a run)
+        ex.reserve = lambda reserve=reserve: reserve  # seconds kept for a closing measurement
+        ex.submit(task)
+        now[0] = start
+        rep = ex.next_report()
+        assert (rep is not None) == runs
+        if not runs:  # the executor waits out what is left of the budget (less the reserve), then reports nothing
+            assert slept.pop() == pytest.approx(10.0 - reserve - start)
+            ex.close()
+    assert not slept

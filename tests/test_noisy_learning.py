@@ -172,3 +172,31 @@ def test_noise_is_measured_unless_the_plant_is_deterministic() -> None:
     state = noisy.state_dict()
     assert LearnerState.from_dict(state).noisy and LearnerState.from_dict(state).noise == noisy.noise
     assert not LearnerState.from_dict({k: v for k, v in state.items() if k not in NOISE_FIELDS}).noisy
+
+
+def test_a_noisy_checks_tail_below_the_noisy_tolerance_is_negligible() -> None:
+    # tail_tol 1e-7 for exact plants; a noisy plant's checks count a transient's tail as long only above 1e-4 of it
+    from azopg.method.noisy_eval import NOISY_TAIL_TOL
+    from azopg.method.tasks import Report
+
+    def check(tail: float, se: float = 0.0, cost2: float = float("nan")) -> Report:
+        return Report(0, 0, TaskKind.EVALUATE, 0, 1, 0, cost=1.0, cost2=cost2, transient=1.0, tail=tail, tail_se=se)
+
+    assert not check(0.5 * NOISY_TAIL_TOL).long_tail(1e-7) and check(2 * NOISY_TAIL_TOL).long_tail(1e-7)
+    assert not check(2 * NOISY_TAIL_TOL, se=NOISY_TAIL_TOL).long_tail(1e-7)  # within 2 standard errors
+    assert check(1e-3).long_tail(1e-7) and not check(1e-3).long_tail(1e-2)  # a larger tail_tol still rules
+    assert check(float("nan"), se=float("nan"), cost2=1.0 + 2e-7).long_tail(1e-7)  # exact plants: unchanged
+
+
+def test_the_noisy_plant_shares_block_exponentials_between_rows_of_one_gain_exactly() -> None:
+    from azopg.model.noise import augmented, short_step
+    from azopg.plants.noisy import _short_steps
+
+    problem = _noisy("he1", w=0.1, v=0.05)
+    K0 = np.asarray(problem.K0)
+    K = np.stack([K0, K0 + 0.01, K0, K0, K0 + 0.01])  # a check's rows: two gains
+    F, C, Wz = augmented(problem, K, True)
+    shared, G = _short_steps(F, C, Wz, 0.01)
+    own, G_own = short_step(F, C, Wz, 0.01)
+    for a, b in [(shared.Phi, own.Phi), (shared.Qd, own.Qd), (shared.M, own.M), (shared.c, own.c), (G, G_own)]:
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15 * np.max(np.abs(b)))

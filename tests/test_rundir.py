@@ -227,6 +227,11 @@ BAD_FIELDS = {
     "K-wrong-shape": ("master", "K", [[1.0]], "master.K"),
     "K-not-stabilizing": ("master", "K", "unstable", "master.K", "stabilize"),
     "anchor-not-stabilizing": ("master", "anchor_K", "unstable", "master.anchor_K", "stabilize"),
+    "noisy-a-string": ("master", "noisy", "yes", "master.noisy"),
+    "noisy-a-number": ("master", "noisy", 1, "master.noisy"),
+    "noise-negative": ("master", "noise", -0.1, "master.noise"),
+    "noise-nan": ("master", "noise", "nan", "master.noise"),
+    "noise-inf": ("master", "noise", 1e400, "master.noise"),
 }
 
 

@@ -49,8 +49,9 @@ __all__ = ["Progress", "train"]
 @click.option("--method", type=click.Choice(list(METHODS)), default="auto",
               show_default=True, help="Update rule: AZOPG with a zero-order estimator (two-point, one-point), "
               "whitened zero-order Gauss-Newton (natural) or model-free policy iteration; auto: policy-iteration "
-              "where the moments are exact (a known problem, azopg/DiscreteLinear-v0, azopg/Dean3-v0) and "
-              "--cost-noise <= 1e-3, else natural.")
+              "where the moments are exact (a known problem, azopg/DiscreteLinear-v0, azopg/Dean3-v0), "
+              "--cost-noise <= 1e-3 and the plant shows no noise of its own (measured first unless it declares "
+              "itself deterministic), else natural.")
 @click.option("--workers", "-W", type=int, default=1, show_default=True, help="Parallel workers W.")
 @click.option("--backend", default=None, metavar="NAME",
               help="serial | async | sync | simulated | simulated-sync | ray.  "
@@ -201,6 +202,15 @@ def train(problem_spec: str, seed: int, max_time: float | None, max_updates: int
         f"(cost {result.cost:.6g}, optimum {result.optimal_cost:.6g}) after {result.updates} updates, "
         f"{result.rollouts} rollouts, {result.wall_time_s:.2f} s"
     )
+    ci = result.cost_interval
+    if ci is not None:  # under noise: how good the result is, from rollouts of its own
+        pm = "+-"
+        click.echo(f"expected cost of K at tau = {ci['tau']:g}: {ci['mean']:.6g} {pm} {ci['high'] - ci['mean']:.2g}, "
+                   f"minus {ci['reference']}'s: {ci['diff']:.3g} {pm} {ci['diff_high'] - ci['diff']:.2g} "
+                   f"({100 * ci['level']:g} % confidence, {ci['rollouts']} rollouts each)")
+        if "gap_low" in ci:
+            click.echo(f"relative gap of the expected cost to K*'s {ci['optimal_expected_cost']:.6g}: "
+                       f"[{ci['gap_low']:.2e}, {ci['gap_high']:.2e}]")
     if result.stats.get("blown_estimates"):
         click.echo(f"{result.stats['blown_estimates']} estimates blew up"
                    + (" and were skipped (--plain)" if result.settings.get("plain") else ""))

@@ -11,6 +11,7 @@ waits for every worker each round (``"sync"``) or applies each report at once
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Literal
@@ -18,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import SettingsError
+from ..method.lifecycle import OVERRUN, PACE_MARGIN
 from ..method.tasks import Report, Task, run_task
 from ..plants.base import Plant
 from ..plants.latency import latency_factor
@@ -31,16 +33,32 @@ LoopPolicy = Literal["async", "sync"]
 
 
 class SerialExecutor(ExecutorBase):
-    """One worker in the calling process: tasks run when their report is asked for."""
+    """One worker in the calling process: tasks run when their report is asked for.
+
+    The time budget (:attr:`budget`) is held however long a task runs (a noisy plant's rollouts take
+    time in proportion to the horizon): a task that the last task of its kind predicts (seconds per unit
+    of horizon, times :data:`~azopg.method.lifecycle.PACE_MARGIN`) would end more than
+    :data:`~azopg.method.lifecycle.OVERRUN` s past the budget (less :attr:`reserve`) is not started; the
+    executor waits out the budget instead and reports nothing.
+    """
 
     def __init__(self, plant_factory: Callable[[], Plant]) -> None:
         super().__init__(1)
         self._factory = plant_factory
         self._queue: deque[Task] = deque()
         self.plant: Plant | None = None
+        #: Seconds per unit of horizon of the last task, by kind.
+        self.pace: dict[str, float] = {}
 
     def start(self) -> None:
-        self.plant = self._factory()
+        if self.plant is None:
+            self.plant = self._factory()
+
+    def adopt(self, plant: Plant, factory: Callable[[], Plant]) -> None:
+        """Run on ``plant``, which the caller built with ``factory``, if this executor's plants come from that
+        factory (not, e.g., wrapped with a latency): one plant is built, not two."""
+        if factory is self._factory:
+            self.plant = plant
 
     def run(self, task: Task) -> Report:
         assert self.plant is not None, "start() first"
@@ -50,7 +68,18 @@ class SerialExecutor(ExecutorBase):
         self._queue.append(task)
 
     def next_report(self, timeout: float | None = None) -> Report | None:
-        return self.run(self._queue.popleft()) if self._queue else None
+        if not self._queue:
+            return None
+        task = self._queue[0]
+        start = self.clock()
+        if self.budget is not None:
+            end = self.budget - self.reserve()
+            if start + PACE_MARGIN * self.pace.get(task.kind, 0.0) * task.tau > end + OVERRUN:
+                time.sleep(max(end - start, 0.0))  # the budget ends before the task would
+                return None
+        rep = self.run(self._queue.popleft())
+        self.pace[task.kind] = (self.clock() - start) / task.tau
+        return rep
 
     def close(self) -> None:
         self._queue.clear()

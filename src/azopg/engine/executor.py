@@ -109,6 +109,8 @@ class Executor(Protocol):
     on_lost: Callable[[WorkerLoss], None] | None
     #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (``None``: no budget).
     budget: float | None
+    #: Seconds at the end of the budget kept for the run's closing measurement.
+    reserve: Callable[[], float]
 
     def start(self) -> None:
         """Bring the workers up."""
@@ -135,6 +137,10 @@ class Executor(Protocol):
         """Stop every worker; safe to call twice."""
 
 
+def _no_reserve() -> float:
+    return 0.0
+
+
 class ExecutorBase:
     """Defaults of the :class:`Executor` contract: a wall clock, no idle workers, nothing to close.
 
@@ -150,6 +156,9 @@ class ExecutorBase:
         self.on_lost: Callable[[WorkerLoss], None] | None = None
         #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (raises :class:`~azopg.errors.OutOfTime`).
         self.budget: float | None = None
+        #: Seconds at the end of the budget kept for the run's closing measurement (the serial executor's
+        #: tasks end before; see :class:`~azopg.engine.backends.SerialExecutor`).
+        self.reserve: Callable[[], float] = _no_reserve
         self._t0 = time.perf_counter()
 
     def start(self) -> None:

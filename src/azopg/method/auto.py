@@ -16,6 +16,14 @@ or replayed run resolves it identically. Measured on every built-in problem (REA
   gracefully under 1e-2 cost noise, where the regression sometimes stalls far from the optimum;
 * no moments: ``two-point`` -- the paper's rule needs costs only (``natural`` without
   moments would lose its whitening and keep a step tuned for it).
+
+A plant whose moments are exact but which does not declare itself deterministic
+(:func:`~azopg.plants.base.is_deterministic`) is *measured* before policy iteration is chosen
+(:func:`azopg.run.train` calls :func:`~azopg.method.lifecycle.measure_noise` on it, with the task
+identity calibration would use): if it shows noise of its own it gets ``natural`` (process or
+measurement noise biases the regression of policy iteration); if not, policy iteration, which does
+not measure again. A resumed run takes the measurement its checkpoint saved; a replay, the rule
+its result names.
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: f
     candidates = rng.standard_normal((RADIUS_DIRECTIONS if s.cost_noise == 0 else 1, *K0.shape))
     candidates *= math.sqrt(K0.size) / np.linalg.norm(candidates, axis=(1, 2), keepdims=True)
     r = 1e-3 * max(float(np.linalg.norm(K0)), 1.0) / math.sqrt(K0.size)
+    last: tuple[float, float] | None = None  # the previous radius and its change (noisy plants)
     for _ in range(40):
         changes = _changes(probe, K0, candidates, r, tau, N, f0, noisy)
         if changes is None:  # a perturbed gain blew up
@@ -166,7 +167,16 @@ def _radius(probe: Probe, K0: np.ndarray, s: Settings, tau: float, N: int, f0: f
         candidates, change = candidates[j:j + 1], changes[j]  # the most sensitive direction from now on
         if smoothing / 3 <= change <= 3 * smoothing:
             break
-        r *= min(max(smoothing / change, 1e-2), 1e2) ** 0.7 if change > 0 else 100.0
+        if change <= 0:
+            r *= 100.0
+        elif noisy:  # a paired difference on common noise, measured precisely: jump by its order in r
+            order = 1.0  # first order (a gradient), until two radii show the order (2 at a stationary K0)
+            if last is not None and last[0] != r and last[1] > 0:
+                order = min(max(math.log(change / last[1]) / math.log(r / last[0]), 1.0), 2.0)
+            last = (r, change)
+            r *= min(max(smoothing / change, 1e-3), 1e2) ** (1.0 / order)
+        else:
+            r *= min(max(smoothing / change, 1e-2), 1e2) ** 0.7
     return r
 
 

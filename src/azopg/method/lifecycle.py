@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from ..errors import OutOfTime
 from ..settings import Settings
@@ -25,8 +26,9 @@ from .safeguards import Safeguards
 from .stats import Stats, Tuning
 from .tasks import Report, Task
 
-__all__ = ["FINAL_TASK", "Learner", "NOISE_FLOOR", "NOISE_TASK", "OVERRUN", "Runner", "calibrate_rule",
-           "choose_final_gain", "measure_noise", "recalibrate_rule", "timed_probe"]
+__all__ = ["CostInterval", "FINAL_TASK", "INTERVAL_LEVEL", "INTERVAL_ROLLOUTS", "INTERVAL_TASK", "Learner",
+           "NOISE_FLOOR", "NOISE_TASK", "OVERRUN", "PACE_MARGIN", "Runner", "calibrate_rule", "choose_final_gain",
+           "closing_reserve", "cost_interval", "measure_noise", "recalibrate_rule", "timed_probe"]
 
 #: Runs one task to completion and returns its report.
 Runner = Callable[[Task], Report]
@@ -34,11 +36,20 @@ Runner = Callable[[Task], Report]
 FINAL_TASK = 2**48
 #: Task id of the calibration's noise measurement (:func:`measure_noise`).
 NOISE_TASK = FINAL_TASK - 1
+#: Task id of the measurement of the returned gain's cost (:func:`cost_interval`).
+INTERVAL_TASK = FINAL_TASK - 2
+#: Rollouts (at least) of that measurement: each evaluation state repeated on independent noise.
+INTERVAL_ROLLOUTS = 64
+#: Confidence level of the interval.
+INTERVAL_LEVEL = 0.95
 #: Relative spread of one rollout's cost between repeats of a state above which a plant counts as noisy
 #: (a deterministic plant repeats to rounding).
 NOISE_FLOOR = 1e-9
 #: Seconds past the time budget a calibration probe may be predicted to end and still be started.
 OVERRUN = 0.5
+#: Factor on the last probe's pace in that prediction: a shared machine's load makes the next probe slower
+#: (tg1 under process noise: probes of 5.1, 6.1, then 7.1 s; the run ended 7.8 s past its budget).
+PACE_MARGIN = 1.5
 
 
 class Learner(Protocol):
@@ -57,6 +68,7 @@ class Learner(Protocol):
     deterministic_plant: bool  #: the plant declares itself noise-free: :func:`measure_noise` is skipped
     noisy: bool  #: the plant's own noise was measured (:func:`measure_noise`): checks are paired
     noise: float  #: the relative standard deviation of one rollout's cost at ``K0`` measured
+    noise_measured: bool  #: :func:`measure_noise` ran (it runs once)
 
     @property
     def line_search(self) -> bool: ...
@@ -74,12 +86,12 @@ def timed_probe(rule: Learner, run: Runner) -> Probe:
     """The rule's probe with ``run`` for a calibration or step search: raises
     :class:`~azopg.errors.OutOfTime` before a probe once the time budget is spent, once the rollout
     budget (``max_rollouts``) is, or when the last probe of its kind predicts (seconds per unit of
-    horizon times ``tau``) an end more than :data:`OVERRUN` s past the time budget."""
+    horizon times ``tau``, times :data:`PACE_MARGIN`) an end more than :data:`OVERRUN` s past the time budget."""
     def probe(kind: TaskKind, K: np.ndarray, tau: float, r: float, N: int, *, ref: np.ndarray | None = None,
               pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Report:
         cap = rule.settings.max_rollouts
         left = rule.time_left()
-        late = rule.out_of_time() or rule.pace.get(kind, 0.0) * tau > left + OVERRUN
+        late = rule.out_of_time() or PACE_MARGIN * rule.pace.get(kind, 0.0) * tau > left + OVERRUN
         if late or (cap is not None and rule.stats.rollouts >= cap):
             what = "time" if late else "rollout"
             raise OutOfTime(f"the {what} budget ran out during the {'re' if rule.version else ''}calibration")
@@ -118,9 +130,11 @@ def measure_noise(rule: Learner, probe: Probe) -> None:
     judge the transient's tail (not the noise's ever-growing cost); ``rule.noise`` keeps the measured
     relative noise of one rollout. Deterministic in the run's seed (task identities), so a replay
     measures the same. Skipped for a plant that declares itself deterministic
-    (:func:`~azopg.plants.base.is_deterministic`): its run costs the rollouts it did before."""
-    if rule.deterministic_plant:
+    (:func:`~azopg.plants.base.is_deterministic`): its run costs the rollouts it did before; and if it ran
+    already (``method="auto"`` measures before it picks the rule: :func:`~azopg.method.auto.measured_method`)."""
+    if rule.deterministic_plant or rule.noise_measured:
         return
+    rule.noise_measured = True
     rule.noisy = True
     tasks = rule.stats.tasks  # its own identity: the run's task ids (and their noise) stay as without it
     try:
@@ -200,3 +214,83 @@ def _cheaper(rule: Learner, run: Runner, K: np.ndarray, ref: np.ndarray, pairs: 
     rep = rule.probe(run, TaskKind.EVALUATE, K.copy(), ref=ref, pairs=pairs, task_id=task_id)
     return (not rep.blown_up and significantly_cheaper(rep.diff, rep.diff_se)
             and not rep.long_tail(rule.settings.tail_tol))
+
+
+@dataclasses.dataclass(frozen=True)
+class CostInterval:
+    """Confidence intervals for the expected cost of a gain at the run's horizon, and for its difference to a
+    reference gain's (:func:`cost_interval`).
+
+    Attributes
+    ----------
+    tau : float
+        The horizon: the intervals are for ``E[int_0^tau cost dt]`` from ``x0 ~ N(0, x0_cov)`` (the evaluation
+        states) over the plant's noise -- what :func:`azopg.model.noise.expected_cost` gives exactly.
+    mean, se : float
+        The measured mean cost and its standard error (from the spread between repeats of each state).
+    df : int
+        Degrees of freedom of ``se``: ``states * (repeats - 1)``.
+    low, high : float
+        ``mean -+ t_{df} se``, at :attr:`level`.
+    diff, diff_se, diff_low, diff_high : float
+        The same for the expected cost of the gain minus the reference's, measured on common noise (paired:
+        far tighter than the cost's own interval when the two gains are close).
+    reference : str
+        What the reference gain is (``"K0"``, or ``"K*"`` when the caller knows the optimum).
+    rollouts : int
+        Rollouts of the gain measured (``states * repeats``, independent noise each; as many of the reference).
+    level : float
+    """
+
+    tau: float
+    mean: float
+    se: float
+    df: int
+    low: float
+    high: float
+    diff: float
+    diff_se: float
+    diff_low: float
+    diff_high: float
+    reference: str
+    rollouts: int
+    level: float = INTERVAL_LEVEL
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return dataclasses.asdict(self)
+
+
+def cost_interval(rule: Learner, run: Runner, K: np.ndarray, ref: np.ndarray, reference: str) -> CostInterval | None:
+    """:data:`INTERVAL_LEVEL` confidence intervals for the expected cost of ``K`` at the rule's horizon and for its
+    difference to ``ref``'s (named ``reference``), from a measurement of their own (:data:`INTERVAL_TASK`:
+    independent of the checks that chose ``K``, so no winner's curse; replayable): each evaluation state
+    repeated on independent noise paths, ``K`` and ``ref`` on the same ones, until there are at least
+    :data:`INTERVAL_ROLLOUTS` rollouts of each; ``mean -+ t se`` with the standard errors stratified by state
+    (the states are fixed; only the noise is random). ``None`` unless the plant's own noise was measured
+    (``rule.noisy``), or if the measurement blew up."""
+    if not rule.noisy:
+        return None
+    tasks = rule.stats.tasks
+    try:
+        rep = rule.probe(run, TaskKind.EVALUATE, K.copy(), ref=np.array(ref, dtype=float), pairs=INTERVAL_ROLLOUTS,
+                         task_id=INTERVAL_TASK)
+    finally:
+        rule.stats.tasks = tasks
+    if rep.blown_up or not (math.isfinite(rep.cost_se) and math.isfinite(rep.diff_se) and rep.cost_df > 0):
+        return None
+    t = float(scipy_stats.t.ppf(0.5 + INTERVAL_LEVEL / 2, rep.cost_df))
+    return CostInterval(rule.tuning.tau, rep.cost, rep.cost_se, rep.cost_df, rep.cost - t * rep.cost_se,
+                        rep.cost + t * rep.cost_se, rep.diff, rep.diff_se, rep.diff - t * rep.diff_se,
+                        rep.diff + t * rep.diff_se, reference, rep.cost_rows)
+
+
+def closing_reserve(rule: Learner, pace: Mapping[str, float] | None = None) -> float:
+    """Seconds to keep at the end of the time budget for :func:`cost_interval` (a plant with noise of its own):
+    the slower of the calibration's last check and the last check ``pace`` holds (seconds per unit of horizon,
+    by task kind: the serial executor's), at the rule's horizon, times :data:`PACE_MARGIN` and the ratio of the
+    rollouts (the measurement has :data:`INTERVAL_ROLLOUTS` per gain, a check :data:`CHECK_PAIRS`: a long
+    rollout's time grows with the rows; tg1 and cola5 ended 1.1-1.3 s late without it)."""
+    if not rule.noisy:
+        return 0.0
+    check = max(rule.pace.get(TaskKind.EVALUATE, 0.0), (pace or {}).get(TaskKind.EVALUATE, 0.0))
+    return PACE_MARGIN * check * rule.tuning.tau * INTERVAL_ROLLOUTS / CHECK_PAIRS

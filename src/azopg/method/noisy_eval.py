@@ -38,10 +38,16 @@ import numpy as np
 from ..plants.base import Plant, failed, returns_moments, rollout_of
 from .paired import noise_factors
 
-__all__ = ["TAIL_Z", "NoisyMeasurement", "noisy_measure"]
+__all__ = ["NOISY_TAIL_TOL", "TAIL_Z", "NoisyMeasurement", "noisy_measure"]
 
 #: Standard errors by which a transient's tail must exceed ``tail_tol`` of it to count as long.
 TAIL_Z = 2.0
+#: The least relative tail tolerance on a noisy plant. The gain learned under noise is resolved to a
+#: relative gap of about 1e-3 at best (docs/noise.md), and a transient tail of ``eps`` of the transient
+#: moves the horizon's minimizer by a relative gap of order ``eps``: the noise-free ``tail_tol = 1e-7``
+#: only made horizons longer (chain3 under measurement noise: 512 s, a check 3-8 s) and noisy rollouts,
+#: whose time grows with the horizon, slower.
+NOISY_TAIL_TOL = 1e-4
 
 
 @dataclass
@@ -49,7 +55,9 @@ class NoisyMeasurement:
     """What :func:`noisy_measure` measured (module docstring): the gain's mean costs at ``tau`` and
     ``2 tau``; the paired difference to ``K_ref`` and its standard error (``nan`` without ``K_ref``);
     the transient ``D(2 tau)``, its tail beyond ``tau`` and the tail's standard error; the relative noise
-    of one rollout's cost; rollouts run, how many blew up; the gain's state moments (if asked)."""
+    of one rollout's cost; rollouts run, how many blew up; the gain's state moments (if asked); the standard
+    error of ``cost`` given the states (from the spread between repeats of each state, as ``diff_se``), its
+    degrees of freedom ``k (reps - 1)`` and the rollouts of ``K`` behind it."""
 
     cost: float
     cost2: float
@@ -63,6 +71,9 @@ class NoisyMeasurement:
     blown_up: int
     S: np.ndarray | None
     S_count: int
+    cost_se: float = math.nan
+    cost_df: int = 0
+    cost_rows: int = 0
 
 
 def noisy_measure(plant: Plant, K: np.ndarray, K_ref: np.ndarray | None, X: np.ndarray, tau: float, sigma: float,
@@ -114,7 +125,8 @@ def noisy_measure(plant: Plant, K: np.ndarray, K_ref: np.ndarray | None, X: np.n
         d = (cK * f - c1[2 * b:] * g).reshape(reps, k)  # row j: the j-th repeat of every state
         diff, se = float(d.mean()), _stratified_se(d)
     return NoisyMeasurement(float(np.mean(cK * f)), float(np.mean((cK + seg2[:b]) * f)), diff, se, float(D2.mean()),
-                            tail, tail_se, noise, len(Kb) + 2 * b, blown, S, S_count)
+                            tail, tail_se, noise, len(Kb) + 2 * b, blown, S, S_count,
+                            _stratified_se((cK * f).reshape(reps, k)), k * (reps - 1), b)
 
 
 

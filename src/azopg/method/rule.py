@@ -94,6 +94,8 @@ class UpdateRule:
         self.noisy = False
         #: The relative standard deviation of one rollout's cost at ``K0`` that calibration measured.
         self.noise = 0.0
+        #: Whether :func:`~.lifecycle.measure_noise` ran already (``auto`` measures before it picks the rule)
+        self.noise_measured = False
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:

@@ -19,7 +19,7 @@ from ..plants.base import Plant, RolloutResult, common_noise, failed, returns_mo
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 from .kinds import TaskKind
-from .noisy_eval import TAIL_Z, noisy_measure
+from .noisy_eval import NOISY_TAIL_TOL, TAIL_Z, noisy_measure
 from .paired import CHECK_PAIRS, noise_factors, paired_measure
 
 __all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "TrajectoryData", "estimate_rollouts", "evaluation_states",
@@ -183,14 +183,18 @@ class Report:
     tail: float = float("nan")
     tail_se: float = float("nan")
     noise: float = float("nan")
+    cost_se: float = float("nan")  #: standard error of ``cost`` given the states (noisy plant), else nan
+    cost_df: int = 0  #: its degrees of freedom
+    cost_rows: int = 0  #: rollouts of ``K`` behind ``cost`` (noisy plant)
 
     def long_tail(self, tail_tol: float) -> bool:
         """Whether a check's cost between ``tau`` and ``2 tau`` is not negligible (relative
         ``tail_tol``): a slow or unstable mode that has not yet shown. On a noisy plant (a check
-        that measured its ``tail_se``) only the transient's tail counts, beyond its standard error
-        (:mod:`azopg.method.noisy_eval`): the noise's own cost grows with ``tau`` forever."""
+        that measured its ``tail_se``) only the transient's tail counts, beyond its standard error and
+        relative to the transient at least :data:`~.noisy_eval.NOISY_TAIL_TOL` (:mod:`azopg.method.noisy_eval`):
+        the noise's own cost grows with ``tau`` forever."""
         if math.isfinite(self.tail_se):
-            return self.tail > tail_tol * self.transient + TAIL_Z * self.tail_se
+            return self.tail > max(tail_tol, NOISY_TAIL_TOL) * self.transient + TAIL_Z * self.tail_se
         return self.cost2 - self.cost > tail_tol * self.cost2
 
     def payload_bytes(self) -> int:
@@ -276,7 +280,8 @@ def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) ->
                            np.random.default_rng([task.seed, task.worker, task.task_id, _NOISE_STREAM]), moments)
         return Report(task.task_id, task.worker, task.kind, task.version, nm.rollouts, nm.blown_up, cost=nm.cost,
                       cost2=nm.cost2, S=nm.S, S_count=nm.S_count, diff=nm.diff, diff_se=nm.diff_se,
-                      transient=nm.transient, tail=nm.tail, tail_se=nm.tail_se, noise=nm.noise)
+                      transient=nm.transient, tail=nm.tail, tail_se=nm.tail_se, noise=nm.noise,
+                      cost_se=nm.cost_se, cost_df=nm.cost_df, cost_rows=nm.cost_rows)
     if task.kind == TaskKind.EVALUATE and task.K_ref is not None and noise is not None:
         X = evaluation_states(raw, task.seed) if eval_states is None else eval_states
         pm = paired_measure(plant, task.K, task.K_ref, X, task.tau, task.cost_noise, task.pairs, noise, moments)

@@ -93,6 +93,13 @@ class Result:
     settings : dict
         Settings as given, plus the values chosen automatically (``step``: the step size
         at the end of the run).
+    cost_interval : dict or None
+        On a plant with noise of its own: a 95 % confidence interval for the expected cost of ``K`` at the
+        run's horizon, from rollouts of its own (:class:`~azopg.method.lifecycle.CostInterval`: ``tau``,
+        ``mean``, ``se``, ``df``, ``low``, ``high``, ``rollouts``, ``level``); with a noisy problem's oracle
+        also ``optimal_expected_cost`` (of ``K*`` at ``tau``) and ``gap_low``, ``gap_high`` (the interval
+        relative to it). ``None`` without noise, and when the measurement would exceed the budget that
+        stopped the run (``max_rollouts``, or the time budget during the calibration).
     history : list of HistoryRow
     """
 
@@ -114,6 +121,7 @@ class Result:
     arrivals: list[Arrival] = field(default_factory=list, repr=False)
     problem_data: dict[str, Any] | None = field(default=None, repr=False)
     gain_error: float = math.nan
+    cost_interval: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``result.json`` document."""
@@ -137,4 +145,5 @@ class Result:
             "settings": self.settings,
             "given_settings": self.given_settings,
             "stats": self.stats,
+            "cost_interval": self.cost_interval,
         }

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..engine.backends import BACKENDS
 from ..errors import AzopgError, SettingsError
-from ..method.state import FORMAT2_FIELDS, STATE_FIELDS
+from ..method.state import FORMAT2_FIELDS, NOISE_FIELDS, STATE_FIELDS
 from ..model.problem import LQRProblem, as_matrix
 from ..settings import Settings
 
@@ -260,6 +260,16 @@ def _gain(value: Any, field: str, m: int, n: int) -> np.ndarray:
         raise SettingsError(f"{CHECKPOINT}: {exc}") from None
 
 
+def _noise_fields(master: dict[str, Any]) -> None:
+    """The optional :data:`~azopg.method.state.NOISE_FIELDS`: ``noisy`` a boolean, ``noise`` a finite number >= 0
+    (a black-box plant's too: its noise is what is measured)."""
+    noisy, noise = NOISE_FIELDS
+    if noisy in master and not isinstance(master[noisy], bool):
+        raise _bad(f"master.{noisy}", master[noisy], "expected true or false")
+    if noise in master:
+        _number(master[noise], f"master.{noise}")
+
+
 def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Check every field of a checkpoint (see :mod:`azopg.run.checkpoint`) and return it.
 
@@ -306,6 +316,7 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
         master = data.get("master")
         if not isinstance(master, dict):
             raise _bad("master", master, "expected a JSON object")
+        _noise_fields(master)
         env = data.get("env")
         if env is not None and (not isinstance(env, dict) or not isinstance(env.get("env"), str)):
             raise _bad("env", env, "expected an environment spec (a JSON object naming an env)")

@@ -21,22 +21,23 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.backends import Executor, ExecutorOptions, executor_kind, loop_policy, make_executor
+from ..engine.backends import Executor, ExecutorOptions, SerialExecutor, executor_kind, loop_policy, make_executor
 from ..engine.executor import WorkerLoss
 from ..engine.loops import LOOPS, Throttle
 from ..errors import OutOfTime, SettingsError
-from ..method.auto import resolve_settings
 from ..method.kinds import Event
+from ..method.lifecycle import CostInterval, closing_reserve, cost_interval
 from ..method.rule import UpdateRule
-from ..method.rules import make_rule
 from ..model.compare import relative_gain_error as gain_error
+from ..model.noise import expected_cost
 from ..model.problem import LQRProblem
-from ..plants.base import Plant, is_deterministic, returns_moments
+from ..plants.base import Plant
 from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
 from .history import RunLog
 from .job import Job
 from .records import HistoryRow, Result
+from .rule_choice import make_run_rule
 from .rundir import RunDir
 
 __all__ = ["Job", "Result", "resume", "stop_reason", "time_to_target", "train"]
@@ -240,7 +241,12 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
     runlog = RunLog(job.monitor(), clock, settings.workers)
-    rule = _rule(job, settings, runlog, restore)
+    plant = job.plant_factory()  # the master's questions to the plant (and the serial executor's plant)
+    if isinstance(executor, SerialExecutor):
+        executor.adopt(plant, job.plant_factory)
+    rule = make_run_rule(job, plant, settings, runlog, restore)
+    # the closing measurement's time (under noise), kept by the loop and the serial executor
+    executor.reserve = functools.partial(closing_reserve, rule, getattr(executor, "pace", None))
     executor.on_lost = functools.partial(_worker_lost, rule, clock)
     recorder = None
     if out_dir is not None:
@@ -256,8 +262,11 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
             progress(runlog)
 
     try:
-        status, K, calibrated_at = _learn(rule, executor, recorder, restore is not None, loop_policy(backend),
-                                          functools.partial(stop_reason, rule, runlog, clock), Throttle(ticked))
+        status, K, calibrated_at, interval = _learn(job, rule, executor, recorder, restore is not None,
+                                                    loop_policy(backend),
+                                                    functools.partial(stop_reason, rule, runlog, clock,
+                                                                      executor.reserve),
+                                                    Throttle(ticked))
     except BaseException:
         if recorder is not None:
             with contextlib.suppress(Exception):
@@ -274,6 +283,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
             recorder.flush()
         recorder.close()
     result = _result(job, rule, runlog, K, status, clock())
+    result.cost_interval = _interval(job, interval)
     result.settings["backend"] = backend
     result.given_settings = {**settings.to_dict(), "backend": backend}
     result.stats["calibration_s"] = calibrated_at if math.isfinite(calibrated_at) else None
@@ -283,26 +293,10 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     return result
 
 
-def _rule(job: Job, given: Settings, runlog: RunLog, restore: dict[str, Any] | None) -> UpdateRule:
-    """The run's update rule (``method="auto"`` resolved once, for this plant), restored from a checkpoint."""
-    plant = job.plant_factory()
-    settings = resolve_settings(given, plant) if given.method == "auto" else given
-    rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time,
-                     deterministic_plant=is_deterministic(plant))
-    if rule.needs_moments and not returns_moments(plant):
-        raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
-                            "moments=True), see azopg.plants.base)")
-    if restore is not None:
-        if restore["format"] < 3:
-            log.warning("azopg: a format-%d checkpoint does not hold how many checks were rejected in a row; the "
-                        "resumed run counts them afresh", restore["format"])
-        rule.load_state(restore["master"])
-    return rule
-
-
-def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, resumed: bool, policy: str,
-           should_stop: Callable[[], str | None], tick: Throttle) -> tuple[str, np.ndarray, float]:
-    """Calibrate (or resume), run the loop, choose the final gain: ``(status, K, calibrated_at)``."""
+def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, resumed: bool, policy: str,
+           should_stop: Callable[[], str | None], tick: Throttle) -> tuple[str, np.ndarray, float, CostInterval | None]:
+    """Calibrate (or resume), run the loop, choose the final gain and, under noise, measure its cost:
+    ``(status, K, calibrated_at, interval)`` (:func:`~azopg.method.lifecycle.cost_interval`)."""
     clock = executor.clock
     if rule.settings.max_time is not None:
         rule.out_of_time = functools.partial(_out_of_time, clock, rule.settings.max_time)
@@ -320,14 +314,37 @@ def _learn(rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, r
             recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
             recorder.save()
         status = LOOPS[policy](rule, executor, should_stop, tick)
-        return status, rule.final_gain(status, executor.run), calibrated_at
+        K = rule.final_gain(status, executor.run)
     except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor (plain: the gain)
         rule.log(Event.OUT_OF_TIME if math.isfinite(calibrated_at) or resumed else Event.CALIBRATION_CUT_SHORT)
         cap = rule.settings.max_rollouts
         status = "max_rollouts" if cap is not None and rule.stats.rollouts >= cap else "max_time"
-        return status, rule.final_gain("interrupted", executor.run), calibrated_at
+        return status, rule.final_gain("interrupted", executor.run), calibrated_at, None  # no time for more
     except KeyboardInterrupt:
-        return "interrupted", rule.final_gain("interrupted", executor.run), calibrated_at
+        return "interrupted", rule.final_gain("interrupted", executor.run), calibrated_at, None
+    if status == "max_rollouts":  # the measurement would exceed the rollout budget
+        return status, K, calibrated_at, None
+    oracle = job.oracle if job.oracle is not None and job.oracle.noisy else None
+    try:  # under noise, confidence intervals for the returned gain's cost, from a measurement of its own
+        interval = cost_interval(rule, executor.run, K, *((oracle.optimal_gain, "K*") if oracle is not None
+                                                          else (job.K0, "K0")))
+    except (OutOfTime, KeyboardInterrupt):
+        interval = None
+    return status, K, calibrated_at, interval
+
+
+def _interval(job: Job, interval: CostInterval | None) -> dict[str, Any] | None:
+    """``result.json``'s ``cost_interval``: the intervals, and with a noisy problem's exact oracle (the difference
+    measured to ``K*``) the difference's interval as a relative gap to ``K*``'s exact expected cost at the horizon,
+    and that expected cost."""
+    if interval is None:
+        return None
+    out: dict[str, Any] = interval.to_dict()
+    oracle = job.oracle
+    if oracle is not None and oracle.noisy:  # the difference was measured against K*
+        ref = expected_cost(oracle, oracle.optimal_gain, interval.tau)
+        out.update(optimal_expected_cost=ref, gap_low=interval.diff_low / ref, gap_high=interval.diff_high / ref)
+    return out
 
 
 def _out_of_time(clock: Callable[[], float], max_time: float) -> bool:
@@ -357,8 +374,10 @@ def time_to_target(history: list[HistoryRow], target: float | None, start: float
     return None
 
 
-def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) -> str | None:
-    """Why the run should stop now, or ``None`` ("converged": every given target is met)."""
+def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float],
+                reserve: Callable[[], float] | None = None) -> str | None:
+    """Why the run should stop now, or ``None`` ("converged": every given target is met); ``reserve()``: seconds
+    of the time budget kept for the closing measurement."""
     s = rule.settings
     if runlog.targets_met(s.target_gap, s.target_gain_error):
         return "converged"
@@ -366,7 +385,7 @@ def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float]) ->
         return "max_updates"
     if s.max_rollouts is not None and rule.stats.rollouts >= s.max_rollouts:
         return "max_rollouts"
-    if s.max_time is not None and clock() >= s.max_time:
+    if s.max_time is not None and clock() >= s.max_time - (reserve() if reserve is not None else 0.0):
         return "max_time"
     if rule.safeguards.stuck():
         return "blown_up"

@@ -1,0 +1,69 @@
+"""The run's update rule: ``method="auto"`` resolved once for the plant -- by the noise it measures when the
+plant's moments are exact but it does not declare itself deterministic -- and restored from a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Any
+
+from ..errors import SettingsError
+from ..method.auto import resolve_settings
+from ..method.lifecycle import measure_noise, timed_probe
+from ..method.rule import UpdateRule
+from ..method.rules import make_rule
+from ..method.tasks import run_task
+from ..plants.base import Plant, is_deterministic, returns_moments
+from ..settings import Settings
+from .history import RunLog
+from .job import Job
+
+__all__ = ["make_run_rule"]
+
+log = logging.getLogger("azopg")
+
+
+def make_run_rule(job: Job, plant: Plant, given: Settings, runlog: RunLog,
+                  restore: dict[str, Any] | None) -> UpdateRule:
+    """The run's update rule (``method="auto"`` resolved once, for ``plant``, by its noise if it may have some:
+    :func:`_measured_rule`), restored from a checkpoint."""
+    settings = resolve_settings(given, plant) if given.method == "auto" else given
+    deterministic = is_deterministic(plant)
+    measured = None
+    if given.method == "auto" and settings.method == "policy-iteration" and not deterministic:
+        # exact moments, but noise of its own would bias the regression: measured first (a resumed run: as saved)
+        measured = _measured_rule(job, plant, settings, runlog, restore)
+    if measured is not None and measured.noisy:
+        rule = measured
+    else:
+        rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time,
+                         deterministic_plant=deterministic)
+        if measured is not None:  # measured noise-free: policy iteration, not measured again, its rollouts counted
+            rule.noise_measured, rule.noise = True, measured.noise
+            rule.stats.rollouts += measured.stats.rollouts
+    if rule.needs_moments and not returns_moments(plant):
+        raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
+                            "moments=True), see azopg.plants.base)")
+    if restore is not None:
+        if restore["format"] < 3:
+            log.warning("azopg: a format-%d checkpoint does not hold how many checks were rejected in a row; the "
+                        "resumed run counts them afresh", restore["format"])
+        rule.load_state(restore["master"])
+    return rule
+
+
+def _measured_rule(job: Job, plant: Plant, settings: Settings, runlog: RunLog,
+                   restore: dict[str, Any] | None) -> UpdateRule | None:
+    """``auto`` on a plant whose moments are exact but which does not declare itself deterministic: its noise is
+    measured (:func:`~azopg.method.lifecycle.measure_noise`, on the master's plant, the task identity the
+    calibration would use), and a noisy plant gets the ``natural`` rule instead of policy iteration (whose
+    regression noise of the plant's own would bias). Returns the natural rule that measured (``noisy`` or
+    not); ``None`` for a resumed run saved as not noisy (it takes the saved measurement, ``master.noisy``)."""
+    natural = dataclasses.replace(settings, method="natural")
+    rule = make_rule(job.K0, natural, R=job.R, observer=runlog, discrete_time=job.discrete_time)
+    if restore is not None:
+        rule.noisy = restore["master"].get("noisy", False) is True
+        return rule if rule.noisy else None
+    measure_noise(rule, timed_probe(rule, functools.partial(run_task, plant)))
+    return rule
