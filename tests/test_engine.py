@@ -7,6 +7,7 @@ is read from the instants they were busy, never from a speed-up).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -432,3 +433,32 @@ def test_master_blown_up_estimates():
     m.tell(estimate(m.ask(0), np.zeros((2, 3)), center_cost=float("inf")))
     assert m.observer.history[-1].event == "rollback-blowup"
     assert m.version == 2 and np.array_equal(m.K, K0) and m.tuning.alpha == 0.05 and m.stats.rollbacks == 1
+
+
+@pytest.mark.parametrize("W", [1, 3, 32])
+def test_oracle_samples_every_wth_update_then_a_bounded_fraction_of_a_long_run(W, monkeypatch):
+    from azopg.method.kinds import Event, EventRecord
+    from azopg.run import history
+
+    monkeypatch.setattr(history, "MONITOR_SPAN", 16)
+    seen: list[int] = []
+
+    def monitor(K):
+        seen.append(log.updates)
+        return 1.0, 1.0, 1.0
+
+    log = RunLog(monitor, lambda: 0.0, W)
+    K, last = np.zeros((1, 1)), 40 * 16 * W
+    for u in range(1, last + 1):
+        log.event(EventRecord(Event.UPDATE, K, u, u, 2 * u, 0.1, 0, 0, u - 1))
+    log.event(EventRecord(Event.DROP, K, last, last, 2 * last, 0.1, 50, 0, last - 50))  # any other event: always
+    assert seen[-2:] == [last, last]
+    updates = seen[:-1]
+    assert updates[:16] == [W * (i + 1) for i in range(16)]  # every W-th for the first MONITOR_SPAN W updates
+    assert updates == [u for u in range(1, last + 1) if u % history.monitor_stride(u, W) == 0]
+    assert all(u % W == 0 for u in updates)
+    # a target is seen at most 1 / MONITOR_SPAN of the run late, and never coarser than every W-th update
+    assert all(g <= max(W, u / 16) for g, u in zip(np.diff([0, *updates]), updates, strict=True))
+    # 15 calls below MONITOR_SPAN W, 16 per doubling up to 32 MONITOR_SPAN W, then 5 at stride 32 W to
+    # 40 MONITOR_SPAN W: 100 calls where every W-th update would be 640
+    assert len(updates) == 15 + 5 * 16 + 5 <= 16 * (1 + math.log2(40)) + 1
