@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
+
+from azopg.run.speedup import SpeedupRun, summarize
 
 RULES = ("plain", "two-point", "natural", "policy-iteration")
 RULE_TITLES = {"plain": "two-point plain", "two-point": "two-point", "natural": "natural",
@@ -46,44 +48,30 @@ def read_studies(root: Path) -> dict[tuple[str, str, str], dict[tuple[int, int],
 
 
 def _num(value: str) -> float:
-    return float(value) if value not in ("", None) else math.nan
+    return float(value) if value not in ("", None) else math.inf
 
 
-def _median(rows: list[dict[str, str]], key: str) -> float:
-    return statistics.median(_num(r[key]) for r in rows) if rows else math.nan
+def summary(runs: dict[tuple[int, int], dict[str, str]]) -> dict[int, dict[str, Any]]:
+    """Per W, :func:`azopg.run.speedup.summarize` of the study's runs (paired within each repeat),
+    with the statuses of its runs."""
+    study = [SpeedupRun(int(row["workers"]), row["backend"], k, _num(row["time_to_target_s"]), int(row["updates"]),
+                        int(row["rollouts"]), int(row["max_delay"]), float(row["mean_delay"]), status=row["status"])
+             for (k, _), row in sorted(runs.items())]
+    rows = {row["workers"]: row for row in summarize(study)}
+    for w, row in rows.items():
+        row["status"] = ",".join(sorted({r.status for r in study if r.workers == w}))
+    return rows
 
 
-def summary(runs: dict[tuple[int, int], dict[str, str]]) -> dict[int, dict[str, float]]:
-    """Per W: medians over repeats of updates, rollouts and time to the target (inf: not reached), and the
-    paired speedup ``W0 T_k(W0) / T_k(W)`` (median over the repeats that have both runs)."""
-    ws = sorted({w for _, w in runs})
-    w0 = ws[0]
-    out = {}
-    for w in ws:
-        sel = [(k, row) for (k, ww), row in runs.items() if ww == w]
-        reached = [row for _, row in sel if math.isfinite(_num(row["time_to_target_s"]))]
-        paired = []
-        for k, row in sel:
-            ref = runs.get((k, w0))
-            if ref is not None:
-                t0, t = _num(ref["time_to_target_s"]), _num(row["time_to_target_s"])
-                if math.isfinite(t0):
-                    paired.append(w0 * t0 / t if math.isfinite(t) and t > 0 else 0.0)
-        out[w] = {"runs": len(sel), "reached": len(reached), "updates": _median(reached, "updates"),
-                  "rollouts": _median(reached, "rollouts"), "time": _median(reached, "time_to_target_s"),
-                  "speedup": statistics.median(paired) if paired else math.nan,
-                  "status": ",".join(sorted({row["status"] for _, row in sel}))}
-    return out
-
-
-def cell(s: dict[str, float] | None) -> str:
+def cell(s: dict[str, Any] | None) -> str:
+    """``updates / rollouts / T / paired speedup`` (medians over the repeats)."""
     if s is None:
         return "not run"
     if not s["reached"]:
         return f"not reached ({s['status']})"
-    frac = "" if s["reached"] == s["runs"] else f" ({s['reached']}/{s['runs']})"
-    speed = "-" if not math.isfinite(s["speedup"]) else f"{s['speedup']:.2f}"
-    return f"{s['updates']:,.0f} / {s['rollouts']:,.0f} / {s['time']:.4g} / {speed}{frac}"
+    frac = "" if s["reached"] == s["runs"] else f" ({s['reached']} of {s['runs']} reached)"
+    speed = "-" if not math.isfinite(s["paired_speedup"]) else f"{s['paired_speedup']:.2f}"
+    return f"{s['updates']:,.0f} / {s['rollouts']:,.0f} / {s['time_to_target_s']:.4g} / {speed}{frac}"
 
 
 def tables(studies: dict) -> str:
@@ -119,10 +107,10 @@ def figure(studies: dict, path: Path) -> None:
                 if (backend, problem, rule) not in studies:
                     continue
                 s = summary(studies[backend, problem, rule])
-                ws = [w for w in s if math.isfinite(s[w]["speedup"])]
+                ws = [w for w in s if math.isfinite(s[w]["paired_speedup"])]
                 allw.update(s)
                 marker = "o" if len(ws) > 1 else "*"
-                ax.plot(ws, [max(s[w]["speedup"], 0.25) for w in ws], ls=ls, marker=marker, color=f"C{i}",
+                ax.plot(ws, [max(s[w]["paired_speedup"], 0.25) for w in ws], ls=ls, marker=marker, color=f"C{i}",
                         ms=9 if marker == "*" else 5,
                         label=f"{RULE_TITLES[rule]}, {backend}")
         ws = sorted(allw)
