@@ -8,10 +8,13 @@ is judged with scipy alone, not the library's oracle: ``X`` from ``solve_continu
 ``K* = R^-1 B'X``, ``J* = tr(X Omega)``, ``J(K) = tr(P_K Omega)`` from
 ``solve_continuous_lyapunov``; the table prints the gap ``J(K)/J* - 1`` and the gain error
 ``||K - K*|| / ||K*||`` (Frobenius). Diagnostics per run: updates, the history's events
-(``rej`` rejected checks and rollbacks, ``ill`` fits refused as ill-conditioned), the number
+(``rej`` rejected checks and rollbacks, ``ill`` fits refused as ill-conditioned, ``imp`` Kleinman
+steps refused as imprecise -- their standard error too large -- or unrepresentable), the number
 of policy-iteration fits, the seconds spent in them, and their condition numbers (smallest and
-largest; ``+inf``: a fit was singular), measured by wrapping the rollout buffer's solver (a fit
-above the rule's ``MAX_CONDITION`` = 1e14 is refused: logged ``ill-conditioned``).
+largest; ``+inf``: a fit was singular), measured by wrapping the solvers of the interval equations
+and of the rollout buffer (under noise, with one equation per rollout and in the buffered method a
+fit above the rule's ``NOISY_CONDITION`` = 1e14 is refused: logged ``ill-conditioned``; with
+snapshots on exact data a fit is judged by its step's standard error, not by this condition).
 
 ``--balance`` (a diagnosis) trains on the same problem in states ``x' = D x``,
 ``D = diag(X(K0))^-1/2`` (every state of unit variance under ``K0``; a learner could measure
@@ -35,21 +38,24 @@ import scipy.linalg as sla
 
 import azopg
 from azopg.method import buffer as _buffer
+from azopg.method import equations as _equations
 
 CONDITIONS: list[float] = []
 FIT_SECONDS = [0.0]
-_evaluate = _buffer.RolloutBuffer.evaluate
 
 
-def _recording_evaluate(self, K, R):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    fit = _evaluate(self, K, R)
-    FIT_SECONDS[0] += time.perf_counter() - t0
-    CONDITIONS.append(float(fit.condition))
-    return fit
+def _recording(solve):  # type: ignore[no-untyped-def]
+    def recorded(*args):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        out = solve(*args)
+        FIT_SECONDS[0] += time.perf_counter() - t0
+        CONDITIONS.append(float((out[0] if isinstance(out, tuple) else out).condition))
+        return out
+    return recorded
 
 
-_buffer.RolloutBuffer.evaluate = _recording_evaluate  # type: ignore[method-assign]
+_equations.IntervalEquations.evaluate = _recording(_equations.IntervalEquations.evaluate)  # type: ignore[method-assign]
+_buffer.RolloutBuffer.evaluate = _recording(_buffer.RolloutBuffer.evaluate)  # type: ignore[method-assign]
 
 
 def independent_check(p: azopg.LQRProblem, K: np.ndarray) -> tuple[float, float]:
@@ -83,7 +89,8 @@ def main() -> None:
     print(f"default settings, serial backend, seed {args.seed}, target gap {args.target_gap:g}, "
           f"budget {args.max_time:g} s, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
     print(f"{'problem':<13} {'n':>3} {'m':>3} {'method':<17} {'rollouts':>8} {'s':>6} {'gap':>9} {'gain err':>9} "
-          f"{'status':<11} {'upd':>4} {'rej':>4} {'ill':>4} {'fits':>5} {'fit s':>6} {'fit cond min..max':>19}")
+          f"{'status':<11} {'upd':>4} {'rej':>4} {'ill':>4} {'imp':>4} {'fits':>5} {'fit s':>6} "
+          f"{'fit cond min..max':>19}")
     for name in args.problems.split(","):
         p = azopg.get_problem(name)
         d = 1 / np.sqrt(np.diag(p.state_covariance(p.K0))) if args.balance else np.ones(p.n)
@@ -101,9 +108,11 @@ def main() -> None:
         span = f"{min(cond):.1e}..{max(cond):.1e}" if cond else "-"
         if len(cond) < len(CONDITIONS):
             span += "+inf"
+        imprecise = ev["step-imprecise"] + ev["step-overflow"]
         print(f"{name:<13} {p.n:>3} {p.m:>3} {r.settings.get('method', '?'):<17} {r.rollouts:>8} "
               f"{r.wall_time_s:>6.1f} {gap:>9.2e} {err:>9.2e} {r.status:<11} {r.updates:>4} {rej:>4} "
-              f"{ev['ill-conditioned']:>4} {len(CONDITIONS):>5} {FIT_SECONDS[0]:>6.1f} {span:>19}", flush=True)
+              f"{ev['ill-conditioned']:>4} {imprecise:>4} {len(CONDITIONS):>5} {FIT_SECONDS[0]:>6.1f} {span:>19}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,25 @@
-"""Policy iteration with one equation per rollout (``--snapshots 1``, the regime of noisy or
-black-box plants) on W simulated workers: virtual time to a target gap against W = 1.
+"""Policy iteration on W workers: time to a target gap against W = 1.
 
-For each W: the virtual seconds until the gap first reached the target, the rollouts spent by
-then, the reports dropped as too stale, the speedup ``T(1) / T(W)`` and its efficiency
-``T(1) / (W T(W))`` (the aim: at least 0.8).
+Default: one equation per rollout (``--snapshots 1``, the regime of noisy or black-box plants) on
+simulated workers (virtual time: ``--latency`` s per rollout, load-free). ``--backend async`` runs
+real worker processes whose rollouts each take ``--latency`` s of wall time (wall-time figures: on
+a loaded machine, pessimistic). ``--snapshots 0`` leaves the number of snapshots to the learner.
+
+For each W: the seconds until the gap first reached the target (virtual or wall; ``T``: from the
+start of the run, its serial calibration included; ``loop``: after calibration), the rollouts spent
+by then, the reports dropped as too stale, the speedup ``T(1) / T(W)`` and its efficiency
+``T(1) / (W T(W))`` (the aim: at least 0.8; with ``--backend async`` on the ``loop`` times, as the
+calibration's wall time there is mostly the start of W worker processes), the master's CPU seconds
+per rollout on the fits
+(``result.json`` stats) and the Amdahl limit on W it implies (``latency / master CPU per rollout``:
+beyond it the master cannot keep up), and this process's CPU seconds.
 
     python benchmarks/pi_parallel.py [--problem msd10] [--workers 1,8,32] [--target-gap 1e-3]
-                                     [--latency 0.01] [--snapshots 1] [--max-time 600] [--seed 0]
+                                     [--latency 0.01] [--snapshots 1] [--backend simulated]
+                                     [--max-time 600] [--seed 0]
 
-``msd10`` is ``mass_spring_chain(10, damping=1.0)``; the virtual time per rollout is ``--latency``.
+``msd10`` is ``mass_spring_chain(10, damping=1.0)``; other names are built-in problems (``cse1``,
+``eb4``, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
+import math
 import time
 
 import azopg
@@ -32,28 +44,36 @@ def main() -> None:
     ap.add_argument("--workers", default="1,8,32")
     ap.add_argument("--target-gap", type=float, default=1e-3)
     ap.add_argument("--latency", type=float, default=0.01)
-    ap.add_argument("--snapshots", type=int, default=1)
-    ap.add_argument("--max-time", type=float, default=600.0, help="virtual seconds per run")
+    ap.add_argument("--snapshots", type=int, default=1, help="0: the learner's default")
+    ap.add_argument("--backend", default="simulated", choices=["simulated", "async"])
+    ap.add_argument("--max-time", type=float, default=600.0, help="seconds per run (virtual when simulated)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     p = mass_spring_chain(10, damping=1.0) if args.problem == "msd10" else azopg.get_problem(args.problem)
-    print(f"{args.problem} (n={p.n}, m={p.m}), policy iteration, --snapshots {args.snapshots}, simulated backend, "
+    clock = "virtual" if args.backend == "simulated" else "wall"
+    k = args.snapshots or None
+    print(f"{args.problem} (n={p.n}, m={p.m}), policy iteration, --snapshots {k or 'default'}, {args.backend} backend, "
           f"{args.latency:g} s per rollout, target gap {args.target_gap:g}, seed {args.seed}")
-    print(f"{'W':>4} {'status':<10} {'virtual s':>10} {'rollouts':>9} {'dropped':>8} {'speedup':>8} {'efficiency':>11} "
-          f"{'CPU s':>7}")
+    print(f"{'W':>4} {'status':<10} {clock + ' s':>10} {'loop s':>7} {'rollouts':>9} {'dropped':>8} {'speedup':>8} "
+          f"{'efficiency':>11} {'master ms/rollout':>18} {'Amdahl W':>9} {'CPU s':>7}")
     t1 = None
     for W in (int(w) for w in args.workers.split(",")):
         c0 = time.process_time()
-        res = azopg.train(p, method="policy-iteration", snapshots=args.snapshots, workers=W, backend="simulated",
+        res = azopg.train(p, method="policy-iteration", snapshots=k, workers=W, backend=args.backend,
                           rollout_latency=args.latency, target_gap=args.target_gap, max_time=args.max_time,
                           seed=args.seed)
         hit = next((row for row in res.history if row.relative_gap <= args.target_gap), None)
-        T = hit.time_s if hit is not None else float("nan")
+        total = hit.time_s if hit is not None else float("nan")
+        loop = res.stats.get("time_to_target_s") or float("nan")
+        T = loop if args.backend == "async" else total
         rollouts = hit.rollouts if hit is not None else res.rollouts
         t1 = T if W == 1 else t1
         speed = t1 / T if t1 is not None else float("nan")
-        print(f"{W:>4} {res.status:<10} {T:>10.2f} {rollouts:>9} {res.stats['dropped']:>8} {speed:>8.2f} "
-              f"{speed / W:>11.2f} {time.process_time() - c0:>7.1f}", flush=True)
+        master = float(res.stats.get("master_cpu_s_per_rollout", math.nan))
+        amdahl = args.latency / master if master > 0 else math.inf
+        print(f"{W:>4} {res.status:<10} {total:>10.2f} {loop:>7.2f} {rollouts:>9} {res.stats['dropped']:>8} "
+              f"{speed:>8.2f} {speed / W:>11.2f} {1e3 * master:>18.3f} {amdahl:>9.0f} "
+              f"{time.process_time() - c0:>7.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -64,17 +64,9 @@ def test_learning_is_unit_invariant(states, inputs):
     assert_same_costs_per_update(states, inputs)
 
 
-# Known today for the buffered form of policy iteration (``snapshots=1``), measured on he1:
-#  * states 1e-4 ... 1e4: rollouts of K0 are flagged blown up (NotStabilizingError). The blow-up rule,
-#    ||x(tau)|| > GROWTH ||x0|| in the Euclidean norm (plants/linear.py, GROWTH in plants/base.py), is
-#    not invariant: a stable transient that moves energy from a 1e-4 state to a 1e4 state grows by 1e8.
-#    With it off, the calibrated radius is 3.2e-10 instead of 6.3e-5 (calibration._radius with isotropic
-#    directions K + r Z, tasks._run_moments) and the first fitted step's cost differs by 5e-4.
-#  * inputs 1e-2 ... 1e2 (D = I): costs differ by up to 12 % from the first update: policy_iteration.TRUST
-#    bounds ||step||_F <= TRUST ||K||_F, Frobenius norms of gains that E K D^-1 does not preserve. With the
-#    bound off the costs agree to 6e-8 (first update), then 1e-11.
-@pytest.mark.xfail(strict=True, reason="snapshots=1: blow-up rule, radius/perturbation geometry and trust region "
-                   "are not unit-invariant (see the comment above)")
-@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2)])
-def test_buffered_learning_is_not_yet_unit_invariant(states, inputs):
+@pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2), (1e4, 1e2)])
+def test_learning_from_one_equation_per_rollout_is_unit_invariant(states, inputs):
+    # snapshots=1 (the regime of noisy and black-box plants) runs on the same interval equations, perturbations
+    # and horizon rule as snapshots, one interval per rollout: as invariant (before, its buffered form calibrated
+    # an isotropic radius by a step search, and its costs differed by up to 12 % from the first update)
     assert_same_costs_per_update(states, inputs, snapshots=1)

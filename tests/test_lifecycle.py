@@ -199,10 +199,10 @@ def test_sigint_stops_the_cli_cleanly(tmp_path, fixed):
 
 def test_sigint_during_calibration_leaves_no_process(tmp_path):
     out = tmp_path / "run"
-    # policy iteration on whole rollouts (--snapshots 1) calibrates with 240 rollouts in a row: at 10 ms, 2.4 s
+    # the two-point rule calibrates its radius and step with hundreds of rollouts in a row: at 10 ms, seconds
     # of sleeping on any machine, 0.3 s of which pass before the signal (and under ENDLESS targets the CLI
-    # cannot have finished either way); with snapshots its calibration is a handful of rollouts
-    proc = start_cli(out, tmp_path, ("--snapshots", "1"))
+    # cannot have finished either way); policy iteration calibrates with a handful of rollouts
+    proc = start_cli(out, tmp_path, ("--method", "two-point"))
     try:
         workers = wait_for_workers(proc, out)
         time.sleep(0.3)

@@ -128,9 +128,10 @@ def test_sigkilled_worker_is_replaced_and_the_run_reaches_its_target(chain3, fix
 
 def test_worker_killed_during_calibration_redoes_its_task(chain3, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="azopg")
-    # whole rollouts (snapshots=1) on both: the faulty plant wrapper returns no interval snapshots, so
-    # the default would calibrate the two runs differently
-    reference = azopg.train(chain3, backend="serial", seed=2, target_gap=None, max_updates=1, snapshots=1)
+    # the reference on the same plant wrapper, which never fails: it is not the exact linear plant (no interval
+    # snapshots), so the default rule and its calibration differ from those of the linear plant
+    reference = azopg.train(chain3, backend="serial", seed=2, target_gap=None, max_updates=1, snapshots=1,
+                            plant_factory=FaultyFactory(chain3, "die", 10**9))
     res = azopg.train(chain3, backend="async", workers=2, seed=2, target_gap=1e-2, max_time=60, snapshots=1,
                       plant_factory=FaultyFactory(chain3, "die", 7, str(tmp_path / "died")))
     assert res.status == "converged"
@@ -241,8 +242,9 @@ def test_noisy_plant_reaches_a_neighbourhood_of_the_optimum(chain3):
     res = azopg.train(chain3, seed=0, **kw)
     assert res.status == "converged" and chain3.relative_gap(res.K) <= 2e-2
     # under noise policy iteration fits whole rollouts: its radius against the noise-free one of the same fit
+    # (perturbations whose second-order cost is NOISE_SMOOTHING * 1e-3 = 3 % of the cost, not 1 %: sqrt(3) larger)
     exact = azopg.train(chain3, seed=0, **{**kw, "cost_noise": 0.0, "snapshots": 1})
-    assert res.settings["r"] > 10 * exact.settings["r"]
+    assert res.settings["r"] > 1.5 * exact.settings["r"]
     again = azopg.train(chain3, seed=0, **kw)  # the noise comes from each task's own stream
     assert np.array_equal(res.K, again.K)
 

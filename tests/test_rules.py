@@ -15,6 +15,7 @@ import scipy.linalg as sla
 
 import azopg
 from _support import hotelling, hotelling_threshold, random_problem
+from azopg.method import policy_iteration
 from azopg.method.policy_iteration import PolicyIteration
 from azopg.method.rules import make_rule
 from azopg.method.tasks import Task, run_task
@@ -67,8 +68,14 @@ def test_whitened_two_point_estimator_is_unbiased_for_the_scaled_gauss_newton_di
 
 # ------------------------------------------------------ policy iteration
 
+@pytest.fixture
+def one_step(monkeypatch):
+    """One Kleinman step per applied update (not several on the same equations)."""
+    monkeypatch.setattr(policy_iteration, "INNER_STEPS", 1)
+
+
 def _moments_rule(problem, **settings):
-    settings.setdefault("snapshots", 1)  # the buffered method, one equation per rollout
+    settings.setdefault("snapshots", 1)  # one equation per rollout
     s = Settings(method="policy-iteration", tau=40.0, r=1e-2, step=1.0, check_every=10**6, **settings)
     return PolicyIteration(np.array(problem.K0), s, R=np.array(problem.R))
 
@@ -89,17 +96,18 @@ class Updates:
         pass
 
 
-def test_one_policy_iteration_step_on_exact_data_is_the_kleinman_step(he1):
+def test_one_policy_iteration_step_on_exact_data_is_the_kleinman_step(he1, one_step):
     rule = _moments_rule(he1)
     plant = azopg.LinearPlant(he1)
     while rule.version == 0:
         rule.tell(run_task(plant, rule.ask(0)))
-    assert rule.stats.updates == 1 and len(rule.buffer) >= rule.needed
+    assert rule.stats.updates == 1 and rule.equations.rows >= rule.equations.unknowns
+    assert rule.safeguards.anchor_cost == pytest.approx(he1.cost(he1.K0), rel=1e-3)  # measured by the first task
     np.testing.assert_allclose(rule.K, he1.kleinman_step(he1.K0), rtol=1e-7, atol=1e-9)
     assert he1.is_stabilizing(rule.K) and he1.cost(rule.K) < he1.cost(he1.K0)
 
 
-def test_stale_reports_give_the_exact_step_out_of_order(he1):
+def test_stale_reports_give_the_exact_step_out_of_order(he1, one_step):
     """Tasks issued at old gains and told in reverse order: every update is the exact Kleinman
     step of the gain it was applied to, as with fresh data."""
     rule = _moments_rule(he1, workers=4, batch=3)
@@ -107,7 +115,7 @@ def test_stale_reports_give_the_exact_step_out_of_order(he1):
     rule.observer = seen
     seen.K = rule.K.copy()
     plant = azopg.LinearPlant(he1)
-    for _ in range(6):  # a fit after a step waits for m n fresh rollouts: a few steps per round
+    for _ in range(6):  # a fit once the equations have grown by SOLVE_GROWTH: a few steps per round
         tasks = [rule.ask(w) for w in range(4) for _ in range(2)]
         for task in reversed(tasks):
             rule.tell(run_task(plant, task))
@@ -118,27 +126,27 @@ def test_stale_reports_give_the_exact_step_out_of_order(he1):
     assert he1.relative_gap(rule.K) < 1e-9
 
 
-def test_policy_iteration_halves_the_step_it_takes_even_beyond_the_trust_limit(he1):
+def test_policy_iteration_halves_the_step_it_takes_even_beyond_the_trust_limit(he1, one_step):
     """Each rollback halves ``alpha``; the step is shortened to the trust limit *before* ``alpha``
     scales it, so a fit whose step is far beyond the limit still takes half the step after a
     rollback (eb5 seed 22: 27 halvings left the step at the limit, and the run at K0)."""
     from types import SimpleNamespace
 
     rule = _moments_rule(he1)
-    rule.needed = 0
     huge = SimpleNamespace(condition=1.0, R=np.array(he1.R), E=1e12 * np.ones_like(rule.K))
-    rule.buffer.evaluate = lambda K, R: huge
+    rule.equations.evaluate = lambda stop=None: (huge, None)  # one equation per rollout: judged by condition
+    rule.equations.rows = rule.equations.unknowns
     taken = []
     for alpha in (1.0, 0.5, 0.25):
         K = rule.K.copy()
-        rule.tuning.alpha, rule._idle = alpha, rule.fresh
+        rule.tuning.alpha, rule.solved_rows = alpha, 0
         rule._tell_round([])
         taken.append(np.linalg.norm(rule.K - K) / np.linalg.norm(K))
         rule.K = K
     np.testing.assert_allclose(taken, [1.0, 0.5, 0.25], rtol=1e-12)
 
 
-def test_policy_iteration_estimates_R_when_unknown(he1):
+def test_policy_iteration_estimates_R_when_unknown(he1, one_step):
     s = Settings(method="policy-iteration", tau=40.0, r=1e-1, step=1.0, check_every=10**6, snapshots=1)
     rule = make_rule(np.array(he1.K0), s)  # no R
     plant = azopg.LinearPlant(he1)
@@ -180,7 +188,7 @@ def test_rules_on_async_sync_light_and_noisy(chain3, method):
     assert b.status == "converged"
 
 
-@pytest.mark.parametrize("options", [{"target_gap": 1e-5},
+@pytest.mark.parametrize("options", [{"target_gap": None, "max_updates": 40},  # on past the optimum: delays arise
                                      {"target_gap": None, "max_updates": 80, "light": True, "cost_noise": 0.01}],
                          ids=["exact", "light-noisy"])
 @pytest.mark.parametrize("method", RULES)
@@ -226,3 +234,18 @@ def test_settings_and_cli_know_the_rules():
         assert Settings(method=method).method == method
     with pytest.raises(azopg.SettingsError, match="method must be one of"):
         Settings(method="newton")
+
+
+def test_a_run_interrupted_before_its_first_anchor_is_measured_resumes(chain3, tmp_path):
+    """Policy iteration measures ``K0``'s cost by the loop's first task; on two simulated workers a
+    one-rollout task reports before that check: the checkpoint then holds the anchor's cost as not
+    measured ("inf"), and the resumed run measures it and converges."""
+    from _support import Interrupter
+
+    out = tmp_path / "run"
+    first = azopg.train(chain3, snapshots=1, workers=2, backend="simulated", seed=1, target_gap=1e-6,
+                        max_time=60, out_dir=out, progress=Interrupter(1))
+    assert first.status == "interrupted"
+    assert json.loads((out / "checkpoint.json").read_text())["master"]["anchor_cost"] == "inf"
+    res = azopg.resume(out)
+    assert res.status == "converged" and chain3.relative_gap(res.K) <= 1e-6

@@ -42,8 +42,8 @@ PACKAGES = ["sb3-contrib", "gymnasium", "numpy", "scipy", "control", "click", "r
 LEVELS = (1e-1, 1e-2, 1e-3)
 
 
-def ensure_venv(venv: Path) -> None:
-    """Re-run this script inside ``venv`` (created, with :data:`PACKAGES`, if missing)."""
+def ensure_venv(venv: Path, script: str = __file__) -> None:
+    """Re-run ``script`` (default: this one) inside ``venv`` (created, with :data:`PACKAGES`, if missing)."""
     try:
         import sb3_contrib  # noqa: F401
 
@@ -56,7 +56,7 @@ def ensure_venv(venv: Path) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PACKAGES], check=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    os.execve(str(python), [str(python), __file__, *sys.argv[1:]], env)
+    os.execve(str(python), [str(python), script, *sys.argv[1:]], env)
 
 
 class Clock:

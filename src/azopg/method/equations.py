@@ -35,16 +35,54 @@ a change of state or input units -- neither does the fit, whose columns are scal
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
 
+from ..errors import OutOfTime
 from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
 
-__all__ = ["IntervalEquations"]
+__all__ = ["IntervalEquations", "StepError"]
 
 WEIGHT_POWER = 1.0
+#: Floating-point operations of one chunk of rows folded into a factor (about 0.05 s on one core):
+#: between chunks a fit may end when the time budget is spent (``stop``).
+FOLD_FLOPS = 2e8
+
+
+@dataclass(frozen=True)
+class StepError:
+    """How precisely the equations determine the Kleinman step ``-H^-1 E`` of their fit (``H = R``,
+    or estimated with ``P`` and ``E``): what the step needs, not the conditioning of ``P``.
+
+    The three are Frobenius norms of ``H dK`` for gain changes ``dK`` (``H dK = -E`` for the step), in
+    the fit's column-scaled ``E`` coordinates (entry ``(i, j)`` times the norm of ``E_ij``'s column):
+    they do not change with the units of the states and inputs.
+
+    Attributes
+    ----------
+    error : float
+        Standard error of the step, from the residual's variance per degree of freedom
+        (``rows - p``) and the rows of the inverse triangular factor that give ``E`` (and ``H``),
+        combined with ``rounding``: ``inf`` when those columns are rank-deficient, or without a
+        degree of freedom.
+    rounding : float
+        The part of ``error`` due to the rounding committed while re-centring the equations
+        (:attr:`IntervalEquations.rounding`): large when the gain is far from where the rollouts
+        were run, and not reduced by more of them.
+    step : float
+        The step's own size (``||E||``).
+    gain : float
+        The new gain's size (``||H (C + step)|| = ||H C - E||``, ``C`` the center).
+    """
+
+    error: float
+    rounding: float
+    step: float
+    gain: float
 
 
 class IntervalEquations:
@@ -75,9 +113,14 @@ class IntervalEquations:
         self._order = np.r_[0:q, self.p:self.p + q, q:self.p, self.p + q]
         self._fit = np.r_[0:q, 2 * q:2 * q + m * n + h]  # the fit's columns (P, E, (R)) in the factor
         self.T = np.zeros((size, size))  # the triangular factor of every row folded in so far
-        self._pending: list[np.ndarray] = []
+        self._pending: list[tuple[np.ndarray, ...]] = []  # rollouts added since the last fold, as given
+        self._left = np.zeros((0, size))  # rows built but not folded: a fold stopped by the time budget
         self.rows = 0
         self.rollouts = 0
+        #: Squared bounds of the rounding committed in each ``E``, ``(H)`` and ``y`` column of the
+        #: factor's rows that give ``E`` (and ``H``), by re-centring: each shift adds terms that may
+        #: cancel (a gain far from where the rollouts were run), and an orthogonal fold keeps the error.
+        self.rounding = np.zeros(size - self._E.start)
 
     @property
     def unknowns(self) -> int:
@@ -125,17 +168,28 @@ class IntervalEquations:
         return rows[ok] / cost[ok, None]
 
     def add(self, Ki: Any, x: Any, S: Any, cost: Any) -> IntervalEquations:
-        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``. They are
-        folded into the triangular factor at the next :meth:`solve` or :meth:`recenter`."""
-        rows = self.rows_of(Ki, x, S, cost)
-        self._pending.append(rows[:, self._order])
-        self.rows += rows.shape[0]
-        self.rollouts += int(np.shape(Ki)[0]) if np.ndim(Ki) == 3 else 1
+        """Add rollouts' intervals (arguments as for :meth:`rows_of`); returns ``self``. Their rows are
+        built and folded into the triangular factor at the next :meth:`solve` or :meth:`recenter`, all
+        rollouts added since at once (one rollout at a time, building its rows costs more than folding)."""
+        m, n = self.m, self.n
+        Ki = np.asarray(Ki, dtype=float).reshape(-1, m, n)
+        b = Ki.shape[0]
+        x = np.asarray(x, dtype=float).reshape(b, -1, n)
+        k = x.shape[1] - 1
+        S = np.asarray(S, dtype=float).reshape(b, k, n, n)
+        cost = np.asarray(cost, dtype=float).reshape(b, k)
+        if not all(np.isfinite(a).all() for a in (Ki, x, S, cost)):
+            raise ValueError("rollout data must be finite (drop blown-up rollouts first)")
+        self._pending.append((Ki, x, S, cost))
+        self.rows += int(np.count_nonzero(cost > 0))
+        self.rollouts += b
         return self
 
-    def _shift(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``."""
-        m, n, r = self.m, self.n, X.shape[0]
+    def _shift(self, X: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``; and
+        the squared sizes of the terms summed into each shifted ``E``, ``(H)`` and ``y`` column, over the
+        rows after the ``P`` block (their rounding is ``eps`` times that: :attr:`rounding`)."""
+        m, n, r, q = self.m, self.n, X.shape[0], self._W.start
         DS = X[:, self._E].reshape(r, m, n) * 0.5
         i, j = np.triu_indices(n)
         S = np.zeros((r, n, n))
@@ -145,6 +199,8 @@ class IntervalEquations:
         dSd = dS @ delta.T
         out = X.copy()
         out[:, self._E] = 2.0 * (DS - dS).reshape(r, m * n)
+        size = np.zeros(X.shape[1] - self._E.start)  # E, (H), y
+        size[:m * n] = np.sum((2.0 * (np.abs(DS) + np.abs(dS)))[q:] ** 2, axis=0).ravel()
         if self.R is None:
             k_, l_ = np.triu_indices(m)
             H = np.zeros((r, m, m))
@@ -152,21 +208,34 @@ class IntervalEquations:
             H[:, l_, k_] = H[:, k_, l_]
             cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
             out[:, self._H] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
+            terms = _vech_coefficients(np.abs(H) + 2.0 * np.abs(cross) + np.abs(dSd))
+            size[m * n:-1] = np.sum(terms[q:] ** 2, axis=0)
         else:
             Rd = self.R @ delta
             out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
-        return out
+            terms = (np.abs(X[:, -1]) + 2.0 * np.einsum("rij,ij->r", np.abs(DS), np.abs(Rd))
+                     + np.einsum("rij,ij->r", np.abs(dSd), np.abs(self.R)))
+            size[-1] = np.sum(terms[q:] ** 2)
+        return out, size
 
-    def _fold(self) -> None:
+    def _fold(self, stop: Callable[[], bool] | None = None) -> None:
         """Fold the rows added since the last fold into the triangular factor: a QR of ``[T; rows]``
-        that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``."""
-        if not self._pending:
+        that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``, in chunks of
+        :data:`FOLD_FLOPS` (``stop`` as for :meth:`solve`)."""
+        if not self._pending and not self._left.shape[0]:
             return
-        rows = np.concatenate(self._pending)
+        by_k: dict[int, list[tuple[np.ndarray, ...]]] = {}  # rollouts of as many intervals, in order
+        for data in self._pending:
+            by_k.setdefault(data[1].shape[1], []).append(data)
         self._pending.clear()
-        self.T = _fold_rows(self.T, rows)
+        built = [self.rows_of(*(np.concatenate(a) for a in zip(*group, strict=True)))[:, self._order]
+                 for group in by_k.values()]
+        rows = np.concatenate([self._left, *built])
+        self.T, self._left = _fold_chunks(self.T, rows, stop)
+        if self._left.shape[0]:
+            raise OutOfTime("the time budget ran out during a fit")
 
-    def recenter(self, C: Any) -> None:
+    def recenter(self, C: Any, stop: Callable[[], bool] | None = None) -> None:
         """Express every equation about the new center ``C``: ``T -> T M'``, still triangular in the
         factor's column order (each shifted column adds multiples of earlier ones), ``O(p_L m n^2)``.
 
@@ -175,38 +244,59 @@ class IntervalEquations:
         FloatingPointError
             If the equations about ``C`` overflow (a gain ~1e150 from the center); they stay about the
             old center.
+        OutOfTime
+            If ``stop()`` turns true while pending rows are folded in (as for :meth:`solve`); the
+            equations stay about the old center.
         """
         C = np.asarray(C, dtype=float)
         delta = C - self.C
         if np.any(delta):
-            self._fold()
+            self._fold(stop)
             with np.errstate(all="ignore"):
-                T = self._shift(self.T, delta)
-            if not np.isfinite(T).all():
+                T, size = self._shift(self.T, delta)
+            if not (np.isfinite(T).all() and np.isfinite(size).all()):
                 raise FloatingPointError("the interval equations overflow about the new center")
             self.T = T
+            self.rounding += np.finfo(float).eps ** 2 * size
         self.C = C.copy()
 
-    def _factor(self) -> np.ndarray:
+    def _factor(self, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """The triangular factor ``(p + 1, p + 1)`` of the fit's columns ``P, E, (R)`` and ``y``: the
         ``P`` block of ``T`` is already triangular and precedes ``W``; the rows below it, restricted to
-        ``E, (R), y``, are reduced by one small QR (``O(p_L (m n)^2)``)."""
+        ``E, (R), y``, are reduced by one small QR (``O(p_L (m n)^2)``, in chunks: ``stop`` as for
+        :meth:`solve`)."""
         q, p = self._W.start, self.p
         cols = np.r_[self._E.start:self.T.shape[1]]  # E, (R), y
         F = np.zeros((p + 1, p + 1))
         F[:q, :q] = self.T[:q, :q]
         F[:q, q:] = self.T[:q, cols]
-        F[q:, q:] = _fold_rows(np.zeros((cols.size, cols.size)), self.T[q:, cols])
+        F[q:, q:], left = _fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop)
+        if left.shape[0]:
+            raise OutOfTime("the time budget ran out during a fit")
         return F
 
-    def solve(self) -> PolicyEvaluation:
+    def solve(self, stop: Callable[[], bool] | None = None) -> PolicyEvaluation:
         """``(P, E, [R])`` of the base gain ``C``: the least-squares problem of the rows about ``C``
         (the columns before ``W``), read off the triangular factor -- ``T[:p, :p] theta = T[:p, -1]``,
         ``O(p^2)``. ``condition`` is that of the column-scaled normal matrix (the square of the
-        scaled rows'), ``inf`` when they are rank-deficient."""
-        self._fold()
-        T = self._factor()
-        p = self.p
+        scaled rows'), ``inf`` when they are rank-deficient; ``E`` (and ``H``) come from the last
+        block of the factor alone, so a rank-deficient ``P`` block (``P`` returned as zero) leaves
+        them determined.
+
+        Raises
+        ------
+        OutOfTime
+            If ``stop()`` turns true between two chunks of the work (the time budget): rows not yet
+            folded in stay pending, nothing is lost.
+        """
+        return self._solve(stop)[0]
+
+    def _solve(self, stop: Callable[[], bool] | None) -> tuple[PolicyEvaluation, np.ndarray, np.ndarray]:
+        """:meth:`solve`'s fit, with the column-scaled triangular factor ``U`` of ``E`` (and ``H``) --
+        empty if it is rank-deficient -- and the column scales."""
+        self._fold(stop)
+        T = self._factor(stop)
+        p, q = self.p, self._W.start
         d = _scales(np.sum(T[:, :p] ** 2, axis=0))
         Up = T[:p, :p] / d
         theta = np.zeros(p)
@@ -216,10 +306,87 @@ class IntervalEquations:
             if info == 0 and rcond > 0:
                 condition = float(1.0 / rcond) ** 2
                 theta = sla.solve_triangular(Up, T[:p, -1]) / d
-        residual = float(abs(T[p, -1]))
-        target = float(np.linalg.norm(T[:, -1]))
+        U = Up[q:, q:]  # the rows that give E (and H): they do not involve P
+        if not (self.rows >= p and _numerical_rank_full(U)):
+            U = np.zeros((0, 0))
+        elif not np.isfinite(condition):
+            theta[q:] = sla.solve_triangular(U, T[q:p, -1]) / d[q:]
         P, E, Rh = _unpack(theta, self.n, self.m, self.R)
-        return PolicyEvaluation(P, E, Rh, residual, target, condition, self.rows)
+        fit = PolicyEvaluation(P, E, Rh, float(abs(T[p, -1])), float(np.linalg.norm(T[:, -1])), condition, self.rows)
+        return fit, U, d
+
+    def evaluate(self, stop: Callable[[], bool] | None = None) -> tuple[PolicyEvaluation, StepError]:
+        """:meth:`solve`'s fit and the :class:`StepError` of its Kleinman step (``O((m n)^3)`` more)."""
+        fit, U, d = self._solve(stop)
+        p, q, mn = self.p, self._W.start, self.m * self.n
+        error = rounding = float("inf")
+        if self.rows > p and U.size:
+            theta = np.r_[np.zeros(q), fit.E.ravel(), fit.R[np.triu_indices(self.m)] if self.R is None else []]
+            with np.errstate(all="ignore"):
+                G = self._step_map(theta, d) @ _inverse(U, stop)
+                sigma = max(fit.residual, np.finfo(float).eps * fit.target_norm) / np.sqrt(self.rows - p)
+                # the rounding as a residual: its size in the rows' units (each column's times its unknown),
+                # spread over the factor's rows after the P block like the residual over its degrees of freedom
+                rho = np.sqrt(self.rounding @ np.r_[theta[q:], 1.0] ** 2 / (self.T.shape[0] - q))
+                rounding = float(rho * np.linalg.norm(G))
+                error = float(np.hypot(sigma * np.linalg.norm(G), rounding))
+            error, rounding = (error, rounding) if np.isfinite(error) else (float("inf"), float("inf"))
+        dE = d[q:q + mn].reshape(self.m, self.n)
+        with np.errstate(all="ignore"):
+            step = StepError(error, rounding, float(np.linalg.norm(fit.E * dE)),
+                             float(np.linalg.norm((fit.R @ self.C - fit.E) * dE)))
+        return fit, step
+
+    def _step_map(self, theta: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The linear map from changes of the scaled ``E`` (and ``H``) unknowns to the change of
+        ``H step`` in the scaled ``E`` coordinates: ``H ds = -(dE + dH step)``."""
+        q, p, m, n = self._W.start, self.p, self.m, self.n
+        J = np.eye(p - q)[:m * n]
+        if self.R is None:
+            dE = d[q:q + m * n].reshape(m, n)
+            H, E = _unpack(theta, n, m, None)[2], theta[q:q + m * n].reshape(m, n)
+            step = -np.linalg.lstsq(H, E, rcond=None)[0]
+            a, b = np.triu_indices(m)
+            for c, (i, j) in enumerate(zip(a, b, strict=True)):
+                dH = np.zeros((m, m))
+                dH[i, j] = dH[j, i] = 1.0 / d[q + m * n + c]
+                J[:, m * n + c] = ((dH @ step) * dE).ravel()
+        return J
+
+
+def _inverse(U: np.ndarray, stop: Callable[[], bool] | None) -> np.ndarray:
+    """The inverse of the upper triangular ``U``, by blocks of columns of about :data:`FOLD_FLOPS`;
+    ``stop`` is asked before each (``OutOfTime``)."""
+    k = U.shape[0]
+    inv = np.zeros((k, k))
+    block = max(1, int(FOLD_FLOPS // k**2))
+    for j in range(0, k, block):
+        if stop is not None and stop():
+            raise OutOfTime("the time budget ran out during a fit")
+        top = min(j + block, k)  # columns j..top of the inverse have rows 0..top only
+        inv[:top, j:top] = sla.solve_triangular(U[:top, :top], np.eye(top)[:, j:top])
+    return inv
+
+
+def _numerical_rank_full(U: np.ndarray) -> bool:
+    """Whether the upper triangular ``U`` (columns scaled to unit norm) has full numerical rank: its
+    estimated reciprocal condition number above ``size * eps``."""
+    if not np.abs(np.diag(U)).min() > 0:
+        return False
+    rcond, info = sla.lapack.dtrcon(U, norm="1", uplo="U")
+    return bool(info == 0 and rcond > U.shape[0] * np.finfo(float).eps)
+
+
+def _fold_chunks(T: np.ndarray, rows: np.ndarray, stop: Callable[[], bool] | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_fold_rows` in chunks of at most :data:`FOLD_FLOPS` (a size that depends on the factor's
+    alone, so a replay folds alike); before each chunk after the first, ``stop()`` may end the work:
+    returns the factor so far and the rows left."""
+    chunk = max(1, int(FOLD_FLOPS // T.shape[1] ** 2))
+    for i in range(0, rows.shape[0], chunk):
+        if i and stop is not None and stop():
+            return T, rows[i:]
+        T = _fold_rows(T, rows[i:i + chunk])
+    return T, rows[:0]
 
 
 def _fold_rows(T: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -39,7 +39,9 @@ class Event(StrEnum):
     SHRINK_R = "shrink-r"
     ROLLBACK_BLOWUP = "rollback-blowup"
     ROLLBACK_ILL_CONDITIONED = "rollback-ill-conditioned"
-    ILL_CONDITIONED = "ill-conditioned"
+    ILL_CONDITIONED = "ill-conditioned"  #: the data do not determine the step (rank-deficient)
+    STEP_IMPRECISE = "step-imprecise"  #: the step's standard error is too large (policy iteration)
+    STEP_OVERFLOW = "step-overflow"  #: the step leads to a gain the equations cannot represent
     WORKER_LOST = "worker-lost"
     OUT_OF_TIME = "out-of-time"
     CALIBRATION_CUT_SHORT = "calibration-cut-short"

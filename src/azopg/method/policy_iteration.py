@@ -1,32 +1,42 @@
 """Model-free policy iteration: Kleinman's method with ``(P_K, E_K)`` fitted to rollouts.
 
-Workers run ``"moments"`` tasks: rollouts of ``K_i = K + r Z_i`` (``Z_i`` on the ``sqrt(mn)``
-sphere) returned raw with their state moments. The master keeps them in a bounded
-:class:`~azopg.method.buffer.RolloutBuffer`; once it holds ``OVERDETERMINED`` times as many
-rollouts as unknowns, every report is followed by one least-squares fit of the *current*
-gain's ``(P, E)`` on the whole buffer (old rollouts are re-based: the identity holds for
-any perturbation, so stale data is exact) and, if the fit is well conditioned, the step
+Workers run ``"moments"`` tasks: rollouts of ``K_i = K + r L Z_i M`` (``Z_i`` on the ``sqrt(mn)``
+sphere; ``L = R^-1/2`` and ``M`` scale the perturbations to the inputs and states, see
+:data:`PERTURBATION`), each cut into ``k`` intervals (``settings.snapshots``, chosen by
+:func:`default_snapshots`; ``k = 1``: one equation per rollout, the regime of noisy and
+black-box plants; plants without snapshots contribute whole rollouts as one interval each).
+Every interval is one exact equation in ``(P, E)`` of *any* base gain
+(:mod:`azopg.method.equations`): every equation ever received is kept as sufficient statistics
+about the current gain (re-centred exactly when the gain moves), so no rollout is ever stale,
+dropped or re-processed, and rollouts in flight are never wasted. A fit is solved once the
+equations have grown by :data:`SOLVE_GROWTH` since the last one (the master's work per rollout
+stays small however many workers report), and then Kleinman steps
 
     K <- K - eta D,    D = R^-1 E shortened to ||D|| <= TRUST ||K||,
 
-with ``eta = min(alpha, 1)`` (applied after the trust limit, so that a rollback's halving of
-``alpha`` halves the step taken): ``eta = 1`` is Kleinman's step, which from a stabilizing
-gain stays stabilizing and converges quadratically on exact data. The shared safeguards
-check the gain every ``CHECK_EVERY`` updates (a failed check rolls back and halves
-``alpha``). With ``R`` unknown it is estimated with ``(P, E)``. On a discrete-time plant the
-fit estimates ``H_uu = R + B'P B`` in place of ``R`` and the step is Hewer's ``K - H_uu^-1 E``
-(:func:`~azopg.method.discrete.fit_weight`).
+are iterated on the equations while the fit's own conditioning allows (at most
+:data:`INNER_STEPS`; their end is one applied update), with ``eta = min(alpha, 1)`` (applied after
+the trust limit, so that a rollback's halving of ``alpha`` halves the step taken): ``eta = 1`` is
+Kleinman's step, which from a stabilizing gain stays stabilizing and converges quadratically on
+exact data. The shared safeguards check the gain every ``CHECK_EVERY`` updates (a failed check
+rolls back and halves ``alpha``). With ``R`` unknown it is estimated with ``(P, E)``. On a
+discrete-time plant the fit estimates ``H_uu = R + B'P B`` in place of ``R`` and the step is
+Hewer's ``K - H_uu^-1 E`` (:func:`~azopg.method.discrete.fit_weight`).
 
-Snapshots (``settings.snapshots`` > 1, the default on noise-free runs: :func:`default_snapshots`):
-each ``moments`` task is one rollout cut into ``k`` intervals, each interval one equation
-(:mod:`azopg.method.equations`); every equation ever received is kept as sufficient statistics
-about the current gain (re-centred exactly when the gain moves, so no rollout is ever stale or
-re-processed), and after each report Kleinman steps are iterated on them while the fit's own
-conditioning allows (at most :data:`INNER_STEPS`; their end is one applied update). Plants
-without snapshots contribute their whole rollouts as one interval each. ``snapshots=1`` is the
-buffered method above, unchanged.
+Calibration (:meth:`PolicyIteration._calibrate_snapshots`) needs no step search (``alpha = 1``):
+the horizon from the interval costs of single long rollouts, the perturbations from their
+states; the first rollouts of the fit are the loop's, asked of all workers at once.
 
-The buffer is not part of :meth:`state_dict`: after a resume it is refilled from scratch.
+How a fit is judged (:meth:`PolicyIteration._refusal`): on exact data with snapshots, by how
+precisely it determines the Kleinman step (its standard error,
+:class:`~azopg.method.equations.StepError`), not by the condition of all its columns (``P`` may be
+poorly determined while ``E`` is not); under noise and with one equation per rollout, by the
+fit's condition number (:data:`NOISY_CONDITION`).
+
+Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
+buffered method of before runs instead (:attr:`PolicyIteration.buffer`, which says why).
+
+The equations are not part of :meth:`state_dict`: after a resume they are refilled from scratch.
 """
 
 from __future__ import annotations
@@ -37,40 +47,51 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NotStabilizingError
+from ..errors import NotStabilizingError, OutOfTime, ProblemError
 from ..settings import Settings
 from .buffer import RolloutBuffer
-from .calibration import _horizon
+from .calibration import MAX_NOISE_SMOOTHING, NOISE_SMOOTHING, _horizon
 from .discrete import fit_weight, start_tau
-from .equations import IntervalEquations
+from .equations import IntervalEquations, StepError
 from .kinds import Event, TaskKind
-from .lifecycle import timed_probe
+from .lifecycle import measure_noise, timed_probe
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
 from .tasks import Report, RolloutData, Task, TrajectoryData
 
-__all__ = ["PolicyIteration", "buffer_factor", "default_snapshots", "factor_columns"]
+__all__ = ["PolicyIteration", "default_snapshots", "factor_columns"]
 
-#: Rollouts needed per unknown of ``(P, E)`` before a fit; the buffer keeps ``KEEP`` per unknown.
-OVERDETERMINED, KEEP = 2.0, 6.0
-#: Under relative cost noise ``sigma`` the buffer keeps ``KEEP * min(1 + (sigma / NOISE_SCALE)^2, NOISY_KEEP)``
-#: per unknown (and the first fit waits as many times longer): the fit's error falls as
-#: ``sigma / sqrt(rollouts)``. Off (NOISY_KEEP = 1): with 16 times the buffer a replay of a run
-#: under 1 % noise no longer reproduced its gain bit for bit (not understood yet).
-NOISE_SCALE, NOISY_KEEP = 1e-3, 1.0
+#: Rollouts without an applied step, per unknown of ``(P, E)``, after which a fit that stays
+#: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
+#: keeps as many rollouts.
+PATIENCE = 6.0
+#: The buffered method (:attr:`PolicyIteration.buffer`): the first fit waits for ``OVERDETERMINED``
+#: rollouts per unknown; after a step, the next waits for ``FRESH * m * n`` rollouts since.
+OVERDETERMINED, FRESH = 2.0, 1.0
 #: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
-#: With snapshots (``SNAPSHOT_CONDITION``) the fit is solved by QR, not by normal equations: on
-#: exact data its relative error is about ``eps`` times the square root of that number (1e-7 here).
-MAX_CONDITION, SNAPSHOT_CONDITION = 1e14, 1e18
+#: The fit is solved by QR, not by normal equations. Under cost noise (or on a plant with noise of its
+#: own), and with one equation per rollout (``snapshots=1``, the regime of noisy and black-box plants,
+#: and the default where the factor is large, whose rollouts are the least exact: eb5's first fit at
+#: 1e18 gave unstable gains), the error of a fit is the data's times the square root of that number:
+#: fits above ``NOISY_CONDITION`` are refused (and by the buffered method). Exact data with snapshots
+#: is judged by the step's precision instead (:data:`STEP_PRECISION`).
+NOISY_CONDITION = 1e14
+#: With snapshots on exact data a Kleinman step is taken when its standard error
+#: (:class:`~.equations.StepError`) is at most ``STEP_PRECISION`` times the step (the step makes
+#: progress) or ``GAIN_PRECISION`` times the new gain (the error is harmless: ``GAIN_PRECISION^2`` in
+#: relative cost).
+STEP_PRECISION, GAIN_PRECISION = 1e-3, 1e-4
+#: A new fit is solved once the equations (rows) have grown by this fraction since the last solve, or
+#: by ``m n`` rows (the directions of ``E`` seen through the perturbations alone), whichever is fewer:
+#: few solves in a run whatever the number of workers, each ``O(p_L (m n)^2)``
+#: (:meth:`~azopg.method.equations.IntervalEquations.solve`), and the rows a fit waits for are a
+#: fraction of those it has (or ``m n``) -- the same at W = 1 and W = 32.
+SOLVE_GROWTH = 1.0 / 16.0
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
 CHECK_EVERY = 2
-#: After a step ``D`` much larger than the perturbations, the buffered rollouts (all around the
-#: old gain) determine only a combination of ``P`` and ``E``: ``m n`` directions are seen through
-#: the perturbations alone. The next fit waits for ``FRESH * m * n`` rollouts since the step.
-FRESH = 1.0
 
 
 #: Snapshots per rollout chosen by default: the power of two at least ``SNAPSHOTS_PER_UNKNOWN`` per
@@ -83,8 +104,9 @@ SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
 #: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
 #: in about a minute.
 MAX_FACTOR_COLUMNS = 1024
-#: With snapshots, the horizon is calibrated by single rollouts ``JUMP`` times longer than the
-#: horizon tried: their interval costs give the tail at every doubling up to it.
+#: The horizon is calibrated by single rollouts ``JUMP`` times longer than the horizon tried, cut into
+#: at least ``JUMP`` intervals: their interval costs give the tail at every doubling up to it (4 doublings
+#: per serial probe).
 JUMP = 16
 #: With snapshots the perturbations are ``K + r L Z M``, ``L = R^-1/2``, ``M = diag(f / s)^1/2``
 #: (``s = diag S`` and ``f`` the cost of a rollout at ``K0``: scaled to the states and inputs) and
@@ -116,13 +138,8 @@ def factor_columns(n: int, m: int) -> int:
     return n * (n + 1) + m * n
 
 
-def buffer_factor(cost_noise: float) -> float:
-    """How many times the noise-free buffer is kept under relative cost noise ``cost_noise``."""
-    return min(1.0 + (cost_noise / NOISE_SCALE) ** 2, NOISY_KEEP)
-
-
 class PolicyIteration(UpdateRule):
-    """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from buffered rollouts."""
+    """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from every rollout's intervals."""
 
     name = "policy-iteration"
     line_search = False
@@ -132,20 +149,27 @@ class PolicyIteration(UpdateRule):
     def __init__(self, K0: np.ndarray, settings: Settings, **kw: Any) -> None:
         super().__init__(K0, settings, **kw)
         self.fit_R = fit_weight(self.R, self.discrete_time)  # discrete time: None, H_uu is estimated
-        p = unknowns(self.n, self.m, self.fit_R is None)
-        noisy = buffer_factor(settings.cost_noise)  # the first fit waits for as many times more data
-        self.needed = math.ceil(noisy * OVERDETERMINED * p)
-        self.buffer = RolloutBuffer(math.ceil(noisy * KEEP * p))
+        self.patience = math.ceil(PATIENCE * unknowns(self.n, self.m, self.fit_R is None))
         self._idle = 0  # rollouts received since the last applied step
-        self.fresh = math.ceil(FRESH * self.m * self.n)
         if settings.step is None:
             self.tuning.alpha = 1.0
         if settings.check_every is None:
             self.safeguards.check_every = CHECK_EVERY
         self.snapshots = default_snapshots(settings, self.n, self.m)
-        self.equations = IntervalEquations(self.K, self.fit_R) if self.snapshots > 1 else None
-        if self.equations is not None and settings.batch is None:
-            self.tuning.N = 1  # each rollout brings k equations: one per task
+        p = unknowns(self.n, self.m, self.fit_R is None)
+        #: The buffered method, only where the default is one equation per rollout because the factor
+        #: is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2): the most recent rollouts, refitted about the
+        #: current gain, after the shared calibration (horizon, radius and step search, serial). There it
+        #: converges and the interval equations do not: eb5 (damping 1e-7, ``K0 = 0``) needs the radius
+        #: measured by cost changes (2e-8), and perturbations of :data:`PERTURBATION` destabilise it.
+        self.buffer = (RolloutBuffer(math.ceil(PATIENCE * p)) if settings.snapshots is None
+                       and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
+        self.needed, self.fresh = math.ceil(OVERDETERMINED * p), math.ceil(FRESH * self.m * self.n)
+        self.equations = IntervalEquations(self.K, self.fit_R)
+        self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
+        self._anchor_asked = False  # the first anchor's deferred measurement is in flight
+        if settings.batch is None and self.buffer is None:
+            self.tuning.N = 1  # one rollout per task: the first rollouts are spread over all workers
         self.received = 0  # moments rollouts received
         self._shrinks = 0  # radius halvings in a row after blown-up perturbed rollouts
         self.radius = self.tuning.r  # the calibrated radius (snapshots: the radius grows back to it)
@@ -154,19 +178,68 @@ class PolicyIteration(UpdateRule):
         self.master_seconds = 0.0  # CPU time spent on the reports (adding, re-centring, solving, stepping)
 
     def task_fields(self, version: int) -> dict[str, Any]:
-        if self.snapshots == 1:
+        """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
+        -1: calibration) asks for at least :data:`JUMP` snapshots (their costs give the tail)."""
+        if self.buffer is not None:
             return {}
-        return {"snapshots": self.snapshots, "L": self.scales[0], "M": self.scales[1]}
+        k = self.snapshots if version >= 0 else max(self.snapshots, JUMP)
+        return {"snapshots": k, "L": self.scales[0], "M": self.scales[1]}
+
+    def ask(self, worker: int) -> Task:
+        """As the base rule's, except that while the first anchor's cost is unmeasured (deferred by
+        calibration, :meth:`_calibrate_snapshots`) no check is issued (none could be judged) and one
+        task measures it: a check of the anchor gain, at the anchor's version."""
+        g = self.safeguards
+        if math.isfinite(g.anchor_cost):
+            return super().ask(worker)
+        if self._anchor_asked:
+            return self._ask(worker)
+        self._anchor_asked = True
+        t = self.tuning
+        self.stats.tasks += 1
+        self._issued[self.stats.tasks] = (t.tau, t.r, t.N)
+        return self.make_task(self.stats.tasks, worker, TaskKind.EVALUATE, g.anchor_K.copy(), g.anchor_version,
+                              t.tau, t.r, t.N)
 
     def _ask(self, worker: int) -> Task:
         return self.issue(worker, TaskKind.MOMENTS)
 
+    def tell_round(self, reports: list[Report]) -> None:
+        """As the base rule's, the first anchor's deferred measurement taken out first (:meth:`ask`)."""
+        for rep in reports:
+            if self._anchor_report(rep):
+                self._measure_anchor(rep)
+        super().tell_round([rep for rep in reports if rep.kind != TaskKind.EVALUATE or rep.task_id in self._issued])
+
+    def _anchor_report(self, rep: Report) -> bool:
+        """Whether ``rep`` measures the first anchor: no check is issued before its cost is known."""
+        return (rep.kind == TaskKind.EVALUATE and not math.isfinite(self.safeguards.anchor_cost)
+                and rep.task_id in self._issued)
+
+    def _measure_anchor(self, rep: Report) -> None:
+        """The deferred measurement of the first anchor's cost (:meth:`ask`): its cost is the anchor's;
+        a tail beyond ``tau`` that is not negligible doubles ``tau`` and measures again (rollouts at a
+        shorter horizon are exact equations all the same)."""
+        self._account(rep)
+        self._anchor_asked = False
+        if rep.blown_up:
+            raise NotStabilizingError("rollouts from the initial gain K0 blow up")
+        if self.settings.tau is None and rep.long_tail(self.settings.tail_tol):
+            self.tuning.tau *= 2.0
+            return
+        if not rep.cost > 0:
+            raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
+        self.safeguards.anchor_cost = rep.cost
+
     def tell(self, rep: Report) -> None:
-        """As the base rule's, except that with snapshots a rollout of a perturbed gain that blew up
+        """As the base rule's, except that a rollout of a perturbed gain that blew up
         first shrinks the radius (:data:`BLOWUP_SHRINKS` times in a row at most), wherever the gain
         is: one perturbed rollout is no evidence against the gain itself."""
         data = rep.data
-        if (self.equations is not None and rep.kind == TaskKind.MOMENTS and data is not None and data.Ki.shape[0] == 0
+        if self._anchor_report(rep):
+            self._measure_anchor(rep)
+            return
+        if (self.buffer is None and rep.kind == TaskKind.MOMENTS and data is not None and data.Ki.shape[0] == 0
                 and self._shrinks < BLOWUP_SHRINKS and not self._unknown(rep)):
             self._account(rep)
             self._shrinks += 1
@@ -190,6 +263,12 @@ class PolicyIteration(UpdateRule):
         self._step(0, -1, self.version)
         self.master_seconds += time.process_time() - t0
 
+    @property
+    def noisy_fit(self) -> bool:
+        """Whether fits are judged by their condition number (:data:`NOISY_CONDITION`): under noise
+        or with one equation per rollout (the buffered method too)."""
+        return bool(self.noisy or self.settings.cost_noise > 0 or self.snapshots == 1)
+
     def summary(self) -> dict[str, Any]:
         """Extra ``stats`` of ``result.json``: the master's CPU seconds on the fits (adding rollouts,
         re-centring, solving) per moments rollout received, and the snapshots per rollout."""
@@ -199,35 +278,50 @@ class PolicyIteration(UpdateRule):
     def _add(self, rep: Report) -> None:
         data = rep.data
         self.received += 0 if data is None else data.Ki.shape[0]
-        if self.equations is None:
-            self.buffer.add(data)  # type: ignore[arg-type]
-            self._idle += 0 if data is None else data.cost.size
-            return
         if data is None or data.Ki.shape[0] == 0:
+            return
+        self._idle += data.Ki.shape[0]
+        if self.buffer is not None:
+            self.buffer.add(data)  # type: ignore[arg-type]
             return
         if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
             data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None])
+        k = data.cost.shape[1]
+        if k > self.snapshots and k % self.snapshots == 0:  # a calibration probe's finer intervals, merged:
+            b, j = data.Ki.shape[0], k // self.snapshots   # the run's k equations per rollout
+            data = TrajectoryData(data.Ki, data.x[:, ::j], data.S.reshape(b, self.snapshots, j, self.n, self.n).sum(2),
+                                  data.cost.reshape(b, self.snapshots, j).sum(2))
         self.equations.add(*data.arrays())
-        self._idle += data.Ki.shape[0]
 
     def _step(self, delay: int, worker: int, version_read: int) -> None:
-        if self.equations is not None:
-            self._iterate(delay, worker, version_read)
+        """A fit once the equations have grown by :data:`SOLVE_GROWTH` (at most ``m n`` rows) since the
+        last one (the gain moved by a rollback since: at once). Buffered: :meth:`_step_buffered`."""
+        if self.buffer is not None:
+            self._step_buffered(delay, worker, version_read)
             return
+        eq = self.equations
+        moved = not np.array_equal(eq.C, self.K)
+        due = min(SOLVE_GROWTH * self.solved_rows, self.m * self.n)
+        if eq.rows < eq.unknowns or not (moved or eq.rows - self.solved_rows >= due):
+            return
+        self.solved_rows = eq.rows
+        self._iterate(delay, worker, version_read)
+
+    def _step_buffered(self, delay: int, worker: int, version_read: int) -> None:
+        """One Kleinman step on the buffer's fit, once it holds :data:`OVERDETERMINED` rollouts per
+        unknown and :data:`FRESH` ``m n`` since the last step."""
+        assert self.buffer is not None
         if len(self.buffer) < self.needed or self._idle < self.fresh:
             return
         fit = self.buffer.evaluate(self.K, self.fit_R)
         try:
-            if not fit.condition < MAX_CONDITION:
+            if not fit.condition < NOISY_CONDITION:
                 raise np.linalg.LinAlgError
-            step = -np.linalg.solve(np.linalg.cholesky(fit.R).T, np.linalg.solve(np.linalg.cholesky(fit.R), fit.E))
+            step = self._kleinman(fit)
         except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
             self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
             self._stuck(worker, version_read)
             return
-        limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
-        if 0 < limit < size:
-            step *= limit / size
         self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
         self.apply(self.K + self.tuning.alpha * step, delay, worker, version_read)
 
@@ -240,75 +334,112 @@ class PolicyIteration(UpdateRule):
         return step * (limit / size) if 0 < limit < size else step
 
     def _iterate(self, delay: int, worker: int, version_read: int) -> None:
-        """Kleinman steps on the accumulated interval equations while their fit is well conditioned."""
+        """Kleinman steps on the accumulated interval equations while each is determined precisely
+        enough (:meth:`_refusal`); when none is, the reason is logged and the rule waits for more
+        equations (:meth:`_stuck`)."""
         eq = self.equations
-        assert eq is not None
         if eq.rows < eq.unknowns:
             return
         try:
-            eq.recenter(self.K)  # the gain may have moved by a rollback
+            eq.recenter(self.K, self.out_of_time)  # the gain may have moved by a rollback
         except FloatingPointError:  # not representable about this gain: start the equations afresh
             self.equations = eq = IntervalEquations(self.K, self.fit_R)
             return
+        except OutOfTime:  # the budget is spent: the run ends, the rows wait unfolded
+            return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)
-        K, taken = self.K, 0
+        K, taken, why = self.K, 0, Event.ILL_CONDITIONED
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
             if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
                 break
-            fit = eq.solve()
             try:
-                if not fit.condition < SNAPSHOT_CONDITION:
-                    raise np.linalg.LinAlgError
+                fit, precision = eq.evaluate(self.out_of_time)
+            except OutOfTime:
+                if not taken:
+                    return
+                break
+            if self.noisy_fit:
+                refused = None if fit.condition < NOISY_CONDITION else Event.ILL_CONDITIONED
+            else:
+                refused = self._refusal(precision)
+            if refused is not None:
+                why = refused
+                break
+            try:
                 step = self.tuning.alpha * self._kleinman(fit)
+            except np.linalg.LinAlgError:  # an estimated R (H_uu) not positive definite
+                break
+            try:
                 eq.recenter(K + step)
-            except (np.linalg.LinAlgError, FloatingPointError):  # ill-conditioned, or a step to an absurd gain
+            except FloatingPointError:  # a step to an absurd gain
+                why = Event.STEP_OVERFLOW
                 break
             K, taken = K + step, taken + 1
             if not float(np.linalg.norm(step)) > STEP_TOL * float(np.linalg.norm(K)):
                 break
         if not taken:
-            self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
+            self.log(why, delay, worker, version_read)
             self._stuck(worker, version_read)
             return
         self.apply(K, delay, worker, version_read)
 
+    @staticmethod
+    def _refusal(precision: StepError) -> Event | None:
+        """Why a fit's Kleinman step is not taken on exact data with snapshots, or ``None``: its
+        columns ``E`` (and ``H``) are rank-deficient (``ill-conditioned``), or its standard error
+        exceeds both :data:`STEP_PRECISION` times the step and :data:`GAIN_PRECISION` times the new
+        gain (``step-imprecise``). The condition number of the whole fit is not the judge: ``P`` may
+        be poorly determined (states over many decades) while ``E`` is not. (Under noise and with one
+        equation per rollout the judge is the condition number: :attr:`noisy_fit`.)"""
+        if not precision.error < math.inf:
+            return Event.ILL_CONDITIONED
+        if precision.error > max(STEP_PRECISION * precision.step, GAIN_PRECISION * precision.gain):
+            return Event.STEP_IMPRECISE
+        return None
+
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0
-        if self.equations is not None:  # a radius shrunk by blow-ups at an old gain grows back
+        if self.buffer is None:  # a radius shrunk by blow-ups at an old gain grows back
             self.tuning.r = min(2.0 * self.tuning.r, self.radius)
         super().apply(K, delay, worker, version_read)
 
     def _stuck(self, worker: int, version_read: int) -> None:
-        """A whole buffer's worth of rollouts without a well-conditioned fit: no step, so no check
-        would ever judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``);
-        at the anchor already, start the buffer afresh around it."""
-        if self._idle < self.buffer.capacity:
+        """:data:`PATIENCE` rollouts per unknown without a step that could be taken (each refusal logged
+        with its reason: ``ill-conditioned``, ``step-imprecise``, ``step-overflow``): no check would ever
+        judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``); at the anchor
+        already, start the equations afresh around it."""
+        if self._idle < self.patience:
             return
         self._idle = 0
         if np.array_equal(self.K, self.safeguards.anchor_K):
-            self.buffer.clear()
-            if self.equations is not None:
-                self.equations = IntervalEquations(self.K, self.fit_R)
+            self.equations = IntervalEquations(self.K, self.fit_R)
+            self.solved_rows = 0
+            if self.buffer is not None:
+                self.buffer.clear()
         else:
             self.apply_verdict(self.safeguards.rollback(worker, version_read, Event.ROLLBACK_ILL_CONDITIONED))
 
     def calibrate(self, run: Runner) -> None:
-        """The shared calibration, then one ``moments`` task at the calibrated gain into the buffer:
-        a batch too large for memory is refused here, before the run is saved as resumable.
-        With snapshots: :meth:`_calibrate_snapshots`."""
-        if self.equations is not None:
+        """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared
+        calibration, then one ``moments`` task at the calibrated gain into the buffer (a batch too large
+        for memory is refused here, before the run is saved as resumable)."""
+        if self.buffer is None:
             self._calibrate_snapshots(run)
             return
         super().calibrate(run)
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
 
     def _calibrate_snapshots(self, run: Runner) -> None:
-        """Horizon from single rollouts at ``K0`` ``JUMP`` times longer than the horizon tried (the
-        tail beyond each doubling read off their interval costs), confirmed by one check of ``K0``
-        (whose cost is the first anchor's); perturbations scaled to the states and inputs seen
-        (:data:`PERTURBATION`). Every rollout is kept as equations."""
+        """The plant's own noise measured first (:func:`~.lifecycle.measure_noise`); horizon from single
+        rollouts at ``K0`` ``JUMP`` times longer than the horizon tried, cut into at least ``JUMP``
+        intervals (the tail beyond each doubling read off their interval costs; a plant without
+        snapshots: doubled by checks), confirmed by one check of ``K0`` (whose cost is the first
+        anchor's); perturbations scaled to the states and inputs seen (:data:`PERTURBATION`, more
+        under noise). Every rollout is kept as equations. No serial batch: the fit's first rollouts
+        are the loop's, asked of all workers at once."""
         s, K0 = self.settings, self.K.copy()
         probe = timed_probe(self, run)  # the time budget is held: OutOfTime before a probe once it is spent
+        measure_noise(self, probe)
         tau = s.tau or start_tau(self.discrete_time)
         for _ in range(40):
             rep = probe(TaskKind.MOMENTS, K0, JUMP * tau, 0.0, 1)
@@ -335,18 +466,26 @@ class PolicyIteration(UpdateRule):
                 tau *= 2.0 ** (found or 0)
                 break
             tau *= JUMP
-        tau, rep = _horizon(probe, K0, s, tau, self.tuning.N)
+        if self.safeguards.paired:  # under noise the first anchor is measured here, unpaired
+            tau, rep = _horizon(probe, K0, s, tau, self.tuning.N)
+            if not rep.cost > 0:
+                raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
+            self.safeguards.anchor_cost = rep.cost
+        else:  # measured by the loop's first task (:meth:`ask`), beside the first rollouts of the fit
+            self.safeguards.anchor_cost = math.inf
         self.tuning.tau = tau
-        self.safeguards.anchor_cost = rep.cost
-        if s.r is None:
-            self.tuning.r = math.sqrt(PERTURBATION / (self.m * self.n))
+        if s.r is None:  # under noise as large as the shared calibration's radius would be (its smoothing)
+            noise = max(s.cost_noise, self.noise)
+            self.tuning.r = math.sqrt(max(PERTURBATION, min(NOISE_SMOOTHING * noise, MAX_NOISE_SMOOTHING))
+                                      / (self.m * self.n))
         self.radius = self.tuning.r
-        # the first task of the run, here: a batch too large for memory is refused before the run is saved
-        self._add(probe(TaskKind.MOMENTS, self.K.copy(), self.tuning.tau, self.tuning.r, self.tuning.N))
+        if self.tuning.N > 1:  # (one rollout: as the probes above) a batch too large for memory is refused
+            # here, before the run is saved -- the first task of the run
+            self._add(probe(TaskKind.MOMENTS, self.K.copy(), self.tuning.tau, self.tuning.r, self.tuning.N))
         self.log(Event.CALIBRATE)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base state and the perturbations' factors (with snapshots)."""
+        """The base state and the perturbations' factors."""
         L, M = self.scales
         return {**super().state_dict(), "perturbation_L": None if L is None else L.tolist(),
                 "perturbation_M": None if M is None else M.tolist()}
@@ -355,8 +494,8 @@ class PolicyIteration(UpdateRule):
         super().load_state(state)
         L, M = state.get("perturbation_L"), state.get("perturbation_M")
         self.scales = (None if L is None else np.array(L, dtype=float), None if M is None else np.array(M, dtype=float))
-        if self.equations is not None:
-            self.equations = IntervalEquations(self.K, self.fit_R)
+        self.equations = IntervalEquations(self.K, self.fit_R)
+        self.solved_rows = 0
 
     def recalibrate(self, run: Runner) -> None:
         """Checks keep failing (the step has halved to nothing, e.g. under cost noise): re-measure the

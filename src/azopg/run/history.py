@@ -34,9 +34,11 @@ class RunLog:
     :class:`~azopg.method.rule.Observer`).
 
     The exact oracle (``monitor``) costs ~0.1-0.5 ms, more than an update, so with W workers it
-    evaluates the gain on every W-th update (sparser in long runs, :func:`monitor_stride`) and at
-    every other event -- deterministic, so a run's stopping point does not depend on timing. It
-    never takes part in a decision of the rule.
+    evaluates the gain on every W-th update (sparser in long runs: every ``monitor_stride``-th), on
+    an update that follows at least a quarter stride of rollouts without one (a rule that updates
+    rarely, e.g. policy iteration: each of its updates) and at every other event -- at most about
+    4/W evaluations per rollout, deterministic, so a run's stopping point does not depend on
+    timing. It never takes part in a decision of the rule.
 
     Parameters
     ----------
@@ -52,6 +54,7 @@ class RunLog:
         self.arrivals: list[Arrival] = []
         self.last_cost = self.last_gap = self.last_gain_error = math.inf
         self.updates = 0
+        self._updated_at = 0  # rollouts at the last update
 
     def targets_met(self, target_gap: float | None, target_gain_error: float | None) -> bool:
         """Whether at least one target is given and the last evaluation meets every given one."""
@@ -63,8 +66,12 @@ class RunLog:
         now = self.clock()
         cost = gap = math.nan
         self.updates = record.updates
-        if self.monitor is not None and (record.event != Event.UPDATE
-                                         or self.updates % monitor_stride(self.updates, self.workers) == 0):
+        stride = monitor_stride(self.updates, self.workers)
+        rare = False
+        if record.event == Event.UPDATE:
+            rare = 4 * (record.rollouts - self._updated_at) >= stride
+            self._updated_at = record.rollouts
+        if self.monitor is not None and (record.event != Event.UPDATE or self.updates % stride == 0 or rare):
             cost, gap, self.last_gain_error = self.monitor(record.K)
             self.last_cost, self.last_gap = cost, gap
         self.history.append(HistoryRow(self.updates, now, record.rollouts, cost, gap, record.delay, record.worker,

@@ -331,8 +331,9 @@ def validate_checkpoint(data: Any, run_dir: str | os.PathLike[str]) -> dict[str,
                 _number(master[key], field, positive=True)
             elif key in _MAYBE_INFINITE:
                 _real(master[key], field)
-            elif key == "anchor_cost":
-                _number(master[key], field)
+            elif key == "anchor_cost":  # "inf": not measured yet (policy iteration measures K0's cost in its loop)
+                if master[key] != "inf":
+                    _number(master[key], field)
             else:
                 _int(master, key, field, low=1 if key in _POSITIVE_INTS else 0)
     except SettingsError as exc:
