@@ -21,6 +21,10 @@ The acceptance line: updates to gap 1e-2 within 10 % of W = 1's up to W = 32, me
 repeats; the last columns give, per W, the paired ratio U_k(W) / U_k(1) (median [min-max] over
 repeats k) and whether its median is within 10 %.
 
+With ``--out DIR`` the runs so far are written to ``DIR/speedup.csv`` and ``DIR/speedup_summary.csv``
+after every run (the columns of ``azopg speedup``), so a long study can be followed and survives a
+stop. A run's history is dropped once its row is written (an 800k-update run holds ~1 GB of it).
+
     python benchmarks/plain_speedup.py                     # W = 1..32, 5 repeats: ~800k updates per run (hours)
     python benchmarks/plain_speedup.py --workers 1,2,4 --target-gap 0.1 --max-updates 40000   # ~20 min
 """
@@ -35,9 +39,10 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 from azopg.model.library import mass_spring_chain
-from azopg.run.speedup import SpeedupRun, run_speedup, summarize
+from azopg.run.speedup import SpeedupRun, run_speedup, summarize, write_speedup_csv, write_summary_csv
 from azopg.settings import Settings
 
 #: A step for W = 1 (see the module docstring); the default is this over max(W).
@@ -54,6 +59,7 @@ def main() -> None:
     ap.add_argument("--max-updates", type=int, default=200_000, help="bound of each run")
     ap.add_argument("--latency", type=float, default=0.01, help="virtual seconds per rollout")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="directory for speedup.csv and speedup_summary.csv (after every run)")
     a = ap.parse_args()
     workers = sorted({int(w) for w in a.workers.split(",")})
     a.step = a.step or STEP_W1 / max(workers)
@@ -62,11 +68,25 @@ def main() -> None:
                     max_updates=a.max_updates, max_rollouts=4 * 2 * a.batch * a.max_updates,
                     rollout_latency=a.latency, seed=a.seed, max_time=1e9)
     t0 = time.perf_counter()
+    done: list[SpeedupRun] = []
+    out = Path(a.out) if a.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    last = [t0]
 
     def report(run: SpeedupRun) -> None:
+        now = time.perf_counter()
+        run.result = None  # the history of a long run is large; the row is all this study needs
+        done.append(run)
+        if out is not None:
+            summarize(done)
+            write_speedup_csv(out / "speedup.csv", done)
+            write_summary_csv(out / "speedup_summary.csv", done)
         print(f"  W={run.workers:<3} repeat {run.repeat}: {run.status:<11} {run.updates:>7} updates, "
-              f"virtual {run.time_to_target_s:9.2f} s, {run.blown_estimates} blown-up estimates skipped "
-              f"[{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+              f"virtual {run.time_to_target_s:9.2f} s, {run.blown_estimates} blown-up estimates skipped, "
+              f"{1e3 * (now - last[0]) / max(run.updates, 1):.3f} ms per update [{now - t0:.0f} s]",
+              file=sys.stderr, flush=True)
+        last[0] = now
 
     print(f"msd10 (n = {problem.n}, m = {problem.m}), plain two-point rule, step {a.step:g}, batch {a.batch}, "
           f"simulated backend {a.latency:g} s/rollout, target gap {a.target_gap:g}, {a.repeats} paired repeats, "

@@ -7,6 +7,7 @@ is read from the instants they were busy, never from a speed-up).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -432,3 +433,33 @@ def test_master_blown_up_estimates():
     m.tell(estimate(m.ask(0), np.zeros((2, 3)), center_cost=float("inf")))
     assert m.observer.history[-1].event == "rollback-blowup"
     assert m.version == 2 and np.array_equal(m.K, K0) and m.tuning.alpha == 0.05 and m.stats.rollbacks == 1
+
+
+@pytest.mark.parametrize("W", [1, 3, 32])
+def test_oracle_samples_every_wth_update_then_a_bounded_fraction_of_a_long_run(W, monkeypatch):
+    from azopg.method.kinds import Event, EventRecord
+    from azopg.run import history
+
+    monkeypatch.setattr(history, "MONITOR_SPAN", 16)
+    seen: list[int] = []
+
+    def monitor(K):
+        seen.append(log.updates)
+        return 1.0, 1.0, 1.0
+
+    log = RunLog(monitor, lambda: 0.0, W)
+    K, last = np.zeros((1, 1)), 40 * 16 * W
+    for u in range(1, last + 1):  # two rollouts per update (a two-point estimate of one direction)
+        log.event(EventRecord(Event.UPDATE, K, u, u, 2 * u, 0.1, 0, 0, u - 1))
+    log.event(EventRecord(Event.DROP, K, last, last, 2 * last, 0.1, 50, 0, last - 50))  # any other event: always
+    assert seen[-2:] == [last, last]
+    updates = seen[:-1]
+    stride = [history.monitor_stride(u, W) for u in range(1, last + 1)]
+    # every stride-th update, and every update while its 2 rollouts are at least a quarter stride (rare updates)
+    assert updates == [u for u, s in enumerate(stride, 1) if u % s == 0 or 4 * 2 >= s]
+    assert all(s % W == 0 for s in stride) and stride[: 16 * W] == [W] * (16 * W)
+    # a target is seen at most 1 / MONITOR_SPAN of the run late, and never coarser than every W-th update
+    assert all(g <= max(W, u / 16) for g, u in zip(np.diff([0, *updates]), updates, strict=True))
+    if W == 32:  # never rare: 15 calls below MONITOR_SPAN W, 16 per doubling up to 32 MONITOR_SPAN W, then 5
+        assert len(updates) == 15 + 5 * 16 + 5 <= 16 * (1 + math.log2(40)) + 1  # where every W-th would be 640
+    assert len(updates) <= sum(s <= 8 for s in stride) + 16 * (1 + math.log2(40)) + 1

@@ -128,6 +128,8 @@ class SimulatedExecutor(ExecutorBase):
         self.plant = self._factory()
 
     def _duration(self, task: Task, rollouts: int) -> float:
+        if self.model == "constant":  # no draw: spares building a generator per task
+            return rollouts * self.per_rollout
         rng = np.random.default_rng([self.seed, task.worker, task.task_id, 1])
         return rollouts * self.per_rollout * latency_factor(self.model, rng)
 
