@@ -142,3 +142,35 @@ def test_serial_executor_does_not_start_a_task_predicted_to_end_past_the_budget(
             assert slept.pop() == pytest.approx(10.0 - reserve - start)
             ex.close()
     assert not slept
+
+
+def test_a_signal_during_a_worker_start_waits_for_it_and_workers_stay_terminable(chain3):
+    """SIGTERM handled while a worker was being started (between the fork server's connect and the
+    write of the process's data) left the child reading end of file: a traceback on the user's
+    terminal. Signals are now held during the start and delivered right after it; the workers do not
+    inherit the held mask (SIGTERM is not blocked in them, so ``terminate`` still stops them)."""
+    import os
+    import signal
+
+    from azopg.engine.processes import _signals_held
+
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, frame: seen.append(sig))
+    try:
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == []  # held
+        assert seen == [signal.SIGTERM]  # delivered at once after
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    from functools import partial
+
+    ex = ProcessExecutor(partial(azopg.LinearPlant, chain3), 1)
+    try:
+        ex.start()
+        pid = ex._procs[0].pid
+        with open(f"/proc/{pid}/status") as f:
+            blocked = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+        assert not blocked & (1 << (signal.SIGTERM - 1))
+    finally:
+        ex.close()

@@ -25,7 +25,8 @@ import selectors
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 
 from ..method.tasks import Report, Task
@@ -47,6 +48,27 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while a worker is being started; they are delivered when it is.
+
+    Starting a worker connects to the fork server and then writes the process's data to the new
+    child. A SIGTERM handled in between (the CLI raises it as an exception in the main thread)
+    left the child reading end of file, and it printed a traceback on the user's terminal. The fork
+    server itself is started first, outside: a process inherits the signal mask across fork and exec,
+    and workers must stay terminable.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    forkserver.ensure_running()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def worker_main(conn: Connection, plant_factory: Callable[[], Plant]) -> None:
@@ -119,12 +141,13 @@ class ProcessExecutor(RemoteExecutor):
             parent, child = ctx.Pipe(duplex=True)
             proc = ctx.Process(target=worker_main, args=(child, self._factory),
                                name=f"azopg-worker-{w}", daemon=True)
-            proc.start()
-            child.close()
-            self._procs[w] = proc
-            self._conns[w] = parent
-            self._selector.register(parent, selectors.EVENT_READ, ("pipe", w))
-            self._selector.register(proc.sentinel, selectors.EVENT_READ, ("sentinel", w))
+            with _signals_held():  # a signal is delivered once the worker is started and recorded
+                proc.start()
+                child.close()
+                self._procs[w] = proc
+                self._conns[w] = parent
+                self._selector.register(parent, selectors.EVENT_READ, ("pipe", w))
+                self._selector.register(proc.sentinel, selectors.EVENT_READ, ("sentinel", w))
         finally:
             for k, v in saved.items():
                 if v is None:
