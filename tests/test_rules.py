@@ -134,7 +134,7 @@ def test_policy_iteration_halves_the_step_it_takes_even_beyond_the_trust_limit(h
 
     rule = _moments_rule(he1)
     huge = SimpleNamespace(condition=1.0, R=np.array(he1.R), E=1e12 * np.ones_like(rule.K))
-    rule.equations.evaluate = lambda stop=None: (huge, None)  # one equation per rollout: judged by condition
+    rule.equations.solve = lambda stop=None: huge  # one equation per rollout: judged by its condition
     rule.equations.rows = rule.equations.unknowns
     taken = []
     for alpha in (1.0, 0.5, 0.25):

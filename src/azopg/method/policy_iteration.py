@@ -352,16 +352,17 @@ class PolicyIteration(UpdateRule):
         for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
             if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
                 break
-            try:
-                fit, precision = eq.evaluate(self.out_of_time)
+            try:  # judged by its condition, a fit needs no step error (O((m n)^3) per fit on the master)
+                if self.noisy_fit:
+                    fit = eq.solve(self.out_of_time)
+                    refused = None if fit.condition < NOISY_CONDITION else Event.ILL_CONDITIONED
+                else:
+                    fit, precision = eq.evaluate(self.out_of_time)
+                    refused = self._refusal(precision)
             except OutOfTime:
                 if not taken:
                     return
                 break
-            if self.noisy_fit:
-                refused = None if fit.condition < NOISY_CONDITION else Event.ILL_CONDITIONED
-            else:
-                refused = self._refusal(precision)
             if refused is not None:
                 why = refused
                 break
