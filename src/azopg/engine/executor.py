@@ -130,6 +130,9 @@ class Executor(Protocol):
     def next_report(self, timeout: float | None = None) -> Report | None:
         """The next finished report, or ``None`` if none arrived within ``timeout``."""
 
+    def ready_reports(self) -> list[Report]:
+        """The reports that have already arrived, in order, without waiting (the rest of a take)."""
+
     def idle_workers(self) -> list[int]:
         """Workers with no task in flight and no report waiting (one replaced after a loss)."""
 
@@ -174,6 +177,11 @@ class ExecutorBase:
 
     def idle_workers(self) -> list[int]:
         """No worker is ever lost, so none is idle."""
+        return []
+
+    def ready_reports(self) -> list[Report]:
+        """None: the serial and simulated executors hand reports over one at a time (a simulated
+        master takes no time, so it never has a backlog)."""
         return []
 
     def _notify(self, loss: WorkerLoss) -> None:

@@ -201,6 +201,13 @@ class RemoteExecutor(ExecutorBase):
             self._fill(remaining)
         return self._ready.popleft()
 
+    def ready_reports(self) -> list[Report]:
+        """Every report already received or waiting on a pipe now, in order."""
+        self._fill(0.0)
+        taken = list(self._ready)
+        self._ready.clear()
+        return taken
+
     def idle_workers(self) -> list[int]:
         """Worker ids with no task in flight and no report waiting (one just replaced)."""
         busy = {rec.task.worker for rec in self._records()} | {rep.worker for rep in self._ready}

@@ -65,6 +65,7 @@ def recover(rule: UpdateRule, executor: Executor) -> None:
 
 def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick: Tick) -> str:
     """Apply each report at once and hand its worker a new task, until ``should_stop`` says why not.
+    Reports that arrived while the master was busy are taken together (:meth:`UpdateRule.tell_many`).
     Each worker starts with ``executor.depth`` tasks (all at the initial gain) and so keeps that many."""
     for w in range(executor.workers):
         for _ in range(executor.depth):
@@ -72,9 +73,11 @@ def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tic
     while (reason := should_stop()) is None:
         rep = executor.next_report(timeout=0.5)
         if rep is not None:
-            rule.tell(rep)
+            take = [rep, *executor.ready_reports()]
+            rule.tell_many(take)
             recover(rule, executor)
-            executor.submit(rule.ask(rep.worker))
+            for done in take:
+                executor.submit(rule.ask(done.worker))
         refill(rule, executor)
         if rep is not None:
             tick()

@@ -58,6 +58,9 @@ class Arrival(NamedTuple):
     tau: float
     r: float
     N: int
+    #: Reports the master took before this one in the same take (0: the first of a take; a take is
+    #: every report that had arrived while the master was busy, :meth:`UpdateRule.tell_many`).
+    taken_with: int = 0
 
 
 class EventRecord(NamedTuple):

@@ -171,6 +171,8 @@ class PolicyIteration(UpdateRule):
         if settings.batch is None and self.buffer is None:
             self.tuning.N = 1  # one rollout per task: the first rollouts are spread over all workers
         self.received = 0  # moments rollouts received
+        self._defer = False  # inside tell_many: the step waits for the take's last report
+        self._deferred: tuple[int, int, int] | None = None  # (delay, worker, version read) of that report
         self._shrinks = 0  # radius halvings in a row after blown-up perturbed rollouts
         self.radius = self.tuning.r  # the calibrated radius (snapshots: the radius grows back to it)
         #: The factors ``L``, ``M`` of the perturbations with snapshots (set by the calibration).
@@ -250,10 +252,26 @@ class PolicyIteration(UpdateRule):
             self._shrinks = 0
         super().tell(rep)
 
+    def tell_many(self, reports: list[Report]) -> None:
+        """As the base rule's, but one fit for the whole take: its rollouts are all added first."""
+        self._deferred = None
+        self._defer = True
+        try:
+            super().tell_many(reports)
+        finally:
+            self._defer = False
+        if self._deferred is not None:
+            t0 = time.process_time()
+            self._step(*self._deferred)
+            self.master_seconds += time.process_time() - t0
+
     def _tell(self, rep: Report, delay: int) -> None:
         t0 = time.process_time()
         self._add(rep)
-        self._step(delay, rep.worker, rep.version)
+        if self._defer:  # the step after the take's last report (tell_many)
+            self._deferred = (self.version - rep.version, rep.worker, rep.version)
+        else:
+            self._step(delay, rep.worker, rep.version)
         self.master_seconds += time.process_time() - t0
 
     def _tell_round(self, reports: list[Report]) -> None:

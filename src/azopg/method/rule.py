@@ -74,6 +74,7 @@ class UpdateRule:
         guards = PlainGuards if s.plain else Safeguards  # plain: the paper's rule, no safeguards
         self.safeguards = guards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
         self.observer: Observer = observer or Silent()
+        self._taken: int | None = None  # inside tell_many: the reports logged so far in this take
         self._keep_all_gains = keep_all_gains
         self._gains: OrderedDict[int, np.ndarray] = OrderedDict({0: self.K.copy()})
         # the anchor when each version was made (serial, gain): what a paired check at that version is paired with
@@ -194,6 +195,22 @@ class UpdateRule:
         else:
             self._tell(rep, delay)
 
+    def tell_many(self, reports: list[Report]) -> None:
+        """Take every report that arrived while the master was busy, in arrival order (one *take*).
+
+        Each is applied as by :meth:`tell`, at once and in order, so the paper's rule is unchanged; a
+        rule whose update is a fit of all the data so far (policy iteration) adds them all and fits
+        once. The master's work then follows the rate at which it can work, not the rate at which
+        reports arrive: a backlog is one fit. The arrival log marks the takes (``taken_with``), so a
+        replay takes the same reports together.
+        """
+        self._taken = 0
+        try:
+            for rep in reports:
+                self.tell(rep)
+        finally:
+            self._taken = None
+
     def tell_round(self, reports: list[Report]) -> None:
         """Take one synchronous round: every report was computed at the current gain."""
         reports = [rep for rep in reports if not self._unknown(rep)]
@@ -236,7 +253,10 @@ class UpdateRule:
     def _account(self, rep: Report) -> None:
         self.stats.rollouts += rep.rollouts
         self.stats.bytes_received += rep.payload_bytes()
-        self.observer.arrival(Arrival(rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
+        self.observer.arrival(Arrival(rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id),
+                                      taken_with=self._taken or 0))
+        if self._taken is not None:
+            self._taken += 1
 
     # ------------------------------------------------------------ updates
     def stale_step(self, delay: int) -> float:

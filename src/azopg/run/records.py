@@ -24,8 +24,9 @@ HISTORY_FIELDS = (
 )
 HISTORY_TYPES: tuple[type, ...] = (int, float, int, float, float, int, int, int, float, str)
 #: Columns of ``arrivals.csv``: every report in the order the master received it.
-ARRIVAL_FIELDS = ("task_id", "worker", "kind", "version_read", "tau", "r", "N")
-ARRIVAL_TYPES: tuple[type, ...] = (int, int, str, int, float, float, int)
+#: ``taken_with``: the reports the master took before it in the same take (0 starts a take).
+ARRIVAL_FIELDS = ("task_id", "worker", "kind", "version_read", "tau", "r", "N", "taken_with")
+ARRIVAL_TYPES: tuple[type, ...] = (int, int, str, int, float, float, int, int)
 
 
 @dataclass

@@ -3,8 +3,10 @@
 An asynchronous run is random only in the *order* in which estimates arrive: every
 task's draws come from the generator of (seed, worker, task), and the master's
 decisions depend only on the reports. ``arrivals.csv`` records that order (task id,
-worker, kind, version read and the task's horizon, radius and batch), so rerunning
-the tasks serially in that order rebuilds the same sequence of gains, bit for bit.
+worker, kind, version read and the task's horizon, radius and batch) and which reports
+the master took together (``taken_with``), so rerunning the tasks serially in that order,
+take by take, rebuilds the same sequence of gains, bit for bit. A log without the
+``taken_with`` column (written before takes were logged) is replayed one report at a time.
 """
 
 from __future__ import annotations
@@ -22,17 +24,18 @@ from ..errors import SettingsError
 from ..method.auto import resolve_settings
 from ..method.kinds import TaskKind
 from ..method.rules import make_rule
-from ..method.tasks import TASK_KINDS, run_task
+from ..method.tasks import TASK_KINDS, Report, run_task
 from ..model.problem import LQRProblem
 from ..plants.base import is_deterministic
 from ..plants.discrete import plant_for
 from ..settings import Settings
-from .records import ARRIVAL_FIELDS
+from .records import ARRIVAL_FIELDS, ARRIVAL_TYPES
 
 __all__ = ["replay_run"]
 
 
-_TYPES = (int, int, str, int, float, float, int)
+_TYPES = ARRIVAL_TYPES
+_OLD_FIELDS = ARRIVAL_FIELDS[:-1]  # before takes were logged: every report a take of its own
 
 
 def _arrivals(path: Path, run_dir: str | Path) -> list[tuple[int, tuple[Any, ...]]]:
@@ -43,21 +46,23 @@ def _arrivals(path: Path, run_dir: str | Path) -> list[tuple[int, tuple[Any, ...
     SettingsError
         Naming the first line that is not a row of the log.
     """
-    rows = []
+    rows: list[tuple[int, tuple[Any, ...]]] = []
     try:
         with open(path, newline="") as fh:
             reader = csv.reader(fh)
-            if tuple(next(reader, ())) != ARRIVAL_FIELDS:
+            header = tuple(next(reader, ()))
+            if header not in (ARRIVAL_FIELDS, _OLD_FIELDS):
                 raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line 1: expected the header "
                                     f"{','.join(ARRIVAL_FIELDS)}")
             for row in reader:
                 line = reader.line_num
                 try:
-                    if len(row) != len(_TYPES):
-                        raise ValueError(f"{len(row)} fields, expected {len(_TYPES)}")
-                    values = tuple(t(v) for t, v in zip(_TYPES, row, strict=True))
+                    if len(row) != len(header):
+                        raise ValueError(f"{len(row)} fields, expected {len(header)}")
+                    values = tuple(t(v) for t, v in zip(_TYPES, row, strict=False)) + (0,) * (len(_TYPES) - len(row))
                     if not all(math.isfinite(v) and v > 0 for v in values[4:6]) or min(values[0:2]) < 0 \
-                            or values[3] < 0 or values[6] < 1 or values[2] not in TASK_KINDS:
+                            or values[3] < 0 or values[6] < 1 or values[2] not in TASK_KINDS or values[7] < 0 \
+                            or values[7] > (rows[-1][1][7] + 1 if rows else 0):
                         raise ValueError("a value out of range")
                 except ValueError as exc:
                     raise SettingsError(f"{str(run_dir)!r}: arrivals.csv line {line}: not a report ({exc})") from None
@@ -111,7 +116,11 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
                      discrete_time=problem.discrete_time, deterministic_plant=is_deterministic(plant))
     rule.calibrate(lambda task: run_task(plant, task))
     events = 0
-    for line, (task_id, worker, kind, version, tau, r, N) in _arrivals(files["arrivals.csv"], run_dir):
+    take: list[Report] = []
+    for line, (task_id, worker, kind, version, tau, r, N, taken_with) in _arrivals(files["arrivals.csv"], run_dir):
+        if taken_with == 0 and take:
+            rule.tell_many(take)
+            take = []
         try:
             K = rule.gain_at(version).copy()
         except KeyError:
@@ -119,7 +128,9 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
                                 "reached in the replay") from None
         task = rule.make_task(task_id, worker, TaskKind(kind), K, version, tau, r, N)
         rule.register(task)
-        rule.tell(run_task(plant, task))
+        take.append(run_task(plant, task))
         events += 1
+    if take:
+        rule.tell_many(take)
     K = rule.final_gain(status, lambda task: run_task(plant, task))
     return K, K_recorded, events
