@@ -11,10 +11,12 @@ last gain change, measured by :func:`relative_step`, is at most :func:`settle_to
 gap of a well-conditioned cost is about the square of the relative gain error), so that the gain
 reached is, by the quadratic convergence, well within it.
 
-The size is unit-invariant: ``||R^1/2 dK diag(s)^1/2|| / ||R^1/2 K diag(s)^1/2||`` (Frobenius,
-``R^1/2`` the Cholesky factor, ``s`` the diagonal of a state second moment of the rollouts): a
+The size is unit-invariant: ``||diag(r)^1/2 dK diag(s)^1/2|| / ||diag(r)^1/2 K diag(s)^1/2||``
+(Frobenius; ``r`` the diagonal of ``R``, ``s`` that of a state second moment of the rollouts): a
 change of state units ``x -> D x`` and input units ``u -> E u`` (diagonal ``D``, ``E``) maps ``K ->
-E K D^-1``, ``s -> D^2 s`` and ``R -> E^-1 R E^-1``, and leaves it unchanged.
+E K D^-1``, ``s -> D^2 s`` and ``r -> E^-2 r``, and leaves it unchanged. The diagonal of ``R``, not
+its square root: a direction of the inputs that ``R`` nearly leaves free (CAREX 2.2, ``R`` of
+condition 4e8) still counts in the gain.
 """
 
 from __future__ import annotations
@@ -46,21 +48,21 @@ def relative_step(step: Any, K: Any, R: Any, s: Any) -> float:
     K : array_like, shape (m, n)
         The gain reached.
     R : array_like, shape (m, m), optional
-        Input weight (positive definite); omitted: the inputs are weighted alike.
+        Input weight (its diagonal, positive, weighs the inputs); omitted: the inputs are weighted alike.
     s : array_like, shape (n,)
         Positive weights of the states: the diagonal of a state second moment ``int x x' dt``.
 
     Returns
     -------
     float
-        ``||C' step W|| / ||C' K W||`` with ``R = C C'``, ``W = diag(s)^1/2``; ``inf`` if ``K`` weighs
-        nothing (``K = 0``) and the step does, ``0`` for no step.
+        ``||V step W|| / ||V K W||`` with ``V = diag(r)^1/2``, ``W = diag(s)^1/2``; ``inf`` if ``K``
+        weighs nothing (``K = 0``) and the step does, ``0`` for no step.
     """
     step, K = np.asarray(step, dtype=float), np.asarray(K, dtype=float)
     w = np.sqrt(np.asarray(s, dtype=float).reshape(-1))
-    C = np.eye(K.shape[0]) if R is None else np.linalg.cholesky(np.asarray(R, dtype=float))
-    size = float(np.linalg.norm(C.T @ step * w))
-    gain = float(np.linalg.norm(C.T @ K * w))
+    v = np.ones((K.shape[0], 1)) if R is None else np.sqrt(np.diag(np.asarray(R, dtype=float)))[:, None]
+    size = float(np.linalg.norm(v * step * w))
+    gain = float(np.linalg.norm(v * K * w))
     if size == 0.0:
         return 0.0
     return size / gain if gain > 0 else math.inf
