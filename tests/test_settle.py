@@ -31,6 +31,17 @@ def test_the_relative_step_is_unit_invariant():
     assert relative_step(step, np.zeros((m, n)), R, s) == math.inf
 
 
+def test_a_direction_r_nearly_leaves_free_still_counts():
+    """CAREX 2.2's ``R = [[1 + 1e-8, 1], [1, 1]]``: a step along ``u1 - u2``, which ``R`` weighs 1e-8 times
+    less, is as large relative to the gain as its Frobenius size says (its Cholesky factor would shrink it
+    1e4 times, and the run stopped at gain error 1.2e-3)."""
+    R = np.array([[1.0 + 1e-8, 1.0], [1.0, 1.0]])
+    K = np.array([[1.0, 2.0], [3.0, 4.0]])
+    step = 1e-3 * np.array([[1.0, 1.0], [-1.0, -1.0]])
+    rel = relative_step(step, K, R, np.ones(2))
+    np.testing.assert_allclose(rel, np.linalg.norm(step) / np.linalg.norm(K), rtol=1e-6)
+
+
 def test_the_tolerance_is_the_gain_error_whose_square_is_the_gap():
     assert settle_tolerance(1e-6) == pytest.approx(1e-3)
     assert settle_tolerance(None) == math.inf
