@@ -77,7 +77,9 @@ class Settings:
         seconds with the ``simulated`` backends).
     target_gap : float, optional
         Stop once the relative gap to the optimum (reported by the exact oracle,
-        when the problem is known) is at most this.
+        when the problem is known) is at most this -- and, for policy iteration on exact
+        data, once the gain has settled: its last step within ``sqrt(target_gap)`` of the
+        gain (:mod:`azopg.method.settle`).
     target_gain_error : float, optional
         Stop once the relative gain error ``||K - K*||_F / ||K*||_F`` (exact oracle; a
         known problem only) is at most this. With both targets, the run converges when

@@ -119,8 +119,14 @@ class IntervalEquations:
         self.rollouts = 0
         #: Squared bounds of the rounding committed in each ``E``, ``(H)`` and ``y`` column of the
         #: factor's rows that give ``E`` (and ``H``), by re-centring: each shift adds terms that may
-        #: cancel (a gain far from where the rollouts were run), and an orthogonal fold keeps the error.
+        #: cancel (a gain far from where the rollouts were run), and an orthogonal fold keeps the error
+        #: (its column sums; it mixes the rows: the error is then taken as spread over them).
         self.rounding = np.zeros(size - self._E.start)
+        #: The same per entry of those rows (after the ``P`` block), for the rounding committed since the
+        #: last fold: a shift maps each row to itself, so the error stays in the rows it was committed in
+        #: -- mostly those of the ``W`` pivots, whose ``S`` the shift multiplies -- and is propagated
+        #: through them (:meth:`evaluate`); a fold adds it to :attr:`rounding`.
+        self.located = np.zeros((size - self._W.start, size - self._E.start))
 
     @property
     def unknowns(self) -> int:
@@ -187,8 +193,9 @@ class IntervalEquations:
 
     def _shift(self, X: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``; and
-        the squared sizes of the terms summed into each shifted ``E``, ``(H)`` and ``y`` column, over the
-        rows after the ``P`` block (their rounding is ``eps`` times that: :attr:`rounding`)."""
+        the squared sizes of the terms summed into each shifted ``E``, ``(H)`` and ``y`` entry of the rows
+        after the ``P`` block (their rounding is ``eps`` times that: :attr:`located`), products of
+        sums bounded by the products of the sums of absolute values."""
         m, n, r, q = self.m, self.n, X.shape[0], self._W.start
         DS = X[:, self._E].reshape(r, m, n) * 0.5
         i, j = np.triu_indices(n)
@@ -199,8 +206,10 @@ class IntervalEquations:
         dSd = dS @ delta.T
         out = X.copy()
         out[:, self._E] = 2.0 * (DS - dS).reshape(r, m * n)
-        size = np.zeros(X.shape[1] - self._E.start)  # E, (H), y
-        size[:m * n] = np.sum((2.0 * (np.abs(DS) + np.abs(dS)))[q:] ** 2, axis=0).ravel()
+        ad, aS = np.abs(delta), np.abs(S[q:])
+        adS = ad @ aS  # |delta| |S|: bounds the terms of delta S
+        size = np.zeros((r - q, X.shape[1] - self._E.start))  # E, (H), y
+        size[:, :m * n] = ((2.0 * (np.abs(DS[q:]) + adS)) ** 2).reshape(r - q, m * n)
         if self.R is None:
             k_, l_ = np.triu_indices(m)
             H = np.zeros((r, m, m))
@@ -208,14 +217,15 @@ class IntervalEquations:
             H[:, l_, k_] = H[:, k_, l_]
             cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
             out[:, self._H] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
-            terms = _vech_coefficients(np.abs(H) + 2.0 * np.abs(cross) + np.abs(dSd))
-            size[m * n:-1] = np.sum(terms[q:] ** 2, axis=0)
+            across = ad @ np.swapaxes(np.abs(DS[q:]), 1, 2)
+            terms = _vech_coefficients(np.abs(H[q:]) + 2.0 * across + adS @ ad.T)
+            size[:, m * n:-1] = terms**2
         else:
             Rd = self.R @ delta
             out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
-            terms = (np.abs(X[:, -1]) + 2.0 * np.einsum("rij,ij->r", np.abs(DS), np.abs(Rd))
-                     + np.einsum("rij,ij->r", np.abs(dSd), np.abs(self.R)))
-            size[-1] = np.sum(terms[q:] ** 2)
+            terms = (np.abs(X[q:, -1]) + 2.0 * np.einsum("rij,ij->r", np.abs(DS[q:]), np.abs(Rd))
+                     + np.einsum("rij,ij->r", adS @ ad.T, np.abs(self.R)))
+            size[:, -1] = terms**2
         return out, size
 
     def _fold(self, stop: Callable[[], bool] | None = None) -> None:
@@ -231,6 +241,8 @@ class IntervalEquations:
         built = [self.rows_of(*(np.concatenate(a) for a in zip(*group, strict=True)))[:, self._order]
                  for group in by_k.values()]
         rows = np.concatenate([self._left, *built])
+        self.rounding += self.located.sum(axis=0)  # the fold mixes the rows: from here on spread over them
+        self.located[:] = 0.0
         self.T, self._left = _fold_chunks(self.T, rows, stop)
         if self._left.shape[0]:
             raise OutOfTime("the time budget ran out during a fit")
@@ -257,7 +269,7 @@ class IntervalEquations:
             if not (np.isfinite(T).all() and np.isfinite(size).all()):
                 raise FloatingPointError("the interval equations overflow about the new center")
             self.T = T
-            self.rounding += np.finfo(float).eps ** 2 * size
+            self.located += np.finfo(float).eps ** 2 * size
         self.C = C.copy()
 
     def _factor(self, stop: Callable[[], bool] | None = None) -> np.ndarray:
@@ -323,12 +335,22 @@ class IntervalEquations:
         if self.rows > p and U.size:
             theta = np.r_[np.zeros(q), fit.E.ravel(), fit.R[np.triu_indices(self.m)] if self.R is None else []]
             with np.errstate(all="ignore"):
-                G = self._step_map(theta, d) @ _inverse(U, stop)
+                inverse = _inverse(U, stop)
+                G = self._step_map(theta, d) @ inverse
                 sigma = max(fit.residual, np.finfo(float).eps * fit.target_norm) / np.sqrt(self.rows - p)
-                # the rounding as a residual: its size in the rows' units (each column's times its unknown),
-                # spread over the factor's rows after the P block like the residual over its degrees of freedom
-                rho = np.sqrt(self.rounding @ np.r_[theta[q:], 1.0] ** 2 / (self.T.shape[0] - q))
-                rounding = float(rho * np.linalg.norm(G))
+                # the rounding as a residual: its size in the rows' units (each column's times its unknown);
+                # once folded, spread over the factor's rows after the P block like the residual over its
+                # degrees of freedom; since the last fold, in the rows it was committed in, each row i
+                # moving the step by G q_i (q_i = U^-T a_i, a_i its scaled E (H) entries: Q = A U^-1)
+                weights = np.r_[theta[q:], 1.0] ** 2
+                spread = np.sqrt(self.rounding @ weights / (self.T.shape[0] - q)) * np.linalg.norm(G)
+                A = self.T[q:, self._E.start:self._H.stop] / d[q:p]
+                GU = G @ inverse.T  # J U^-1 U^-T = J (A'A)^-1
+                located = np.sqrt(np.sum(self.located @ weights * np.sum((GU @ A.T) ** 2, axis=0)))
+                # and through the residual r: (A'A)^-1 dA' r, each column's error against |r| (rows unknown)
+                columns = (self.rounding + self.located.sum(axis=0))[:p - q] / d[q:p] ** 2
+                through = fit.residual * np.sqrt(columns @ np.sum(GU**2, axis=0))
+                rounding = float(np.sqrt(spread**2 + located**2 + through**2))
                 error = float(np.hypot(sigma * np.linalg.norm(G), rounding))
             error, rounding = (error, rounding) if np.isfinite(error) else (float("inf"), float("inf"))
         dE = d[q:q + mn].reshape(self.m, self.n)

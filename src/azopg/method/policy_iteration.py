@@ -58,6 +58,7 @@ from .lifecycle import measure_noise, timed_probe
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
+from .settle import relative_step, settle_tolerance
 from .tasks import Report, RolloutData, Task, TrajectoryData
 
 __all__ = ["PolicyIteration", "default_snapshots", "factor_columns"]
@@ -178,6 +179,10 @@ class PolicyIteration(UpdateRule):
         #: The factors ``L``, ``M`` of the perturbations with snapshots (set by the calibration).
         self.scales: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self.master_seconds = 0.0  # CPU time spent on the reports (adding, re-centring, solving, stepping)
+        #: The last gain change over the step factor ``alpha`` (the full step), by :func:`~.settle.relative_step`
+        #: weighted by the first rollouts' state moments: :meth:`settled`.
+        self.movement = math.inf
+        self._moments: np.ndarray | None = None
 
     def task_fields(self, version: int) -> dict[str, Any]:
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
@@ -299,6 +304,9 @@ class PolicyIteration(UpdateRule):
         if data is None or data.Ki.shape[0] == 0:
             return
         self._idle += data.Ki.shape[0]
+        if self._moments is None:  # the weights of the states in :attr:`movement`
+            S = np.asarray(data.S, dtype=float).reshape(-1, self.n, self.n)
+            self._moments = np.maximum(np.diagonal(S.sum(axis=0)).copy(), np.finfo(float).tiny)
         if self.buffer is not None:
             self.buffer.add(data)  # type: ignore[arg-type]
             return
@@ -415,6 +423,22 @@ class PolicyIteration(UpdateRule):
         if precision.error > max(STEP_PRECISION * precision.step, GAIN_PRECISION * precision.gain):
             return Event.STEP_IMPRECISE
         return None
+
+    def new_version(self, K: np.ndarray) -> None:
+        """As the base rule's, and :attr:`movement` measured (a rollback's too)."""
+        alpha = self.tuning.alpha if self.tuning.alpha > 0 else 1.0
+        self.movement = (math.inf if self._moments is None
+                         else relative_step((K - self.K) / alpha, K, self.R, self._moments))
+        super().new_version(K)
+
+    def settled(self, target_gap: float | None) -> bool:
+        """On exact data, whether the last gain change (the full step, :attr:`movement`) is within
+        :func:`~.settle.settle_tolerance` of the gain: Kleinman's step estimates the error of the gain
+        it left, and the gap of a flat cost does not (:mod:`~.settle`). Under noise the steps never
+        vanish: the gap alone decides."""
+        if self.noisy or self.settings.cost_noise > 0:
+            return True
+        return self.movement <= settle_tolerance(target_gap)
 
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0

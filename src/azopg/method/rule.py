@@ -274,6 +274,11 @@ class UpdateRule:
         self.safeguards.counted()
         self.log(Event.UPDATE, delay, worker, version_read)
 
+    def settled(self, target_gap: float | None) -> bool:
+        """Whether the gain has stopped moving enough for the run to stop at ``target_gap``
+        (:mod:`~.settle`); a rule that cannot tell says yes (the gap alone decides)."""
+        return True
+
     def apply_verdict(self, v: Verdict) -> None:
         """Apply what the safeguards decided (see :class:`~.safeguards.Verdict`), then log it."""
         t, delay = self.tuning, v.delay

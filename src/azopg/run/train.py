@@ -376,10 +376,11 @@ def time_to_target(history: list[HistoryRow], target: float | None, start: float
 
 def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float],
                 reserve: Callable[[], float] | None = None) -> str | None:
-    """Why the run should stop now, or ``None`` ("converged": every given target is met); ``reserve()``: seconds
-    of the time budget kept for the closing measurement."""
+    """Why the run should stop now, or ``None`` ("converged": every given target is met and the rule has
+    settled, :meth:`~azopg.method.rule.UpdateRule.settled`); ``reserve()``: seconds of the time budget kept for
+    the closing measurement."""
     s = rule.settings
-    if runlog.targets_met(s.target_gap, s.target_gain_error):
+    if runlog.targets_met(s.target_gap, s.target_gain_error) and rule.settled(s.target_gap):
         return "converged"
     if s.max_updates is not None and rule.stats.updates >= s.max_updates:
         return "max_updates"
