@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProblemError
+from ..errors import OutOfTime, ProblemError
 from ..settings import Settings
 from .discrete import start_tau
 from .kinds import Arrival, Event, EventRecord, Observer, Silent, TaskKind
 from .lifecycle import FINAL_TASK, Runner, calibrate_rule, choose_final_gain, recalibrate_rule
-from .paired import CHECK_PAIRS
+from .paired import CHECK_PAIRS, FINAL_PAIRS
 from .plain import PlainGuards
 from .safeguards import CHECK_SAMPLES, Safeguards, Verdict
 from .state import STALL_FIELDS, STATE_FIELDS, LearnerState
 from .stats import Stats, Tuning
-from .tasks import Report, Task, report_gradient
+from .tasks import Report, Task, report_gradient, task_rollouts
 
 __all__ = ["Arrival", "Event", "EventRecord", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "TaskKind",
            "UpdateRule"]
@@ -96,6 +96,12 @@ class UpdateRule:
         self.noise = 0.0
         #: Whether :func:`~.lifecycle.measure_noise` ran already (``auto`` measures before it picks the rule)
         self.noise_measured = False
+        #: The rollouts a task will run (set by the run for its plant: :func:`~.tasks.task_rollouts` with the
+        #: number of evaluation states); by default exact for estimates and moments, 0 for a check.
+        self.planned_rollouts: Callable[[Task], int] = task_rollouts
+        self._reserved: dict[int, int] = {}  # task id -> rollouts held of max_rollouts while the task is out
+        #: Whether a task was refused because the rollout budget cannot hold it (:meth:`admit`): the run stops.
+        self.budget_spent = False
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
@@ -116,6 +122,45 @@ class UpdateRule:
         if self.safeguards.check_due():
             return self.issue(worker, TaskKind.EVALUATE)
         return self._ask(worker)
+
+    def admit(self, task: Task, keep: int = 0) -> Task | None:
+        """``task`` held within the rollout budget (``max_rollouts``): the rollouts told so far, those of the
+        tasks still out, ``keep`` (the loop keeps :meth:`closing_rollouts`) and the task's own
+        (:attr:`planned_rollouts`) may not exceed it. An estimate or moments task that does not fit asks for as
+        many directions as the rollouts left allow; a task that cannot fit (a check; fewer rollouts left than one
+        direction needs) is withdrawn, :attr:`budget_spent` set, and ``None`` returned: the run stops with
+        status ``max_rollouts``."""
+        cap = self.settings.max_rollouts
+        if cap is None:
+            return task
+        left = cap - self.stats.rollouts - sum(self._reserved.values()) - keep
+        need = self.planned_rollouts(task)
+        if need > left and task.kind != TaskKind.EVALUATE and task.N > 0:
+            N = left // max(1, need // task.N)
+            if N >= 1:
+                task = dataclasses.replace(task, N=N)
+                need = self.planned_rollouts(task)
+                if task.task_id in self._issued:
+                    self._issued[task.task_id] = (task.tau, task.r, N)
+        if need > left:
+            self.budget_spent = True
+            self._issued.pop(task.task_id, None)
+            self.safeguards.forget(task.task_id)
+            return None
+        self._reserved[task.task_id] = need
+        return task
+
+    def closing_rollouts(self) -> int:
+        """The rollouts of the checks :func:`~.lifecycle.choose_final_gain` runs at ``max_rollouts`` (the loop
+        keeps them from its budget, so the run's end fits in it too): one check of the gain, or under cost
+        noise the paired checks against the anchor and ``K0``; none in plain mode or on a plant with noise of
+        its own (the anchor is returned)."""
+        g, t = self.safeguards, self.tuning
+        if g.plain or (g.paired and self.settings.cost_noise == 0):
+            return 0
+        refs = [(self.K, CHECK_PAIRS), (self.K, FINAL_PAIRS)] if g.paired else [(None, CHECK_PAIRS)]
+        return sum(self.planned_rollouts(self.make_task(0, 0, TaskKind.EVALUATE, self.K, -1, t.tau, t.r, t.N,
+                                                        ref=ref, pairs=pairs)) for ref, pairs in refs)
 
     def issue(self, worker: int, kind: TaskKind, K: np.ndarray | None = None, *, N: int | None = None,
               tau: float | None = None, r: float | None = None, ref: np.ndarray | None = None,
@@ -234,6 +279,7 @@ class UpdateRule:
         return True
 
     def _account(self, rep: Report) -> None:
+        self._reserved.pop(rep.task_id, None)
         self.stats.rollouts += rep.rollouts
         self.stats.bytes_received += rep.payload_bytes()
         self.observer.arrival(Arrival(rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
@@ -290,8 +336,13 @@ class UpdateRule:
         """Run one task at gain ``K`` outside the loop (calibration, the final check); an
         estimate's report comes back with its gradient filled in; a check with ``ref`` is
         paired with it (under measurement noise)."""
-        rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
+        task = self.admit(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
+        if task is None:
+            raise OutOfTime(f"the rollout budget (max_rollouts = {self.settings.max_rollouts}) cannot hold the "
+                            f"next {kind}")
+        rep = run(task)
         self._issued.pop(rep.task_id, None)
+        self._reserved.pop(rep.task_id, None)
         self.stats.rollouts += rep.rollouts
         if kind == TaskKind.ESTIMATE:
             rep = dataclasses.replace(rep, grad=self.gradient(rep))
@@ -347,6 +398,7 @@ class UpdateRule:
         self._gains = OrderedDict({self.version: self.K.copy()})
         self._refs = {self.version: (g.anchor_serial, g.anchor_K)}
         self._issued.clear()
+        self._reserved.clear()
         g.clear()
 
     def state_dict(self) -> dict[str, Any]:
