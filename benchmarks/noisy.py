@@ -68,7 +68,7 @@ def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed:
     plant = azopg.GymPlant(env, problem.n, problem.m, R=problem.R, vector=vector,
                            vector_factory=functools.partial(_vector_env, env) if vector == "native" else None)
     res = azopg.train(plant, K0=problem.K0, seed=seed, max_time=max_time)
-    noise = f"V {measurement:g}" if measurement else f"W {process:g}"
+    noise = " ".join(([f"V {measurement:g}"] if measurement else []) + ([f"W {process:g}"] if process else [])) or "-"
     print(f"{problem.name:>8} {noise:>14} {res.settings['method']:>10} {res.rollouts:>9} {res.wall_time_s:>8.1f} "
           f"{res.wall_time_s - max_time:>+6.1f} {res.status:>13} {problem.relative_gap(res.K):>10.2e} "
           f"{float(res.settings['tau']):>7.3g}", flush=True)
