@@ -62,6 +62,6 @@ def test_an_estimate_is_cut_to_the_rollouts_left_and_a_check_that_does_not_fit_i
     cut = rule.admit(rule.issue(1, TaskKind.ESTIMATE))
     assert cut is not None and cut.N == 2  # 5 left: two directions of two rollouts
     assert rule.admit(rule.issue(2, TaskKind.ESTIMATE)) is None and rule.budget_spent  # 1 left: not one direction
-    rule.planned_rollouts = lambda task: 2 * 8 if task.kind == TaskKind.EVALUATE else 2 * task.N
-    rule.budget_spent = False
+    rule.budget.planned = lambda task: 2 * 8 if task.kind == TaskKind.EVALUATE else 2 * task.N
+    rule.budget.spent = False
     assert rule.admit(rule.issue(0, TaskKind.EVALUATE)) is None and rule.budget_spent

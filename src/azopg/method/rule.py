@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import OutOfTime, ProblemError
 from ..settings import Settings
+from .budget import RolloutBudget
 from .discrete import start_tau
 from .kinds import Arrival, Event, EventRecord, Observer, Silent, TaskKind
 from .lifecycle import FINAL_TASK, Runner, calibrate_rule, choose_final_gain, recalibrate_rule
@@ -27,7 +28,7 @@ from .plain import PlainGuards
 from .safeguards import CHECK_SAMPLES, Safeguards, Verdict
 from .state import STALL_FIELDS, STATE_FIELDS, LearnerState
 from .stats import Stats, Tuning
-from .tasks import Report, Task, report_gradient, task_rollouts
+from .tasks import Report, Task, report_gradient
 
 __all__ = ["Arrival", "Event", "EventRecord", "FINAL_TASK", "Observer", "STALL_FIELDS", "STATE_FIELDS", "TaskKind",
            "UpdateRule"]
@@ -96,12 +97,8 @@ class UpdateRule:
         self.noise = 0.0
         #: Whether :func:`~.lifecycle.measure_noise` ran already (``auto`` measures before it picks the rule)
         self.noise_measured = False
-        #: The rollouts a task will run (set by the run for its plant: :func:`~.tasks.task_rollouts` with the
-        #: number of evaluation states); by default exact for estimates and moments, 0 for a check.
-        self.planned_rollouts: Callable[[Task], int] = task_rollouts
-        self._reserved: dict[int, int] = {}  # task id -> rollouts held of max_rollouts while the task is out
-        #: Whether a task was refused because the rollout budget cannot hold it (:meth:`admit`): the run stops.
-        self.budget_spent = False
+        #: ``max_rollouts`` held exactly (:meth:`admit`); its ``planned`` counts are set by the run for its plant.
+        self.budget = RolloutBudget(s.max_rollouts)
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
@@ -124,31 +121,20 @@ class UpdateRule:
         return self._ask(worker)
 
     def admit(self, task: Task, keep: int = 0) -> Task | None:
-        """``task`` held within the rollout budget (``max_rollouts``): the rollouts told so far, those of the
-        tasks still out, ``keep`` (the loop keeps :meth:`closing_rollouts`) and the task's own
-        (:attr:`planned_rollouts`) may not exceed it. An estimate or moments task that does not fit asks for as
-        many directions as the rollouts left allow; a task that cannot fit (a check; fewer rollouts left than one
-        direction needs) is withdrawn, :attr:`budget_spent` set, and ``None`` returned: the run stops with
-        status ``max_rollouts``."""
-        cap = self.settings.max_rollouts
-        if cap is None:
-            return task
-        left = cap - self.stats.rollouts - sum(self._reserved.values()) - keep
-        need = self.planned_rollouts(task)
-        if need > left and task.kind != TaskKind.EVALUATE and task.N > 0:
-            N = left // max(1, need // task.N)
-            if N >= 1:
-                task = dataclasses.replace(task, N=N)
-                need = self.planned_rollouts(task)
-                if task.task_id in self._issued:
-                    self._issued[task.task_id] = (task.tau, task.r, N)
-        if need > left:
-            self.budget_spent = True
+        """``task`` within the rollout budget, keeping ``keep`` rollouts back (the loop keeps
+        :meth:`closing_rollouts`): see :mod:`~.budget`. ``None``: withdrawn, the run stops (``max_rollouts``)."""
+        fitted = self.budget.fit(task, self.stats.rollouts, keep)
+        if fitted is None:
             self._issued.pop(task.task_id, None)
             self.safeguards.forget(task.task_id)
-            return None
-        self._reserved[task.task_id] = need
-        return task
+        elif fitted.N != task.N and task.task_id in self._issued:
+            self._issued[task.task_id] = (task.tau, task.r, fitted.N)
+        return fitted
+
+    @property
+    def budget_spent(self) -> bool:
+        """Whether a task was refused because the rollout budget cannot hold it: the run stops."""
+        return self.budget.spent
 
     def closing_rollouts(self) -> int:
         """The rollouts of the checks :func:`~.lifecycle.choose_final_gain` runs at ``max_rollouts`` (the loop
@@ -159,7 +145,7 @@ class UpdateRule:
         if g.plain or (g.paired and self.settings.cost_noise == 0):
             return 0
         refs = [(self.K, CHECK_PAIRS), (self.K, FINAL_PAIRS)] if g.paired else [(None, CHECK_PAIRS)]
-        return sum(self.planned_rollouts(self.make_task(0, 0, TaskKind.EVALUATE, self.K, -1, t.tau, t.r, t.N,
+        return sum(self.budget.planned(self.make_task(0, 0, TaskKind.EVALUATE, self.K, -1, t.tau, t.r, t.N,
                                                         ref=ref, pairs=pairs)) for ref, pairs in refs)
 
     def issue(self, worker: int, kind: TaskKind, K: np.ndarray | None = None, *, N: int | None = None,
@@ -279,7 +265,7 @@ class UpdateRule:
         return True
 
     def _account(self, rep: Report) -> None:
-        self._reserved.pop(rep.task_id, None)
+        self.budget.release(rep.task_id)
         self.stats.rollouts += rep.rollouts
         self.stats.bytes_received += rep.payload_bytes()
         self.observer.arrival(Arrival(rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id)))
@@ -342,7 +328,7 @@ class UpdateRule:
                             f"next {kind}")
         rep = run(task)
         self._issued.pop(rep.task_id, None)
-        self._reserved.pop(rep.task_id, None)
+        self.budget.release(rep.task_id)
         self.stats.rollouts += rep.rollouts
         if kind == TaskKind.ESTIMATE:
             rep = dataclasses.replace(rep, grad=self.gradient(rep))
@@ -398,7 +384,7 @@ class UpdateRule:
         self._gains = OrderedDict({self.version: self.K.copy()})
         self._refs = {self.version: (g.anchor_serial, g.anchor_K)}
         self._issued.clear()
-        self._reserved.clear()
+        self.budget.clear()
         g.clear()
 
     def state_dict(self) -> dict[str, Any]:

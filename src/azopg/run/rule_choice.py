@@ -79,5 +79,5 @@ def hold_budget(rule: UpdateRule, plant: Plant) -> None:
     noise: :func:`~azopg.method.tasks.task_rollouts`), so that ``max_rollouts`` holds exactly
     (:meth:`~azopg.method.rule.UpdateRule.admit`)."""
     if rule.settings.max_rollouts is not None:
-        rule.planned_rollouts = functools.partial(task_rollouts, states=evaluation_count(plant),
-                                                  common=common_noise(plant))
+        rule.budget.planned = functools.partial(task_rollouts, states=evaluation_count(plant),
+                                                common=common_noise(plant))
