@@ -51,10 +51,22 @@ class Throttle:
             self.fn()
 
 
+def submit(rule: UpdateRule, executor: Executor, worker: int) -> Task | None:
+    """Give ``worker`` the rule's next task, if the rollout budget holds it and the run's closing checks
+    (:meth:`UpdateRule.admit`, :meth:`UpdateRule.closing_rollouts`; else none, and the run stops with status
+    ``max_rollouts``)."""
+    task = rule.admit(rule.ask(worker), keep=rule.closing_rollouts())
+    if task is not None:
+        executor.submit(task)
+    return task
+
+
 def refill(rule: UpdateRule, executor: Executor) -> None:
     """Give a task to every worker that has none (one just replaced after a loss)."""
+    if rule.budget_spent:
+        return
     for w in executor.idle_workers():
-        executor.submit(rule.ask(w))
+        submit(rule, executor, w)
 
 
 def recover(rule: UpdateRule, executor: Executor) -> None:
@@ -69,7 +81,8 @@ def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tic
     Each worker starts with ``executor.depth`` tasks (all at the initial gain) and so keeps that many."""
     for w in range(executor.workers):
         for _ in range(executor.depth):
-            executor.submit(rule.ask(w))
+            if not rule.budget_spent:
+                submit(rule, executor, w)
     while (reason := should_stop()) is None:
         rep = executor.next_report(timeout=0.5)
         if rep is not None:
@@ -77,7 +90,8 @@ def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tic
             rule.tell_many(take)
             recover(rule, executor)
             for done in take:
-                executor.submit(rule.ask(done.worker))
+                if not rule.budget_spent:
+                    submit(rule, executor, done.worker)
         refill(rule, executor)
         if rep is not None:
             tick()
@@ -88,12 +102,16 @@ def run_sync(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick
     """Every round all workers start from the same gain and the rule waits for all of them
     (a barrier) before one round update."""
     while (reason := should_stop()) is None:
-        tasks = {w: rule.ask(w) for w in range(executor.workers)}
-        for task in tasks.values():
-            executor.submit(task)
+        tasks: dict[int, Task] = {}
+        for w in range(executor.workers):
+            task = None if rule.budget_spent else submit(rule, executor, w)
+            if task is not None:
+                tasks[w] = task
+        if not tasks:
+            continue  # the budget holds no task: should_stop says so
         got = _gather(rule, executor, tasks, should_stop)
         if got is None:
-            return "max_time"
+            return "max_rollouts" if rule.budget_spent else "max_time"
         rule.tell_round([got[w] for w in sorted(got)])
         recover(rule, executor)
         tick()
@@ -102,18 +120,21 @@ def run_sync(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick
 
 def _gather(rule: UpdateRule, executor: Executor, tasks: dict[int, Task],
             should_stop: StopReason) -> dict[int, Report] | None:
-    """The round's reports by worker (``None`` if the time budget ran out while waiting)."""
+    """The round's reports by worker (``None`` if the time budget ran out while waiting, or the rollout budget
+    cannot hold a lost task again)."""
     got: dict[int, Report] = {}
     while len(got) < len(tasks):
         rep = executor.next_report(timeout=0.5)
-        if rep is not None and rep.task_id == tasks[rep.worker].task_id:
+        if rep is not None and rep.worker in tasks and rep.task_id == tasks[rep.worker].task_id:
             got[rep.worker] = rep
         elif rep is None and should_stop() == "max_time":
             return None
         for w in executor.idle_workers():  # a worker replaced after a loss: its task of this round is redone
-            if w not in got:
-                tasks[w] = rule.ask(w)
-                executor.submit(tasks[w])
+            if w in tasks and w not in got:
+                task = submit(rule, executor, w)
+                if task is None:
+                    return None
+                tasks[w] = task
     return got
 
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProblemError
+from ..errors import OutOfTime, ProblemError
 from ..settings import Settings
+from .budget import RolloutBudget
 from .discrete import start_tau
 from .kinds import Arrival, Event, EventRecord, Observer, Silent, TaskKind
 from .lifecycle import FINAL_TASK, Runner, calibrate_rule, choose_final_gain, recalibrate_rule
-from .paired import CHECK_PAIRS
+from .paired import CHECK_PAIRS, FINAL_PAIRS
 from .plain import PlainGuards
 from .safeguards import CHECK_SAMPLES, Safeguards, Verdict
 from .state import STALL_FIELDS, STATE_FIELDS, LearnerState
@@ -97,6 +98,8 @@ class UpdateRule:
         self.noise = 0.0
         #: Whether :func:`~.lifecycle.measure_noise` ran already (``auto`` measures before it picks the rule)
         self.noise_measured = False
+        #: ``max_rollouts`` held exactly (:meth:`admit`); its ``planned`` counts are set by the run for its plant.
+        self.budget = RolloutBudget(s.max_rollouts)
 
     # ------------------------------------------------------------ the seam
     def _ask(self, worker: int) -> Task:
@@ -117,6 +120,34 @@ class UpdateRule:
         if self.safeguards.check_due():
             return self.issue(worker, TaskKind.EVALUATE)
         return self._ask(worker)
+
+    def admit(self, task: Task, keep: int = 0) -> Task | None:
+        """``task`` within the rollout budget, keeping ``keep`` rollouts back (the loop keeps
+        :meth:`closing_rollouts`): see :mod:`~.budget`. ``None``: withdrawn, the run stops (``max_rollouts``)."""
+        fitted = self.budget.fit(task, self.stats.rollouts, keep)
+        if fitted is None:
+            self._issued.pop(task.task_id, None)
+            self.safeguards.forget(task.task_id)
+        elif fitted.N != task.N and task.task_id in self._issued:
+            self._issued[task.task_id] = (task.tau, task.r, fitted.N)
+        return fitted
+
+    @property
+    def budget_spent(self) -> bool:
+        """Whether a task was refused because the rollout budget cannot hold it: the run stops."""
+        return self.budget.spent
+
+    def closing_rollouts(self) -> int:
+        """The rollouts of the checks :func:`~.lifecycle.choose_final_gain` runs at ``max_rollouts`` (the loop
+        keeps them from its budget, so the run's end fits in it too): one check of the gain, or under cost
+        noise the paired checks against the anchor and ``K0``; none in plain mode or on a plant with noise of
+        its own (the anchor is returned)."""
+        g, t = self.safeguards, self.tuning
+        if g.plain or (g.paired and self.settings.cost_noise == 0):
+            return 0
+        refs = [(self.K, CHECK_PAIRS), (self.K, FINAL_PAIRS)] if g.paired else [(None, CHECK_PAIRS)]
+        return sum(self.budget.planned(self.make_task(0, 0, TaskKind.EVALUATE, self.K, -1, t.tau, t.r, t.N,
+                                                        ref=ref, pairs=pairs)) for ref, pairs in refs)
 
     def issue(self, worker: int, kind: TaskKind, K: np.ndarray | None = None, *, N: int | None = None,
               tau: float | None = None, r: float | None = None, ref: np.ndarray | None = None,
@@ -251,6 +282,7 @@ class UpdateRule:
         return True
 
     def _account(self, rep: Report) -> None:
+        self.budget.release(rep.task_id)
         self.stats.rollouts += rep.rollouts
         self.stats.bytes_received += rep.payload_bytes()
         self.observer.arrival(Arrival(rep.task_id, rep.worker, rep.kind, rep.version, *self._issued.pop(rep.task_id),
@@ -315,8 +347,13 @@ class UpdateRule:
         """Run one task at gain ``K`` outside the loop (calibration, the final check); an
         estimate's report comes back with its gradient filled in; a check with ``ref`` is
         paired with it (under measurement noise)."""
-        rep = run(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
+        task = self.admit(self.issue(0, kind, K=K, N=N, tau=tau, r=r, ref=ref, pairs=pairs, task_id=task_id))
+        if task is None:
+            raise OutOfTime(f"the rollout budget (max_rollouts = {self.settings.max_rollouts}) cannot hold the "
+                            f"next {kind}")
+        rep = run(task)
         self._issued.pop(rep.task_id, None)
+        self.budget.release(rep.task_id)
         self.stats.rollouts += rep.rollouts
         if kind == TaskKind.ESTIMATE:
             rep = dataclasses.replace(rep, grad=self.gradient(rep))
@@ -372,6 +409,7 @@ class UpdateRule:
         self._gains = OrderedDict({self.version: self.K.copy()})
         self._refs = {self.version: (g.anchor_serial, g.anchor_K)}
         self._issued.clear()
+        self.budget.clear()
         g.clear()
 
     def state_dict(self) -> dict[str, Any]:

@@ -22,9 +22,8 @@ from .kinds import TaskKind
 from .noisy_eval import NOISY_TAIL_TOL, TAIL_Z, noisy_measure
 from .paired import CHECK_PAIRS, noise_factors, paired_measure
 
-__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "TrajectoryData", "estimate_rollouts", "evaluation_states",
-           "report_gradient",
-           "run_task", "task_rng"]
+__all__ = ["TASK_KINDS", "Report", "RolloutData", "Task", "TrajectoryData", "estimate_rollouts", "evaluation_count",
+           "evaluation_states", "report_gradient", "run_task", "task_rng", "task_rollouts"]
 
 #: What a task can ask of a worker (see :func:`run_task`).
 TASK_KINDS = tuple(TaskKind)
@@ -212,6 +211,23 @@ def estimate_rollouts(method: str, N: int) -> int:
     return 2 * N if method == "two-point" else N
 
 
+def task_rollouts(task: Task, states: int = 0, common: bool = False) -> int:
+    """The rollouts :func:`run_task` runs for ``task`` on a plant with ``states`` evaluation states
+    (:func:`evaluation_count`; 0: unknown, a check then counts 0) and ``common`` noise paths
+    (:func:`~azopg.plants.base.common_noise`): what a run reserves of its rollout budget for a task in flight."""
+    if task.kind == TaskKind.ESTIMATE:
+        return estimate_rollouts(task.method, task.N)
+    if task.kind == TaskKind.MOMENTS:
+        return task.N
+    k = states
+    if task.noisy and common:  # noisy_measure: K from the states and from 0, continued; K_ref from the states
+        b = max(2, math.ceil((task.pairs or CHECK_PAIRS) / k)) * k if k else 0
+        return (5 if task.K_ref is not None else 4) * b
+    if task.K_ref is not None and task.cost_noise > 0:  # paired_measure: K at tau and 2 tau, K_ref at tau
+        return 3 * max(2, math.ceil(task.pairs / k)) * k if k else 0
+    return 2 * k
+
+
 def task_rng(seed: int, worker: int, task_id: int) -> np.random.Generator:
     """The generator of task ``task_id`` run by ``worker`` in a run seeded ``seed``."""
     return np.random.default_rng([seed, worker, task_id])
@@ -237,8 +253,16 @@ def evaluation_states(plant: Plant, seed: int) -> np.ndarray:
     own = getattr(plant, "evaluation_states", None)
     if callable(own):
         return check_states(plant, own(), None, "evaluation_states")
-    size = getattr(plant, "eval_count", None) or max(plant.n, 8)  # a GymPlant may be told how many
+    size = evaluation_count(plant)
     return check_states(plant, plant.initial_states(np.random.default_rng([seed, _EVAL_STREAM]), size), size)
+
+
+def evaluation_count(plant: Plant) -> int:
+    """How many states :func:`evaluation_states` gives (without drawing them)."""
+    own = getattr(plant, "evaluation_states", None)
+    if callable(own):
+        return int(np.shape(own())[0])
+    return int(getattr(plant, "eval_count", None) or max(plant.n, 8))  # a GymPlant may be told how many
 
 
 def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) -> Report:

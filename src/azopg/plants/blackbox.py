@@ -6,6 +6,13 @@ state and horizon (:func:`rollout_seed`): rollouts from the same state see the s
 (common random numbers -- the two rollouts of a two-point sample, and the checks of two
 gains from the fixed evaluation states, compare under identical noise), and a run stays
 reproducible from its seed, whether the batch is rolled out one by one or in lockstep.
+
+Inside a run a plant with noise paths (:class:`~azopg.plants.gym.GymPlant` on an environment with
+the ``x0`` reset option) is instead bound to the task's generator (``bind_rng``, from ``(seed, worker,
+task)``) and takes ``noise_rows``: :func:`path_seeds` gives every call fresh seeds from that generator,
+one per noise path, and rows with the same path number the same seed. Repeats of a state then see
+independent noise (the spread a noisy plant is recognised by), the horizons ``tau`` and ``2 tau`` and a
+continuation from ``x(tau)`` too, while ``K + rU`` and ``K - rU``, or a check and its anchor, share it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import numpy as np
 
 from ..errors import SettingsError
 
-__all__ = ["FixedStates", "Sampler", "check_size", "rollout_batch", "rollout_seed", "sample_states"]
+__all__ = ["FixedStates", "Sampler", "check_size", "rollout_batch", "path_seeds", "rollout_seed",
+           "sample_states"]
 
 #: ``sampler(rng, size) -> (size, n)`` array of initial states.
 Sampler = Callable[[np.random.Generator, int], Any]
@@ -28,6 +36,26 @@ def rollout_seed(x0: np.ndarray, tau: float) -> np.random.SeedSequence:
     words = np.frombuffer(np.ascontiguousarray(x0, dtype=np.float64).tobytes() + np.float64(tau).tobytes(),
                           dtype=np.uint32)
     return np.random.SeedSequence([int(w) for w in words])
+
+
+def path_seeds(rng: np.random.Generator | None, x0: np.ndarray, tau: float,
+               rows: np.ndarray | None = None) -> list[np.random.SeedSequence]:
+    """The seed of each rollout of a batch from ``x0`` (b, n): row ``i`` takes noise path ``rows[i]``
+    (default: its own); rows with equal numbers get equal seeds.
+
+    With a generator (a run's task, module docstring) the paths' seeds are drawn from it, one per
+    path, afresh at every call; without one (a plant used on its own) a path's seed is
+    :func:`rollout_seed` of its first row's state and ``tau``, so rollouts from equal states repeat.
+    """
+    b = x0.shape[0]
+    rows = np.arange(b) if rows is None else np.asarray(rows, dtype=int).reshape(b)
+    if rows.size and rows.min() < 0:
+        raise ValueError("noise_rows must be >= 0")
+    if rng is not None:
+        drawn = rng.integers(0, 2**63 - 1, size=int(rows.max()) + 1 if rows.size else 0)
+        return [np.random.SeedSequence(int(drawn[r])) for r in rows]
+    first: dict[int, np.random.SeedSequence] = {}
+    return [first.setdefault(int(r), rollout_seed(x0[i], tau)) for i, r in enumerate(rows)]
 
 
 def check_size(n: Any, name: str) -> int:

@@ -13,6 +13,22 @@ observations of ``reset(seed=s)`` for seeds drawn from the run's generator, and 
 from such a state resets with the same seed -- the two rollouts of a two-point sample, and
 the checks of two gains, then start from the same state under the same noise (common
 random numbers through the reset seed).
+
+Noise (process or measurement noise drawn from the environment's own generator, which
+``reset(seed=s)`` seeds, as :class:`~azopg.plants.envs.LinearEnv` does): on an environment with the
+``x0`` option the plant has :attr:`GymPlant.common_noise`. Within a run every task binds it to its
+own generator (``bind_rng``, from ``(seed, worker, task)``) and the reset seeds come from that
+generator, one per noise path (``rollout(..., noise_rows=rows)``, :func:`~azopg.plants.blackbox.path_seeds`):
+``K + rU`` and ``K - rU``, and a check and its anchor, are reset with the same seed -- the same
+disturbances and sensor noise, so their difference carries the noise only through the gains'
+difference -- while repeats of a state, the horizons ``tau`` and ``2 tau`` and the continuation from
+``x(tau)`` get independent noise. The learner then measures the noise at calibration and judges the
+horizon by the transient's tail on common noise, as for the exact noisy plant
+(:mod:`azopg.method.noisy_eval`); an async run replays bit for bit. (Seeding each rollout from its
+``(x0, tau)`` alone, as before, made every repeat of a state identical -- the plant looked noise-free --
+while the rollouts to ``tau`` and to ``2 tau`` saw different noise: the tail grew with ``tau`` and the
+horizon was doubled until the budget ran out.) Without a bound generator (the plant used on its own)
+a rollout's seed is still a function of ``(x0, tau)``.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ import numpy as np
 from ..errors import PlantProtocolError, SettingsError
 from ..model.problem import as_matrix
 from .base import RolloutResult, finalize, with_moments
-from .blackbox import FixedStates, Sampler, check_size, rollout_batch, rollout_seed, sample_states
+from .blackbox import FixedStates, Sampler, check_size, path_seeds, rollout_batch, sample_states
 from .lockstep import ListStepper, SingleStepper, Stepper, VectorStepper, lockstep
 
 __all__ = ["EXACT_WRAPPERS", "VECTOR_MODES", "GymPlant", "accepts_x0", "env_dt"]
@@ -65,13 +81,18 @@ def env_dt(env: Any) -> float | None:
 
 
 def accepts_x0(env: Any, n: int) -> bool:
-    """Whether ``env.reset(options={"x0": x})`` starts from ``x``: tried once with a state
-    unlike the environment's own (an exception or another observation means no)."""
+    """Whether ``env.reset(options={"x0": x})`` starts from ``x``: tried with two states unlike
+    the environment's own, under one seed (an exception, or observations that do not differ by the
+    states' difference, means no). The difference, not the observation itself, so that measurement
+    noise, the same under the same seed, does not hide the option."""
     try:
         obs, _ = env.reset(seed=0)
         probe = 0.5 * np.asarray(obs, dtype=float).reshape(n) + 0.25 + np.arange(n) / (4.0 * n)
-        obs, _ = env.reset(seed=0, options={"x0": probe.copy()})
-        return bool(np.allclose(np.asarray(obs, dtype=float).reshape(n), probe, rtol=1e-9, atol=1e-12))
+        shift = 1.0 + np.abs(probe)
+        first, _ = env.reset(seed=0, options={"x0": probe.copy()})
+        second, _ = env.reset(seed=0, options={"x0": probe + shift})
+        seen = np.asarray(second, dtype=float).reshape(n) - np.asarray(first, dtype=float).reshape(n)
+        return bool(np.allclose(seen, shift, rtol=1e-9, atol=0.0))
     except Exception:  # an environment that refuses the option
         return False
 
@@ -87,8 +108,9 @@ class GymPlant:
 
     A rollout of the gain ``K`` from ``x0`` over the horizon ``tau``:
 
-    1. ``obs, info = env.reset(seed=s, options={"x0": x0})`` (``s`` is derived from
-       ``(x0, tau)``, see :func:`~azopg.plants.blackbox.rollout_seed`) -- or, for an
+    1. ``obs, info = env.reset(seed=s, options={"x0": x0})`` (``s`` is drawn from the task's
+       generator per noise path within a run, else derived from ``(x0, tau)``:
+       :func:`~azopg.plants.blackbox.path_seeds`) -- or, for an
        environment without the ``"x0"`` option, ``env.reset(seed=s)`` with the seed whose
        reset gave ``x0`` (module docstring);
     2. ``steps = round(tau / dt)`` times (``round(tau)`` in discrete time; at most ``max_steps``):
@@ -217,6 +239,7 @@ class GymPlant:
         self._dt: float | None = None
         self._steppers: dict[int, Stepper] = {}
         self._seeds: OrderedDict[bytes, int] = OrderedDict()
+        self._rng: np.random.Generator | None = None
         if isinstance(eval_states, (int, np.integer)) and not isinstance(eval_states, bool):
             self.eval_count = check_size(eval_states, "eval_states")
         elif eval_states is not None:
@@ -227,7 +250,7 @@ class GymPlant:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_env=None, _steppers={}, _seeds=OrderedDict())  # each copy builds its own environments
+        state.update(_env=None, _steppers={}, _seeds=OrderedDict(), _rng=None)  # each copy builds its own environments
         return state
 
     def copy(self) -> GymPlant:
@@ -285,6 +308,17 @@ class GymPlant:
         return getattr(env, "exact_moments", False) is True
 
     @property
+    def common_noise(self) -> bool:
+        """Whether ``rollout`` takes ``noise_rows`` (common random numbers, module docstring): an environment
+        with the ``x0`` reset option (builds the environment)."""
+        _ = self.env
+        return bool(self.x0_option)
+
+    def bind_rng(self, rng: np.random.Generator) -> None:
+        """Draw the reset seeds of the following rollouts from ``rng`` (module docstring)."""
+        self._rng = rng
+
+    @property
     def discrete_time(self) -> bool:
         """True for an environment without ``dt``: horizons count steps, costs are plain sums."""
         return self.dt is None
@@ -335,11 +369,11 @@ class GymPlant:
                     self._seeds.popitem(last=False)
         return X
 
-    def _reset_seeds(self, x0: np.ndarray, tau: float) -> list[int]:
+    def _reset_seeds(self, x0: np.ndarray, tau: float, rows: Any) -> list[int]:
         if self.x0_option:
             out = []
-            for x in x0:
-                seed = rollout_seed(x, tau).generate_state(2, np.uint32)
+            for seq in path_seeds(self._rng, x0, tau, rows):
+                seed = seq.generate_state(2, np.uint32)
                 out.append(int(seed[0]) << 32 | int(seed[1]))
             return out
         try:
@@ -348,7 +382,8 @@ class GymPlant:
             raise SettingsError("this environment's reset does not accept the 'x0' option: a GymPlant can only "
                                 "start its rollouts from states its own initial_states gave") from None
 
-    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False) -> RolloutResult:
+    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False,
+                noise_rows: Any = None) -> RolloutResult:
         """Run one episode per rollout of the batch, in lockstep (see the class docstring).
 
         Parameters
@@ -362,6 +397,9 @@ class GymPlant:
         moments : bool, optional
             Also return ``S = dt * sum obs obs'`` (``sum obs obs'`` in discrete time) and the
             last observation ``x_end``.
+        noise_rows : array_like of int, shape (b,), optional
+            Row ``i`` is reset with the seed of noise path ``noise_rows[i]`` (default: its own); see the
+            module docstring. Ignored without the ``x0`` option (the seed then gives the state).
 
         Returns
         -------
@@ -380,7 +418,7 @@ class GymPlant:
         steps = max(1, round(tau if dt is None else tau / dt))
         if self.max_steps is not None:
             steps = min(steps, self.max_steps)
-        seeds = self._reset_seeds(x0, tau)
+        seeds = self._reset_seeds(x0, tau, noise_rows)
         cost, bad, S, x_end, taken, first = lockstep(self._stepper(x0.shape[0]), K, x0, seeds,
                                                      bool(self.x0_option), steps, moments)
         self.steps += taken

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.backends import BACKENDS, loop_policy
-from ..errors import SettingsError
+from ..errors import OutOfTime, SettingsError
 from ..method.auto import resolve_settings
 from ..method.kinds import TaskKind
 from ..method.rules import make_rule
@@ -30,6 +30,7 @@ from ..plants.base import is_deterministic
 from ..plants.discrete import plant_for
 from ..settings import Settings
 from .records import ARRIVAL_FIELDS, ARRIVAL_TYPES
+from .rule_choice import hold_budget
 
 __all__ = ["replay_run"]
 
@@ -114,7 +115,11 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     settings = resolve_settings(Settings.from_dict(given), plant)
     rule = make_rule(np.array(problem.K0), settings, R=np.array(problem.R), keep_all_gains=True,
                      discrete_time=problem.discrete_time, deterministic_plant=is_deterministic(plant))
-    rule.calibrate(lambda task: run_task(plant, task))
+    hold_budget(rule, plant)
+    try:
+        rule.calibrate(lambda task: run_task(plant, task))
+    except OutOfTime:  # the rollout budget held no complete calibration, as in the run
+        return rule.final_gain("interrupted", lambda task: run_task(plant, task)), K_recorded, 0
     events = 0
     take: list[Report] = []
     for line, (task_id, worker, kind, version, tau, r, N, taken_with) in _arrivals(files["arrivals.csv"], run_dir):

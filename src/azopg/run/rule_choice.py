@@ -8,18 +8,18 @@ import functools
 import logging
 from typing import Any
 
-from ..errors import SettingsError
+from ..errors import OutOfTime, SettingsError
 from ..method.auto import resolve_settings
 from ..method.lifecycle import measure_noise, timed_probe
 from ..method.rule import UpdateRule
 from ..method.rules import make_rule
-from ..method.tasks import run_task
-from ..plants.base import Plant, is_deterministic, returns_moments
+from ..method.tasks import evaluation_count, run_task, task_rollouts
+from ..plants.base import Plant, common_noise, is_deterministic, returns_moments
 from ..settings import Settings
 from .history import RunLog
 from .job import Job
 
-__all__ = ["make_run_rule"]
+__all__ = ["hold_budget", "make_run_rule"]
 
 log = logging.getLogger("azopg")
 
@@ -42,6 +42,7 @@ def make_run_rule(job: Job, plant: Plant, given: Settings, runlog: RunLog,
         if measured is not None:  # measured noise-free: policy iteration, not measured again, its rollouts counted
             rule.noise_measured, rule.noise = True, measured.noise
             rule.stats.rollouts += measured.stats.rollouts
+    hold_budget(rule, plant)
     if rule.needs_moments and not returns_moments(plant):
         raise SettingsError(f"method {settings.method!r} needs a plant that returns state moments (rollout(..., "
                             "moments=True), see azopg.plants.base)")
@@ -65,5 +66,18 @@ def _measured_rule(job: Job, plant: Plant, settings: Settings, runlog: RunLog,
     if restore is not None:
         rule.noisy = restore["master"].get("noisy", False) is True
         return rule if rule.noisy else None
-    measure_noise(rule, timed_probe(rule, functools.partial(run_task, plant)))
+    hold_budget(rule, plant)
+    try:
+        measure_noise(rule, timed_probe(rule, functools.partial(run_task, plant)))
+    except OutOfTime:  # the rollout budget holds no measurement: the run's calibration stops at it too
+        return None
     return rule
+
+
+def hold_budget(rule: UpdateRule, plant: Plant) -> None:
+    """Tell ``rule`` how many rollouts each task will run on ``plant`` (its evaluation states, its common
+    noise: :func:`~azopg.method.tasks.task_rollouts`), so that ``max_rollouts`` holds exactly
+    (:meth:`~azopg.method.rule.UpdateRule.admit`)."""
+    if rule.settings.max_rollouts is not None:
+        rule.budget.planned = functools.partial(task_rollouts, states=evaluation_count(plant),
+                                                common=common_noise(plant))

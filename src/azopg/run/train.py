@@ -318,7 +318,10 @@ def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder
     except OutOfTime:  # in a calibration (or step search): K0 if uncalibrated, else the anchor (plain: the gain)
         rule.log(Event.OUT_OF_TIME if math.isfinite(calibrated_at) or resumed else Event.CALIBRATION_CUT_SHORT)
         cap = rule.settings.max_rollouts
-        status = "max_rollouts" if cap is not None and rule.stats.rollouts >= cap else "max_time"
+        status = "max_rollouts" if rule.budget_spent or (cap is not None and rule.stats.rollouts >= cap) else "max_time"
+        if status == "max_rollouts" and not (math.isfinite(calibrated_at) or resumed):
+            log.warning("azopg: max_rollouts = %d holds no complete calibration (%d rollouts used); K0 returned",
+                        cap, rule.stats.rollouts)
         return status, rule.final_gain("interrupted", executor.run), calibrated_at, None  # no time for more
     except KeyboardInterrupt:
         return "interrupted", rule.final_gain("interrupted", executor.run), calibrated_at, None
@@ -384,7 +387,7 @@ def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float],
         return "converged"
     if s.max_updates is not None and rule.stats.updates >= s.max_updates:
         return "max_updates"
-    if s.max_rollouts is not None and rule.stats.rollouts >= s.max_rollouts:
+    if rule.budget_spent or (s.max_rollouts is not None and rule.stats.rollouts >= s.max_rollouts):
         return "max_rollouts"
     if s.max_time is not None and clock() >= s.max_time - (reserve() if reserve is not None else 0.0):
         return "max_time"
