@@ -8,8 +8,9 @@ records the rollouts used, the status, and the exact noise-free gap ``(f(K) - f(
 returned gain (``f = tr(P Omega)``; under process noise also the average cost's optimum). Each run is one
 line of JSON appended to ``--out`` (a run already in the file is not run again: long ladders go in pieces).
 
-``--table`` / ``--plot`` read the file: per curve (problem, noise) the median gap over seeds per budget, and
-the least-squares slope of log(median gap) against log(rollouts) over the budgets; the plot is log-log,
+``--table`` / ``--plot`` read the file: per curve (problem, noise) the median (and worst) gap over seeds per budget, and
+the least-squares slope of log(median gap) against log(rollouts) over the budgets from ``--fit-from`` on
+(the smaller budgets are spent by the calibration and the first, fast descent); the plot is log-log,
 one curve per (problem, noise), with a ``1/sqrt(N)`` reference line.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/noise_budget.py --problems he1,rea1,ac1,chain3 \\
@@ -73,8 +74,10 @@ def slope(N: list[float], gap: list[float]) -> float:
     return float(np.polyfit(np.log(N), np.log(gap), 1)[0])
 
 
-def summary(rows: list[dict[str, Any]]) -> list[tuple[str, str, list[tuple[int, float, float, float, str]], float]]:
-    """Per curve: (budget, median rollouts used, median gap, worst gap, statuses) per budget, and the slope."""
+def summary(rows: list[dict[str, Any]],
+            fit_from: float) -> list[tuple[str, str, list[tuple[int, float, float, float, str]], float]]:
+    """Per curve: (budget, median rollouts used, median gap, worst gap, statuses) per budget, and the slope
+    over the budgets of at least ``fit_from``."""
     out = []
     for (name, noise), by_budget in sorted(curves(rows).items()):
         points = []
@@ -84,47 +87,52 @@ def summary(rows: list[dict[str, Any]]) -> list[tuple[str, str, list[tuple[int, 
             statuses = ",".join(sorted({r["status"] for r in rs}))
             points.append((budget, float(np.median([r["rollouts"] for r in rs])), float(np.median(gaps)),
                            float(max(gaps)), statuses))
-        out.append((name, noise, points, slope([p[1] for p in points], [p[2] for p in points])))
+        fit = [p for p in points if p[0] >= fit_from]
+        out.append((name, noise, points, slope([p[1] for p in fit], [p[2] for p in fit])))
     return out
 
 
-def table(rows: list[dict[str, Any]]) -> None:
-    print("| problem | noise | budget | rollouts (median) | gap (median of seeds) | gap (worst) | seeds | status |")
-    print("|---|---|---|---|---|---|---|---|")
-    by = curves(rows)
-    for name, noise, points, s in summary(rows):
-        for budget, used, med, worst, statuses in points:
-            print(f"| {name} | {noise} | {budget:.0e} | {used:.0f} | {med:.2e} | {worst:.2e} | "
-                  f"{len(by[(name, noise)][budget])} | {statuses} |")
-        print(f"| {name} | {noise} | slope | | **{s:+.2f}** | | | |")
+def table(rows: list[dict[str, Any]], fit_from: float) -> None:
+    """One line per curve: the median (worst) gap of the seeds at each budget, and the slope."""
+    data = summary(rows, fit_from)
+    budgets = sorted({p[0] for d in data for p in d[2]})
+    print("| problem | noise | " + " | ".join(f"N = {b:.0e}" for b in budgets) + f" | slope from {fit_from:.0e} |")
+    print("|---|---|" + "---|" * len(budgets) + "---|")
+    for name, noise, points, s in data:
+        at = {p[0]: p for p in points}
+        cells = [f"{at[b][2]:.1e} ({at[b][3]:.1e})" if b in at else "" for b in budgets]
+        print(f"| {name} | {noise} | " + " | ".join(cells) + f" | **{s:+.2f}** |")
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, fit_from: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = summary(rows)
+    data = summary(rows, fit_from)
     noises = sorted({d[1] for d in data})
     fig, axes = plt.subplots(1, len(noises), figsize=(5.2 * len(noises), 4.6), sharey=True, squeeze=False)
+    names = sorted({d[0] for d in data})
+    colours = {name: f"C{i}" for i, name in enumerate(names)}  # a problem keeps its colour in every panel
     for ax, noise in zip(axes[0], noises, strict=True):
-        lo, hi = math.inf, 0.0
+        at_fit: list[tuple[float, float]] = []  # each curve's first point in the fitted range
+        hi = 0.0
         for name, nz, points, s in data:
             if nz != noise:
                 continue
             N = [p[1] for p in points]
-            g = [p[2] for p in points]
-            ax.loglog(N, g, "o-", label=f"{name} (slope {s:+.2f})")
-            lo, hi = min(lo, *N), max(hi, *N)
-            first = (N[0], g[0])
-        if hi > 0:
-            ref = np.geomspace(lo, hi, 20)
-            ax.loglog(ref, first[1] * np.sqrt(first[0] / ref), "k--", lw=1, label=r"$\propto 1/\sqrt{N}$")
+            ax.loglog(N, [p[2] for p in points], "o-", color=colours[name], label=f"{name} (slope {s:+.2f})")
+            at_fit += [(p[1], p[2]) for p in points if p[0] >= fit_from][:1]
+            hi = max(hi, *N)
+        if at_fit:  # the reference through the highest curve where the fit starts
+            N0, g0 = max(at_fit, key=lambda p: p[1])
+            ref = np.geomspace(N0, hi, 20)
+            ax.loglog(ref, g0 * np.sqrt(N0 / ref), "k--", lw=1.5, label=r"$\propto 1/\sqrt{N}$")
         ax.set_title(f"noise {noise} (relative to $\\Omega$)")
         ax.set_xlabel("rollouts N (median over seeds)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, title=f"slope fitted from N = {fit_from:.0e}", title_fontsize=8)
     axes[0][0].set_ylabel("final gap (median over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,17 +148,19 @@ def main() -> None:
     ap.add_argument("--budgets", default="1e3,3e3,1e4,3e4", help="max_rollouts ladder")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--max-time", type=float, default=300.0, help="wall-clock cap per run (s), a safety net")
-    ap.add_argument("--out", default="runs/noise_budget.jsonl", help="JSON lines, appended to; runs in it are kept")
+    ap.add_argument("--out", default="runs/noise_budget.jsonl",
+                    help="JSON lines, appended to; runs in it are kept (with --table/--plot: several, comma-separated)")
+    ap.add_argument("--fit-from", type=float, default=1e4, help="budgets the slope is fitted over: from this on")
     ap.add_argument("--table", action="store_true", help="print the table of --out (no runs)")
     ap.add_argument("--plot", default=None, help="save the log-log plot of --out to this PNG (no runs)")
     args = ap.parse_args()
     out = Path(args.out)
     if args.table or args.plot:
-        rows = load(out)
+        rows = [r for p in args.out.split(",") for r in load(Path(p))]
         if args.table:
-            table(rows)
+            table(rows, args.fit_from)
         if args.plot:
-            plot(rows, Path(args.plot))
+            plot(rows, Path(args.plot), args.fit_from)
         return
     done = {(r["problem"], r["noise"], int(r["budget"]), int(r["seed"])) for r in load(out)}
     noises = [f"W {v}" for v in args.process.split(",") if v] + [f"V {v}" for v in args.measurement.split(",") if v]
