@@ -14,11 +14,6 @@ from ``N`` directions has relative variance about ``(mn + 1) / N``, so the initi
 ``0.5 / (1 + (mn + 1) / N)``, then adapted by the shared safeguards (no line search). A step is shrunk to the trust
 region ``tr(Xh D'R D) <= TRUST f(anchor)``: a noisy step in a weakly excited direction
 (a large ``Xh^-1``) cannot throw the gain far outside the region the quadratic model holds.
-
-A rollback restores the anchor's ``Xh`` with its gain: the moments of rollouts at the discarded gains are
-not the anchor's (an update that destabilized the gain slowly leaves estimates whose rollouts grew without
-blowing up: tg1 under process noise, ``Xh``'s largest eigenvalue went from 3.9e3 to 5.9e6 after one such
-update, and every later step was whitened by it -- estimates 1e3-4e5 times the Kleinman step).
 """
 
 from __future__ import annotations
@@ -29,9 +24,8 @@ from typing import Any, cast
 import numpy as np
 
 from ..settings import Settings
-from .kinds import Event, TaskKind
+from .kinds import TaskKind
 from .rule import Runner, UpdateRule
-from .safeguards import Verdict
 from .tasks import Report, report_gradient
 from .whitening import Factors, Whitening
 
@@ -59,7 +53,6 @@ class Natural(UpdateRule):
             self.tuning.alpha = KLEINMAN_STEP / (1.0 + (self.m * self.n + 1) / self.tuning.N)
         self._current = self.whitening.factors()
         self._factors: dict[int, Factors] = {self.version: self._current}
-        self._anchor_X: np.ndarray | None = None  # Xh when the anchor was last set: what a rollback restores
 
     def factors_at(self, version: int) -> Factors:
         """The factors sent with tasks at gain ``version`` (-1, or unknown: the current ones)."""
@@ -90,14 +83,6 @@ class Natural(UpdateRule):
             D = D * math.sqrt(limit / q)
         self.apply(self.K + D, delay, worker, version_read)
 
-    def apply_verdict(self, v: Verdict) -> None:
-        """As the base rule; a rollback also restores the anchor's ``Xh``, an accepted check keeps the new one."""
-        if v.rollback and self._anchor_X is not None:
-            self.whitening.load(self._anchor_X)
-        super().apply_verdict(v)
-        if v.event == Event.CHECK_ACCEPT:
-            self._anchor_X = self.whitening.X()
-
     def new_version(self, K: np.ndarray) -> None:
         super().new_version(K)
         self._refresh()
@@ -116,20 +101,16 @@ class Natural(UpdateRule):
 
     def calibrate(self, run: Runner) -> None:
         super().calibrate(run)
-        self._anchor_X = self.whitening.X()
         self._refresh()
 
     def state_dict(self) -> dict[str, Any]:
-        """The base state, ``Xh`` (its window is restarted from it at resume) and the anchor's ``Xh``."""
-        X, Xa = self.whitening.X(), self._anchor_X
-        return {**super().state_dict(), "X_hat": None if X is None else X.tolist(),
-                "X_anchor": None if Xa is None else Xa.tolist()}
+        """The base state and ``Xh`` (its window is restarted from it at resume)."""
+        X = self.whitening.X()
+        return {**super().state_dict(), "X_hat": None if X is None else X.tolist()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         X = state.get("X_hat")
         self.whitening.load(None if X is None else np.array(X, dtype=float))
-        Xa = state.get("X_anchor")  # a checkpoint without it: the saved Xh
-        self._anchor_X = self.whitening.X() if Xa is None else np.array(Xa, dtype=float)
         self._factors.clear()
         self._refresh()
