@@ -101,7 +101,8 @@ def table(rows: list[dict[str, Any]], fit_from: float) -> None:
     for name, noise, points, s in data:
         at = {p[0]: p for p in points}
         cells = [f"{at[b][2]:.1e} ({at[b][3]:.1e})" if b in at else "" for b in budgets]
-        print(f"| {name} | {noise} | " + " | ".join(cells) + f" | **{s:+.2f}** |")
+        slope_cell = f"**{s:+.2f}**" if math.isfinite(s) else "- (one point)"
+        print(f"| {name} | {noise} | " + " | ".join(cells) + f" | {slope_cell} |")
 
 
 def plot(rows: list[dict[str, Any]], path: Path, fit_from: float) -> None:
@@ -111,7 +112,7 @@ def plot(rows: list[dict[str, Any]], path: Path, fit_from: float) -> None:
     import matplotlib.pyplot as plt
 
     data = summary(rows, fit_from)
-    noises = sorted({d[1] for d in data})
+    noises = sorted({d[1] for d in data}, key=lambda z: (z[0] != "W", float(z.split()[1])))  # process noise first
     fig, axes = plt.subplots(1, len(noises), figsize=(5.2 * len(noises), 4.6), sharey=True, squeeze=False)
     names = sorted({d[0] for d in data})
     colours = {name: f"C{i}" for i, name in enumerate(names)}  # a problem keeps its colour in every panel
@@ -122,7 +123,8 @@ def plot(rows: list[dict[str, Any]], path: Path, fit_from: float) -> None:
             if nz != noise:
                 continue
             N = [p[1] for p in points]
-            ax.loglog(N, [p[2] for p in points], "o-", color=colours[name], label=f"{name} (slope {s:+.2f})")
+            label = f"{name} (slope {s:+.2f})" if math.isfinite(s) else f"{name} (one point: no slope)"
+            ax.loglog(N, [p[2] for p in points], "o-", color=colours[name], label=label)
             at_fit += [(p[1], p[2]) for p in points if p[0] >= fit_from][:1]
             hi = max(hi, *N)
         if at_fit:  # the reference through the highest curve where the fit starts
