@@ -3,6 +3,8 @@ process lost under :meth:`run` (the in-flight bookkeeping shared with the Ray ex
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -131,10 +133,15 @@ def test_serial_executor_does_not_start_a_task_predicted_to_end_past_the_budget(
     rule = AZOPG(np.asarray(problem.K0), Settings(seed=0, tau=2.0))
     task = rule.issue(0, TaskKind.EVALUATE)
     late = 10.0 + OVERRUN - PACE_MARGIN * task.tau  # the latest start whose predicted end is within the budget
-    for reserve, start, runs in [(0.0, late + 0.01, False), (0.0, late - 0.01, True), (1.0, late - 0.01, False)]:
-        ex.pace[TaskKind.EVALUATE] = 1.0  # one second per unit of horizon (the fake clock records 0 after a run)
+    # a check of twice the pairs (the batch doubled under noise) is predicted to take twice as long
+    bigger = dataclasses.replace(task, pairs=2 * task.size)
+    for reserve, start, runs, t in [(0.0, late + 0.01, False, task), (0.0, late - 0.01, True, task),
+                                    (1.0, late - 0.01, False, task), (0.0, late - 0.01, False, bigger),
+                                    (0.0, late - PACE_MARGIN * task.tau - 0.01, True, bigger)]:
+        # one second per unit of horizon for `task` (the fake clock records 0 after a run)
+        ex.pace[TaskKind.EVALUATE] = 1.0 / task.size
         ex.reserve = lambda reserve=reserve: reserve  # seconds kept for a closing measurement
-        ex.submit(task)
+        ex.submit(t)
         now[0] = start
         rep = ex.next_report()
         assert (rep is not None) == runs

@@ -37,7 +37,8 @@ class SerialExecutor(ExecutorBase):
 
     The time budget (:attr:`budget`) is held however long a task runs (a noisy plant's rollouts take
     time in proportion to the horizon): a task that the last task of its kind predicts (seconds per unit
-    of horizon, times :data:`~azopg.method.lifecycle.PACE_MARGIN`) would end more than
+    of horizon and of :attr:`~azopg.method.tasks.Task.size` -- a batch that doubled doubles a task's time --,
+    times :data:`~azopg.method.lifecycle.PACE_MARGIN`) would end more than
     :data:`~azopg.method.lifecycle.OVERRUN` s past the budget (less :attr:`reserve`) is not started; the
     executor waits out the budget instead and reports nothing.
     """
@@ -47,7 +48,7 @@ class SerialExecutor(ExecutorBase):
         self._factory = plant_factory
         self._queue: deque[Task] = deque()
         self.plant: Plant | None = None
-        #: Seconds per unit of horizon of the last task, by kind.
+        #: Seconds per unit of horizon and of size (:attr:`~azopg.method.tasks.Task.size`) of the last task, by kind.
         self.pace: dict[str, float] = {}
 
     def start(self) -> None:
@@ -74,11 +75,11 @@ class SerialExecutor(ExecutorBase):
         start = self.clock()
         if self.budget is not None:
             end = self.budget - self.reserve()
-            if start + PACE_MARGIN * self.pace.get(task.kind, 0.0) * task.tau > end + OVERRUN:
+            if start + PACE_MARGIN * self.pace.get(task.kind, 0.0) * task.tau * task.size > end + OVERRUN:
                 time.sleep(max(end - start, 0.0))  # the budget ends before the task would
                 return None
         rep = self.run(self._queue.popleft())
-        self.pace[task.kind] = (self.clock() - start) / task.tau
+        self.pace[task.kind] = (self.clock() - start) / (task.tau * task.size)
         return rep
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ class AZOPG(UpdateRule):
     """Asynchronous zero-order policy gradient: each estimate applied as soon as it arrives."""
 
     name = "azopg"
+    grows_batch = True
 
     def _tell(self, rep: Report, delay: int) -> None:
         self.apply(self.K - self.stale_step(delay) * self.gradient(rep), delay, rep.worker, rep.version)

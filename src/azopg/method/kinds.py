@@ -36,6 +36,8 @@ class Event(StrEnum):
     CHECK_REJECT = "check-reject"
     CHECK_INCONCLUSIVE = "check-inconclusive"
     CHECK_STALE = "check-stale"
+    #: under noise a check could not tell the gain from its anchor: batch and check pairs double (:mod:`.safeguards`)
+    BATCH_GROW = "batch-grow"
     SHRINK_R = "shrink-r"
     ROLLBACK_BLOWUP = "rollback-blowup"
     ROLLBACK_ILL_CONDITIONED = "rollback-ill-conditioned"

@@ -286,11 +286,11 @@ def cost_interval(rule: Learner, run: Runner, K: np.ndarray, ref: np.ndarray, re
 
 def closing_reserve(rule: Learner, pace: Mapping[str, float] | None = None) -> float:
     """Seconds to keep at the end of the time budget for :func:`cost_interval` (a plant with noise of its own):
-    the slower of the calibration's last check and the last check ``pace`` holds (seconds per unit of horizon,
-    by task kind: the serial executor's), at the rule's horizon, times :data:`PACE_MARGIN` and the ratio of the
-    rollouts (the measurement has :data:`INTERVAL_ROLLOUTS` per gain, a check :data:`CHECK_PAIRS`: a long
+    the slower of the calibration's last check (of :data:`CHECK_PAIRS` pairs) and the last check ``pace`` holds
+    (seconds per unit of horizon and per pair, by task kind: the serial executor's), per pair, at the rule's
+    horizon, times :data:`PACE_MARGIN` and the measurement's :data:`INTERVAL_ROLLOUTS` per gain (a long
     rollout's time grows with the rows; tg1 and cola5 ended 1.1-1.3 s late without it)."""
     if not rule.noisy:
         return 0.0
-    check = max(rule.pace.get(TaskKind.EVALUATE, 0.0), (pace or {}).get(TaskKind.EVALUATE, 0.0))
-    return PACE_MARGIN * check * rule.tuning.tau * INTERVAL_ROLLOUTS / CHECK_PAIRS
+    check = max(rule.pace.get(TaskKind.EVALUATE, 0.0) / CHECK_PAIRS, (pace or {}).get(TaskKind.EVALUATE, 0.0))
+    return PACE_MARGIN * check * rule.tuning.tau * INTERVAL_ROLLOUTS

@@ -42,6 +42,7 @@ class Natural(UpdateRule):
     """Asynchronous zero-order Gauss--Newton: whitened directions, estimates applied as they arrive."""
 
     name = "natural"
+    grows_batch = True
     estimator = "two-point"
     line_search = False
 

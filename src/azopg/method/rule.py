@@ -54,6 +54,9 @@ class UpdateRule:
 
     #: Whether calibration chooses the initial step by a line search (else ``tuning.alpha`` is kept).
     line_search = True
+    #: Whether a paired check that cannot tell the gain from its anchor doubles the batch (and the check's
+    #: pairs) rather than halving the step (:mod:`.safeguards`): rules whose estimates average ``N`` directions.
+    grows_batch = False
     #: Whether the rule's tasks need a plant that returns state moments (``rollout(..., moments=True)``).
     needs_moments = False
 
@@ -74,6 +77,9 @@ class UpdateRule:
         self.stats = Stats()
         guards = PlainGuards if s.plain else Safeguards  # plain: the paper's rule, no safeguards
         self.safeguards = guards(self.K, s, s.check_every or math.ceil(CHECK_SAMPLES * d / N))
+        self._N0 = N  # the batch a check's CHECK_PAIRS go with (:meth:`check_pairs`)
+        if self.grows_batch:
+            self.safeguards.batch_room = self.batch_room
         self.observer: Observer = observer or Silent()
         self._taken: int | None = None  # inside tell_many: the reports logged so far in this take
         self._keep_all_gains = keep_all_gains
@@ -171,10 +177,21 @@ class UpdateRule:
         s = self.settings
         if ref is None and kind == TaskKind.EVALUATE and version >= 0 and self.safeguards.paired:
             ref = self._refs[version][1]
+            pairs = self.check_pairs(N)
         paired: dict[str, Any] = {} if ref is None else {"K_ref": np.array(ref, dtype=float), "pairs": pairs}
         return Task(task_id=task_id, worker=worker, kind=kind, K=K, version=version, tau=tau, r=r, N=N,
                     method=self.estimator, seed=s.seed, light=s.light, cost_noise=s.cost_noise,
                     noisy=self.noisy, **self.task_fields(version), **paired)
+
+    def check_pairs(self, N: int) -> int:
+        """Pairs of a paired check issued with batch ``N``: :data:`~.paired.CHECK_PAIRS` times the batch's growth
+        (a check resolves a step's effect as finely as the step's own estimates average)."""
+        return CHECK_PAIRS * max(1, N // self._N0)
+
+    def batch_room(self) -> bool:
+        """Whether the batch may double: the next ``check_every`` estimates at twice the batch cost at most the
+        rollouts spent so far (the batch grows with the budget spent, never ahead of it)."""
+        return 2 * 2 * self.tuning.N * self.safeguards.check_every <= self.stats.rollouts
 
     def _paired_with(self, version: int) -> int | None:
         """The anchor serial a check at ``version`` is paired with (``None``: no noise, not paired)."""
@@ -319,6 +336,7 @@ class UpdateRule:
         t.tau *= v.tau
         t.r *= v.r
         t.alpha *= v.alpha
+        t.N *= v.batch
         if v.rollback:
             self.stats.rollbacks += 1
             self.new_version(self.safeguards.anchor_K.copy())

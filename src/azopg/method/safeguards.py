@@ -14,7 +14,14 @@ calibration), a check is *paired*: it measures the gain and the
 anchor afresh on the same states and passes only if the gain is significantly cheaper (see
 :mod:`azopg.method.paired`); a remembered measurement of the anchor is never the yardstick, so
 a lucky one cannot let the anchor drift up. A check that finds the gain cheaper but not
-significantly so is *inconclusive*: the gain goes on descending, the anchor and the step stay.
+significantly so is *inconclusive*: the gain goes on descending, the anchor and the step stay. A paired
+check that finds the gain not cheaper, yet not significantly costlier either, says the step's effect is
+below what the noise lets an estimate or a check resolve: halving the step on such coin flips froze the
+gain (he1, process noise 0.1: the step fell from 1e-3 to 1e-11 and the gap stayed at 9.6e-4 from 30,000 to
+100,000 rollouts). Instead the gain rolls back to the anchor with its step, and the rule's batch (directions
+per estimate) and the check's pairs double (``batch-grow``), as long as the rule has room for it
+(:attr:`Safeguards.batch_room`: a larger batch costs at most the rollouts spent so far): each doubling halves
+the variance of a step and of a check, so more rollouts keep buying precision.
 A check (without noise) whose gain is cheaper than the anchor even at ``2 tau`` but whose tail is
 not negligible is inconclusive too, and doubles ``tau``: the gain is kept (a slower mode at a
 cheaper gain -- often the optimum's -- is no reason to roll back).
@@ -23,6 +30,7 @@ cheaper gain -- often the optimum's -- is no reason to roll back).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +40,7 @@ from .kinds import Event
 from .paired import significantly_cheaper
 from .tasks import Report
 
-__all__ = ["Safeguards", "STALL_REJECTS", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES", "Verdict"]
+__all__ = ["Safeguards", "STALL_REJECTS", "GROW", "SHRINK", "MAX_GROW", "CHECK_SAMPLES", "BATCH_GROWTH", "Verdict"]
 
 GROW, SHRINK, MAX_GROW = 1.2, 0.5, 3.0
 #: A check judges about CHECK_SAMPLES * mn directions of updates: enough that their sum is a
@@ -43,6 +51,8 @@ CHECK_SAMPLES = 4
 #: A check of a gain that the step no longer changes counts as STALL_REJECTS rejections. After a
 #: search that finds no step the limit doubles (the searches back off exponentially).
 STALL_REJECTS = 40
+#: Factor of the batch (and of a check's pairs) when a paired check cannot tell the gain from its anchor.
+BATCH_GROWTH = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class Verdict:
     accepted: int = 0  #: checks accepted
     rejected: int = 0  #: checks rejected
     rollback: bool = False  #: back to the anchor (then ``delay`` is counted from the new version)
+    batch: int = 1  #: factor of the batch ``N`` (directions per estimate; a check's pairs follow it)
 
 
 class Safeguards:
@@ -95,6 +106,8 @@ class Safeguards:
         #: Whether checks are paired (measurement noise ``cost_noise``, or a plant whose own noise
         #: calibration measured: see :func:`azopg.method.lifecycle.measure_noise`).
         self.paired = settings.cost_noise > 0
+        #: Whether the batch may grow now (set by a rule whose estimates average directions; default: never).
+        self.batch_room: Callable[[], bool] = lambda: False
 
     # --------------------------------------------------------------- checks
     def check_due(self) -> bool:
@@ -150,6 +163,13 @@ class Safeguards:
             # anchor and the step. The anchor's cost at tau is a lower bound of its cost at 2 tau, so later
             # checks against it stay conservative; an unstable mode's cost soon exceeds it and is rejected.
             return Verdict(Event.CHECK_INCONCLUSIVE, delay, rep.worker, rep.version, tau=2.0)
+        if (self.paired and not rep.blown_up and math.isfinite(rep.diff) and rep.diff >= 0
+                and not significantly_cheaper(-rep.diff, rep.diff_se) and not rep.long_tail(s.tail_tol)
+                and self.batch_room()):
+            # not cheaper, not significantly costlier: the step is lost in the noise. Back to the anchor,
+            # step kept; estimates and checks average twice as much (module docstring)
+            return Verdict(Event.BATCH_GROW, 0, rep.worker, rep.version, rejected=1, rollback=True,
+                           batch=BATCH_GROWTH)
         if not self.beats_anchor(rep):
             # a step too small to change the gain cannot win: the search for a step starts afresh
             unchanged = np.array_equal(K_checked, self.anchor_K)

@@ -102,6 +102,12 @@ class Task:
     snapshots: int = 1
     noisy: bool = False
 
+    @property
+    def size(self) -> int:
+        """What the task's time grows with besides its horizon: the directions ``N`` of an estimate, the pairs of
+        a paired check (:data:`~.paired.CHECK_PAIRS` for any other check): both grow with the batch."""
+        return self.N if self.kind == TaskKind.ESTIMATE else (self.pairs or CHECK_PAIRS)
+
 
 @dataclass
 class RolloutData:
