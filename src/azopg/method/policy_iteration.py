@@ -2,7 +2,7 @@
 
 Workers run ``"moments"`` tasks: rollouts of ``K_i = K + r L Z_i M`` (``Z_i`` on the ``sqrt(mn)``
 sphere; ``L = R^-1/2`` and ``M`` scale the perturbations to the inputs and states, see
-:data:`PERTURBATION`), each cut into ``k`` intervals (``settings.snapshots``, chosen by
+:data:`~.pi_calibration.PERTURBATION`), each cut into ``k`` intervals (``settings.snapshots``, chosen by
 :func:`default_snapshots`; ``k = 1``: one equation per rollout, the regime of noisy and
 black-box plants; plants without snapshots contribute whole rollouts as one interval each).
 Every interval is one exact equation in ``(P, E)`` of *any* base gain
@@ -23,7 +23,7 @@ rolls back and halves ``alpha``). With ``R`` unknown it is estimated with ``(P, 
 discrete-time plant the fit estimates ``H_uu = R + B'P B`` in place of ``R`` and the step is
 Hewer's ``K - H_uu^-1 E`` (:func:`~azopg.method.discrete.fit_weight`).
 
-Calibration (:meth:`PolicyIteration._calibrate_snapshots`) needs no step search (``alpha = 1``):
+Calibration (:mod:`~.pi_calibration`) needs no step search (``alpha = 1``):
 the horizon from the interval costs of single long rollouts, the perturbations from their
 states; the first rollouts of the fit are the loop's, asked of all workers at once.
 
@@ -34,7 +34,7 @@ poorly determined while ``E`` is not); under noise and with one equation per rol
 fit's condition number (:data:`NOISY_CONDITION`).
 
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
-buffered method of before runs instead (:attr:`PolicyIteration.buffer`, which says why).
+buffered method of before runs instead (:mod:`~.pi_buffered`).
 
 The equations are not part of :meth:`state_dict`: after a resume they are refilled from scratch.
 """
@@ -49,12 +49,11 @@ import numpy as np
 
 from ..errors import NotStabilizingError, OutOfTime, ProblemError
 from ..settings import Settings
-from .buffer import RolloutBuffer
-from .calibration import MAX_NOISE_SMOOTHING, NOISE_SMOOTHING, _horizon
-from .discrete import fit_weight, start_tau
+from .discrete import fit_weight
 from .equations import IntervalEquations, StepError
 from .kinds import Event, TaskKind
-from .lifecycle import measure_noise, timed_probe
+from .pi_buffered import NOISY_CONDITION, BufferedFits
+from .pi_calibration import JUMP, calibrate_snapshots, recalibrate
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
@@ -66,17 +65,6 @@ __all__ = ["PolicyIteration", "default_snapshots", "factor_columns"]
 #: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
 #: keeps as many rollouts.
 PATIENCE = 6.0
-#: The buffered method (:attr:`PolicyIteration.buffer`): the first fit waits for ``OVERDETERMINED``
-#: rollouts per unknown; after a step, the next waits for ``FRESH * m * n`` rollouts since.
-OVERDETERMINED, FRESH = 2.0, 1.0
-#: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
-#: The fit is solved by QR, not by normal equations. Under cost noise (or on a plant with noise of its
-#: own), and with one equation per rollout (``snapshots=1``, the regime of noisy and black-box plants,
-#: and the default where the factor is large, whose rollouts are the least exact: eb5's first fit at
-#: 1e18 gave unstable gains), the error of a fit is the data's times the square root of that number:
-#: fits above ``NOISY_CONDITION`` are refused (and by the buffered method). Exact data with snapshots
-#: is judged by the step's precision instead (:data:`STEP_PRECISION`).
-NOISY_CONDITION = 1e14
 #: With snapshots on exact data a Kleinman step is taken when its standard error
 #: (:class:`~.equations.StepError`) is at most ``STEP_PRECISION`` times the step (the step makes
 #: progress) or ``GAIN_PRECISION`` times the new gain (the error is harmless: ``GAIN_PRECISION^2`` in
@@ -104,14 +92,6 @@ SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
 #: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
 #: in about a minute.
 MAX_FACTOR_COLUMNS = 1024
-#: The horizon is calibrated by single rollouts ``JUMP`` times longer than the horizon tried, cut into
-#: at least ``JUMP`` intervals: their interval costs give the tail at every doubling up to it (4 doublings
-#: per serial probe).
-JUMP = 16
-#: With snapshots the perturbations are ``K + r L Z M``, ``L = R^-1/2``, ``M = diag(f / s)^1/2``
-#: (``s = diag S`` and ``f`` the cost of a rollout at ``K0``: scaled to the states and inputs) and
-#: ``r^2 m n = PERTURBATION``: their second-order cost is about ``PERTURBATION`` times the cost.
-PERTURBATION = 1e-2
 #: With snapshots, blown-up perturbed rollouts in a row that only shrink the radius (then the shared rule).
 BLOWUP_SHRINKS = 3
 #: Kleinman steps iterated on the accumulated equations after one report (one applied update).
@@ -157,14 +137,10 @@ class PolicyIteration(UpdateRule):
             self.safeguards.check_every = CHECK_EVERY
         self.snapshots = default_snapshots(settings, self.n, self.m)
         p = unknowns(self.n, self.m, self.fit_R is None)
-        #: The buffered method, only where the default is one equation per rollout because the factor
-        #: is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2): the most recent rollouts, refitted about the
-        #: current gain, after the shared calibration (horizon, radius and step search, serial). There it
-        #: converges and the interval equations do not: eb5 (damping 1e-7, ``K0 = 0``) needs the radius
-        #: measured by cost changes (2e-8), and perturbations of :data:`PERTURBATION` destabilise it.
-        self.buffer = (RolloutBuffer(math.ceil(PATIENCE * p)) if settings.snapshots is None
+        #: The buffered method (:mod:`~.pi_buffered`), only where the default is one equation per rollout
+        #: because the factor is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2).
+        self.buffer = (BufferedFits(math.ceil(PATIENCE * p), p, self.m, self.n) if settings.snapshots is None
                        and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
-        self.needed, self.fresh = math.ceil(OVERDETERMINED * p), math.ceil(FRESH * self.m * self.n)
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
         self._anchor_asked = False  # the first anchor's deferred measurement is in flight
@@ -308,16 +284,12 @@ class PolicyIteration(UpdateRule):
         self._iterate(delay, worker, version_read)
 
     def _step_buffered(self, delay: int, worker: int, version_read: int) -> None:
-        """One Kleinman step on the buffer's fit, once it holds :data:`OVERDETERMINED` rollouts per
-        unknown and :data:`FRESH` ``m n`` since the last step."""
+        """One Kleinman step on the buffer's fit once it is due (:meth:`~.pi_buffered.BufferedFits.due`)."""
         assert self.buffer is not None
-        if len(self.buffer) < self.needed or self._idle < self.fresh:
+        if not self.buffer.due(self._idle):
             return
-        fit = self.buffer.evaluate(self.K, self.fit_R)
         try:
-            if not fit.condition < NOISY_CONDITION:
-                raise np.linalg.LinAlgError
-            step = self._kleinman(fit)
+            step = self._kleinman(self.buffer.fit(self.K, self.fit_R))
         except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
             self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
             self._stuck(worker, version_read)
@@ -431,59 +403,8 @@ class PolicyIteration(UpdateRule):
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
 
     def _calibrate_snapshots(self, run: Runner) -> None:
-        """The plant's own noise measured first (:func:`~.lifecycle.measure_noise`); horizon from single
-        rollouts at ``K0`` ``JUMP`` times longer than the horizon tried, cut into at least ``JUMP``
-        intervals (the tail beyond each doubling read off their interval costs; a plant without
-        snapshots: doubled by checks), confirmed by one check of ``K0`` (whose cost is the first
-        anchor's); perturbations scaled to the states and inputs seen (:data:`PERTURBATION`, more
-        under noise). Every rollout is kept as equations. No serial batch: the fit's first rollouts
-        are the loop's, asked of all workers at once."""
-        s, K0 = self.settings, self.K.copy()
-        probe = timed_probe(self, run)  # the time budget is held: OutOfTime before a probe once it is spent
-        measure_noise(self, probe)
-        tau = s.tau or start_tau(self.discrete_time)
-        for _ in range(40):
-            rep = probe(TaskKind.MOMENTS, K0, JUMP * tau, 0.0, 1)
-            if rep.data is None or rep.data.Ki.shape[0] == 0:
-                raise NotStabilizingError("rollouts from the initial gain K0 blow up")
-            self._add(rep)
-            costs = np.asarray(rep.data.cost[0], dtype=float).reshape(-1)
-            spent = np.concatenate([[0.0], np.cumsum(costs)])
-            t = getattr(rep.data, "t", None)
-            t = np.linspace(0.0, JUMP * tau, costs.size + 1) if t is None else t
-
-            def cost_to(T: float, spent: np.ndarray = spent, t: np.ndarray = t) -> float:
-                return float(spent[np.searchsorted(t, T * (1 + 1e-9), side="right") - 1])
-
-            if self.scales[1] is None:
-                S = np.sum(rep.data.S[0], axis=0) if isinstance(rep.data, TrajectoryData) else rep.data.S[0]
-                d = np.sqrt(float(spent[-1]) / np.maximum(np.diag(S), np.finfo(float).tiny))
-                L = None if self.R is None else np.linalg.inv(np.linalg.cholesky(self.R)).T
-                self.scales = (L, np.diag(d))
-            found = next((i for i in range(int(math.log2(JUMP)))
-                          if cost_to(2.0 ** (i + 1) * tau) - cost_to(2.0**i * tau)
-                          <= s.tail_tol * cost_to(2.0 ** (i + 1) * tau)), None)
-            if s.tau is not None or found is not None:
-                tau *= 2.0 ** (found or 0)
-                break
-            tau *= JUMP
-        if self.safeguards.paired:  # under noise the first anchor is measured here, unpaired
-            tau, rep = _horizon(probe, K0, s, tau, self.tuning.N)
-            if not rep.cost > 0:
-                raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
-            self.safeguards.anchor_cost = rep.cost
-        else:  # measured by the loop's first task (:meth:`ask`), beside the first rollouts of the fit
-            self.safeguards.anchor_cost = math.inf
-        self.tuning.tau = tau
-        if s.r is None:  # under noise as large as the shared calibration's radius would be (its smoothing)
-            noise = max(s.cost_noise, self.noise)
-            self.tuning.r = math.sqrt(max(PERTURBATION, min(NOISE_SMOOTHING * noise, MAX_NOISE_SMOOTHING))
-                                      / (self.m * self.n))
-        self.radius = self.tuning.r
-        if self.tuning.N > 1:  # (one rollout: as the probes above) a batch too large for memory is refused
-            # here, before the run is saved -- the first task of the run
-            self._add(probe(TaskKind.MOMENTS, self.K.copy(), self.tuning.tau, self.tuning.r, self.tuning.N))
-        self.log(Event.CALIBRATE)
+        """:func:`~.pi_calibration.calibrate_snapshots`."""
+        calibrate_snapshots(self, run)
 
     def state_dict(self) -> dict[str, Any]:
         """The base state and the perturbations' factors."""
@@ -499,13 +420,5 @@ class PolicyIteration(UpdateRule):
         self.solved_rows = 0
 
     def recalibrate(self, run: Runner) -> None:
-        """Checks keep failing (the step has halved to nothing, e.g. under cost noise): re-measure the
-        anchor -- a lucky low measurement of it rejects every check -- and restart from a full
-        Kleinman step. Logged as ``recalibrate``; no line search (it would need a gradient estimator)."""
-        g = self.safeguards
-        anchor = self.probe(run, TaskKind.EVALUATE, g.anchor_K.copy())
-        if not anchor.blown_up:
-            g.anchor_cost = anchor.cost
-        self.tuning.alpha = 1.0
-        g.searched(False)  # back off until a check accepts again (which resets the limit)
-        self.log(Event.RECALIBRATE)
+        """:func:`~.pi_calibration.recalibrate`: the anchor re-measured, a full Kleinman step again."""
+        recalibrate(self, run)
