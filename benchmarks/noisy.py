@@ -29,8 +29,8 @@ import azopg
 from azopg.model.noise import expected_cost
 
 
-def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float) -> None:
-    res = azopg.train(problem, seed=seed, max_time=max_time)
+def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float, method: str = "auto") -> None:
+    res = azopg.train(problem, seed=seed, max_time=max_time, method=method)
     tau = float(res.settings["tau"])
     ratio = expected_cost(problem, res.K, tau) / expected_cost(problem, problem.K0, tau)
     ci = res.cost_interval
@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--dt", type=float, default=0.01, help="measurement sampling interval (s)")
     ap.add_argument("--max-time", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--method", default="auto", help="the update rule (default: auto, the rule auto picks)")
     args = ap.parse_args()
     print(f"serial runs, default settings, max_time {args.max_time:g} s, seed {args.seed}")
     print(f"{'problem':>8} {'noise':>14} {'rule':>10} {'rollouts':>9} {'seconds':>8} {'over':>6} {'status':>13} "
@@ -64,7 +65,7 @@ def main() -> None:
         base = azopg.get_problem(name)
         Om = np.asarray(base.x0_cov)
         for s in levels:
-            run(base.with_noise(W=s**2 * Om), f"W {s:g}", args.seed, args.max_time)
+            run(base.with_noise(W=s**2 * Om), f"W {s:g}", args.seed, args.max_time, args.method)
     meas = [float(v) for v in args.measurement.split(",") if v]
     for name in (args.measurement_problems or args.problems).split(","):
         base = azopg.get_problem(name)
@@ -72,7 +73,7 @@ def main() -> None:
         w = args.with_process
         for s in meas:
             problem = base.with_noise(W=w**2 * Om if w else None, V=s**2 * Om, dt=args.dt)
-            run(problem, f"V {s:g}" + (f" W {w:g}" if w else ""), args.seed, args.max_time)
+            run(problem, f"V {s:g}" + (f" W {w:g}" if w else ""), args.seed, args.max_time, args.method)
 
 
 if __name__ == "__main__":

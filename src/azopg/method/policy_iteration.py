@@ -51,9 +51,11 @@ from ..errors import NotStabilizingError, OutOfTime, ProblemError
 from ..settings import Settings
 from .discrete import fit_weight
 from .equations import IntervalEquations, StepError
+from .iv_equations import InstrumentedEquations
 from .kinds import Event, TaskKind
 from .pi_buffered import NOISY_CONDITION, BufferedFits
 from .pi_calibration import JUMP, calibrate_snapshots, recalibrate
+from .pi_instrumented import instrumented_steps
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
@@ -143,6 +145,10 @@ class PolicyIteration(UpdateRule):
                        and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
+        #: Under process noise (:attr:`instrumented`): the instrumented fit's sums, and the rows they should
+        #: hold before the next fit.
+        self.iv: InstrumentedEquations | None = None
+        self.iv_due = 0
         self._anchor_asked = False  # the first anchor's deferred measurement is in flight
         if settings.batch is None and self.buffer is None:
             self.tuning.N = 1  # one rollout per task: the first rollouts are spread over all workers
@@ -261,7 +267,11 @@ class PolicyIteration(UpdateRule):
             self.buffer.add(data)  # type: ignore[arg-type]
             return
         if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
-            data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None])
+            data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None],
+                                  np.array([0.0, data.tau]))
+        if self.instrumented:
+            self._add_instrumented(data)
+            return
         k = data.cost.shape[1]
         if k > self.snapshots and k % self.snapshots == 0:  # a calibration probe's finer intervals, merged:
             b, j = data.Ki.shape[0], k // self.snapshots   # the run's k equations per rollout
@@ -269,11 +279,27 @@ class PolicyIteration(UpdateRule):
                                   data.cost.reshape(b, self.snapshots, j).sum(2))
         self.equations.add(*data.arrays())
 
+    @property
+    def instrumented(self) -> bool:
+        """Whether the fit is the instrumented one (:mod:`~.pi_instrumented`): on a plant with noise of its own
+        (measured at calibration), ``R`` known, not the buffered method."""
+        return bool(self.noisy and self.fit_R is not None and self.buffer is None)
+
+    def _add_instrumented(self, data: TrajectoryData) -> None:
+        if self.iv is None:
+            self.iv = InstrumentedEquations(self.K, self.fit_R)
+        k = data.cost.shape[1]
+        dt = np.diff(data.t) if data.t is not None else np.full(k, self.tuning.tau / k)
+        self.iv.add(data.Ki, data.x, data.S, data.cost, dt)
+
     def _step(self, delay: int, worker: int, version_read: int) -> None:
         """A fit once the equations have grown by :data:`SOLVE_GROWTH` (at most ``m n`` rows) since the
         last one (the gain moved by a rollback since: at once). Buffered: :meth:`_step_buffered`."""
         if self.buffer is not None:
             self._step_buffered(delay, worker, version_read)
+            return
+        if self.iv is not None:
+            self._step_instrumented(delay, worker, version_read)
             return
         eq = self.equations
         moved = not np.array_equal(eq.C, self.K)
@@ -297,11 +323,32 @@ class PolicyIteration(UpdateRule):
         self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
         self.apply(self.K + self.tuning.alpha * step, delay, worker, version_read)
 
+    def _step_instrumented(self, delay: int, worker: int, version_read: int) -> None:
+        """Kleinman steps on the instrumented fit (:func:`~.pi_instrumented.instrumented_steps`) once the sums
+        hold the rows the last fit asked for (the gain moved by a rollback since: at once)."""
+        iv = self.iv
+        assert iv is not None and self.fit_R is not None
+        if iv.rows <= iv.unknowns or (np.array_equal(iv.C, self.K) and iv.rows < self.iv_due):
+            return
+        alpha = min(self.tuning.alpha, 1.0)
+        self.tuning.alpha = alpha
+        out = instrumented_steps(iv, self.K, self.fit_R, INNER_STEPS if alpha >= 1.0 else 1,
+                                 lambda R, E: alpha * self._kleinman_step(R, E), SOLVE_GROWTH, self.out_of_time)
+        self.iv_due = out.wait
+        if not out.taken:
+            self.log(out.why, delay, worker, version_read)
+            return
+        self.apply(out.K, delay, worker, version_read)
+
     def _kleinman(self, fit: PolicyEvaluation) -> np.ndarray:
-        """The step ``-R^-1 E`` of a fit, shortened to ``TRUST ||K||`` (raises ``LinAlgError`` if
-        an estimated ``R`` is not positive definite)."""
-        c = np.linalg.cholesky(fit.R)
-        step = -np.linalg.solve(c.T, np.linalg.solve(c, fit.E))
+        """The step ``-R^-1 E`` of a fit (:meth:`_kleinman_step`)."""
+        return self._kleinman_step(fit.R, fit.E)
+
+    def _kleinman_step(self, R: np.ndarray, E: np.ndarray) -> np.ndarray:
+        """The step ``-R^-1 E``, shortened to ``TRUST ||K||`` (raises ``LinAlgError`` if an estimated ``R``
+        is not positive definite)."""
+        c = np.linalg.cholesky(R)
+        step = -np.linalg.solve(c.T, np.linalg.solve(c, E))
         limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
         return step * (limit / size) if 0 < limit < size else step
 
@@ -387,6 +434,7 @@ class PolicyIteration(UpdateRule):
         if np.array_equal(self.K, self.safeguards.anchor_K):
             self.equations = IntervalEquations(self.K, self.fit_R)
             self.solved_rows = 0
+            self.iv = None
             if self.buffer is not None:
                 self.buffer.clear()
         else:
@@ -418,6 +466,7 @@ class PolicyIteration(UpdateRule):
         self.scales = (None if L is None else np.array(L, dtype=float), None if M is None else np.array(M, dtype=float))
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0
+        self.iv, self.iv_due = None, 0
 
     def recalibrate(self, run: Runner) -> None:
         """:func:`~.pi_calibration.recalibrate`: the anchor re-measured, a full Kleinman step again."""
