@@ -36,6 +36,9 @@ fit's condition number (:data:`NOISY_CONDITION`).
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
 buffered method of before runs instead (:mod:`~.pi_buffered`).
 
+On a plant with noise of its own (measured at calibration) and ``R`` known the fit is the instrumented one
+(:attr:`PolicyIteration.instrumented`, :mod:`~.pi_instrumented`): least squares is biased there.
+
 The equations are not part of :meth:`state_dict`: after a resume they are refilled from scratch.
 """
 
