@@ -110,14 +110,3 @@ def test_replay_under_process_noise_is_bit_for_bit(tmp_path, backend: str) -> No
     assert events == len(res.arrivals)
     assert np.array_equal(K_recorded, res.K) and np.array_equal(K_replayed, K_recorded)
 
-
-def test_auto_picks_instrumented_policy_iteration_under_process_noise_alone() -> None:
-    """A problem's process noise alone (R known): policy iteration, its fit the instrumented one (measured
-    once, before the rule); with measurement noise too: natural (the interval identity itself changes)."""
-    p = base()
-    Om = np.asarray(p.x0_cov)
-    res = azopg.train(p.with_noise(W=0.05 * Om), max_rollouts=300, target_gap=None)
-    assert res.settings["method"] == "policy-iteration" and res.stats["snapshots"] == 8
-    assert [h.event for h in res.history].count("measure-noise") == 1
-    res = azopg.train(p.with_noise(W=0.05 * Om, V=0.01 * Om, dt=0.1), max_rollouts=300, target_gap=None)
-    assert res.settings["method"] == "natural"

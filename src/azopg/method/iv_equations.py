@@ -189,7 +189,8 @@ class InstrumentedEquations:
         self._fold()
         nz = self.nz
         Rz = self.T[:nz, :nz]
-        if not (np.all(d > 0) and np.abs(np.diag(Rz)).min() > np.abs(np.diag(Rz)).max() * np.finfo(float).eps * nz):
+        dz = np.sqrt(np.sum(Rz * Rz, axis=0))  # the instruments' norms: the test below does not depend on their units
+        if not (np.all(d > 0) and np.all(dz > 0) and np.abs(np.diag(Rz) / dz).min() > np.finfo(float).eps * nz):
             raise np.linalg.LinAlgError("a column or instrument without data")
         F = self.T[:nz, nz + self._fit] / d  # the first stage: Q_z'Phi (scaled columns)
         f = self.T[:nz, -1]
