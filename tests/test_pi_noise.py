@@ -89,13 +89,13 @@ def test_the_incremental_fit_is_unbiased_where_least_squares_is_not() -> None:
 
 def test_policy_iteration_under_process_noise_converges_on_he1() -> None:
     """he1 under process noise 0.1 (``W = 0.01 Omega``): the instrumented fit's Kleinman steps reach the
-    optimum's neighbourhood within a rollout budget (deterministic in the seed; the noise-free run's gap is at
-    the 1e-4 level there): a gap below 1e-2 (K0's is 4.6) by 2500 rollouts."""
+    default target, gap <= 1e-3 by the exact oracle (K0's is 4.6), within 2500 rollouts (deterministic in the
+    seed). Least squares on the same intervals stays biased (the test above), and the rule's checks are paired."""
     he1 = azopg.get_problem("he1")
     q = he1.with_noise(W=0.01 * np.asarray(he1.x0_cov))
-    res = azopg.train(q, method="policy-iteration", seed=0, max_rollouts=2500, target_gap=None)
+    res = azopg.train(q, method="policy-iteration", seed=0, max_rollouts=2500)
     assert res.stats["snapshots"] == 8
-    assert res.relative_gap <= 1e-2
+    assert res.status == "converged" and res.relative_gap <= 1e-3
 
 
 @pytest.mark.parametrize("backend", ["simulated"])
@@ -110,3 +110,15 @@ def test_replay_under_process_noise_is_bit_for_bit(tmp_path, backend: str) -> No
     assert events == len(res.arrivals)
     assert np.array_equal(K_recorded, res.K) and np.array_equal(K_replayed, K_recorded)
 
+
+
+def test_auto_picks_instrumented_policy_iteration_under_process_noise_alone() -> None:
+    """A problem's process noise alone (R known): policy iteration, its fit the instrumented one (measured
+    once, before the rule); with measurement noise too: natural (the interval identity itself changes)."""
+    p = base()
+    Om = np.asarray(p.x0_cov)
+    res = azopg.train(p.with_noise(W=0.05 * Om), max_rollouts=300, target_gap=None)
+    assert res.settings["method"] == "policy-iteration" and res.stats["snapshots"] == 8
+    assert [h.event for h in res.history].count("measure-noise") == 1
+    res = azopg.train(p.with_noise(W=0.05 * Om, V=0.01 * Om, dt=0.1), max_rollouts=300, target_gap=None)
+    assert res.settings["method"] == "natural"

@@ -66,10 +66,10 @@ def instrumented_steps(iv: InstrumentedEquations, K: np.ndarray, R: np.ndarray, 
     """Up to ``steps`` Kleinman steps from ``K`` on the instrumented fit, each re-centring the sums at the
     gain reached, while each is precise enough (module docstring); ``kleinman(R, E)`` is the (scaled,
     trust-limited) step, ``growth`` the rows' growth that makes the next fit due after a step taken, ``stop``
-    ends the iteration after a step (the time budget)."""
+    ends the iteration before a step (the time budget)."""
     taken, why, wait = 0, Event.ILL_CONDITIONED, math.ceil(iv.rows * (1.0 + growth))
     for _ in range(steps):
-        if taken and stop():
+        if stop():  # each step re-centres the factor, O(p_L^3) (cse1: ~1 s): the time budget is held
             break
         try:
             iv.recenter(K)
