@@ -40,8 +40,8 @@ import azopg
 from azopg.model.noise import expected_cost
 
 
-def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float) -> None:
-    res = azopg.train(problem, seed=seed, max_time=max_time)
+def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float, method: str = "auto") -> None:
+    res = azopg.train(problem, seed=seed, max_time=max_time, method=method)
     tau = float(res.settings["tau"])
     ratio = expected_cost(problem, res.K, tau) / expected_cost(problem, problem.K0, tau)
     ci = res.cost_interval
@@ -95,6 +95,7 @@ def main() -> None:
                     help="the exact noisy plant, or GymPlant(LinearEnv) (module docstring)")
     ap.add_argument("--gym-dt", type=float, default=0.02, help="--plant gym: seconds per environment step")
     ap.add_argument("--vector", default="native", help="--plant gym: GymPlant's vector mode")
+    ap.add_argument("--method", default="auto", help="the update rule (default: auto, the rule auto picks)")
     args = ap.parse_args()
     print(f"serial runs, default settings, max_time {args.max_time:g} s, seed {args.seed}, plant {args.plant}")
     if args.plant == "gym":
@@ -107,7 +108,7 @@ def main() -> None:
         base = azopg.get_problem(name)
         Om = np.asarray(base.x0_cov)
         for s in levels:
-            run(base.with_noise(W=s**2 * Om), f"W {s:g}", args.seed, args.max_time)
+            run(base.with_noise(W=s**2 * Om), f"W {s:g}", args.seed, args.max_time, args.method)
     meas = [float(v) for v in args.measurement.split(",") if v]
     for name in (args.measurement_problems or args.problems).split(","):
         base = azopg.get_problem(name)
@@ -115,7 +116,7 @@ def main() -> None:
         w = args.with_process
         for s in meas:
             problem = base.with_noise(W=w**2 * Om if w else None, V=s**2 * Om, dt=args.dt)
-            run(problem, f"V {s:g}" + (f" W {w:g}" if w else ""), args.seed, args.max_time)
+            run(problem, f"V {s:g}" + (f" W {w:g}" if w else ""), args.seed, args.max_time, args.method)
 
 
 def main_gym(args: argparse.Namespace) -> None:

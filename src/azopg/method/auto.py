@@ -22,8 +22,11 @@ A plant whose moments are exact but which does not declare itself deterministic
 (:func:`azopg.run.train` calls :func:`~azopg.method.lifecycle.measure_noise` on it, with the task
 identity calibration would use): if it shows noise of its own it gets ``natural`` (process or
 measurement noise biases the regression of policy iteration); if not, policy iteration, which does
-not measure again. A resumed run takes the measurement its checkpoint saved; a replay, the rule
-its result names.
+not measure again. Except a linear plant whose noise is known to be process noise alone
+(:func:`process_noise_only`: a noisy linear plant of a problem with ``process_noise`` and no
+``measurement_noise``) with ``R`` known: policy iteration, whose fit is then the instrumented one
+(:mod:`~azopg.method.pi_instrumented`; measured against ``natural`` in docs/noise.md). A resumed run
+takes the measurement its checkpoint saved; a replay, the rule its result names.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import dataclasses
 from ..plants.base import Plant, returns_moments
 from ..plants.linear import LinearPlant
 from ..settings import Settings
+from .policy_iteration import MAX_FACTOR_COLUMNS, factor_columns
 
-__all__ = ["AUTO", "PI_MAX_COST_NOISE", "choose_method", "exact_moments", "resolve_settings"]
+__all__ = ["AUTO", "PI_MAX_COST_NOISE", "choose_method", "exact_moments", "process_noise_only", "resolve_settings"]
 
 #: The ``Settings.method`` resolved at the start of a run.
 AUTO = "auto"
@@ -60,9 +64,22 @@ def exact_moments(plant: Plant) -> bool:
     return bool(flag) if flag is not None else isinstance(plant, LinearPlant)
 
 
+def process_noise_only(plant: Plant) -> bool:
+    """Whether ``plant`` (or the plant it wraps) is a linear plant of a continuous-time problem whose noise is
+    known to be process noise alone (``process_noise`` given, ``measurement_noise`` not): the interval
+    identity of policy iteration holds with a ``tr(PW)`` term, and the instrumented fit is consistent. Not
+    where policy iteration would run its buffered method (a large factor: eb5, cse2), whose fit is not
+    instrumented."""
+    problem = getattr(getattr(plant, "plant", plant), "problem", None)
+    return bool(isinstance(getattr(plant, "plant", plant), LinearPlant) and problem is not None
+                and not problem.discrete_time and getattr(problem, "process_noise", None) is not None
+                and getattr(problem, "measurement_noise", None) is None
+                and factor_columns(problem.n, problem.m) <= MAX_FACTOR_COLUMNS)
+
+
 def resolve_settings(settings: Settings, plant: Plant) -> Settings:
     """``settings`` with ``method="auto"`` replaced by the rule :func:`choose_method` picks for ``plant``."""
     if settings.method != AUTO:
         return settings
     return dataclasses.replace(settings, method=choose_method(settings, returns_moments(plant),
-                                                              exact_moments(plant)))
+                                                              exact_moments(plant) or process_noise_only(plant)))

@@ -2,7 +2,7 @@
 
 Workers run ``"moments"`` tasks: rollouts of ``K_i = K + r L Z_i M`` (``Z_i`` on the ``sqrt(mn)``
 sphere; ``L = R^-1/2`` and ``M`` scale the perturbations to the inputs and states, see
-:data:`PERTURBATION`), each cut into ``k`` intervals (``settings.snapshots``, chosen by
+:data:`~.pi_calibration.PERTURBATION`), each cut into ``k`` intervals (``settings.snapshots``, chosen by
 :func:`default_snapshots`; ``k = 1``: one equation per rollout, the regime of noisy and
 black-box plants; plants without snapshots contribute whole rollouts as one interval each).
 Every interval is one exact equation in ``(P, E)`` of *any* base gain
@@ -23,7 +23,7 @@ rolls back and halves ``alpha``). With ``R`` unknown it is estimated with ``(P, 
 discrete-time plant the fit estimates ``H_uu = R + B'P B`` in place of ``R`` and the step is
 Hewer's ``K - H_uu^-1 E`` (:func:`~azopg.method.discrete.fit_weight`).
 
-Calibration (:meth:`PolicyIteration._calibrate_snapshots`) needs no step search (``alpha = 1``):
+Calibration (:mod:`~.pi_calibration`) needs no step search (``alpha = 1``):
 the horizon from the interval costs of single long rollouts, the perturbations from their
 states; the first rollouts of the fit are the loop's, asked of all workers at once.
 
@@ -34,7 +34,10 @@ poorly determined while ``E`` is not); under noise and with one equation per rol
 fit's condition number (:data:`NOISY_CONDITION`).
 
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
-buffered method of before runs instead (:attr:`PolicyIteration.buffer`, which says why).
+buffered method of before runs instead (:mod:`~.pi_buffered`).
+
+On a plant with noise of its own (measured at calibration) and ``R`` known the fit is the instrumented one
+(:attr:`PolicyIteration.instrumented`, :mod:`~.pi_instrumented`): least squares is biased there.
 
 The equations are not part of :meth:`state_dict`: after a resume they are refilled from scratch.
 """
@@ -49,12 +52,13 @@ import numpy as np
 
 from ..errors import NotStabilizingError, OutOfTime, ProblemError
 from ..settings import Settings
-from .buffer import RolloutBuffer
-from .calibration import MAX_NOISE_SMOOTHING, NOISE_SMOOTHING, _horizon
-from .discrete import fit_weight, start_tau
+from .discrete import fit_weight
 from .equations import IntervalEquations, StepError
+from .iv_equations import InstrumentedEquations
 from .kinds import Event, TaskKind
-from .lifecycle import measure_noise, timed_probe
+from .pi_buffered import NOISY_CONDITION, BufferedFits
+from .pi_calibration import JUMP, calibrate_snapshots, recalibrate
+from .pi_instrumented import instrumented_steps
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
@@ -67,17 +71,6 @@ __all__ = ["PolicyIteration", "default_snapshots", "factor_columns"]
 #: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
 #: keeps as many rollouts.
 PATIENCE = 6.0
-#: The buffered method (:attr:`PolicyIteration.buffer`): the first fit waits for ``OVERDETERMINED``
-#: rollouts per unknown; after a step, the next waits for ``FRESH * m * n`` rollouts since.
-OVERDETERMINED, FRESH = 2.0, 1.0
-#: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
-#: The fit is solved by QR, not by normal equations. Under cost noise (or on a plant with noise of its
-#: own), and with one equation per rollout (``snapshots=1``, the regime of noisy and black-box plants,
-#: and the default where the factor is large, whose rollouts are the least exact: eb5's first fit at
-#: 1e18 gave unstable gains), the error of a fit is the data's times the square root of that number:
-#: fits above ``NOISY_CONDITION`` are refused (and by the buffered method). Exact data with snapshots
-#: is judged by the step's precision instead (:data:`STEP_PRECISION`).
-NOISY_CONDITION = 1e14
 #: With snapshots on exact data a Kleinman step is taken when its standard error
 #: (:class:`~.equations.StepError`) is at most ``STEP_PRECISION`` times the step (the step makes
 #: progress) or ``GAIN_PRECISION`` times the new gain (the error is harmless: ``GAIN_PRECISION^2`` in
@@ -105,14 +98,6 @@ SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
 #: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
 #: in about a minute.
 MAX_FACTOR_COLUMNS = 1024
-#: The horizon is calibrated by single rollouts ``JUMP`` times longer than the horizon tried, cut into
-#: at least ``JUMP`` intervals: their interval costs give the tail at every doubling up to it (4 doublings
-#: per serial probe).
-JUMP = 16
-#: With snapshots the perturbations are ``K + r L Z M``, ``L = R^-1/2``, ``M = diag(f / s)^1/2``
-#: (``s = diag S`` and ``f`` the cost of a rollout at ``K0``: scaled to the states and inputs) and
-#: ``r^2 m n = PERTURBATION``: their second-order cost is about ``PERTURBATION`` times the cost.
-PERTURBATION = 1e-2
 #: With snapshots, blown-up perturbed rollouts in a row that only shrink the radius (then the shared rule).
 BLOWUP_SHRINKS = 3
 #: Kleinman steps iterated on the accumulated equations after one report (one applied update).
@@ -158,16 +143,16 @@ class PolicyIteration(UpdateRule):
             self.safeguards.check_every = CHECK_EVERY
         self.snapshots = default_snapshots(settings, self.n, self.m)
         p = unknowns(self.n, self.m, self.fit_R is None)
-        #: The buffered method, only where the default is one equation per rollout because the factor
-        #: is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2): the most recent rollouts, refitted about the
-        #: current gain, after the shared calibration (horizon, radius and step search, serial). There it
-        #: converges and the interval equations do not: eb5 (damping 1e-7, ``K0 = 0``) needs the radius
-        #: measured by cost changes (2e-8), and perturbations of :data:`PERTURBATION` destabilise it.
-        self.buffer = (RolloutBuffer(math.ceil(PATIENCE * p)) if settings.snapshots is None
+        #: The buffered method (:mod:`~.pi_buffered`), only where the default is one equation per rollout
+        #: because the factor is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2).
+        self.buffer = (BufferedFits(math.ceil(PATIENCE * p), p, self.m, self.n) if settings.snapshots is None
                        and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
-        self.needed, self.fresh = math.ceil(OVERDETERMINED * p), math.ceil(FRESH * self.m * self.n)
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
+        #: Under process noise (:attr:`instrumented`): the instrumented fit's sums, and the rows they should
+        #: hold before the next fit.
+        self.iv: InstrumentedEquations | None = None
+        self.iv_due = 0
         self._anchor_asked = False  # the first anchor's deferred measurement is in flight
         if settings.batch is None and self.buffer is None:
             self.tuning.N = 1  # one rollout per task: the first rollouts are spread over all workers
@@ -311,7 +296,11 @@ class PolicyIteration(UpdateRule):
             self.buffer.add(data)  # type: ignore[arg-type]
             return
         if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
-            data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None])
+            data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None],
+                                  np.array([0.0, data.tau]))
+        if self.instrumented:
+            self._add_instrumented(data)
+            return
         k = data.cost.shape[1]
         if k > self.snapshots and k % self.snapshots == 0:  # a calibration probe's finer intervals, merged:
             b, j = data.Ki.shape[0], k // self.snapshots   # the run's k equations per rollout
@@ -319,11 +308,27 @@ class PolicyIteration(UpdateRule):
                                   data.cost.reshape(b, self.snapshots, j).sum(2))
         self.equations.add(*data.arrays())
 
+    @property
+    def instrumented(self) -> bool:
+        """Whether the fit is the instrumented one (:mod:`~.pi_instrumented`): on a plant with noise of its own
+        (measured at calibration), ``R`` known, not the buffered method."""
+        return bool(self.noisy and self.fit_R is not None and self.buffer is None)
+
+    def _add_instrumented(self, data: TrajectoryData) -> None:
+        if self.iv is None:
+            self.iv = InstrumentedEquations(self.K, self.fit_R)
+        k = data.cost.shape[1]
+        dt = np.diff(data.t) if data.t is not None else np.full(k, self.tuning.tau / k)
+        self.iv.add(data.Ki, data.x, data.S, data.cost, dt)
+
     def _step(self, delay: int, worker: int, version_read: int) -> None:
         """A fit once the equations have grown by :data:`SOLVE_GROWTH` (at most ``m n`` rows) since the
         last one (the gain moved by a rollback since: at once). Buffered: :meth:`_step_buffered`."""
         if self.buffer is not None:
             self._step_buffered(delay, worker, version_read)
+            return
+        if self.iv is not None:
+            self._step_instrumented(delay, worker, version_read)
             return
         eq = self.equations
         moved = not np.array_equal(eq.C, self.K)
@@ -334,16 +339,12 @@ class PolicyIteration(UpdateRule):
         self._iterate(delay, worker, version_read)
 
     def _step_buffered(self, delay: int, worker: int, version_read: int) -> None:
-        """One Kleinman step on the buffer's fit, once it holds :data:`OVERDETERMINED` rollouts per
-        unknown and :data:`FRESH` ``m n`` since the last step."""
+        """One Kleinman step on the buffer's fit once it is due (:meth:`~.pi_buffered.BufferedFits.due`)."""
         assert self.buffer is not None
-        if len(self.buffer) < self.needed or self._idle < self.fresh:
+        if not self.buffer.due(self._idle):
             return
-        fit = self.buffer.evaluate(self.K, self.fit_R)
         try:
-            if not fit.condition < NOISY_CONDITION:
-                raise np.linalg.LinAlgError
-            step = self._kleinman(fit)
+            step = self._kleinman(self.buffer.fit(self.K, self.fit_R))
         except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
             self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
             self._stuck(worker, version_read)
@@ -351,11 +352,32 @@ class PolicyIteration(UpdateRule):
         self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
         self.apply(self.K + self.tuning.alpha * step, delay, worker, version_read)
 
+    def _step_instrumented(self, delay: int, worker: int, version_read: int) -> None:
+        """Kleinman steps on the instrumented fit (:func:`~.pi_instrumented.instrumented_steps`) once the sums
+        hold the rows the last fit asked for (the gain moved by a rollback since: at once)."""
+        iv = self.iv
+        assert iv is not None and self.fit_R is not None
+        if iv.rows <= iv.unknowns or (np.array_equal(iv.C, self.K) and iv.rows < self.iv_due):
+            return
+        alpha = min(self.tuning.alpha, 1.0)
+        self.tuning.alpha = alpha
+        out = instrumented_steps(iv, self.K, self.fit_R, INNER_STEPS if alpha >= 1.0 else 1,
+                                 lambda R, E: alpha * self._kleinman_step(R, E), SOLVE_GROWTH, self.out_of_time)
+        self.iv_due = out.wait
+        if not out.taken:
+            self.log(out.why, delay, worker, version_read)
+            return
+        self.apply(out.K, delay, worker, version_read)
+
     def _kleinman(self, fit: PolicyEvaluation) -> np.ndarray:
-        """The step ``-R^-1 E`` of a fit, shortened to ``TRUST ||K||`` (raises ``LinAlgError`` if
-        an estimated ``R`` is not positive definite)."""
-        c = np.linalg.cholesky(fit.R)
-        step = -np.linalg.solve(c.T, np.linalg.solve(c, fit.E))
+        """The step ``-R^-1 E`` of a fit (:meth:`_kleinman_step`)."""
+        return self._kleinman_step(fit.R, fit.E)
+
+    def _kleinman_step(self, R: np.ndarray, E: np.ndarray) -> np.ndarray:
+        """The step ``-R^-1 E``, shortened to ``TRUST ||K||`` (raises ``LinAlgError`` if an estimated ``R``
+        is not positive definite)."""
+        c = np.linalg.cholesky(R)
+        step = -np.linalg.solve(c.T, np.linalg.solve(c, E))
         limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
         return step * (limit / size) if 0 < limit < size else step
 
@@ -457,6 +479,7 @@ class PolicyIteration(UpdateRule):
         if np.array_equal(self.K, self.safeguards.anchor_K):
             self.equations = IntervalEquations(self.K, self.fit_R)
             self.solved_rows = 0
+            self.iv = None
             if self.buffer is not None:
                 self.buffer.clear()
         else:
@@ -473,59 +496,8 @@ class PolicyIteration(UpdateRule):
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
 
     def _calibrate_snapshots(self, run: Runner) -> None:
-        """The plant's own noise measured first (:func:`~.lifecycle.measure_noise`); horizon from single
-        rollouts at ``K0`` ``JUMP`` times longer than the horizon tried, cut into at least ``JUMP``
-        intervals (the tail beyond each doubling read off their interval costs; a plant without
-        snapshots: doubled by checks), confirmed by one check of ``K0`` (whose cost is the first
-        anchor's); perturbations scaled to the states and inputs seen (:data:`PERTURBATION`, more
-        under noise). Every rollout is kept as equations. No serial batch: the fit's first rollouts
-        are the loop's, asked of all workers at once."""
-        s, K0 = self.settings, self.K.copy()
-        probe = timed_probe(self, run)  # the time budget is held: OutOfTime before a probe once it is spent
-        measure_noise(self, probe)
-        tau = s.tau or start_tau(self.discrete_time)
-        for _ in range(40):
-            rep = probe(TaskKind.MOMENTS, K0, JUMP * tau, 0.0, 1)
-            if rep.data is None or rep.data.Ki.shape[0] == 0:
-                raise NotStabilizingError("rollouts from the initial gain K0 blow up")
-            self._add(rep)
-            costs = np.asarray(rep.data.cost[0], dtype=float).reshape(-1)
-            spent = np.concatenate([[0.0], np.cumsum(costs)])
-            t = getattr(rep.data, "t", None)
-            t = np.linspace(0.0, JUMP * tau, costs.size + 1) if t is None else t
-
-            def cost_to(T: float, spent: np.ndarray = spent, t: np.ndarray = t) -> float:
-                return float(spent[np.searchsorted(t, T * (1 + 1e-9), side="right") - 1])
-
-            if self.scales[1] is None:
-                S = np.sum(rep.data.S[0], axis=0) if isinstance(rep.data, TrajectoryData) else rep.data.S[0]
-                d = np.sqrt(float(spent[-1]) / np.maximum(np.diag(S), np.finfo(float).tiny))
-                L = None if self.R is None else np.linalg.inv(np.linalg.cholesky(self.R)).T
-                self.scales = (L, np.diag(d))
-            found = next((i for i in range(int(math.log2(JUMP)))
-                          if cost_to(2.0 ** (i + 1) * tau) - cost_to(2.0**i * tau)
-                          <= s.tail_tol * cost_to(2.0 ** (i + 1) * tau)), None)
-            if s.tau is not None or found is not None:
-                tau *= 2.0 ** (found or 0)
-                break
-            tau *= JUMP
-        if self.safeguards.paired:  # under noise the first anchor is measured here, unpaired
-            tau, rep = _horizon(probe, K0, s, tau, self.tuning.N)
-            if not rep.cost > 0:
-                raise ProblemError("rollouts from K0 cost nothing: there is nothing to learn")
-            self.safeguards.anchor_cost = rep.cost
-        else:  # measured by the loop's first task (:meth:`ask`), beside the first rollouts of the fit
-            self.safeguards.anchor_cost = math.inf
-        self.tuning.tau = tau
-        if s.r is None:  # under noise as large as the shared calibration's radius would be (its smoothing)
-            noise = max(s.cost_noise, self.noise)
-            self.tuning.r = math.sqrt(max(PERTURBATION, min(NOISE_SMOOTHING * noise, MAX_NOISE_SMOOTHING))
-                                      / (self.m * self.n))
-        self.radius = self.tuning.r
-        if self.tuning.N > 1:  # (one rollout: as the probes above) a batch too large for memory is refused
-            # here, before the run is saved -- the first task of the run
-            self._add(probe(TaskKind.MOMENTS, self.K.copy(), self.tuning.tau, self.tuning.r, self.tuning.N))
-        self.log(Event.CALIBRATE)
+        """:func:`~.pi_calibration.calibrate_snapshots`."""
+        calibrate_snapshots(self, run)
 
     def state_dict(self) -> dict[str, Any]:
         """The base state and the perturbations' factors."""
@@ -539,15 +511,8 @@ class PolicyIteration(UpdateRule):
         self.scales = (None if L is None else np.array(L, dtype=float), None if M is None else np.array(M, dtype=float))
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0
+        self.iv, self.iv_due = None, 0
 
     def recalibrate(self, run: Runner) -> None:
-        """Checks keep failing (the step has halved to nothing, e.g. under cost noise): re-measure the
-        anchor -- a lucky low measurement of it rejects every check -- and restart from a full
-        Kleinman step. Logged as ``recalibrate``; no line search (it would need a gradient estimator)."""
-        g = self.safeguards
-        anchor = self.probe(run, TaskKind.EVALUATE, g.anchor_K.copy())
-        if not anchor.blown_up:
-            g.anchor_cost = anchor.cost
-        self.tuning.alpha = 1.0
-        g.searched(False)  # back off until a check accepts again (which resets the limit)
-        self.log(Event.RECALIBRATE)
+        """:func:`~.pi_calibration.recalibrate`: the anchor re-measured, a full Kleinman step again."""
+        recalibrate(self, run)

@@ -121,6 +121,8 @@ class RolloutData:
     x0, x_end : ndarray, shape (b, n)
     S : ndarray, shape (b, n, n)
     cost : ndarray, shape (b,)
+    tau : float
+        The horizon (not an input of the regression; the instrumented fit's ``tr(PW)`` column).
     """
 
     Ki: np.ndarray
@@ -128,6 +130,7 @@ class RolloutData:
     x_end: np.ndarray
     S: np.ndarray
     cost: np.ndarray
+    tau: float = math.nan
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return self.Ki, self.x0, self.x_end, self.S, self.cost
@@ -364,7 +367,7 @@ def _run_moments(plant: Plant, task: Task) -> Report:
     ok = ~failed(res)
     assert res.S is not None and res.x_end is not None
     cost = np.asarray(res.cost, dtype=float)
-    data = RolloutData(Ki[ok], x0[ok], res.x_end[ok], res.S[ok], cost[ok])
+    data = RolloutData(Ki[ok], x0[ok], res.x_end[ok], res.S[ok], cost[ok], task.tau)
     nok = int(np.count_nonzero(ok))
     return Report(task.task_id, task.worker, task.kind, task.version, task.N, task.N - nok,
                   center_cost=float(cost[ok].mean()) if nok else float("inf"), data=data)

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..model.noise import Segment, augmented, gramian, short_step
 from ..model.problem import LQRProblem
-from .base import GROWTH, RolloutResult, finalize, with_moments
+from .base import GROWTH, RolloutResult, Trajectory, finalize, with_moments
 from .linear import LinearPlant
 
 __all__ = ["MAX_STEPS", "MIN_STEPS", "NoisyLinearPlant"]
@@ -186,14 +186,66 @@ class NoisyLinearPlant(LinearPlant):
             res = finalize(cost, bad)
         return with_moments(res, Sz[:, :n, :n], xT) if moments else res
 
+    @property
+    def returns_snapshots(self) -> bool:
+        """Under process noise alone: :meth:`rollout_snapshots` (a measurement sample held across an interval's
+        end would tie two intervals' inputs)."""
+        return self._V_sqrt is None
+
+    def rollout_snapshots(self, K: Any, x0: Any, tau: float, k: int) -> Trajectory:
+        """Rollouts of horizon ``tau`` cut into ``k`` equal intervals, under process noise only: the grid of
+        :meth:`rollout` (at least as fine, a whole number of steps per interval), its states at the interval
+        ends, each interval's ``S`` and cost (the process is Markov: one rollout observed at ``t_j``). Rows
+        as in :meth:`rollout` (their own noise paths); blown-up rollouts are all NaN.
+
+        Raises
+        ------
+        ValueError
+            Under measurement noise (:attr:`returns_snapshots`), or for a ``tau`` or ``k`` out of range.
+        """
+        if self._V_sqrt is not None:
+            raise ValueError("rollout_snapshots: not under measurement noise")
+        if not (tau > 0 and math.isfinite(tau)) or int(k) < 1:
+            raise ValueError(f"tau must be a finite number > 0 and k >= 1, got {tau}, {k}")
+        k = int(k)
+        x0 = np.atleast_2d(np.asarray(x0, dtype=float))
+        b, n = x0.shape[0], self.n
+        K = np.asarray(K, dtype=float)
+        K = np.array(np.broadcast_to(K, (b, self.m, n)) if K.ndim == 2 else K)
+        rows = np.arange(b)
+        X, S, cost = np.empty((b, k + 1, n)), np.empty((b, k, n, n)), np.empty((b, k))
+        with np.errstate(all="ignore"):
+            F, C, Wz = augmented(self.problem, K, False)
+            norms = _rates(F)
+            wild = ~(norms * tau <= MAX_STEPS * self.theta)
+            if wild.any():  # simulated at K0 instead (a stand-in), reported blown up
+                K = np.where(wild[:, None, None], np.asarray(self.problem.K0), K)
+                F, C, Wz = augmented(self.problem, K, False)
+                norms = _rates(F)
+            per = max(1, math.ceil(max(MIN_STEPS, math.ceil(float(np.max(norms)) * tau / self.theta)) / k))
+            z, h = x0.copy(), tau / (k * per)
+            X[:, 0] = z
+            steps_of = _short_steps(F, C, Wz, h)
+            for j in range(k):
+                Sz, z = self._simulate(F, C, Wz, z, h, per, 0, rows, steps_of)
+                S[:, j], cost[:, j], X[:, j + 1] = Sz, np.einsum("bij,bji->b", C, Sz), z
+            size = np.sum(X * X, axis=2)
+            grow = np.max(size, axis=1) > GROWTH**2 * (size[:, 0] + self._spread)
+            bad = grow | ~np.isfinite(X).all(axis=(1, 2)) | ~np.isfinite(S).all(axis=(1, 2, 3)) | wild
+            bad = finalize(np.sum(cost, axis=1), bad).blown_up
+        X[bad], S[bad], cost[bad] = np.nan, np.nan, np.nan
+        return Trajectory(X, S, cost, bad, np.linspace(0.0, tau, k + 1))
+
     def _simulate(self, F: np.ndarray, C: np.ndarray, Wz: np.ndarray, z: np.ndarray, h: float, steps: int,
-                  per: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  per: int, rows: np.ndarray,
+                  steps_of: tuple[Segment, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``S_z`` (b, d, d) and the final ``z`` (b, d) of ``steps`` grid steps of length ``h`` from ``z``
         (b, d), a new measurement sample every ``per`` steps from the first (``per = 0``: none); row ``i``
-        takes the standard normal draws of path ``rows[i]``."""
+        takes the standard normal draws of path ``rows[i]``; ``steps_of``: the grid step's matrices, if computed
+        already."""
         b, d = z.shape
         n = self.n
-        seg, Gamma = _short_steps(F, C, Wz, h)
+        seg, Gamma = _short_steps(F, C, Wz, h) if steps_of is None else steps_of
         Phi = seg.Phi
         Lq = _sqrt_psd(seg.Qd[:, :n, :n])  # the disturbance enters x only
         z = z.copy()

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from ..errors import OutOfTime, SettingsError
-from ..method.auto import resolve_settings
+from ..method.auto import process_noise_only, resolve_settings
 from ..method.lifecycle import measure_noise, timed_probe
 from ..method.rule import UpdateRule
 from ..method.rules import make_rule
@@ -34,13 +34,14 @@ def make_run_rule(job: Job, plant: Plant, given: Settings, runlog: RunLog,
     if given.method == "auto" and settings.method == "policy-iteration" and not deterministic:
         # exact moments, but noise of its own would bias the regression: measured first (a resumed run: as saved)
         measured = _measured_rule(job, plant, settings, runlog, restore)
-    if measured is not None and measured.noisy:
+    if measured is not None and measured.noisy and not (process_noise_only(plant) and job.R is not None):
         rule = measured
     else:
         rule = make_rule(job.K0, settings, R=job.R, observer=runlog, discrete_time=job.discrete_time,
                          deterministic_plant=deterministic)
-        if measured is not None:  # measured noise-free: policy iteration, not measured again, its rollouts counted
-            rule.noise_measured, rule.noise = True, measured.noise
+        if measured is not None:  # measured: policy iteration, not measured again, its rollouts counted; noisy
+            rule.noise_measured, rule.noise = True, measured.noise  # (process noise alone): instrumented
+            rule.noisy = rule.safeguards.paired = measured.noisy
             rule.stats.rollouts += measured.stats.rollouts
     hold_budget(rule, plant)
     if rule.needs_moments and not returns_moments(plant):
@@ -59,8 +60,10 @@ def _measured_rule(job: Job, plant: Plant, settings: Settings, runlog: RunLog,
     """``auto`` on a plant whose moments are exact but which does not declare itself deterministic: its noise is
     measured (:func:`~azopg.method.lifecycle.measure_noise`, on the master's plant, the task identity the
     calibration would use), and a noisy plant gets the ``natural`` rule instead of policy iteration (whose
-    regression noise of the plant's own would bias). Returns the natural rule that measured (``noisy`` or
-    not); ``None`` for a resumed run saved as not noisy (it takes the saved measurement, ``master.noisy``)."""
+    regression noise of the plant's own would bias) -- unless its noise is known to be process noise alone and
+    ``R`` is known (:func:`~azopg.method.auto.process_noise_only`): policy iteration's instrumented fit. Returns
+    the natural rule that measured (``noisy`` or not); ``None`` for a resumed run saved as not noisy (it takes
+    the saved measurement, ``master.noisy``)."""
     natural = dataclasses.replace(settings, method="natural")
     rule = make_rule(job.K0, natural, R=job.R, observer=runlog, discrete_time=job.discrete_time)
     if restore is not None:

@@ -1,0 +1,79 @@
+"""Policy iteration's buffered method (:attr:`~.policy_iteration.PolicyIteration.buffer`): where the default is
+one equation per rollout only because the interval equations' factor would be large (eb5, cse2).
+
+The most recent rollouts (:class:`~.buffer.RolloutBuffer`) are refitted about the current gain, after the
+shared calibration (horizon, radius and step search, serial); a fit waits for :data:`OVERDETERMINED` rollouts
+per unknown, and :data:`FRESH` ``m n`` since the last step. There it converges and the interval equations do
+not: eb5 (damping 1e-7, ``K0 = 0``) needs the radius measured by cost changes (2e-8), and perturbations of the
+snapshots' size destabilise it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .buffer import RolloutBuffer
+from .regression import PolicyEvaluation
+from .tasks import RolloutData
+
+__all__ = ["FRESH", "NOISY_CONDITION", "OVERDETERMINED", "BufferedFits"]
+
+#: The first fit waits for ``OVERDETERMINED`` rollouts per unknown; after a step, the next waits for
+#: ``FRESH * m * n`` rollouts since.
+OVERDETERMINED, FRESH = 2.0, 1.0
+#: A fit whose column-scaled normal matrix has a larger condition number waits for more data.
+#: The fit is solved by QR, not by normal equations. Under cost noise (or on a plant with noise of its
+#: own), and with one equation per rollout (``snapshots=1``, the regime of noisy and black-box plants,
+#: and the default where the factor is large, whose rollouts are the least exact: eb5's first fit at
+#: 1e18 gave unstable gains), the error of a fit is the data's times the square root of that number:
+#: fits above ``NOISY_CONDITION`` are refused (and by the buffered method). Exact data with snapshots
+#: is judged by the step's precision instead (:data:`~.policy_iteration.STEP_PRECISION`).
+NOISY_CONDITION = 1e14
+
+
+class BufferedFits:
+    """The buffer of the most recent rollouts and when it is fitted.
+
+    Parameters
+    ----------
+    capacity : int
+        Rollouts kept (:class:`~.buffer.RolloutBuffer`).
+    unknowns : int
+        Unknowns ``p`` of ``(P, E, [R])``.
+    m, n : int
+        Inputs and states.
+    """
+
+    def __init__(self, capacity: int, unknowns: int, m: int, n: int) -> None:
+        self.buffer = RolloutBuffer(capacity)
+        self.needed, self.fresh = math.ceil(OVERDETERMINED * unknowns), math.ceil(FRESH * m * n)
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def add(self, data: RolloutData | None) -> None:
+        """Buffer a report's rollouts (:meth:`~.buffer.RolloutBuffer.add`)."""
+        self.buffer.add(data)
+
+    def clear(self) -> None:
+        self.buffer.clear()
+
+    def due(self, idle: int) -> bool:
+        """Whether a fit is due: :data:`OVERDETERMINED` rollouts per unknown buffered, and :data:`FRESH`
+        ``m n`` of them (``idle``) received since the last step."""
+        return len(self.buffer) >= self.needed and idle >= self.fresh
+
+    def fit(self, K: np.ndarray, R: np.ndarray | None) -> PolicyEvaluation:
+        """The least-squares ``(P, E, [R])`` of base gain ``K`` from the buffered rollouts.
+
+        Raises
+        ------
+        numpy.linalg.LinAlgError
+            If its condition number is not below :data:`NOISY_CONDITION`.
+        """
+        fit = self.buffer.evaluate(K, R)
+        if not fit.condition < NOISY_CONDITION:
+            raise np.linalg.LinAlgError
+        return fit
