@@ -191,12 +191,18 @@ class IntervalEquations:
         self.rollouts += b
         return self
 
-    def _shift(self, X: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def shift_rows(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Rows ``X`` (in the factor's column order, as rows about ``C``) expressed about ``C + delta``:
+        the linear map ``X M'`` alone (:meth:`_shift` with the rounding sizes; any number of rows)."""
+        return self._shift(X, delta, sizes=False)[0]
+
+    def _shift(self, X: np.ndarray, delta: np.ndarray, sizes: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``; and
         the squared sizes of the terms summed into each shifted ``E``, ``(H)`` and ``y`` entry of the rows
         after the ``P`` block (their rounding is ``eps`` times that: :attr:`located`), products of
-        sums bounded by the products of the sums of absolute values."""
-        m, n, r, q = self.m, self.n, X.shape[0], self._W.start
+        sums bounded by the products of the sums of absolute values (``sizes=False``: an empty array)."""
+        m, n, r = self.m, self.n, X.shape[0]
+        q = self._W.start if sizes else r  # no rows to size
         DS = X[:, self._E].reshape(r, m, n) * 0.5
         i, j = np.triu_indices(n)
         S = np.zeros((r, n, n))

@@ -162,10 +162,10 @@ class InstrumentedEquations:
         delta = C - self.C
         if np.any(delta):
             self._fold()
-            shift, inst, nz = self._eq._shift, self._shift_instruments, self.nz
+            shift, inst, nz = self._eq.shift_rows, self._shift_instruments, self.nz
             with np.errstate(all="ignore"):
-                T = np.concatenate([inst(self.T[:, :nz], delta), shift(self.T[:, nz:], delta)[0]], axis=1)
-                sample = [(inst(Zs, delta), shift(Xs, delta)[0]) for Zs, Xs in self._sample]
+                T = np.concatenate([inst(self.T[:, :nz], delta), shift(self.T[:, nz:], delta)], axis=1)
+                sample = [(inst(Zs, delta), shift(Xs, delta)) for Zs, Xs in self._sample]
             if not all(np.isfinite(a).all() for a in (T, *(X for _, X in sample))):
                 raise FloatingPointError("the instrumented sums overflow about the new center")
             self.T, self._sample = _fold_rows(np.zeros_like(T), T), sample  # re-triangularised
