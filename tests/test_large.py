@@ -1,4 +1,5 @@
-"""Ten times larger: CAREX's scalable examples at any size, and the blocked fold of large factors."""
+"""Ten times larger: CAREX's scalable examples at any size, the blocked fold of large factors, and ``E``
+from antithetic pairs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import equations
+from azopg.method import equations, policy_iteration
 from azopg.method.equations import IntervalEquations, _fold_blocked, _fold_rows
+from azopg.method.kinds import TaskKind
+from azopg.method.pairs import PairBuffer, evaluate_pairs
+from azopg.method.tasks import RolloutData, Task, run_task
 from azopg.model.carex import carex_scalable
 from azopg.plants.discrete import plant_for
 
@@ -79,3 +83,71 @@ def test_interval_equations_with_the_blocked_fold_give_the_exact_value_and_gradi
     np.testing.assert_allclose(blocked.E, unblocked.E, rtol=1e-10, atol=1e-12 * np.abs(unblocked.E).max())
     np.testing.assert_allclose(blocked.P, p.value_matrix(K), rtol=1e-7)
     np.testing.assert_allclose(blocked.E, p.E(K), rtol=1e-6, atol=1e-8 * np.abs(p.E(K)).max())
+
+
+def pair_rollouts(p, K, b, r, tau, rng):
+    """``b`` antithetic pairs ``K +- r Z`` from the same states, as :class:`RolloutData` halves."""
+    plant = plant_for(p)
+    Z = r * rng.standard_normal((b, p.m, p.n))
+    x0 = plant.initial_states(rng, b)
+    out = []
+    for Ki in (K + Z, K - Z):
+        res = plant.rollout(Ki, x0, tau, moments=True)
+        out.append(RolloutData(Ki, x0, res.x_end, res.S, res.cost))
+    return out
+
+
+@pytest.mark.parametrize("name", ["he1", "ac1", "he3"])
+def test_pairs_give_the_exact_e_without_p(name):
+    """``m n`` unknowns from ``2 m n`` pairs of exact rollouts (tails negligible): ``E`` of the oracle, about
+    the gain they were run at and about another gain (stale pairs are exact equations too)."""
+    p = azopg.get_problem(name)
+    K0 = np.asarray(p.K0)
+    K1 = p.kleinman_step(K0)
+    tau = 60.0 / -max(p.spectral_abscissa(K0), p.spectral_abscissa(K1))
+    first, second = pair_rollouts(p, K0, 2 * p.m * p.n, 1e-2, tau, np.random.default_rng(3))
+    for K in (K0, K1):
+        fit = evaluate_pairs(K, p.R, first, second)
+        E = p.E(K)
+        assert np.isfinite(fit.condition) and fit.equations == 2 * p.m * p.n
+        np.testing.assert_allclose(fit.E, E, rtol=1e-6, atol=1e-7 * np.abs(E).max())
+        assert not fit.P.any()
+
+
+def test_the_pair_buffer_keeps_pairs_only():
+    p = azopg.get_problem("he1")
+    first, second = pair_rollouts(p, np.asarray(p.K0), 6, 1e-2, 40.0, np.random.default_rng(4))
+    both = RolloutData(*(np.concatenate([a, b]) for a, b in zip(first.arrays(), second.arrays(), strict=True)))
+    buf = PairBuffer(100)
+    buf.add(both)
+    buf.add(first)  # not pairs: different states in its halves
+    buf.add(RolloutData(*(a[:5] for a in both.arrays())))  # odd
+    assert len(buf) == 12
+    fit = buf.evaluate(np.asarray(p.K0), p.R)
+    np.testing.assert_allclose(fit.E, evaluate_pairs(np.asarray(p.K0), p.R, first, second).E, rtol=1e-12)
+
+
+def test_an_antithetic_task_returns_pairs_from_the_same_states():
+    p = azopg.get_problem("he1")
+    task = Task(3, 1, TaskKind.MOMENTS, np.asarray(p.K0), 0, 20.0, 0.1, 7, "policy-iteration", 5, antithetic=True)
+    rep = run_task(plant_for(p), task)
+    d = rep.data
+    assert rep.rollouts == 6 and d.cost.size == 6
+    np.testing.assert_array_equal(d.x0[:3], d.x0[3:])
+    np.testing.assert_allclose(d.Ki[:3] + d.Ki[3:], np.broadcast_to(2 * np.asarray(p.K0), (3, 2, 4)), atol=1e-13)
+    again = run_task(plant_for(p), task).data  # the task's own generator: replayed bit for bit
+    np.testing.assert_array_equal(d.cost, again.cost)
+
+
+def test_policy_iteration_on_pairs_converges_where_it_takes_them(monkeypatch):
+    """The rule with pairs forced on a small problem (where the interval equations would run): the gap
+    of the exact oracle, in a rollout budget (no clock)."""
+    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    fits = []
+    evaluate = PairBuffer.evaluate
+    monkeypatch.setattr(PairBuffer, "evaluate", lambda self, K, R: fits.append(K) or evaluate(self, K, R))
+    p = azopg.get_problem("he1")
+    r = azopg.train(p, seed=0, max_rollouts=3000, target_gap=1e-8)
+    assert r.status == "converged" and p.relative_gap(r.K) <= 1e-8
+    assert len(fits) >= r.updates >= 1

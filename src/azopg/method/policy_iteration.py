@@ -55,6 +55,7 @@ from .discrete import fit_weight, start_tau
 from .equations import IntervalEquations, StepError
 from .kinds import Event, TaskKind
 from .lifecycle import measure_noise, timed_probe
+from .pairs import PairBuffer
 from .regression import PolicyEvaluation, unknowns
 from .rule import Runner, UpdateRule
 from .safeguards import SHRINK
@@ -88,6 +89,14 @@ STEP_PRECISION, GAIN_PRECISION = 1e-3, 1e-4
 #: (:meth:`~azopg.method.equations.IntervalEquations.solve`), and the rows a fit waits for are a
 #: fraction of those it has (or ``m n``) -- the same at W = 1 and W = 32.
 SOLVE_GROWTH = 1.0 / 16.0
+#: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns (n >= 90), ``E``
+#: alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs
+#: per unknown of ``E``, the most recent kept.
+PAIRS_FROM, PAIRS_PER_UNKNOWN = 4096, 1.25
+#: With pairs the calibrated horizon (tail at most ``tail_tol`` of the cost) is made ``PAIR_HORIZON`` times
+#: longer: a pair's difference is about ``r ||E||`` of the cost, and shrinks with ``E`` near the optimum,
+#: while the tails it neglects do not (an exponential tail: ``tail_tol^PAIR_HORIZON``).
+PAIR_HORIZON = 3.0
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
@@ -165,6 +174,9 @@ class PolicyIteration(UpdateRule):
         self.buffer = (RolloutBuffer(math.ceil(PATIENCE * p)) if settings.snapshots is None
                        and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
         self.needed, self.fresh = math.ceil(OVERDETERMINED * p), math.ceil(FRESH * self.m * self.n)
+        if self.buffer is not None and self.fit_R is not None and p >= PAIRS_FROM:  # E alone, from pairs
+            self.needed = math.ceil(2 * PAIRS_PER_UNKNOWN * self.m * self.n)
+            self.buffer = PairBuffer(self.needed)
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
         self._anchor_asked = False  # the first anchor's deferred measurement is in flight
@@ -180,8 +192,11 @@ class PolicyIteration(UpdateRule):
     def task_fields(self, version: int) -> dict[str, Any]:
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
         -1: calibration) asks for at least :data:`JUMP` snapshots (their costs give the tail)."""
-        if self.buffer is not None:
+        pairs = isinstance(self.buffer, PairBuffer)  # probes as with snapshots, the loop's tasks in pairs
+        if self.buffer is not None and not pairs:
             return {}
+        if pairs and version >= 0:
+            return {"antithetic": True, "L": self.scales[0]}
         k = self.snapshots if version >= 0 else max(self.snapshots, JUMP)
         return {"snapshots": k, "L": self.scales[0], "M": self.scales[1]}
 
@@ -423,9 +438,12 @@ class PolicyIteration(UpdateRule):
     def calibrate(self, run: Runner) -> None:
         """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared
         calibration, then one ``moments`` task at the calibrated gain into the buffer (a batch too large
-        for memory is refused here, before the run is saved as resumable)."""
-        if self.buffer is None:
+        for memory is refused here, before the run is saved as resumable); antithetic pairs: as with
+        snapshots (their probes are not pairs: the pair buffer ignores them)."""
+        if self.buffer is None or isinstance(self.buffer, PairBuffer):
             self._calibrate_snapshots(run)
+            if isinstance(self.buffer, PairBuffer) and self.settings.tau is None:
+                self.tuning.tau *= PAIR_HORIZON
             return
         super().calibrate(run)
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
