@@ -116,7 +116,8 @@ class IntervalEquations:
         #: the rows of :meth:`rows_of` (P, E, (R), W, y) in the factor's column order
         self._order = np.r_[0:q, self.p:self.p + q, q:self.p, self.p + q]
         self._fit = np.r_[0:q, 2 * q:2 * q + m * n + h]  # the fit's columns (P, E, (R)) in the factor
-        self.T = np.zeros((size, size))  # the triangular factor of every row folded in so far
+        self._size = size
+        self._T: np.ndarray | None = None  # the triangular factor of every row folded in so far (T)
         self._pending: list[tuple[np.ndarray, ...]] = []  # rollouts added since the last fold, as given
         self._left = np.zeros((0, size))  # rows built but not folded: a fold stopped by the time budget
         self.rows = 0
@@ -125,6 +126,18 @@ class IntervalEquations:
         #: factor's rows that give ``E`` (and ``H``), by re-centring: each shift adds terms that may
         #: cancel (a gain far from where the rollouts were run), and an orthogonal fold keeps the error.
         self.rounding = np.zeros(size - self._E.start)
+
+    @property
+    def T(self) -> np.ndarray:
+        """The triangular factor ``(p_L + 1, p_L + 1)`` of every row folded in so far: allocated at its first
+        use (a rule that never folds a row -- policy iteration on pairs, n = 1000 -- never holds it)."""
+        if self._T is None:
+            self._T = np.zeros((self._size, self._size))
+        return self._T
+
+    @T.setter
+    def T(self, value: np.ndarray) -> None:
+        self._T = value
 
     @property
     def unknowns(self) -> int:
