@@ -34,7 +34,9 @@ poorly determined while ``E`` is not); under noise and with one equation per rol
 fit's condition number (:data:`NOISY_CONDITION`).
 
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
-buffered method of before runs instead (:attr:`PolicyIteration.buffer`, which says why).
+buffered method of before runs instead (:attr:`PolicyIteration.buffer`, which says why); where
+``(P, E)`` has at least :data:`PAIRS_FROM` unknowns, ``E`` alone is fitted from antithetic pairs
+(:mod:`~azopg.method.pairs`: ``m n`` unknowns, for n = 100 ... 200).
 
 The equations are not part of :meth:`state_dict`: after a resume they are refilled from scratch.
 """
