@@ -17,6 +17,8 @@ from azopg.method.pairs import PairBuffer, evaluate_pairs
 from azopg.method.tasks import RolloutData, Task, run_task
 from azopg.model.carex import carex_scalable
 from azopg.plants.discrete import plant_for
+from azopg.run.output import write_run
+from azopg.run.replay import replay_run
 
 
 def shipped(name: str) -> dict:
@@ -158,3 +160,17 @@ def test_equations_too_large_to_hold_are_not_allocated_until_used():
     columns: 7.3 TiB if allocated."""
     eq = IntervalEquations(np.zeros((1, 1000)), np.eye(1))
     assert eq.unknowns == 1000 * 1001 // 2 + 1000 and eq._T is None
+
+
+def test_a_run_on_pairs_replays_bit_for_bit(monkeypatch, tmp_path):
+    """Simulated workers with delays: stale pairs in the fits, and the run replays exactly."""
+    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    p = azopg.get_problem("he1")
+    res = azopg.train(p, backend="simulated", workers=3, seed=2, max_rollouts=5000, target_gap=None,
+                      max_updates=12, latency_model="exponential")
+    assert res.updates == 12 and res.stats["max_delay_seen"] > 0
+    write_run(tmp_path, res, plot=False)
+    K, K_recorded, events = replay_run(tmp_path)
+    assert events == len(res.arrivals)
+    assert np.array_equal(K_recorded, res.K) and np.array_equal(K, K_recorded)
