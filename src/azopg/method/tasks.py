@@ -80,8 +80,8 @@ class Task:
     plant that has ``rollout_snapshots`` returns each rollout cut into that many intervals
     (:class:`TrajectoryData`); other plants return whole rollouts. An ``antithetic`` ``moments`` task
     returns pairs: ``K + r Z_i`` and ``K - r Z_i`` from the same state (the first half of its rollouts,
-    then the second, ``N // 2`` pairs at least one; see :mod:`~azopg.method.pairs`). On a plant with its own noise
-    (``noisy``) a check measures the transient against the stationary cost instead, on common noise
+    then the second; ``N // 2`` pairs, at least one; see :mod:`~azopg.method.pairs`). On a plant with
+    its own noise (``noisy``) a check measures the transient against the stationary cost instead, on common noise
     (:func:`~azopg.method.noisy_eval.noisy_measure`).
     """
 
@@ -348,8 +348,8 @@ def _run_moments(plant: Plant, task: Task) -> Report:
 def _run_pairs(plant: Plant, task: Task, rng: np.random.Generator) -> Report:
     """An antithetic ``moments`` task: ``h = max(1, N // 2)`` directions ``Z_i`` on the sphere (drawn
     first, then the states; scaled ``L Z_i M`` as in :func:`_run_moments`), rollouts of ``K + r Z_i`` and
-    then of ``K - r Z_i`` from the same states; a
-    pair with a blown-up rollout is left out whole (both counted)."""
+    then of ``K - r Z_i`` from the same states; a pair with a blown-up rollout is left out whole (both
+    counted)."""
     m, n = task.K.shape
     h = max(1, task.N // 2)
     Z = sphere_directions(rng, h, m, n)
