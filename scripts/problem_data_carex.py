@@ -35,14 +35,11 @@ import numpy as np
 import scipy.linalg as la
 from make_problem_data import OUT_DIR, choose_k0, heavy_input_gain, lqr_cost, round_sig, spectral_abscissa, write_json
 
+from azopg.model.carex import CAREX, ex_3_1, ex_4_1, ex_4_2, ex_4_3
+
 #: The ``benchmark_data`` folder of a SLICOT-Reference checkout (the first command-line argument).
 DATA = Path(".")
 CAREX_DIR = OUT_DIR / "carex"
-CAREX = (
-    "J. Abels and P. Benner, 'CAREX - A collection of benchmark examples for continuous-time "
-    "algebraic Riccati equations (Version 2.0)', SLICOT Working Note 1999-14, 1999 "
-    "(SLICOT routine BB01AD)"
-)
 
 
 class FortranRecords:
@@ -116,21 +113,6 @@ def ex_2_9() -> dict:
                 "2.45e-12, 0, 0, 0, 0) (rank 3); R = diag(364.7, 14.59)")
 
 
-def ex_3_1(l: int) -> dict:
-    """String of l high-speed vehicles: n = 2l - 1, m = l, Q = 10 C^T C (C picks the l - 1 distances)."""
-    n = 2 * l - 1
-    A, B, C = np.zeros((n, n)), np.zeros((n, l)), np.zeros((l - 1, n))
-    for i in range(1, n + 1):  # 1-based as in CAREX
-        if i % 2 == 1:
-            A[i - 1, i - 1] = -1.0
-            B[i - 1, (i + 1) // 2 - 1] = 1.0
-        else:
-            A[i - 1, i - 2], A[i - 1, i] = 1.0, -1.0
-            C[i // 2 - 1, i - 1] = 1.0
-    return dict(A=A, B=B, Q=10.0 * C.T @ C, R=np.eye(l),
-                fact="Q = C^T W C, W = 10 I, C picks the distance states; R = I")
-
-
 def ex_3_2(n: int) -> dict:
     """Circulant: A = -2 I + cyclic neighbours, B = Q = R = I; X circulant in closed form."""
     A = -2 * np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1)
@@ -144,60 +126,6 @@ def circulant_solution(n: int) -> np.ndarray:
     d = -2 + 2 * c + np.sqrt(5 + 4 * c * (c - 2))
     x = np.array([d @ np.cos(theta * np.arange(n) * j) / n for j in range(n)])
     return np.array([[x[(i - j) % n] for j in range(n)] for i in range(n)])
-
-
-def ex_4_1(n: int, q: float = 1.0, r: float = 1.0) -> dict:
-    """Laub Ex. 6: an n-integrator chain, u drives the last, Q = q e1 e1^T, R = r."""
-    A = np.eye(n, k=1)
-    B = np.zeros((n, 1))
-    B[-1, 0] = 1.0
-    Q = np.zeros((n, n))
-    Q[0, 0] = q
-    return dict(A=A, B=B, Q=Q, R=np.array([[r]]), fact=f"Q = q C^T C, C = e1^T, q = {q:g}; R = r = {r:g}")
-
-
-def ex_4_2(n: int, a: float = 0.01, b: float = 1.0, c: float = 1.0,
-           beta: tuple[float, float] = (0.2, 0.3), gamma: tuple[float, float] = (0.2, 0.3)) -> dict:
-    """Rosen/Wang heat flow, linear finite elements on n interior nodes (h = 1/(n+1))."""
-    N1 = float(n + 1)
-    K = -a * N1 * (2 * np.eye(n) - np.eye(n, k=1) - np.eye(n, k=-1))
-    M = (4 * np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1)) / (6 * N1)
-
-    def hat_integral(i: int, lo: float, hi: float) -> float:  # BB01AD's formula, 1-based node i
-        x1, x2 = max((i - 1) / N1, lo), min((i + 1) / N1, hi)
-        if x1 >= x2:
-            return 0.0
-        v = x2 - x1
-        t = min(x2, i / N1)
-        if x1 < t:
-            v += N1 * (t**2 - x1**2) / 2 + i * (x1 - t)
-        t = max(x1, i / N1)
-        if t < x2:
-            v -= N1 * (x2**2 - t**2) / 2 + i * (t - x2)
-        return v
-
-    Bv = b * np.array([hat_integral(i, *beta) for i in range(1, n + 1)])
-    Cv = c * np.array([hat_integral(i, *gamma) for i in range(1, n + 1)])
-    A = np.linalg.solve(M, K)
-    B = np.linalg.solve(M, Bv)[:, None]
-    return dict(A=A, B=B, Q=np.outer(Cv, Cv), R=np.eye(1),
-                fact="A = M^-1 K, B = M^-1 b (M the mass matrix, K the stiffness matrix); Q = C^T C (W = 1), R = 1")
-
-
-def ex_4_3(l: int, mu: float = 4.0, delta: float = 4.0, kappa: float = 1.0) -> dict:
-    """Hench et al.: l masses in a free-free chain of springs, forces on the first and last."""
-    n = 2 * l
-    A = np.zeros((n, n))
-    A[:l, l:] = np.eye(l)
-    t = kappa / mu
-    A[l, 0], A[l, 1] = -t, t
-    A[n - 1, l - 2], A[n - 1, l - 1] = t, -t
-    for i in range(2, l):  # 1-based i = 2 .. l-1
-        A[l + i - 1, i - 1], A[l + i - 1, i], A[l + i - 1, i - 2] = -2 * t, t, t
-    A[l:, l:] = -delta / mu * np.eye(l)
-    B = np.zeros((n, 2))
-    B[l, 0], B[n - 1, 1] = 1 / mu, -1 / mu
-    return dict(A=A, B=B, Q=np.eye(n), R=np.eye(2), fact="Q = I, R = I")
 
 
 def scaled_optimal_gain(A: np.ndarray, B: np.ndarray, Ks: np.ndarray, J_opt: float, Q: np.ndarray,

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from .buffer import RolloutBuffer
+from .pairs import PairBuffer
 from .regression import PolicyEvaluation
 from .tasks import RolloutData
 
@@ -49,6 +50,16 @@ class BufferedFits:
     def __init__(self, capacity: int, unknowns: int, m: int, n: int) -> None:
         self.buffer = RolloutBuffer(capacity)
         self.needed, self.fresh = math.ceil(OVERDETERMINED * unknowns), math.ceil(FRESH * m * n)
+        #: Whether the buffer holds antithetic pairs (:meth:`of_pairs`).
+        self.pairs = False
+
+    @classmethod
+    def of_pairs(cls, needed: int, m: int, n: int) -> BufferedFits:
+        """Fits of ``E`` alone from the most recent antithetic pairs (:class:`~.pairs.PairBuffer`): the
+        first once ``needed`` rollouts (two per pair) arrived, then after :data:`FRESH` ``m n`` more."""
+        fits = cls(needed, 0, m, n)
+        fits.buffer, fits.needed, fits.pairs = PairBuffer(needed), needed, True
+        return fits
 
     def __len__(self) -> int:
         return len(self.buffer)

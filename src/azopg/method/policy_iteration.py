@@ -34,7 +34,9 @@ poorly determined while ``E`` is not); under noise and with one equation per rol
 fit's condition number (:data:`NOISY_CONDITION`).
 
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
-buffered method of before runs instead (:mod:`~.pi_buffered`).
+buffered method of before runs instead (:mod:`~.pi_buffered`); where ``(P, E)`` has at least
+:data:`PAIRS_FROM` unknowns, ``E`` alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`:
+``m n`` unknowns, for n = 100 ... 200).
 
 On a plant with noise of its own (measured at calibration) and ``R`` known the fit is the instrumented one
 (:attr:`PolicyIteration.instrumented`, :mod:`~.pi_instrumented`): least squares is biased there.
@@ -82,6 +84,14 @@ STEP_PRECISION, GAIN_PRECISION = 1e-3, 1e-4
 #: (:meth:`~azopg.method.equations.IntervalEquations.solve`), and the rows a fit waits for are a
 #: fraction of those it has (or ``m n``) -- the same at W = 1 and W = 32.
 SOLVE_GROWTH = 1.0 / 16.0
+#: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns (n >= 90), ``E``
+#: alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs
+#: per unknown of ``E``, the most recent kept.
+PAIRS_FROM, PAIRS_PER_UNKNOWN = 4096, 1.25
+#: With pairs the calibrated horizon (tail at most ``tail_tol`` of the cost) is made ``PAIR_HORIZON`` times
+#: longer: a pair's difference is about ``r ||E||`` of the cost, and shrinks with ``E`` near the optimum,
+#: while the tails it neglects do not (an exponential tail: ``tail_tol^PAIR_HORIZON``).
+PAIR_HORIZON = 3.0
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
@@ -147,6 +157,8 @@ class PolicyIteration(UpdateRule):
         #: because the factor is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2).
         self.buffer = (BufferedFits(math.ceil(PATIENCE * p), p, self.m, self.n) if settings.snapshots is None
                        and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
+        if self.buffer is not None and self.fit_R is not None and p >= PAIRS_FROM:  # E alone, from pairs
+            self.buffer = BufferedFits.of_pairs(math.ceil(2 * PAIRS_PER_UNKNOWN * self.m * self.n), self.m, self.n)
         self.equations = IntervalEquations(self.K, self.fit_R)
         self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
         #: Under process noise (:attr:`instrumented`): the instrumented fit's sums, and the rows they should
@@ -172,8 +184,11 @@ class PolicyIteration(UpdateRule):
     def task_fields(self, version: int) -> dict[str, Any]:
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
         -1: calibration) asks for at least :data:`JUMP` snapshots (their costs give the tail)."""
-        if self.buffer is not None:
+        pairs = self.buffer is not None and self.buffer.pairs  # probes as with snapshots, the loop's tasks in pairs
+        if self.buffer is not None and not pairs:
             return {}
+        if pairs and version >= 0:
+            return {"antithetic": True, "L": self.scales[0]}
         k = self.snapshots if version >= 0 else max(self.snapshots, JUMP)
         return {"snapshots": k, "L": self.scales[0], "M": self.scales[1]}
 
@@ -488,9 +503,12 @@ class PolicyIteration(UpdateRule):
     def calibrate(self, run: Runner) -> None:
         """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared
         calibration, then one ``moments`` task at the calibrated gain into the buffer (a batch too large
-        for memory is refused here, before the run is saved as resumable)."""
-        if self.buffer is None:
+        for memory is refused here, before the run is saved as resumable); antithetic pairs: as with
+        snapshots (their probes are not pairs: the pair buffer ignores them)."""
+        if self.buffer is None or self.buffer.pairs:
             self._calibrate_snapshots(run)
+            if self.buffer is not None and self.settings.tau is None:
+                self.tuning.tau *= PAIR_HORIZON
             return
         super().calibrate(run)
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))

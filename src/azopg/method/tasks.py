@@ -77,8 +77,10 @@ class Task:
     states, each state repeated until there are at least ``pairs`` pairs (see
     :func:`~azopg.method.paired.paired_measure`). A ``moments`` task with ``snapshots`` > 1 on a
     plant that has ``rollout_snapshots`` returns each rollout cut into that many intervals
-    (:class:`TrajectoryData`); other plants return whole rollouts. On a plant with its own noise
-    (``noisy``) a check measures the transient against the stationary cost instead, on common noise
+    (:class:`TrajectoryData`); other plants return whole rollouts. An ``antithetic`` ``moments`` task
+    returns pairs: ``K + r Z_i`` and ``K - r Z_i`` from the same state (the first half of its rollouts,
+    then the second; ``N // 2`` pairs, at least one; see :mod:`~azopg.method.pairs`). On a plant with
+    its own noise (``noisy``) a check measures the transient against the stationary cost instead, on common noise
     (:func:`~azopg.method.noisy_eval.noisy_measure`).
     """
 
@@ -101,6 +103,7 @@ class Task:
     pairs: int = 0
     snapshots: int = 1
     noisy: bool = False
+    antithetic: bool = False
 
     @property
     def size(self) -> int:
@@ -347,6 +350,8 @@ def _run_moments(plant: Plant, task: Task) -> Report:
         raise ValueError("a 'moments' task needs a plant that returns state moments")
     rng = task_rng(task.seed, task.worker, task.task_id)
     m, n = task.K.shape
+    if task.antithetic:
+        return _run_pairs(plant, task, rng)
     Z = sphere_directions(rng, task.N, m, n)
     if task.L is not None:  # perturbations scaled to the inputs and states (policy iteration's snapshots)
         Z = task.L @ Z
@@ -370,4 +375,26 @@ def _run_moments(plant: Plant, task: Task) -> Report:
     data = RolloutData(Ki[ok], x0[ok], res.x_end[ok], res.S[ok], cost[ok], task.tau)
     nok = int(np.count_nonzero(ok))
     return Report(task.task_id, task.worker, task.kind, task.version, task.N, task.N - nok,
+                  center_cost=float(cost[ok].mean()) if nok else float("inf"), data=data)
+
+
+def _run_pairs(plant: Plant, task: Task, rng: np.random.Generator) -> Report:
+    """An antithetic ``moments`` task: ``h = max(1, N // 2)`` directions ``Z_i`` on the sphere (drawn
+    first, then the states; scaled ``L Z_i M`` as in :func:`_run_moments`), rollouts of ``K + r Z_i`` and
+    then of ``K - r Z_i`` from the same states; a pair with a blown-up rollout is left out whole (both
+    counted)."""
+    m, n = task.K.shape
+    h = max(1, task.N // 2)
+    Z = sphere_directions(rng, h, m, n)
+    Z = task.r * (Z if task.L is None else task.L @ Z) @ (np.eye(n) if task.M is None else task.M)
+    x0 = plant.initial_states(rng, h)
+    Ki, x0 = np.concatenate([task.K + Z, task.K - Z]), np.concatenate([x0, x0])
+    res = rollout_of(plant, Ki, x0, task.tau, True)
+    assert res.S is not None and res.x_end is not None
+    bad = failed(res)
+    ok = np.tile(~(bad[:h] | bad[h:]), 2)
+    cost = np.asarray(res.cost, dtype=float)
+    data = RolloutData(Ki[ok], x0[ok], res.x_end[ok], res.S[ok], cost[ok])
+    nok = int(np.count_nonzero(ok))
+    return Report(task.task_id, task.worker, task.kind, task.version, 2 * h, 2 * h - nok,
                   center_cost=float(cost[ok].mean()) if nok else float("inf"), data=data)

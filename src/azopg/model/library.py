@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProblemError, ProblemFileError
+from . import carex
 from .problem import LQRProblem
 from .validation import oracle_bytes, require_memory
 
@@ -190,8 +191,9 @@ def problem_names(collection: str | None = None) -> list[str]:
 
 
 def get_problem(name: str) -> LQRProblem:
-    """A built-in problem by name: a published system, ``chainS`` (S masses) or
-    ``random-stable-nN-mM-sSEED`` / ``random-unstable-...``.
+    """A built-in problem by name: a published system, ``chainS`` (S masses),
+    ``random-stable-nN-mM-sSEED`` / ``random-unstable-...``, or a scalable CAREX example at any
+    size (``carex4.2-n200``, ``carex4.3-l100``; :func:`azopg.model.carex.carex_scalable`).
 
     Parameters
     ----------
@@ -223,6 +225,8 @@ def get_problem(name: str) -> LQRProblem:
             return LQRProblem.from_dict(pub[name])
     if name.startswith("chain") and name[5:].isdigit():
         return mass_spring_chain(int(name[5:]))
+    if carex.is_scalable(name):
+        return carex.carex_scalable(name)
     parts = name.split("-")
     if len(parts) == 5 and parts[0] == "random" and parts[1] in ("stable", "unstable"):
         try:
@@ -233,7 +237,7 @@ def get_problem(name: str) -> LQRProblem:
             return random_system(n, m, seed, stable=parts[1] == "stable")
     raise ProblemError(
         f"unknown problem {name!r}; built-in: {', '.join(problem_names())}, chainS, "
-        "random-stable-nN-mM-sSEED"
+        "random-stable-nN-mM-sSEED, carex4.2-nN, carex4.3-lL (any size)"
     )
 
 
