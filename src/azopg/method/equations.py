@@ -51,10 +51,11 @@ WEIGHT_POWER = 1.0
 #: Floating-point operations of one chunk of rows folded into a factor (about 0.05 s on one core):
 #: between chunks a fit may end when the time budget is spent (``stop``).
 FOLD_FLOPS = 2e8
-#: Factors of at most this many columns are folded by LAPACK's unblocked Householder QR (every default
-#: with snapshots: ``p_L + 1 <= 1025``); larger ones by panels of ``BLOCK`` columns (:func:`_fold_blocked`),
-#: whose chunks have at least ``BLOCK`` rows.
-UNBLOCKED_COLUMNS, BLOCK = 1025, 64
+#: Factors of at most this many columns are folded by LAPACK's unblocked Householder QR (one panel);
+#: larger ones by panels of ``BLOCK`` columns (:func:`_fold_blocked`), whose chunks have at least ``BLOCK``
+#: rows: at matrix-product speed, 6 times the unblocked fold already at ``p_L = 440`` (msd10's master CPU
+#: per rollout 42 -> 24 ms, cse1's 22 -> 12 ms; the same rollouts and updates).
+UNBLOCKED_COLUMNS, BLOCK = 64, 64
 
 
 @dataclass(frozen=True)

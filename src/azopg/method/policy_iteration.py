@@ -103,7 +103,8 @@ CHECK_EVERY = 2
 SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
 #: Snapshots by default only while the interval equations' triangular factor has at most this many
 #: columns ``p_L`` (:class:`~azopg.method.equations.IntervalEquations`): the master folds every interval
-#: into it at ``O(p_L^2)`` (unblocked Householder, memory-bound once the factor leaves the cache). One
+#: into it at ``O(p_L^2)`` (measured with the unblocked Householder fold, memory-bound once the factor leaves
+#: the cache; the blocked fold is several times faster). One
 #: rollout of 256 intervals: 0.08 s at ``p_L = 1020``, 0.29 s at 1680 (eb5), 4.2 s at 3780 (cse2), where
 #: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
 #: in about a minute.
