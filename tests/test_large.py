@@ -4,6 +4,9 @@ from antithetic pairs."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
@@ -16,6 +19,7 @@ from azopg.method.kinds import TaskKind
 from azopg.method.pairs import PairBuffer, evaluate_pairs
 from azopg.method.tasks import RolloutData, Task, run_task
 from azopg.model.carex import carex_scalable
+from azopg.model.library import mass_spring_chain
 from azopg.plants.discrete import plant_for
 from azopg.run.output import write_run
 from azopg.run.replay import replay_run
@@ -174,3 +178,17 @@ def test_a_run_on_pairs_replays_bit_for_bit(monkeypatch, tmp_path):
     K, K_recorded, events = replay_run(tmp_path)
     assert events == len(res.arrivals)
     assert np.array_equal(K_recorded, res.K) and np.array_equal(K, K_recorded)
+
+
+def test_a_replay_at_another_blas_thread_count_gives_the_same_gain(tmp_path):
+    """The blocked fold (msd10: a factor of 620 columns) runs its products on one BLAS thread, so a run
+    made at ``OMP_NUM_THREADS=1`` replays bit for bit at 3 (OpenBLAS's products are not bit-identical
+    across thread counts: without the limit this replay differed by ~3e-11)."""
+    problem = mass_spring_chain(10, damping=1.0)
+    res = azopg.train(problem, backend="simulated", workers=4, seed=0, snapshots=1, target_gap=1e-3, max_time=120)
+    assert res.status == "converged"
+    write_run(tmp_path, res, plot=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3", "MPLBACKEND": "Agg"}
+    out = subprocess.run([sys.executable, "-m", "azopg", "replay", str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "identical" in out.stdout, out.stdout + out.stderr

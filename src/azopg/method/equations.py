@@ -35,12 +35,14 @@ a change of state or input units -- neither does the fit, whose columns are scal
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
+from threadpoolctl import ThreadpoolController
 
 from ..errors import OutOfTime
 from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
@@ -453,8 +455,27 @@ def _fold_blocked(T: np.ndarray, rows: np.ndarray) -> np.ndarray:
     unblocked ``dtpqrt``, applied to the columns right of it as one block reflector
     ``I - [I; V] F [I; V]'`` (two matrix products: ``O(rows p^2)`` flops like the unblocked fold, at
     matrix-product speed -- 6-7 times faster at ``p = 2000``). ``F`` is formed here from ``V'V`` and the
-    reflectors' scalars (LAPACK's own ``F`` depends on the BLAS thread count; the products do not), so
-    the result does not depend on the thread count either. Equal to the unblocked fold to rounding."""
+    reflectors' scalars (LAPACK's own ``F`` depends on the BLAS thread count), and the products run on
+    one BLAS thread (OpenBLAS's products are not bit-identical across thread counts: a run at
+    ``OMP_NUM_THREADS=1`` replayed at 2 differed by 3e-11 on msd10), so the result does not depend on the
+    thread count. Equal to the unblocked fold to rounding."""
+    with _one_blas_thread():
+        return _fold_panels(T, rows)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS thread pools (inspected once)."""
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> Any:
+    """A context in which BLAS runs on one thread (:mod:`threadpoolctl`)."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
+def _fold_panels(T: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The body of :func:`_fold_blocked`."""
     T, rows = T.copy(), np.array(rows, dtype=float)
     p = T.shape[1]
     for j in range(0, p, BLOCK):
