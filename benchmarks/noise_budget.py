@@ -44,10 +44,11 @@ def _problem(name: str, noise: str, dt: float) -> azopg.LQRProblem:
     return base.with_noise(W=level) if kind == "W" else base.with_noise(V=level, dt=dt)
 
 
-def run_one(name: str, noise: str, budget: int, seed: int, dt: float, max_time: float) -> dict[str, Any]:
-    """One run: default settings, ``max_rollouts = budget``, no target; what the ladder records."""
+def run_one(name: str, noise: str, budget: int, seed: int, dt: float, max_time: float,
+            method: str = "auto") -> dict[str, Any]:
+    """One run: default settings but ``method``, ``max_rollouts = budget``, no target; what the ladder records."""
     res = azopg.train(_problem(name, noise, dt), seed=seed, max_rollouts=budget, target_gap=None,
-                      max_time=max_time)
+                      max_time=max_time, method=method)
     return {"problem": name, "noise": noise, "budget": budget, "seed": seed, "rollouts": res.rollouts,
             "status": res.status, "gap": float(res.relative_gap), "seconds": round(res.wall_time_s, 2),
             "tau": float(res.settings["tau"]), "method": res.settings["method"]}
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--dt", type=float, default=0.01, help="measurement sampling interval (s)")
     ap.add_argument("--budgets", default="1e3,3e3,1e4,3e4", help="max_rollouts ladder")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--method", default="auto", help="the update rule (default: auto, the rule auto picks)")
     ap.add_argument("--max-time", type=float, default=300.0, help="wall-clock cap per run (s), a safety net")
     ap.add_argument("--out", default="runs/noise_budget.jsonl",
                     help="JSON lines, appended to; runs in it are kept (with --table/--plot: several, comma-separated)")
@@ -173,7 +175,7 @@ def main() -> None:
                 for seed in [int(s) for s in args.seeds.split(",")]:
                     if (name, noise, budget, seed) in done:
                         continue
-                    row = run_one(name, noise, budget, seed, args.dt, args.max_time)
+                    row = run_one(name, noise, budget, seed, args.dt, args.max_time, args.method)
                     print(json.dumps(row), flush=True)
                     with out.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")
