@@ -173,3 +173,16 @@ def test_policy_iteration_under_process_noise_keeps_its_best_gain(seed: int) -> 
     res = azopg.train(q, method="policy-iteration", seed=seed, max_rollouts=4000, target_gap=None)
     best = min(h.relative_gap for h in res.history)
     assert res.status == "max_rollouts" and res.relative_gap <= min(1.5 * best, 1e-3)
+
+
+def test_a_run_that_grows_its_checks_replays_bit_for_bit(tmp_path) -> None:
+    """he1 under process noise 0.1, 3 simulated workers, 5000 rollouts: unresolved checks doubled the checks' pairs
+    (the batch grew) and the run replays bit for bit."""
+    he1 = azopg.get_problem("he1")
+    q = he1.with_noise(W=0.01 * np.asarray(he1.x0_cov))
+    res = azopg.train(q, method="policy-iteration", backend="simulated", workers=3, seed=2, max_rollouts=5000,
+                      latency_model="exponential", target_gap=None)
+    assert res.settings["batch"] > 1
+    write_run(tmp_path, res, plot=False)
+    K_replayed, K_recorded, _ = replay_run(tmp_path)
+    assert np.array_equal(K_recorded, res.K) and np.array_equal(K_replayed, K_recorded)
