@@ -79,9 +79,16 @@ def test_room_follows_the_rollouts_spent_and_pairs_follow_the_batch(chain3):
     assert task.K_ref is not None and task.pairs == BATCH_GROWTH * CHECK_PAIRS
 
 
-def test_policy_iteration_does_not_grow_its_batch(chain3):
+def test_policy_iteration_grows_its_checks_within_a_share_of_the_rollouts(chain3):
+    """Policy iteration keeps the gain of an unresolved check and doubles the checks' pairs (with its batch) while a
+    check at twice them costs at most CHECK_SHARE of the rollouts spent (5 rollouts a pair)."""
+    from azopg.method.policy_iteration import CHECK_SHARE
     rule = make_rule(np.array(chain3.K0), Settings(method="policy-iteration", cost_noise=0.01), R=np.array(chain3.R))
-    rule.stats.rollouts = 10**9
+    assert rule.safeguards.keeps_unresolved and rule.check_pairs(rule.tuning.N) == CHECK_PAIRS
+    assert rule.check_pairs(2 * rule.tuning.N) == 2 * CHECK_PAIRS
+    rule.stats.rollouts = math.ceil(2 * 5 * CHECK_PAIRS / CHECK_SHARE)
+    assert rule.safeguards.batch_room()
+    rule.stats.rollouts -= 1
     assert not rule.safeguards.batch_room()
 
 

@@ -269,3 +269,31 @@ def test_monte_carlo_matches_the_oracle_on_he1() -> None:
     res = NoisyLinearPlant(q, np.random.default_rng(2)).rollout(p.K0, np.tile(x0, (N, 1)), 0.53)
     se = res.cost.std(ddof=1) / np.sqrt(N)
     assert abs(res.cost.mean() - noise.expected_cost(q, p.K0, 0.53, np.outer(x0, x0))) <= Z_MAX * se
+
+
+def test_common_noise_is_continuous_in_the_gain() -> None:
+    """Rows on the same noise path under two nearby gains see nearly the same disturbances (common random
+    numbers): the state at the end moves continuously with the gain along a segment of gains. An eigenvector
+    factor of the step's disturbance covariance flips an eigenvector's sign or order between nearby gains and
+    decorrelated that component (he1: paired checks of near-optimal gains with 20 times the standard error)."""
+    import azopg
+    he1 = azopg.get_problem("he1")
+    q = he1.with_noise(W=0.01 * np.asarray(he1.x0_cov))
+    Ks, K0 = np.asarray(q.optimal_gain), np.asarray(q.K0)
+    t = np.linspace(0.0, 0.3, 61)
+    K = Ks + t[:, None, None] * (K0 - Ks)
+    x0 = np.tile(np.linalg.cholesky(np.asarray(q.x0_cov))[:, 0], (len(t), 1))
+    plant = NoisyLinearPlant(q, np.random.default_rng(0))
+    x = plant.rollout(K, x0, 8.0, moments=True, noise_rows=np.zeros(len(t), dtype=int)).x_end
+    jumps = np.linalg.norm(np.diff(x, axis=0), axis=1)
+    # a smooth path: no step along the segment jumps by more than 5 times the median step
+    assert jumps.max() <= 5.0 * np.median(jumps)
+
+
+def test_the_disturbance_factor_is_the_symmetric_square_root() -> None:
+    from azopg.plants.noisy import _sqrt_psd
+    d = 1e-9
+    M1, M2 = np.diag([1.0, 1.0 + d]), np.diag([1.0 + d, 1.0])  # eigenvalues in the other order
+    L1, L2 = _sqrt_psd(M1), _sqrt_psd(M2)
+    assert np.allclose(L1 @ L1.T, M1) and np.allclose(L1, L1.T)
+    assert np.abs(L1 - L2).max() <= d

@@ -194,7 +194,9 @@ def choose_final_gain(rule: Learner, status: str, run: Runner) -> np.ndarray:
         # out of time or rollouts on a plant with noise of its own: its rollouts are long, there is no budget
         # for the larger paired checks; the anchor is the last gain a paired check found significantly cheaper
         # than the anchor before it (chained: than K0). Under --cost-noise the final checks below still run.
-        return g.anchor_K.copy()
+        # A rule that keeps the gains of unresolved checks (policy iteration: a consistent fit) returns the last
+        # one kept: not significantly costlier than the anchor, cheaper in expectation (``keeps_unresolved``).
+        return (g.anchor_K if g.kept_K is None else g.kept_K).copy()
     if not g.paired:
         rep = rule.probe(run, TaskKind.EVALUATE, rule.K.copy())
         return rule.K.copy() if g.beats_anchor(rep) else g.anchor_K.copy()

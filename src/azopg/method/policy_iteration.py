@@ -96,6 +96,10 @@ PAIR_HORIZON = 3.0
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
 CHECK_EVERY = 2
+#: Under noise an inconclusive check doubles the checks' pairs (:attr:`~.safeguards.Safeguards.keeps_unresolved`)
+#: while a check at twice them (about 5 rollouts a pair: the gain from the states and from 0 to ``2 tau``, the
+#: anchor to ``tau``) costs at most this share of the rollouts spent so far.
+CHECK_SHARE = 1 / 8
 
 
 #: Snapshots per rollout chosen by default: the power of two at least ``SNAPSHOTS_PER_UNKNOWN`` per
@@ -139,6 +143,7 @@ class PolicyIteration(UpdateRule):
     """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from every rollout's intervals."""
 
     name = "policy-iteration"
+    grows_batch = True  # under noise: the checks' pairs (:meth:`batch_room`), the gain kept meanwhile
     line_search = False
     needs_moments = True
     estimator = "two-point"  # of the estimates a recalibration's step search takes
@@ -169,6 +174,8 @@ class PolicyIteration(UpdateRule):
         self._anchor_asked = False  # the first anchor's deferred measurement is in flight
         if settings.batch is None and self.buffer is None:
             self.tuning.N = 1  # one rollout per task: the first rollouts are spread over all workers
+        self._N0 = self.tuning.N  # a check's pairs double with the batch (:meth:`batch_room`)
+        self.safeguards.keeps_unresolved = True  # a step is a consistent fit's: an unresolved check keeps it
         self.received = 0  # moments rollouts received
         self._defer = False  # inside tell_many: the step waits for the take's last report
         self._deferred: tuple[int, int, int] | None = None  # (delay, worker, version read) of that report
@@ -181,6 +188,11 @@ class PolicyIteration(UpdateRule):
         #: weighted by the first rollouts' state moments: :meth:`settled`.
         self.movement = math.inf
         self._moments: np.ndarray | None = None
+
+    def batch_room(self) -> bool:
+        """Whether the batch (and with it a check's pairs, :meth:`check_pairs`) may double: a check at twice
+        the pairs costs at most :data:`CHECK_SHARE` of the rollouts spent so far."""
+        return 2 * 5 * self.check_pairs(self.tuning.N) <= CHECK_SHARE * self.stats.rollouts
 
     def task_fields(self, version: int) -> dict[str, Any]:
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``

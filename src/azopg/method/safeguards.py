@@ -22,6 +22,13 @@ gain (he1, process noise 0.1: the step fell from 1e-3 to 1e-11 and the gap staye
 per estimate) and the check's pairs double (``batch-grow``), as long as the rule has room for it
 (:attr:`Safeguards.batch_room`: a larger batch costs at most the rollouts spent so far): each doubling halves
 the variance of a step and of a check, so more rollouts keep buying precision.
+A rule whose step is a consistent fit of all the data so far (policy iteration,
+:attr:`Safeguards.keeps_unresolved`) is not rolled back by such a check: its gain is the fit's best, and the
+anchor (the last gain a check found significantly cheaper) is the worse of the two in expectation. Any
+inconclusive check (either sign) keeps its gain, anchor and step and doubles the checks' pairs (as long as
+the rule has room), so only a gain *significantly costlier* than the anchor is rolled back, and the anchor
+keeps moving as the checks resolve ever smaller improvements (he1, process noise 0.1: a gain at gap 1e-4
+rolled back to an anchor at 3e-2).
 A check (without noise) whose gain is cheaper than the anchor even at ``2 tau`` but whose tail is
 not negligible is inconclusive too, and doubles ``tau``: the gain is kept (a slower mode at a
 cheaper gain -- often the optimum's -- is no reason to roll back).
@@ -108,6 +115,12 @@ class Safeguards:
         self.paired = settings.cost_noise > 0
         #: Whether the batch may grow now (set by a rule whose estimates average directions; default: never).
         self.batch_room: Callable[[], bool] = lambda: False
+        #: Whether an inconclusive paired check keeps the gain and grows the batch (module docstring; a rule
+        #: whose step is a consistent fit sets it) instead of rolling back when the gain is not cheaper.
+        self.keeps_unresolved = False
+        #: With :attr:`keeps_unresolved`: the last gain an unresolved check kept since the anchor last moved (what a
+        #: run out of budget returns, :func:`~.lifecycle.choose_final_gain`), else ``None``.
+        self.kept_K: np.ndarray | None = None
 
     # --------------------------------------------------------------- checks
     def check_due(self) -> bool:
@@ -151,6 +164,14 @@ class Safeguards:
             # the check was in flight), or it was paired with an anchor since replaced: nothing to judge
             return Verdict(Event.CHECK_STALE, delay, rep.worker, rep.version)
         s = self.settings
+        if (self.keeps_unresolved and self.paired and not rep.blown_up and math.isfinite(rep.diff)
+                and not self.beats_anchor(rep) and not significantly_cheaper(-rep.diff, rep.diff_se)
+                and not rep.long_tail(s.tail_tol)):
+            # neither significantly cheaper nor significantly costlier: the fit's gain goes on, the anchor and
+            # the step stay, the checks' pairs double (module docstring)
+            self.kept_K = K_checked
+            return Verdict(Event.CHECK_INCONCLUSIVE, delay, rep.worker, rep.version,
+                           batch=BATCH_GROWTH if self.batch_room() else 1)
         if self.paired and rep.diff < 0 and not self.beats_anchor(rep) and not rep.blown_up \
                 and not rep.long_tail(s.tail_tol):
             # cheaper, but not significantly: the gain goes on (the difference grows with further
@@ -212,6 +233,7 @@ class Safeguards:
     def move_anchor(self, K: np.ndarray, cost: float, version: int) -> None:
         """Gain ``K`` of ``version``, measured at ``cost``, is the new anchor."""
         self.anchor_K, self.anchor_cost, self.anchor_version = K, cost, version
+        self.kept_K = None
         self.anchor_serial += 1
 
     # ------------------------------------------------------------- failures
@@ -242,4 +264,5 @@ class Safeguards:
     def rolled_back(self, version: int) -> None:
         """The anchor is now gain ``version``: versions before it are a discarded branch."""
         self.anchor_version = self.branch_start = version
+        self.kept_K = None
         self.since_check = 0  # the next check judges new updates, not the anchor again

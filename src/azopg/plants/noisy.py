@@ -58,9 +58,14 @@ _CHUNK = 2**20  # grid states held at once (floats) for the sums of outer produc
 
 
 def _sqrt_psd(M: np.ndarray) -> np.ndarray:
-    """A factor ``L`` with ``L L' = M`` for symmetric PSD ``M`` (..., d, d) (negative rounding clipped)."""
+    """The symmetric square root ``L = U sqrt(lam) U'`` (``L L' = M``) of symmetric PSD ``M`` (..., d, d) (negative
+    rounding clipped). Unique and continuous in ``M``, so two gains' disturbance covariances over a grid step (which
+    differ a little) turn one path's draws into nearly the same disturbances: common random numbers. (The factor
+    ``U sqrt(lam)`` is not: an eigenvector's sign or order flips between nearby ``M`` and decorrelates that
+    component -- he1 under process noise, paired checks of two near-optimal gains: standard error 20 times as
+    large.)"""
     lam, U = np.linalg.eigh(M)
-    return U * np.sqrt(np.clip(lam, 0.0, None))[..., None, :]
+    return np.matmul(U * np.sqrt(np.clip(lam, 0.0, None))[..., None, :], np.swapaxes(U, -1, -2))
 
 
 def _rates(F: np.ndarray) -> np.ndarray:
