@@ -7,10 +7,11 @@ state and horizon (:func:`rollout_seed`): rollouts from the same state see the s
 gains from the fixed evaluation states, compare under identical noise), and a run stays
 reproducible from its seed, whether the batch is rolled out one by one or in lockstep.
 
-Inside a run a plant with noise paths (:class:`~azopg.plants.gym.GymPlant` on an environment with
-the ``x0`` reset option) is instead bound to the task's generator (``bind_rng``, from ``(seed, worker,
-task)``) and takes ``noise_rows``: :func:`path_seeds` gives every call fresh seeds from that generator,
-one per noise path, and rows with the same path number the same seed. Repeats of a state then see
+Inside a run a plant with noise paths (:class:`~azopg.plants.callable.CallablePlant`, and
+:class:`~azopg.plants.gym.GymPlant` on an environment with the ``x0`` reset option) is instead bound to
+the task's generator (``bind_rng``, from ``(seed, worker, task)``) and takes ``noise_rows``:
+:func:`path_seeds` gives every call fresh seeds from that generator, one per noise path, and rows with
+the same path number the same seed. Repeats of a state then see
 independent noise (the spread a noisy plant is recognised by), the horizons ``tau`` and ``2 tau`` and a
 continuation from ``x(tau)`` too, while ``K + rU`` and ``K - rU``, or a check and its anchor, share it.
 """

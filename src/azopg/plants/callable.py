@@ -3,10 +3,20 @@
 ``cost(K, x0, tau, rng) -> float`` performs one rollout (a simulator, a hardware
 experiment, ...); with ``batched=True`` the function takes the whole batch at once,
 ``cost(K, X0, tau, rngs) -> (b,)``, so a vectorized simulator steps a task's rollouts
-together. The random streams are the same either way (one per rollout, seeded from its
-initial state and horizon, :func:`~azopg.plants.blackbox.rollout_seed`), so both forms of
-the same simulator give the same costs. A rollout whose cost is NaN, infinite or above
-``1e200`` is flagged blown up and reported with the finite
+together. The random streams are the same either way (one generator per rollout), so both
+forms of the same simulator give the same costs.
+
+Noise (the callable draws its disturbances from the ``rng`` it is given): the plant has
+:attr:`CallablePlant.common_noise`. Within a run every task binds it to its own generator
+(``bind_rng``, from ``(seed, worker, task)``) and each rollout's generator is seeded from that
+generator, one seed per noise path (``rollout(..., noise_rows=rows)``,
+:func:`~azopg.plants.blackbox.path_seeds`): ``K + rU`` and ``K - rU``, and a check and its anchor,
+see the same noise, while repeats of a state and the horizons ``tau`` and ``2 tau`` get independent
+noise -- the learner measures the noise and judges the horizon on common noise, and an async run
+replays bit for bit. Without a bound generator (the plant used on its own) a rollout's generator is
+seeded from its ``(x0, tau)`` (:func:`~azopg.plants.blackbox.rollout_seed`), so repeats are identical.
+
+A rollout whose cost is NaN, infinite or above ``1e200`` is flagged blown up and reported with the finite
 :data:`~azopg.plants.base.BLOWUP_COST`.
 
 A :class:`CallablePlant` is picklable if its callable and sampler are (module-level
@@ -26,7 +36,7 @@ import numpy as np
 from ..errors import SettingsError
 from ..model.problem import as_matrix
 from .base import RolloutResult, finalize, with_moments
-from .blackbox import FixedStates, Sampler, check_size, rollout_batch, rollout_seed, sample_states
+from .blackbox import FixedStates, Sampler, check_size, path_seeds, rollout_batch, sample_states
 
 __all__ = ["CallablePlant"]
 
@@ -40,7 +50,8 @@ class CallablePlant:
         ``cost(K, x0, tau, rng) -> float``: the cost of one rollout of the gain ``K``
         (ndarray (m, n), ``u = -K x``) from the state ``x0`` (ndarray (n,)) over the
         horizon ``tau``, typically ``int_0^tau (x'Qx + u'Ru) dt``; ``rng`` is a
-        :class:`numpy.random.Generator` for any noise of the rollout, seeded from
+        :class:`numpy.random.Generator` for any noise of the rollout: within a run, seeded
+        from the task's generator per noise path (module docstring); on its own, from
         ``(x0, tau)``. A result that is not a finite number (NaN, inf) or an exception
         raised by ``cost`` flags the rollout as blown up (the first exception is also
         shown as a warning; :attr:`errors` counts them).
@@ -84,6 +95,9 @@ class CallablePlant:
     >>> azopg.train(plant, K0=K0, max_time=60)       # doctest: +SKIP
     """
 
+    #: ``rollout`` takes ``noise_rows`` (common random numbers, module docstring).
+    common_noise = True
+
     def __init__(
         self,
         cost: Callable[[np.ndarray, np.ndarray, float, np.random.Generator], float],
@@ -113,6 +127,7 @@ class CallablePlant:
         self.last_error: str | None = None
         self.returns_moments = bool(returns_moments)
         self.batched = bool(batched)
+        self._rng: np.random.Generator | None = None
         if eval_states is not None:
             self.evaluation_states = FixedStates(eval_states, self.n)
 
@@ -124,8 +139,12 @@ class CallablePlant:
         workers: ``azopg.train(plant, ..., backend="async", plant_factory=plant.copy)``."""
         clone = CallablePlant.__new__(CallablePlant)
         clone.__dict__.update(self.__dict__)
-        clone.errors, clone.last_error = 0, None
+        clone.errors, clone.last_error, clone._rng = 0, None, None
         return clone
+
+    def bind_rng(self, rng: np.random.Generator) -> None:
+        """Seed the noise of the following rollouts from ``rng`` (module docstring)."""
+        self._rng = rng
 
     def initial_states(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """``size`` initial states from ``x0_sampler`` or ``N(0, x0_cov)``, shape (size, n)."""
@@ -133,7 +152,8 @@ class CallablePlant:
             return sample_states(self.x0_sampler, rng, size, self.n)
         return rng.standard_normal((size, self.n)) @ self._L.T
 
-    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False) -> RolloutResult:
+    def rollout(self, K: Any, x0: Any, tau: float, *, moments: bool = False,
+                noise_rows: Any = None) -> RolloutResult:
         """Call ``cost`` once per rollout of the batch.
 
         Parameters
@@ -147,6 +167,9 @@ class CallablePlant:
         moments : bool, optional
             Also return the moments ``S`` and ``x_end`` given by ``cost`` (needs
             ``returns_moments=True``).
+        noise_rows : array_like of int, shape (b,), optional
+            Rollout ``i`` gets the generator of noise path ``noise_rows[i]`` (default: its own);
+            rows of one path get equal, separate generators (module docstring).
 
         Returns
         -------
@@ -164,7 +187,7 @@ class CallablePlant:
         cost = np.full(b, math.nan)
         S = np.full((b, n, n), np.nan)
         x_end = np.full((b, n), np.nan)
-        rngs = [np.random.default_rng(rollout_seed(x0[i], tau)) for i in range(b)]
+        rngs = [np.random.default_rng(seq) for seq in path_seeds(self._rng, x0, tau, noise_rows)]
         if self.batched:
             try:
                 batch_cost = cast(Callable[..., Any], self.cost)  # the batched form takes a list of generators
