@@ -177,8 +177,8 @@ class PolicyIteration(UpdateRule):
         self._N0 = self.tuning.N  # a check's pairs double with the batch (:meth:`batch_room`)
         self.safeguards.keeps_unresolved = True  # a step is a consistent fit's: an unresolved check keeps it
         self.received = 0  # moments rollouts received
-        self._defer = False  # inside tell_many: the step waits for the take's last report
-        self._deferred: tuple[int, int, int] | None = None  # (delay, worker, version read) of that report
+        #: Inside a take (:meth:`tell_many`) the step waits for its last report: (delay, worker, version read).
+        self._deferred: tuple[int, int, int] | None = None
         self._shrinks = 0  # radius halvings in a row after blown-up perturbed rollouts
         self.radius = self.tuning.r  # the calibrated radius (snapshots: the radius grows back to it)
         #: The factors ``L``, ``M`` of the perturbations with snapshots (set by the calibration).
@@ -273,11 +273,7 @@ class PolicyIteration(UpdateRule):
     def tell_many(self, reports: list[Report]) -> None:
         """As the base rule's, but one fit for the whole take: its rollouts are all added first."""
         self._deferred = None
-        self._defer = True
-        try:
-            super().tell_many(reports)
-        finally:
-            self._defer = False
+        super().tell_many(reports)
         if self._deferred is not None:
             t0 = time.process_time()
             self._step(*self._deferred)
@@ -286,8 +282,8 @@ class PolicyIteration(UpdateRule):
     def _tell(self, rep: Report, delay: int) -> None:
         t0 = time.process_time()
         self._add(rep)
-        if self._defer:  # the step after the take's last report (tell_many)
-            self._deferred = (self.version - rep.version, rep.worker, rep.version)
+        if self._taken is not None:  # inside a take: the step after its last report (tell_many)
+            self._deferred = (delay, rep.worker, rep.version)
         else:
             self._step(delay, rep.worker, rep.version)
         self.master_seconds += time.process_time() - t0
