@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import equations, policy_iteration
+from azopg.method import equations, pi_defaults
 from azopg.method.equations import IntervalEquations, _fold_blocked, _fold_rows
 from azopg.method.kinds import TaskKind
 from azopg.method.pairs import PairBuffer, evaluate_pairs
@@ -148,8 +148,8 @@ def test_an_antithetic_task_returns_pairs_from_the_same_states():
 def test_policy_iteration_on_pairs_converges_where_it_takes_them(monkeypatch):
     """The rule with pairs forced on a small problem (where the interval equations would run): the gap
     of the exact oracle, in a rollout budget (no clock)."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     fits = []
     evaluate = PairBuffer.evaluate
     monkeypatch.setattr(PairBuffer, "evaluate", lambda self, K, R: fits.append(K) or evaluate(self, K, R))
@@ -168,8 +168,8 @@ def test_equations_too_large_to_hold_are_not_allocated_until_used():
 
 def test_a_run_on_pairs_replays_bit_for_bit(monkeypatch, tmp_path):
     """Simulated workers with delays: stale pairs in the fits, and the run replays exactly."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     p = azopg.get_problem("he1")
     res = azopg.train(p, backend="simulated", workers=3, seed=2, max_rollouts=5000, target_gap=None,
                       max_updates=12, latency_model="exponential")
