@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import equations, pi_defaults
-from azopg.method.equations import IntervalEquations, _fold_blocked, _fold_rows
+from azopg.method import folds, pi_defaults
+from azopg.method.equations import IntervalEquations
+from azopg.method.folds import fold_blocked, fold_rows
 from azopg.method.kinds import TaskKind
 from azopg.method.pairs import PairBuffer, evaluate_pairs
 from azopg.method.tasks import RolloutData, Task, run_task
@@ -65,7 +66,7 @@ def test_the_blocked_fold_equals_the_row_by_row_fold(rows):
     p = 150
     T = np.triu(rng.standard_normal((p, p)))
     new = rng.standard_normal((rows, p))
-    a, b = _fold_rows(T, new), _fold_blocked(T, new)
+    a, b = fold_rows(T, new), fold_blocked(T, new)
     assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max()
     assert np.allclose(np.tril(b, -1), 0.0)
     gram = T.T @ T + new.T @ new
@@ -82,8 +83,8 @@ def test_interval_equations_with_the_blocked_fold_give_the_exact_value_and_gradi
     Ki = K + 0.05 * rng.standard_normal((12, p.m, p.n))
     tr = plant.rollout_snapshots(Ki, plant.initial_states(rng, 12), 20.0, 16)
     unblocked = IntervalEquations(K, p.R).add(Ki, tr.x, tr.S, tr.cost).solve()
-    monkeypatch.setattr(equations, "UNBLOCKED_COLUMNS", 0)
-    monkeypatch.setattr(equations, "BLOCK", 8)
+    monkeypatch.setattr(folds, "UNBLOCKED_COLUMNS", 0)
+    monkeypatch.setattr(folds, "BLOCK", 8)
     blocked = IntervalEquations(K, p.R).add(Ki, tr.x, tr.S, tr.cost).solve()
     np.testing.assert_allclose(blocked.P, unblocked.P, rtol=1e-10, atol=1e-12 * np.abs(unblocked.P).max())
     np.testing.assert_allclose(blocked.E, unblocked.E, rtol=1e-10, atol=1e-12 * np.abs(unblocked.E).max())
