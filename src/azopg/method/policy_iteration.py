@@ -36,7 +36,7 @@ fit's condition number (:data:`NOISY_CONDITION`).
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
 buffered method of before runs instead (:mod:`~.pi_buffered`); where ``(P, E)`` has at least
 :data:`PAIRS_FROM` unknowns, ``E`` alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`:
-``m n`` unknowns, for n = 100 ... 200).
+``m n`` unknowns; CAREX 2.9, 4.3 ... and n = 100 ... 1000).
 
 On a plant with noise of its own (measured at calibration) and ``R`` known the fit is the instrumented one
 (:attr:`PolicyIteration.instrumented`, :mod:`~.pi_instrumented`): least squares is biased there.
@@ -84,14 +84,23 @@ STEP_PRECISION, GAIN_PRECISION = 1e-3, 1e-4
 #: (:meth:`~azopg.method.equations.IntervalEquations.solve`), and the rows a fit waits for are a
 #: fraction of those it has (or ``m n``) -- the same at W = 1 and W = 32.
 SOLVE_GROWTH = 1.0 / 16.0
-#: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns (n >= 90), ``E``
-#: alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs
-#: per unknown of ``E``, the most recent kept.
-PAIRS_FROM, PAIRS_PER_UNKNOWN = 4096, 1.25
+#: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns, ``E`` alone is
+#: fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs per
+#: unknown of ``E``, the most recent kept: a first step after ``2.5 m n`` rollouts instead of the buffered
+#: fit's ``n(n+1) + 2 m n`` (CAREX 2.9, 4.2-n50, 4.3: 1,360, 515 and 1,924 rollouts to gap 1e-6 instead of
+#: none in 60 s, 4,450 and 7,860). Not below: eb5 (``p`` = 860, ``K0 = 0`` on damping 1e-7) needs the radius
+#: the buffered method measures by cost changes (2e-8); on pairs every step blew up.
+PAIRS_FROM, PAIRS_PER_UNKNOWN = 1024, 1.25
 #: With pairs the calibrated horizon (tail at most ``tail_tol`` of the cost) is made ``PAIR_HORIZON`` times
 #: longer: a pair's difference is about ``r ||E||`` of the cost, and shrinks with ``E`` near the optimum,
 #: while the tails it neglects do not (an exponential tail: ``tail_tol^PAIR_HORIZON``).
 PAIR_HORIZON = 3.0
+#: With pairs on exact data the perturbations ``r L Z M`` (scaled to the inputs and states as the snapshots'
+#: are) have ``r^2 m n = PAIR_PERTURBATION``: the pair's difference is first order in ``r`` and so is the
+#: difference of its two tails, while a perturbed gain's slowest mode moves towards instability by more
+#: (lightly damped modes: CAREX 2.9's tails were up to the whole difference at ``r^2 m n = 1e-2`` and
+#: ``1e-4``); the rounding of a cost (1e-16 of it) is then 1e-13 of the difference.
+PAIR_PERTURBATION = 1e-6
 #: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
 TRUST = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
@@ -201,7 +210,7 @@ class PolicyIteration(UpdateRule):
         if self.buffer is not None and not pairs:
             return {}
         if pairs and version >= 0:
-            return {"antithetic": True, "L": self.scales[0]}
+            return {"antithetic": True, "L": self.scales[0], "M": self.scales[1]}
         k = self.snapshots if version >= 0 else max(self.snapshots, JUMP)
         return {"snapshots": k, "L": self.scales[0], "M": self.scales[1]}
 
@@ -518,6 +527,8 @@ class PolicyIteration(UpdateRule):
             self._calibrate_snapshots(run)
             if self.buffer is not None and self.settings.tau is None:
                 self.tuning.tau *= PAIR_HORIZON
+            if self.buffer is not None and self.settings.r is None and not self.noisy and not self.settings.cost_noise:
+                self.tuning.r = self.radius = math.sqrt(PAIR_PERTURBATION / (self.m * self.n))
             return
         super().calibrate(run)
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
