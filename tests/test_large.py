@@ -215,3 +215,17 @@ def test_pairs_at_the_rules_radius_leave_slow_tails_out():
         return float(np.linalg.norm(evaluate_pairs(K0, p.R, *halves).E - p.E(K0)) / np.linalg.norm(p.E(K0)))
 
     assert error(policy_iteration.PAIR_PERTURBATION) <= 1e-4
+
+
+def test_on_pairs_the_calibrations_batch_is_in_pairs_too(monkeypatch):
+    """The first batch (``N`` rollouts at ``K0``, issued by the calibration) reaches the pair buffer as pairs:
+    as snapshots it was ignored (CAREX 3.1-l30: 885 rollouts, half of its first minute)."""
+    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    seen = []
+    add = PairBuffer.add
+    monkeypatch.setattr(PairBuffer, "add", lambda self, data: seen.append(data) or add(self, data))
+    p = azopg.get_problem("he1")
+    azopg.train(p, seed=0, max_updates=1, target_gap=None, max_rollouts=3000)
+    batches = [d for d in seen if d.cost.shape[0] > 1]
+    assert batches and all(isinstance(d, RolloutData) for d in batches)
