@@ -229,3 +229,17 @@ def test_on_pairs_the_calibrations_batch_is_in_pairs_too(monkeypatch):
     azopg.train(p, seed=0, max_updates=1, target_gap=None, max_rollouts=3000)
     batches = [d for d in seen if d.cost.shape[0] > 1]
     assert batches and all(isinstance(d, RolloutData) for d in batches)
+
+
+@pytest.mark.parametrize("name", ["ac1", "carex4.2-n20"])
+def test_on_exact_pairs_one_update_takes_several_kleinman_steps(monkeypatch, name):
+    """Pairs are exact equations in ``E`` of any gain: the first fit's pairs also give the next Kleinman steps,
+    iterated while they shrink. The first update is beyond two exact Kleinman steps from ``K0`` (ac1: 2e-11
+    from ``K*``, where K0's second Kleinman iterate is 0.47; 4.2-n20: 6e-9, the second iterate 3e-7)."""
+    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    p = azopg.get_problem(name)
+    res = azopg.train(p, seed=0, max_updates=1, target_gap=None, max_rollouts=5000)
+    K2 = p.kleinman_step(p.kleinman_step(np.asarray(p.K0)))
+    assert res.updates == 1
+    assert np.linalg.norm(res.K - p.optimal_gain) < np.linalg.norm(K2 - p.optimal_gain)
