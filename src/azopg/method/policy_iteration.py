@@ -395,22 +395,25 @@ class PolicyIteration(UpdateRule):
             self._stuck(worker, version_read)
             return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
-        K = self.K + self.tuning.alpha * step
+        K, last = self.K + self.tuning.alpha * step, None
         if self.buffer.pairs and self.tuning.alpha >= 1.0 and not (self.noisy or self.settings.cost_noise):
-            K = self._pair_steps(K, step)
+            K, last = self._pair_steps(K, step)
         self.apply(K, delay, worker, version_read)
+        if last is not None:  # the last full Kleinman step taken estimates the error of the gain it left
+            self.movement = last
 
-    def _pair_steps(self, K: np.ndarray, step: np.ndarray) -> np.ndarray:
+    def _pair_steps(self, K: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, float | None]:
         """Kleinman's steps iterated from ``K`` (reached by ``step``) on the same antithetic pairs: exact
         equations in ``E`` of any base gain (:mod:`~.pairs`), so on exact data one set determines the next
         gains too, at most :data:`INNER_STEPS` in all. Each must contract by :data:`PAIR_CONTRACTION` (by
         :func:`~.settle.relative_step`, unit-invariant): Kleinman's steps shrink (near ``K*`` quadratically)
         until the fit's own error (tails, rounding) is reached, where they stop shrinking -- that step is
-        not taken."""
+        not taken. Returns the gain reached and, if a step was iterated, the size of the last one (its
+        :attr:`movement`: the error of the gain it left, whose square the gain reached has)."""
         assert self.buffer is not None
         if self._moments is None:
-            return K
-        last = relative_step(step, K, self.R, self._moments)
+            return K, None
+        last, taken = relative_step(step, K, self.R, self._moments), False
         for _ in range(INNER_STEPS - 1):
             if not last > STEP_TOL or self.out_of_time():
                 break
@@ -421,8 +424,8 @@ class PolicyIteration(UpdateRule):
             size = relative_step(nxt, K + nxt, self.R, self._moments)
             if not size <= PAIR_CONTRACTION * last:
                 break
-            K, last = K + nxt, size
-        return K
+            K, last, taken = K + nxt, size, True
+        return K, (last if taken else None)
 
     def _step_instrumented(self, delay: int, worker: int, version_read: int) -> None:
         """Kleinman steps on the instrumented fit (:func:`~.pi_instrumented.instrumented_steps`) once the sums
