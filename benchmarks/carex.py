@@ -11,9 +11,9 @@ is judged with scipy alone, not the library's oracle: ``X`` from ``solve_continu
 (``rej`` rejected checks and rollbacks, ``ill`` fits refused as ill-conditioned, ``imp`` Kleinman
 steps refused as imprecise -- their standard error too large -- or unrepresentable), the number
 of policy-iteration fits, the seconds spent in them, and their condition numbers (smallest and
-largest; ``+inf``: a fit was singular), measured by wrapping the solvers of the interval equations
-and of the rollout buffer (under noise, with one equation per rollout and in the buffered method a
-fit above the rule's ``NOISY_CONDITION`` = 1e14 is refused: logged ``ill-conditioned``; with
+largest; ``+inf``: a fit was singular), measured by wrapping the solvers of the interval equations,
+of the rollout buffer and of the antithetic pairs (under noise, with one equation per rollout and in
+the buffered method a fit above the rule's ``NOISY_CONDITION`` = 1e14 is refused: logged ``ill-conditioned``; with
 snapshots on exact data a fit is judged by its step's standard error, not by this condition).
 
 ``--balance`` (a diagnosis) trains on the same problem in states ``x' = D x``,
@@ -39,6 +39,7 @@ import scipy.linalg as sla
 import azopg
 from azopg.method import buffer as _buffer
 from azopg.method import equations as _equations
+from azopg.method import pairs as _pairs
 
 CONDITIONS: list[float] = []
 FIT_SECONDS = [0.0]
@@ -56,6 +57,7 @@ def _recording(solve):  # type: ignore[no-untyped-def]
 
 _equations.IntervalEquations.evaluate = _recording(_equations.IntervalEquations.evaluate)  # type: ignore[method-assign]
 _buffer.RolloutBuffer.evaluate = _recording(_buffer.RolloutBuffer.evaluate)  # type: ignore[method-assign]
+_pairs.PairBuffer.evaluate = _recording(_pairs.PairBuffer.evaluate)  # type: ignore[method-assign]
 
 
 def independent_check(p: azopg.LQRProblem, K: np.ndarray) -> tuple[float, float]:

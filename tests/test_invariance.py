@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import azopg
+from azopg.method import pi_defaults
 from azopg.model.hard import hard_system, rescaled
 from azopg.model.problem import LQRProblem
 
@@ -47,12 +48,12 @@ def costs_per_update(p: LQRProblem, **kw) -> list[tuple[int, str, float]]:
     return [(h.update, h.event, h.cost) for h in res.history]
 
 
-def assert_same_costs_per_update(states: float, inputs: float, **kw) -> None:
+def assert_same_costs_per_update(states: float, inputs: float, rtol: float = 1e-8, **kw) -> None:
     p = azopg.get_problem("he1")
     d, e = scales(p, states, inputs)
     got, want = costs_per_update(rescaled(p, d, e), **kw), costs_per_update(p, **kw)
     assert [g[:2] for g in got] == [w[:2] for w in want]
-    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-8)
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=rtol)
 
 
 @pytest.mark.parametrize(("states", "inputs"), [(1e4, 1.0), (1.0, 1e2), (1e4, 1e2)])
@@ -70,3 +71,17 @@ def test_learning_from_one_equation_per_rollout_is_unit_invariant(states, inputs
     # and horizon rule as snapshots, one interval per rollout: as invariant (before, its buffered form calibrated
     # an isotropic radius by a step search, and its costs differed by up to 12 % from the first update)
     assert_same_costs_per_update(states, inputs, snapshots=1)
+
+
+@pytest.mark.parametrize("states", [1e2, 1e4])
+def test_learning_from_antithetic_pairs_is_invariant_to_state_units(monkeypatch, states):
+    # E alone from antithetic pairs (by default where the interval equations' factor is large; forced here):
+    # perturbations L Z M scaled to the inputs and the states as with snapshots, the horizon from the cost's tail,
+    # columns of the pair fit scaled to unit norm (before, M was left out: the perturbations were isotropic in
+    # the states, and the costs per update differed by up to 12 % at states 1e4). A pair's difference is about
+    # 1e-3 of its cost (PAIR_PERTURBATION), so the costs' rounding is 1e3 times larger in the fit: 4e-8 seen.
+    # Not yet in the input units: the step bound TRUST ||K||_F binds on he1's second pair step with inputs
+    # scaled 1e-2 ... 1e2 (costs 1 % apart from there; with the bound lifted they agree to 2e-8).
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
+    assert_same_costs_per_update(states, 1.0, rtol=1e-6)

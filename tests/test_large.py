@@ -193,3 +193,54 @@ def test_a_replay_at_another_blas_thread_count_gives_the_same_gain(tmp_path):
     out = subprocess.run([sys.executable, "-m", "azopg", "replay", str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "identical" in out.stdout, out.stdout + out.stderr
+
+
+def test_pairs_at_the_rules_radius_leave_slow_tails_out():
+    """CAREX 2.9 (lightly damped modes, n = 55) at ``K0``: ``1.25 m n`` pairs of ``K0 +- r L Z M`` (scaled to
+    the inputs and states as the rule's), horizon 3 times the one where ``K0``'s tail is negligible. At the
+    rule's radius (``r^2 m n = PAIR_PERTURBATION``) the fit is ``E`` of the oracle to 1e-4 (3.4e-5 seen; at the
+    snapshots' radius, ``1e-2``, perturbed gains nearer instability have tails that spoil it: 3 %)."""
+    p = azopg.get_problem("carex2.9")
+    K0, (m, n) = np.asarray(p.K0), p.K0.shape
+    plant = plant_for(p)
+    one = plant.rollout(K0, plant.initial_states(np.random.default_rng(0), 1), 256.0, moments=True)
+    L = np.linalg.inv(np.linalg.cholesky(p.R)).T
+    M = np.diag(np.sqrt(one.cost[0] / np.diag(one.S[0])))
+
+    def error(perturbation: float) -> float:
+        task = Task(1, 0, TaskKind.MOMENTS, K0, 0, 768.0, np.sqrt(perturbation / (m * n)), int(2.5 * m * n),
+                    "policy-iteration", 0, L=L, M=M, antithetic=True)
+        d = run_task(plant, task).data
+        h = d.cost.size // 2
+        halves = [RolloutData(*(a[s] for a in d.arrays())) for s in (slice(0, h), slice(h, None))]
+        return float(np.linalg.norm(evaluate_pairs(K0, p.R, *halves).E - p.E(K0)) / np.linalg.norm(p.E(K0)))
+
+    assert error(pi_defaults.PAIR_PERTURBATION) <= 1e-4
+
+
+def test_on_pairs_the_calibrations_batch_is_in_pairs_too(monkeypatch):
+    """The first batch (``N`` rollouts at ``K0``, issued by the calibration) reaches the pair buffer as pairs:
+    as snapshots it was ignored (CAREX 3.1-l30: 885 rollouts, half of its first minute)."""
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
+    seen = []
+    add = PairBuffer.add
+    monkeypatch.setattr(PairBuffer, "add", lambda self, data: seen.append(data) or add(self, data))
+    p = azopg.get_problem("he1")
+    azopg.train(p, seed=0, max_updates=1, target_gap=None, max_rollouts=3000)
+    batches = [d for d in seen if d.cost.shape[0] > 1]
+    assert batches and all(isinstance(d, RolloutData) for d in batches)
+
+
+@pytest.mark.parametrize("name", ["ac1", "carex4.2-n20"])
+def test_on_exact_pairs_one_update_takes_several_kleinman_steps(monkeypatch, name):
+    """Pairs are exact equations in ``E`` of any gain: the first fit's pairs also give the next Kleinman steps,
+    iterated while they shrink. The first update is beyond two exact Kleinman steps from ``K0`` (ac1: 2e-11
+    from ``K*``, where K0's second Kleinman iterate is 0.47; 4.2-n20: 6e-9, the second iterate 3e-7)."""
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
+    p = azopg.get_problem(name)
+    res = azopg.train(p, seed=0, max_updates=1, target_gap=None, max_rollouts=5000)
+    K2 = p.kleinman_step(p.kleinman_step(np.asarray(p.K0)))
+    assert res.updates == 1
+    assert np.linalg.norm(res.K - p.optimal_gain) < np.linalg.norm(K2 - p.optimal_gain)

@@ -55,6 +55,8 @@ class Calibrated(Learner, Protocol):
     snapshots: int
     @property
     def instrumented(self) -> bool: ...
+    @property
+    def on_pairs(self) -> bool: ...
 
     def _add(self, rep: Report) -> None: ...
 
@@ -110,8 +112,8 @@ def calibrate_snapshots(rule: Calibrated, run: Runner) -> None:
         least = NOISY_PERTURBATION if rule.instrumented else PERTURBATION
         rule.tuning.r = math.sqrt(max(least, min(NOISE_SMOOTHING * noise, MAX_NOISE_SMOOTHING)) / (rule.m * rule.n))
     rule.radius = rule.tuning.r
-    if rule.tuning.N > 1:  # (one rollout: as the probes above) a batch too large for memory is refused
-        # here, before the run is saved -- the first task of the run
+    if rule.tuning.N > 1 and not rule.on_pairs:  # (one rollout: as the probes above; on pairs: the rule's, in
+        # pairs) a batch too large for memory is refused here, before the run is saved -- the first task of the run
         rule._add(probe(TaskKind.MOMENTS, rule.K.copy(), rule.tuning.tau, rule.tuning.r, rule.tuning.N))
     rule.log(Event.CALIBRATE)
 

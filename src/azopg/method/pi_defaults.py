@@ -10,21 +10,30 @@ from .pi_buffered import BufferedFits
 from .regression import unknowns
 
 __all__ = ["BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "MAX_FACTOR_COLUMNS", "MAX_SNAPSHOTS", "MIN_SNAPSHOTS",
-           "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_HORIZON", "PATIENCE", "SNAPSHOTS_PER_UNKNOWN", "buffered_fits",
-           "default_snapshots", "factor_columns"]
+           "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_HORIZON", "PAIR_PERTURBATION", "PATIENCE", "SNAPSHOTS_PER_UNKNOWN",
+           "buffered_fits", "default_snapshots", "factor_columns"]
 
 #: Rollouts without an applied step, per unknown of ``(P, E)``, after which a fit that stays
 #: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
 #: keeps as many rollouts.
 PATIENCE = 6.0
-#: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns (n >= 90), ``E``
-#: alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs
-#: per unknown of ``E``, the most recent kept.
-PAIRS_FROM, PAIRS_PER_UNKNOWN = 4096, 1.25
+#: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns, ``E`` alone is
+#: fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs per
+#: unknown of ``E``, the most recent kept: a first step after ``2.5 m n`` rollouts instead of the buffered
+#: fit's ``n(n+1) + 2 m n`` (CAREX 2.9, 4.2-n50, 4.3: 1,360, 515 and 1,924 rollouts to gap 1e-6 instead of
+#: none in 60 s, 4,450 and 7,860). Not below: eb5 (``p`` = 860, ``K0 = 0`` on damping 1e-7) needs the radius
+#: the buffered method measures by cost changes (2e-8); on pairs every step blew up.
+PAIRS_FROM, PAIRS_PER_UNKNOWN = 1024, 1.25
 #: With pairs the calibrated horizon (tail at most ``tail_tol`` of the cost) is made ``PAIR_HORIZON`` times
 #: longer: a pair's difference is about ``r ||E||`` of the cost, and shrinks with ``E`` near the optimum,
 #: while the tails it neglects do not (an exponential tail: ``tail_tol^PAIR_HORIZON``).
 PAIR_HORIZON = 3.0
+#: With pairs on exact data the perturbations ``r L Z M`` (scaled to the inputs and states as the snapshots'
+#: are) have ``r^2 m n = PAIR_PERTURBATION``: the pair's difference is first order in ``r`` and so is the
+#: difference of its two tails, while a perturbed gain's slowest mode moves towards instability by more
+#: (lightly damped modes: CAREX 2.9's tails were up to the whole difference at ``r^2 m n = 1e-2`` and
+#: ``1e-4``); the rounding of a cost (1e-16 of it) is then 1e-13 of the difference.
+PAIR_PERTURBATION = 1e-6
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
 CHECK_EVERY = 2
 #: Under noise an inconclusive check doubles the checks' pairs (:attr:`~.safeguards.Safeguards.keeps_unresolved`)

@@ -36,7 +36,7 @@ fit's condition number (:data:`~.pi_buffered.NOISY_CONDITION`).
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
 buffered method of before runs instead (:mod:`~.pi_buffered`); where ``(P, E)`` has at least
 :data:`~.pi_defaults.PAIRS_FROM` unknowns, ``E`` alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`:
-``m n`` unknowns, for n = 100 ... 200).
+``m n`` unknowns; CAREX 2.9, 4.3 ... and n = 100 ... 1000).
 
 On a plant with noise of its own (measured at calibration) and ``R`` known the fit is the instrumented one
 (:attr:`PolicyIteration.instrumented`, :mod:`~.pi_instrumented`): least squares is biased there.
@@ -71,6 +71,7 @@ from .pi_defaults import (
     MAX_SNAPSHOTS,
     MIN_SNAPSHOTS,
     PAIR_HORIZON,
+    PAIR_PERTURBATION,
     PAIRS_FROM,
     PAIRS_PER_UNKNOWN,
     PATIENCE,
@@ -79,7 +80,16 @@ from .pi_defaults import (
     default_snapshots,
     factor_columns,
 )
-from .pi_steps import GAIN_PRECISION, INNER_STEPS, SOLVE_GROWTH, STEP_PRECISION, STEP_TOL, TRUST, KleinmanSteps
+from .pi_steps import (
+    GAIN_PRECISION,
+    INNER_STEPS,
+    PAIR_CONTRACTION,
+    SOLVE_GROWTH,
+    STEP_PRECISION,
+    STEP_TOL,
+    TRUST,
+    KleinmanSteps,
+)
 from .regression import unknowns
 from .rule import Runner
 from .safeguards import SHRINK
@@ -89,9 +99,10 @@ from .tasks import Report, RolloutData, Task, TrajectoryData
 #: The constants and helpers of :mod:`~.pi_defaults` and :mod:`~.pi_steps` are importable from here too (their
 #: values are read there).
 __all__ = ["BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "GAIN_PRECISION", "INNER_STEPS", "MAX_FACTOR_COLUMNS",
-           "MAX_SNAPSHOTS", "MIN_SNAPSHOTS", "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_HORIZON", "PATIENCE",
-           "SNAPSHOTS_PER_UNKNOWN", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL", "TRUST", "PolicyIteration",
-           "default_snapshots", "factor_columns"]
+           "MAX_SNAPSHOTS", "MIN_SNAPSHOTS", "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_CONTRACTION", "PAIR_HORIZON",
+           "PAIR_PERTURBATION", "PATIENCE", "SNAPSHOTS_PER_UNKNOWN", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL",
+           "TRUST", "PolicyIteration", "default_snapshots", "factor_columns"]
+
 
 class PolicyIteration(KleinmanSteps):
     """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from every rollout's intervals."""
@@ -138,6 +149,12 @@ class PolicyIteration(KleinmanSteps):
         #: weighted by the first rollouts' state moments: :meth:`settled`.
         self.movement = math.inf
         self._moments: np.ndarray | None = None
+        self._first_pairs = False  # the calibration's first batch is being issued in pairs (:meth:`calibrate`)
+
+    @property
+    def on_pairs(self) -> bool:
+        """Whether ``E`` is fitted from antithetic pairs (:data:`~.pi_defaults.PAIRS_FROM`)."""
+        return self.buffer is not None and self.buffer.pairs
 
     def batch_room(self) -> bool:
         """Whether the batch (and with it a check's pairs, :meth:`check_pairs`) may double: a check at twice
@@ -147,11 +164,11 @@ class PolicyIteration(KleinmanSteps):
     def task_fields(self, version: int) -> dict[str, Any]:
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
         -1: calibration) asks for at least :data:`~.pi_calibration.JUMP` snapshots (their costs give the tail)."""
-        pairs = self.buffer is not None and self.buffer.pairs  # probes as with snapshots, the loop's tasks in pairs
+        pairs = self.on_pairs  # probes as with snapshots, the loop's tasks (and the first batch) in pairs
         if self.buffer is not None and not pairs:
             return {}
-        if pairs and version >= 0:
-            return {"antithetic": True, "L": self.scales[0]}
+        if pairs and (version >= 0 or self._first_pairs):
+            return {"antithetic": True, "L": self.scales[0], "M": self.scales[1]}
         k = self.snapshots if version >= 0 else max(self.snapshots, JUMP)
         return {"snapshots": k, "L": self.scales[0], "M": self.scales[1]}
 
@@ -305,11 +322,23 @@ class PolicyIteration(KleinmanSteps):
         """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared
         calibration, then one ``moments`` task at the calibrated gain into the buffer (a batch too large
         for memory is refused here, before the run is saved as resumable); antithetic pairs: as with
-        snapshots (their probes are not pairs: the pair buffer ignores them)."""
+        snapshots (their probes are not pairs: the pair buffer ignores them), and the first batch, at the pairs'
+        horizon and radius, in pairs (as snapshots it was ignored: 885 rollouts, 33 s of CAREX 3.1-l30's 60)."""
         if self.buffer is None or self.buffer.pairs:
             self._calibrate_snapshots(run)
-            if self.buffer is not None and self.settings.tau is None:
+            if self.buffer is None:
+                return
+            if self.settings.tau is None:
                 self.tuning.tau *= PAIR_HORIZON
+            if self.settings.r is None and not self.noisy and not self.settings.cost_noise:
+                self.tuning.r = self.radius = math.sqrt(PAIR_PERTURBATION / (self.m * self.n))
+            if self.tuning.N > 1:  # a batch too large for memory is refused here, before the run is saved
+                self._first_pairs = True
+                try:
+                    self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy(), self.tuning.tau, self.tuning.r,
+                                         self.tuning.N))
+                finally:
+                    self._first_pairs = False
             return
         super().calibrate(run)
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
