@@ -10,13 +10,18 @@ start of the run, its serial calibration included; ``loop``: after calibration),
 by then, the reports dropped as too stale, the speedup ``T(1) / T(W)`` and its efficiency
 ``T(1) / (W T(W))`` (the aim: at least 0.8; with ``--backend async`` on the ``loop`` times, as the
 calibration's wall time there is mostly the start of W worker processes), the master's CPU seconds
-per rollout on the fits
-(``result.json`` stats) and the Amdahl limit on W it implies (``latency / master CPU per rollout``:
-beyond it the master cannot keep up), and this process's CPU seconds.
+per rollout on the fits (``result.json`` stats) and the Amdahl limit on W it implies
+(``latency / master CPU per rollout``: beyond it the master cannot keep up), and this process's CPU
+seconds. With ``--backend async`` also (``result.json`` stats of the worker processes): the workers'
+CPU per rollout (running the task and pickling its report), the bytes of a report, the workers' idle
+fraction (from sending a report to receiving the next task), the seconds to start the workers, this
+process's CPU per rollout (the master whole: fits, pickling, pipes) and the limit on W that the
+machine's cores put (``cores x latency / (worker + master CPU per rollout)``: beyond it the CPU, not
+the rollouts, sets the pace; ``--cores``, default: this machine's).
 
     python benchmarks/pi_parallel.py [--problem msd10] [--workers 1,8,32] [--target-gap 1e-3]
                                      [--latency 0.01] [--snapshots 1] [--backend simulated]
-                                     [--max-time 600] [--seed 0]
+                                     [--max-time 600] [--seed 0] [--depth D] [--cores C]
 
 ``msd10`` is ``mass_spring_chain(10, damping=1.0)``; other names are built-in problems (``cse1``,
 ``eb4``, ...).
@@ -48,6 +53,9 @@ def main() -> None:
     ap.add_argument("--backend", default="simulated", choices=["simulated", "async"])
     ap.add_argument("--max-time", type=float, default=600.0, help="seconds per run (virtual when simulated)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--depth", type=int, default=None, help="tasks in flight per worker process")
+    ap.add_argument("--batch", type=int, default=None, help="rollouts per task (default: the rule's)")
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     p = mass_spring_chain(10, damping=1.0) if args.problem == "msd10" else azopg.get_problem(args.problem)
     clock = "virtual" if args.backend == "simulated" else "wall"
@@ -55,13 +63,15 @@ def main() -> None:
     print(f"{args.problem} (n={p.n}, m={p.m}), policy iteration, --snapshots {k or 'default'}, {args.backend} backend, "
           f"{args.latency:g} s per rollout, target gap {args.target_gap:g}, seed {args.seed}")
     print(f"{'W':>4} {'status':<10} {clock + ' s':>10} {'loop s':>7} {'rollouts':>9} {'dropped':>8} {'speedup':>8} "
-          f"{'efficiency':>11} {'master ms/rollout':>18} {'Amdahl W':>9} {'CPU s':>7}")
+          f"{'efficiency':>11} {'master ms/rollout':>18} {'Amdahl W':>9} {'CPU s':>7}"
+          + ("" if args.backend == "simulated" else
+             f" {'worker ms/r':>11} {'proc ms/r':>9} {'B/report':>9} {'idle':>5} {'start s':>7} {'cores W':>7}"))
     t1 = None
     for W in (int(w) for w in args.workers.split(",")):
         c0 = time.process_time()
         res = azopg.train(p, method="policy-iteration", snapshots=k, workers=W, backend=args.backend,
                           rollout_latency=args.latency, target_gap=args.target_gap, max_time=args.max_time,
-                          seed=args.seed)
+                          seed=args.seed, depth=args.depth, batch=args.batch)
         hit = next((row for row in res.history if row.relative_gap <= args.target_gap), None)
         total = hit.time_s if hit is not None else float("nan")
         loop = res.stats.get("time_to_target_s") or float("nan")
@@ -71,9 +81,17 @@ def main() -> None:
         speed = t1 / T if t1 is not None else float("nan")
         master = float(res.stats.get("master_cpu_s_per_rollout", math.nan))
         amdahl = args.latency / master if master > 0 else math.inf
-        print(f"{W:>4} {res.status:<10} {total:>10.2f} {loop:>7.2f} {rollouts:>9} {res.stats['dropped']:>8} "
-              f"{speed:>8.2f} {speed / W:>11.2f} {1e3 * master:>18.3f} {amdahl:>9.0f} "
-              f"{time.process_time() - c0:>7.1f}", flush=True)
+        cpu = time.process_time() - c0
+        line = (f"{W:>4} {res.status:<10} {total:>10.2f} {loop:>7.2f} {rollouts:>9} {res.stats['dropped']:>8} "
+                f"{speed:>8.2f} {speed / W:>11.2f} {1e3 * master:>18.3f} {amdahl:>9.0f} {cpu:>7.1f}")
+        if args.backend != "simulated":
+            st = res.stats
+            worker = float(st.get("worker_cpu_s_per_rollout", math.nan))
+            proc = cpu / max(res.rollouts, 1)  # the master process whole, calibration included
+            line += (f" {1e3 * worker:>11.3f} {1e3 * proc:>9.3f} {st.get('bytes_per_report', math.nan):>9.0f} "
+                     f"{st.get('worker_idle_fraction', math.nan):>5.2f} {st.get('worker_start_s', math.nan):>7.2f} "
+                     f"{args.cores * args.latency / (worker + proc):>7.0f}")
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import multiprocessing as mp
 import os
+import pickle
 import selectors
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 
@@ -34,7 +37,7 @@ from ..plants.base import Plant
 from .executor import THREAD_VARS, WorkerError, WorkerLoss, single_thread_env
 from .inflight import InFlight, RemoteExecutor, TaskFailed, run_or_fail
 
-__all__ = ["ProcessExecutor", "worker_main"]
+__all__ = ["ProcessExecutor", "WorkerTraffic", "worker_main"]
 
 #: Workers run at a lower scheduling priority than the master, whose prompt replies keep them busy.
 WORKER_NICENESS = 5
@@ -73,7 +76,11 @@ def _signals_held() -> Iterator[None]:
 
 def worker_main(conn: Connection, plant_factory: Callable[[], Plant]) -> None:
     """A worker's loop: task in, report out, until the pipe closes (the master stopped or
-    died: only the master holds the other end) or a ``None`` task arrives."""
+    died: only the master holds the other end) or a ``None`` task arrives.
+
+    Each answer travels as ``(report, cpu, sent)``: the worker's CPU seconds on the task (running it and
+    pickling the report) and :func:`time.monotonic` when it was sent (the clock is the machine's, shared
+    with the master): :class:`WorkerTraffic`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)  # the master is the serial bottleneck: let it win the CPU
@@ -86,11 +93,54 @@ def worker_main(conn: Connection, plant_factory: Callable[[], Plant]) -> None:
             return
         if task is None:
             return
+        c0 = time.process_time()
         msg = run_or_fail(plant, task)
+        body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            conn.send(msg)
+            conn.send_bytes(pickle.dumps((body, time.process_time() - c0, time.monotonic()),
+                                         protocol=pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, OSError):
             return
+
+
+@dataclass
+class WorkerTraffic:
+    """What the worker processes did and what travelled (``result.json`` stats, :meth:`summary`).
+
+    Attributes
+    ----------
+    reports, tasks, rollouts : int
+        Reports received, tasks sent and the rollouts the reports carry.
+    bytes_in, bytes_out : int
+        Pickled bytes of the reports received and of the tasks sent.
+    worker_cpu : float
+        The workers' CPU seconds on the received reports' tasks (running and pickling).
+    idle : float
+        Seconds, summed over workers, from a worker sending a report to the master sending it its next task
+        (transit, and the master's work in between).
+    start : float
+        Seconds to start the worker processes.
+    """
+
+    reports: int = 0
+    tasks: int = 0
+    rollouts: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    worker_cpu: float = 0.0
+    idle: float = 0.0
+    start: float = 0.0
+    first: float = math.inf  # time.monotonic of the first task sent after start-up
+    last: float = -math.inf  # ... and of the last report received
+
+    def summary(self, workers: int) -> dict[str, float]:
+        """Per-rollout and per-report figures; ``idle_fraction``: :attr:`idle` over the workers' time from the
+        first task to the last report."""
+        span = workers * max(self.last - self.first, 1e-9)
+        reports, rollouts = max(self.reports, 1), max(self.rollouts, 1)
+        return {"worker_cpu_s_per_rollout": self.worker_cpu / rollouts, "bytes_per_report": self.bytes_in / reports,
+                "bytes_per_task": self.bytes_out / max(self.tasks, 1), "worker_idle_s": self.idle,
+                "worker_idle_fraction": min(self.idle / span, 1.0), "worker_start_s": self.start}
 
 
 class ProcessExecutor(RemoteExecutor):
@@ -114,8 +164,10 @@ class ProcessExecutor(RemoteExecutor):
         median time per rollout (see :class:`~azopg.engine.inflight.TaskTimer`).
     """
 
-    def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None) -> None:
+    def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
+                 depth: int | None = None) -> None:
         super().__init__(workers, task_timeout)
+        self.depth = depth or 1
         self._factory = plant_factory
         self._procs: list[mp.process.BaseProcess | None] = []
         self._conns: list[Connection | None] = []
@@ -125,12 +177,20 @@ class ProcessExecutor(RemoteExecutor):
         self._inflight: list[deque[InFlight]] = [deque() for _ in range(self.workers)]
         self._retries: dict[int, int] = {}
         self._losses_in_row = 0
+        self.traffic = WorkerTraffic()
+        self._freed: dict[int, float] = {}  # worker -> time.monotonic when it sent a report and had no task left
 
     def start(self) -> None:
+        t0 = time.perf_counter()
         self._procs = [None] * self.workers
         self._conns = [None] * self.workers
         for w in range(self.workers):
             self._spawn(w)
+        self.traffic.start += time.perf_counter() - t0
+
+    def summary(self) -> dict[str, float]:
+        """The workers' traffic (:class:`WorkerTraffic`) for ``result.json`` stats."""
+        return self.traffic.summary(self.workers)
 
     def _spawn(self, w: int) -> None:
         saved = {k: os.environ.get(k) for k in THREAD_VARS}
@@ -164,12 +224,21 @@ class ProcessExecutor(RemoteExecutor):
 
     def submit(self, task: Task) -> None:
         w = task.worker
+        body = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            self._conn(w).send(task)
+            self._conn(w).send_bytes(body)
         except (BrokenPipeError, ConnectionResetError):
             self._drain(w)
             self._replace(w, self._death_reason(w))
-            self._conn(w).send(task)
+            self._conn(w).send_bytes(body)
+        now = time.monotonic()
+        t = self.traffic
+        t.bytes_out += len(body)
+        t.tasks += 1
+        t.first = min(t.first, now)
+        freed = self._freed.pop(w, None)
+        if freed is not None:
+            t.idle += max(now - freed, 0.0)
         self._inflight[w].append(self._record(task, w))
 
     def _conn(self, w: int) -> Connection:
@@ -208,7 +277,7 @@ class ProcessExecutor(RemoteExecutor):
     def _read(self, w: int) -> bool:
         """Read one message from worker ``w``'s pipe (it is ready); ``False`` at end of file."""
         try:
-            self._accept(w, self._conn(w).recv())
+            self._accept(w, self._conn(w).recv_bytes())
         except (EOFError, OSError):
             return False
         return True
@@ -218,18 +287,29 @@ class ProcessExecutor(RemoteExecutor):
         conn = self._conn(w)
         try:
             while conn.poll():
-                self._accept(w, conn.recv())
+                self._accept(w, conn.recv_bytes())
         except (EOFError, OSError):
             return False
         return True
 
-    def _accept(self, w: int, msg: Report | TaskFailed) -> None:
+    def _accept(self, w: int, raw: bytes) -> None:
+        """A worker's answer, ``(report, cpu, sent)`` pickled (:func:`worker_main`), counted in :attr:`traffic`."""
+        body, cpu, sent = pickle.loads(raw)
+        msg: Report | TaskFailed = pickle.loads(body)
+        t = self.traffic
+        t.bytes_in += len(body)
+        t.worker_cpu += cpu
+        t.reports += 1
+        t.rollouts += msg.rollouts if isinstance(msg, Report) else 0
+        t.last = max(t.last, time.monotonic())
         queue = self._inflight[w]
         i = next((i for i, rec in enumerate(queue) if rec.task.task_id == msg.task_id), None)
         if i is None:  # a task abandoned meanwhile: ignore its report
             return
         rec = queue[i]
         del queue[i]
+        if not queue:  # the worker waits for its next task from now on
+            self._freed[w] = sent
         self._losses_in_row = 0
         self._answered(rec, msg, time.monotonic())
 
@@ -251,6 +331,7 @@ class ProcessExecutor(RemoteExecutor):
                     self._selector.unregister(obj)
         with contextlib.suppress(Exception):
             self._conn(w).close()
+        self._freed.pop(w, None)
         lost = [rec.task for rec in self._inflight[w]]
         self._inflight[w].clear()
         self._losses_in_row += 1
