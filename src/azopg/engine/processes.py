@@ -133,12 +133,13 @@ class WorkerTraffic:
     first: float = math.inf  # time.monotonic of the first task sent after start-up
     last: float = -math.inf  # ... and of the last report received
 
-    def summary(self, workers: int) -> dict[str, float]:
+    def summary(self, workers: int) -> dict[str, float | int]:
         """Per-rollout and per-report figures; ``idle_fraction``: :attr:`idle` over the workers' time from the
         first task to the last report."""
         span = workers * max(self.last - self.first, 1e-9)
         reports, rollouts = max(self.reports, 1), max(self.rollouts, 1)
-        return {"worker_cpu_s_per_rollout": self.worker_cpu / rollouts, "bytes_per_report": self.bytes_in / reports,
+        return {"worker_reports": self.reports, "worker_rollouts": self.rollouts,
+                "worker_cpu_s_per_rollout": self.worker_cpu / rollouts, "bytes_per_report": self.bytes_in / reports,
                 "bytes_per_task": self.bytes_out / max(self.tasks, 1), "worker_idle_s": self.idle,
                 "worker_idle_fraction": min(self.idle / span, 1.0), "worker_start_s": self.start}
 
@@ -188,7 +189,7 @@ class ProcessExecutor(RemoteExecutor):
             self._spawn(w)
         self.traffic.start += time.perf_counter() - t0
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | int]:
         """The workers' traffic (:class:`WorkerTraffic`) for ``result.json`` stats."""
         return self.traffic.summary(self.workers)
 
