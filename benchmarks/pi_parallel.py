@@ -36,11 +36,77 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
+import heapq
 import math
 import time
 
 import azopg
+from azopg.engine import backends
+from azopg.engine.backends import SimulatedExecutor
+from azopg.method.tasks import Report, Task
 from azopg.model.library import mass_spring_chain
+
+
+class MasterTimedExecutor(SimulatedExecutor):
+    """Simulated workers (virtual time, as many as W, no load) and the master's own CPU time: the virtual
+    clock also advances by the CPU seconds this process spends between two calls of the executor that are
+    not a worker's task (the master's fits, asks, logging; not the pipes' pickling), and the reports that
+    finished meanwhile arrive together (a take). With ``serve`` the loop hands out tasks at the rule's pause
+    points, as with worker processes (:attr:`~azopg.engine.executor.Executor.concurrent`); without, the
+    workers wait for the master's fits, as before."""
+
+    def __init__(self, *args: object, serve: bool = True, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.concurrent = serve
+        self._mark: float | None = None
+
+    def _advance(self) -> None:
+        now = time.process_time()
+        if self._mark is not None:
+            self._now += now - self._mark
+        self._mark = now
+
+    def _resume(self) -> None:
+        self._mark = time.process_time()
+
+    def clock(self) -> float:
+        """Virtual seconds, the master's CPU so far included (an update is logged after its fit)."""
+        self._advance()
+        return self._now
+
+    def run(self, task: Task) -> Report:
+        self._advance()
+        rep = super().run(task)
+        self._resume()
+        return rep
+
+    def submit(self, task: Task) -> None:
+        self._advance()
+        super().submit(task)  # the task runs here: a worker's time, not the master's
+        self._resume()
+
+    def next_report(self, timeout: float | None = None) -> Report | None:
+        self._advance()
+        rep = super().next_report(timeout)
+        self._resume()
+        return rep
+
+    def ready_reports(self) -> list[Report]:
+        self._advance()
+        out = []
+        while self._heap and self._heap[0][0] <= self._now:
+            out.append(heapq.heappop(self._heap)[2])
+        self._resume()
+        return out
+
+
+def _master_timed(serve: bool) -> None:
+    """Make the ``simulated`` backend a :class:`MasterTimedExecutor`."""
+    def make(plant_factory, workers, o):  # type: ignore[no-untyped-def]
+        return MasterTimedExecutor(plant_factory, workers, per_rollout=o.per_rollout, model=o.latency_model,
+                                   seed=o.seed, serve=serve)
+
+    backends._EXECUTORS["simulated"] = make
 
 
 def main() -> None:
@@ -50,7 +116,9 @@ def main() -> None:
     ap.add_argument("--target-gap", type=float, default=1e-3)
     ap.add_argument("--latency", type=float, default=0.01)
     ap.add_argument("--snapshots", type=int, default=1, help="0: the learner's default")
-    ap.add_argument("--backend", default="simulated", choices=["simulated", "async"])
+    ap.add_argument("--backend", default="simulated", choices=["simulated", "async", "master-timed"],
+                    help="master-timed: simulated workers, the master's CPU time on the virtual clock")
+    ap.add_argument("--no-serve", action="store_true", help="master-timed: workers wait for the master's fits")
     ap.add_argument("--max-time", type=float, default=600.0, help="seconds per run (virtual when simulated)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth", type=int, default=None, help="tasks in flight per worker process")
@@ -58,24 +126,27 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     p = mass_spring_chain(10, damping=1.0) if args.problem == "msd10" else azopg.get_problem(args.problem)
-    clock = "virtual" if args.backend == "simulated" else "wall"
+    clock = "wall" if args.backend == "async" else "virtual"
+    backend = "async" if args.backend == "async" else "simulated"
+    if args.backend == "master-timed":
+        _master_timed(not args.no_serve)
     k = args.snapshots or None
     print(f"{args.problem} (n={p.n}, m={p.m}), policy iteration, --snapshots {k or 'default'}, {args.backend} backend, "
           f"{args.latency:g} s per rollout, target gap {args.target_gap:g}, seed {args.seed}")
     print(f"{'W':>4} {'status':<10} {clock + ' s':>10} {'loop s':>7} {'rollouts':>9} {'dropped':>8} {'speedup':>8} "
           f"{'efficiency':>11} {'master ms/rollout':>18} {'Amdahl W':>9} {'CPU s':>7}"
-          + ("" if args.backend == "simulated" else
+          + ("" if args.backend != "async" else
              f" {'worker ms/r':>11} {'proc ms/r':>9} {'B/report':>9} {'idle':>5} {'start s':>7} {'cores W':>7}"))
     t1 = None
     for W in (int(w) for w in args.workers.split(",")):
         c0 = time.process_time()
-        res = azopg.train(p, method="policy-iteration", snapshots=k, workers=W, backend=args.backend,
+        res = azopg.train(p, method="policy-iteration", snapshots=k, workers=W, backend=backend,
                           rollout_latency=args.latency, target_gap=args.target_gap, max_time=args.max_time,
                           seed=args.seed, depth=args.depth, batch=args.batch)
         hit = next((row for row in res.history if row.relative_gap <= args.target_gap), None)
         total = hit.time_s if hit is not None else float("nan")
         loop = res.stats.get("time_to_target_s") or float("nan")
-        T = loop if args.backend == "async" else total
+        T = total if args.backend == "simulated" else loop
         rollouts = hit.rollouts if hit is not None else res.rollouts
         t1 = T if W == 1 else t1
         speed = t1 / T if t1 is not None else float("nan")
@@ -84,7 +155,7 @@ def main() -> None:
         cpu = time.process_time() - c0
         line = (f"{W:>4} {res.status:<10} {total:>10.2f} {loop:>7.2f} {rollouts:>9} {res.stats['dropped']:>8} "
                 f"{speed:>8.2f} {speed / W:>11.2f} {1e3 * master:>18.3f} {amdahl:>9.0f} {cpu:>7.1f}")
-        if args.backend != "simulated":
+        if args.backend == "async":
             st = res.stats
             worker = float(st.get("worker_cpu_s_per_rollout", math.nan))
             proc = cpu / max(res.rollouts, 1)  # the master process whole, calibration included
