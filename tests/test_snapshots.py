@@ -136,34 +136,6 @@ def test_incremental_normal_equations_agree_with_a_fresh_least_squares_solve():
     assert q + p.m * p.n == eq.unknowns
 
 
-def test_rows_folded_as_they_arrive_give_the_fit_of_rows_folded_at_the_solve():
-    """One equation per rollout, folded as the rollouts arrive (``fold_ready``, by panels of the blocked
-    fold: ``p_L`` = 88 > 64 columns) while the center moves, against all rows folded at once: the same fit to
-    rounding, and the oracle's ``(P, E)``."""
-    p = random_problem(np.random.default_rng(4), 8, 2)
-    gains = [np.asarray(p.K0), p.kleinman_step(np.asarray(p.K0))]
-    rng = np.random.default_rng(5)
-    lazy, eager = IntervalEquations(gains[0], p.R), IntervalEquations(gains[0], p.R)
-    assert lazy.T.shape[1] > 64
-    folded = 0
-    for i in range(3 * lazy.unknowns):
-        data = snapshots(p, gains[i % 2], 1, 0.1, 10.0, 1, rng)
-        if i == lazy.unknowns:
-            lazy.recenter(gains[1])
-            eager.recenter(gains[1])
-        lazy.add(*data)
-        eager.add(*data)
-        eager.fold_ready()
-        folded += not eager._pending  # the rows were folded now
-    assert folded >= 1
-    one, inc = lazy.solve(), eager.solve()
-    assert inc.equations == one.equations == 3 * lazy.unknowns
-    P, E, _ = oracle(p, gains[1])
-    for a, b, ref in ((inc.P, one.P, P), (inc.E, one.E, E)):
-        assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))
-        assert np.max(np.abs(a - ref)) <= 1e-7 * np.max(np.abs(ref))
-
-
 def test_too_few_rollouts_leave_the_fit_singular():
     """Two rollouts of many intervals: ``E`` is seen only along two perturbations -- ``m(m-1)/2``
     directions stay unseen, whatever the number of intervals."""

@@ -211,14 +211,6 @@ class IntervalEquations:
         self.rollouts += b
         return self
 
-    def fold_ready(self) -> None:
-        """Fold the rows added since the last fold now if they are at least one panel of the blocked fold
-        (:data:`BLOCK`): a fit then folds only the rows added after (policy iteration with one equation
-        per rollout folds as the rollouts arrive, while the workers run them, instead of all of the first
-        fit's rows at once while they wait). Depends on the rows added alone, so a replay folds alike."""
-        if sum(int(np.count_nonzero(c > 0)) for *_, c in self._pending) >= BLOCK:
-            self._fold()
-
     def shift_rows(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """Rows ``X`` (in the factor's column order, as rows about ``C``) expressed about ``C + delta``:
         the linear map ``X M'`` alone (:meth:`_shift` with the rounding sizes; any number of rows)."""

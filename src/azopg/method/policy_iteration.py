@@ -331,8 +331,6 @@ class PolicyIteration(UpdateRule):
             data = TrajectoryData(data.Ki, data.x[:, ::j], data.S.reshape(b, self.snapshots, j, self.n, self.n).sum(2),
                                   data.cost.reshape(b, self.snapshots, j).sum(2))
         self.equations.add(*data.arrays())
-        if self.snapshots == 1:  # one equation per rollout: fold them as they arrive (judged by condition)
-            self.equations.fold_ready()
 
     @property
     def instrumented(self) -> bool:
