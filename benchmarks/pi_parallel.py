@@ -51,13 +51,11 @@ class MasterTimedExecutor(SimulatedExecutor):
     """Simulated workers (virtual time, as many as W, no load) and the master's own CPU time: the virtual
     clock also advances by the CPU seconds this process spends between two calls of the executor that are
     not a worker's task (the master's fits, asks, logging; not the pipes' pickling), and the reports that
-    finished meanwhile arrive together (a take). With ``serve`` the loop hands out tasks at the rule's pause
-    points, as with worker processes (:attr:`~azopg.engine.executor.Executor.concurrent`); without, the
-    workers wait for the master's fits, as before."""
+    finished meanwhile arrive together (a take), as with worker processes: a worker whose report arrives
+    during a fit waits for the fit's end."""
 
-    def __init__(self, *args: object, serve: bool = True, **kw: object) -> None:
+    def __init__(self, *args: object, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
-        self.concurrent = serve
         self._mark: float | None = None
 
     def _advance(self) -> None:
@@ -100,11 +98,11 @@ class MasterTimedExecutor(SimulatedExecutor):
         return out
 
 
-def _master_timed(serve: bool) -> None:
+def _master_timed() -> None:
     """Make the ``simulated`` backend a :class:`MasterTimedExecutor`."""
     def make(plant_factory, workers, o):  # type: ignore[no-untyped-def]
         return MasterTimedExecutor(plant_factory, workers, per_rollout=o.per_rollout, model=o.latency_model,
-                                   seed=o.seed, serve=serve)
+                                   seed=o.seed)
 
     backends._EXECUTORS["simulated"] = make
 
@@ -118,7 +116,6 @@ def main() -> None:
     ap.add_argument("--snapshots", type=int, default=1, help="0: the learner's default")
     ap.add_argument("--backend", default="simulated", choices=["simulated", "async", "master-timed"],
                     help="master-timed: simulated workers, the master's CPU time on the virtual clock")
-    ap.add_argument("--no-serve", action="store_true", help="master-timed: workers wait for the master's fits")
     ap.add_argument("--max-time", type=float, default=600.0, help="seconds per run (virtual when simulated)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth", type=int, default=None, help="tasks in flight per worker process")
@@ -129,7 +126,7 @@ def main() -> None:
     clock = "wall" if args.backend == "async" else "virtual"
     backend = "async" if args.backend == "async" else "simulated"
     if args.backend == "master-timed":
-        _master_timed(not args.no_serve)
+        _master_timed()
     k = args.snapshots or None
     print(f"{args.problem} (n={p.n}, m={p.m}), policy iteration, --snapshots {k or 'default'}, {args.backend} backend, "
           f"{args.latency:g} s per rollout, target gap {args.target_gap:g}, seed {args.seed}")

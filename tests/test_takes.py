@@ -28,7 +28,6 @@ class TakingExecutor(SimulatedExecutor):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         self._draws = np.random.default_rng(7)
-        self.concurrent = True  # the loop hands out tasks at the rule's pause points
 
     def ready_reports(self) -> list[Report]:
         take = []
@@ -141,33 +140,3 @@ def test_replay_reproduces_an_async_policy_iteration_run(chain3, tmp_path):
     K, K_recorded, events = replay_run(tmp_path)
     assert events == len(res.arrivals)
     assert np.array_equal(K, K_recorded)
-
-
-def test_workers_get_tasks_while_policy_iteration_fits(chain3, tmp_path, busy_master, monkeypatch):
-    """Reports that arrive while the rule fits are received at its pause points and their workers get new
-    tasks at once (:func:`azopg.engine.loops.serving`); the run still replays bit for bit."""
-    from azopg.method.policy_iteration import PolicyIteration
-
-    inside, during = [False], []
-    tell_many, submit = PolicyIteration.tell_many, TakingExecutor.submit
-
-    def telling(self, reports):
-        inside[0] = True
-        try:
-            tell_many(self, reports)
-        finally:
-            inside[0] = False
-
-    def submitting(self, task):
-        during.append(inside[0])
-        submit(self, task)
-
-    monkeypatch.setattr(PolicyIteration, "tell_many", telling)
-    monkeypatch.setattr(TakingExecutor, "submit", submitting)
-    res = azopg.train(chain3, method="policy-iteration", backend="simulated", workers=6, seed=3, target_gap=None,
-                      snapshots=1, max_updates=8, max_rollouts=5_000, latency_model="exponential")
-    assert any(during) and not all(during)
-    write_run(tmp_path, res, plot=False)
-    K, K_recorded, events = replay_run(tmp_path)
-    assert events == len(res.arrivals)
-    assert np.array_equal(K_recorded, res.K) and np.array_equal(K, K_recorded)

@@ -105,9 +105,6 @@ class Executor(Protocol):
     workers: int
     #: Tasks the asynchronous loop keeps in flight per worker (a worker runs them one after the other).
     depth: int
-    #: Whether the workers run while the master works (processes, Ray actors): the asynchronous loop then hands
-    #: out tasks at the pause points of the rule's long computations (:func:`~azopg.engine.loops.serving`).
-    concurrent: bool
     #: Called with a :class:`WorkerLoss` when a worker was replaced or dropped (``None``: nobody listens).
     on_lost: Callable[[WorkerLoss], None] | None
     #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (``None``: no budget).
@@ -159,9 +156,6 @@ class ExecutorBase:
         self.workers = int(workers)
         #: Tasks the asynchronous loop keeps in flight per worker: one by default.
         self.depth = 1
-        #: Whether the workers run while the master works: not by default (the serial and simulated
-        #: executors run a task when it is submitted or its report asked for).
-        self.concurrent = False
         self.on_lost: Callable[[WorkerLoss], None] | None = None
         #: Seconds on :meth:`clock` after which a blocking ``run`` gives up (raises :class:`~azopg.errors.OutOfTime`).
         self.budget: float | None = None

@@ -149,7 +149,6 @@ class RemoteExecutor(ExecutorBase):
 
     def __init__(self, workers: int, task_timeout: float | None = None) -> None:
         super().__init__(workers)
-        self.concurrent = True
         self._ready: deque[Report] = deque()
         self._timer = TaskTimer(task_timeout)
         self._next_scan = 0.0  # when the deadlines are next scanned

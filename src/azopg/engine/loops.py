@@ -8,17 +8,16 @@ are refilled by :func:`refill`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Protocol
 
 from ..method.rule import UpdateRule
 from ..method.tasks import Report, Task
 from .backends import Executor
 
-__all__ = ["LOOPS", "PROGRESS_PERIOD", "Throttle", "recover", "refill", "run_async", "run_sync", "serving"]
+__all__ = ["LOOPS", "PROGRESS_PERIOD", "Throttle", "recover", "refill", "run_async", "run_sync"]
 
 #: Why a run stops now (``"converged"``, ``"max_time"``, ...), or ``None`` to go on.
 StopReason = Callable[[], "str | None"]
@@ -79,74 +78,24 @@ def recover(rule: UpdateRule, executor: Executor) -> None:
 def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick: Tick) -> str:
     """Apply each report at once and hand its worker a new task, until ``should_stop`` says why not.
     Reports that arrived while the master was busy are taken together (:meth:`UpdateRule.tell_many`).
-    Each worker starts with ``executor.depth`` tasks (all at the initial gain) and so keeps that many.
-
-    With workers that run while the master works (:attr:`Executor.concurrent`: processes, Ray actors), no
-    worker waits for the master's fits: at the first pause point of the rule's work on a take
-    (:func:`serving`) the take's workers get their next tasks, and at every pause point the reports that
-    arrived meanwhile are received and their workers get new tasks, at the gain as it is then (before the
-    fit's step); those reports are the next take. The order in which the rule is told the reports, and so the
-    run, is still the order of arrival (``azopg replay``)."""
+    Each worker starts with ``executor.depth`` tasks (all at the initial gain) and so keeps that many."""
     for w in range(executor.workers):
         for _ in range(executor.depth):
             if not rule.budget_spent:
                 submit(rule, executor, w)
-    held: list[Report] = []  # reports received while the rule was busy; their workers have new tasks
-    owed: list[int] = []  # workers of the take being told that have no new task yet
-
-    def serve() -> None:
-        for w in owed:
-            if not rule.budget_spent:
-                submit(rule, executor, w)
-        owed.clear()
-        for rep in executor.ready_reports():
-            held.append(rep)
-            if not rule.budget_spent:
-                submit(rule, executor, rep.worker)
-
     while (reason := should_stop()) is None:
-        if held:
-            new = executor.ready_reports()
-            take = [*held, *new]
-            held.clear()
-        else:
-            rep = executor.next_report(timeout=0.5)
-            new = [] if rep is None else [rep, *executor.ready_reports()]
-            take = new
-        if take:
-            owed[:] = [done.worker for done in new]
-            if executor.concurrent:
-                with serving(rule, serve):
-                    rule.tell_many(take)
-            else:
-                rule.tell_many(take)
+        rep = executor.next_report(timeout=0.5)
+        if rep is not None:
+            take = [rep, *executor.ready_reports()]
+            rule.tell_many(take)
             recover(rule, executor)
-            for w in owed:  # no pause point came (or the workers do not run meanwhile)
+            for done in take:
                 if not rule.budget_spent:
-                    submit(rule, executor, w)
-            owed.clear()
+                    submit(rule, executor, done.worker)
         refill(rule, executor)
-        if take:
+        if rep is not None:
             tick()
     return reason
-
-
-@contextlib.contextmanager
-def serving(rule: UpdateRule, serve: Callable[[], None]) -> Iterator[None]:
-    """While the block runs, each pause point of the rule's long computations -- where it asks whether the
-    run's time budget is spent (:attr:`UpdateRule.out_of_time`: between the chunks of a fit, between
-    Kleinman steps) -- first calls ``serve``."""
-    budget = rule.out_of_time
-
-    def paused() -> bool:
-        serve()
-        return budget()
-
-    rule.out_of_time = paused
-    try:
-        yield
-    finally:
-        rule.out_of_time = budget
 
 
 def run_sync(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick: Tick) -> str:
