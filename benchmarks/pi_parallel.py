@@ -3,13 +3,18 @@
 Default: one equation per rollout (``--snapshots 1``, the regime of noisy or black-box plants) on
 simulated workers (virtual time: ``--latency`` s per rollout, load-free). ``--backend async`` runs
 real worker processes whose rollouts each take ``--latency`` s of wall time (wall-time figures: on
-a loaded machine, pessimistic). ``--snapshots 0`` leaves the number of snapshots to the learner.
+a loaded machine, pessimistic). ``--backend master-timed``: simulated workers whose virtual clock also
+counts this process's own CPU time as the master's (:class:`MasterTimedExecutor`: the master's fits,
+asks and logging are on the clock, the workers' CPU and the pipes are not) -- the time to target of a
+machine with as many free cores as workers, load-free but for the master's CPU. ``--snapshots 0``
+leaves the number of snapshots to the learner.
 
 For each W: the seconds until the gap first reached the target (virtual or wall; ``T``: from the
 start of the run, its serial calibration included; ``loop``: after calibration), the rollouts spent
 by then, the reports dropped as too stale, the speedup ``T(1) / T(W)`` and its efficiency
-``T(1) / (W T(W))`` (the aim: at least 0.8; with ``--backend async`` on the ``loop`` times, as the
-calibration's wall time there is mostly the start of W worker processes), the master's CPU seconds
+``T(1) / (W T(W))`` (the aim: at least 0.8; with ``--backend async`` and ``master-timed`` on the
+``loop`` times, as the calibration's wall time there is mostly the start of W worker processes), the
+master's CPU seconds
 per rollout on the fits (``result.json`` stats) and the Amdahl limit on W it implies
 (``latency / master CPU per rollout``: beyond it the master cannot keep up), and this process's CPU
 seconds. With ``--backend async`` also (``result.json`` stats of the worker processes): the workers'
@@ -20,8 +25,8 @@ machine's cores put (``cores x latency / (worker + master CPU per rollout)``: be
 the rollouts, sets the pace; ``--cores``, default: this machine's).
 
     python benchmarks/pi_parallel.py [--problem msd10] [--workers 1,8,32] [--target-gap 1e-3]
-                                     [--latency 0.01] [--snapshots 1] [--backend simulated]
-                                     [--max-time 600] [--seed 0] [--depth D] [--cores C]
+                                     [--latency 0.01] [--snapshots 1] [--backend simulated|async|master-timed]
+                                     [--max-time 600] [--seed 0] [--depth D] [--batch B] [--cores C]
 
 ``msd10`` is ``mass_spring_chain(10, damping=1.0)``; other names are built-in problems (``cse1``,
 ``eb4``, ...).
