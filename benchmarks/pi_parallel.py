@@ -19,7 +19,8 @@ per rollout on the fits (``result.json`` stats) and the Amdahl limit on W it imp
 (``latency / master CPU per rollout``: beyond it the master cannot keep up), and this process's CPU
 seconds. With ``--backend async`` also (``result.json`` stats of the worker processes): the workers'
 CPU per rollout (running the task and pickling its report), the bytes of a report, the workers' idle
-fraction (from sending a report to receiving the next task), the seconds to start the workers, this
+fraction (from sending a report to receiving the next task), the seconds to start the workers, until
+all of them had a task (after start-up: the calibration runs on one) and to stop them, this
 process's CPU per rollout (the master whole: fits, pickling, pipes) and the limit on W that the
 machine's cores put (``cores x latency / (worker + master CPU per rollout)``: beyond it the CPU, not
 the rollouts, sets the pace; ``--cores``, default: this machine's).
@@ -138,7 +139,8 @@ def main() -> None:
     print(f"{'W':>4} {'status':<10} {clock + ' s':>10} {'loop s':>7} {'rollouts':>9} {'dropped':>8} {'speedup':>8} "
           f"{'efficiency':>11} {'master ms/rollout':>18} {'Amdahl W':>9} {'CPU s':>7}"
           + ("" if args.backend != "async" else
-             f" {'worker ms/r':>11} {'proc ms/r':>9} {'B/report':>9} {'idle':>5} {'start s':>7} {'cores W':>7}"))
+             f" {'worker ms/r':>11} {'proc ms/r':>9} {'B/report':>9} {'idle':>5} {'start s':>7} {'busy s':>6} "
+             f"{'stop s':>6} {'cores W':>7}"))
     t1 = None
     for W in (int(w) for w in args.workers.split(",")):
         c0 = time.process_time()
@@ -163,6 +165,7 @@ def main() -> None:
             proc = cpu / max(res.rollouts, 1)  # the master process whole, calibration included
             line += (f" {1e3 * worker:>11.3f} {1e3 * proc:>9.3f} {st.get('bytes_per_report', math.nan):>9.0f} "
                      f"{st.get('worker_idle_fraction', math.nan):>5.2f} {st.get('worker_start_s', math.nan):>7.2f} "
+                     f"{st.get('worker_all_busy_s') or math.nan:>6.2f} {st.get('worker_stop_s', math.nan):>6.2f} "
                      f"{args.cores * args.latency / (worker + proc):>7.0f}")
         print(line, flush=True)
 

@@ -193,6 +193,7 @@ def test_worker_processes_account_for_what_travels_and_their_cpu(chain3):
     assert st["worker_rollouts"] >= res.rollouts > 0
     assert st["bytes_per_report"] * st["worker_reports"] >= st["bytes_received"] > 0
     assert st["bytes_per_task"] > 0 and st["worker_cpu_s_per_rollout"] > 0
-    assert 0.0 <= st["worker_idle_fraction"] <= 1.0 and st["worker_start_s"] > 0
+    assert 0.0 <= st["worker_idle_fraction"] <= 1.0 and st["worker_start_s"] > 0 and st["worker_stop_s"] > 0
+    assert st["worker_all_busy_s"] >= 0
     sim = azopg.train(chain3, method="policy-iteration", backend="simulated", workers=2, seed=1, target_gap=1e-6)
     assert "worker_rollouts" not in sim.stats

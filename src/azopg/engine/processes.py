@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import multiprocessing as mp
 import os
 import pickle
@@ -28,7 +27,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 
@@ -36,8 +34,9 @@ from ..method.tasks import Report, Task
 from ..plants.base import Plant
 from .executor import THREAD_VARS, WorkerError, WorkerLoss, single_thread_env
 from .inflight import InFlight, RemoteExecutor, TaskFailed, run_or_fail
+from .traffic import WorkerTraffic
 
-__all__ = ["ProcessExecutor", "WorkerTraffic", "worker_main"]
+__all__ = ["ProcessExecutor", "worker_main"]
 
 #: Workers run at a lower scheduling priority than the master, whose prompt replies keep them busy.
 WORKER_NICENESS = 5
@@ -103,47 +102,6 @@ def worker_main(conn: Connection, plant_factory: Callable[[], Plant]) -> None:
             return
 
 
-@dataclass
-class WorkerTraffic:
-    """What the worker processes did and what travelled (``result.json`` stats, :meth:`summary`).
-
-    Attributes
-    ----------
-    reports, tasks, rollouts : int
-        Reports received, tasks sent and the rollouts the reports carry.
-    bytes_in, bytes_out : int
-        Pickled bytes of the reports received and of the tasks sent.
-    worker_cpu : float
-        The workers' CPU seconds on the received reports' tasks (running and pickling).
-    idle : float
-        Seconds, summed over workers, from a worker sending a report to the master sending it its next task
-        (transit, and the master's work in between).
-    start : float
-        Seconds to start the worker processes.
-    """
-
-    reports: int = 0
-    tasks: int = 0
-    rollouts: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    worker_cpu: float = 0.0
-    idle: float = 0.0
-    start: float = 0.0
-    first: float = math.inf  # time.monotonic of the first task sent after start-up
-    last: float = -math.inf  # ... and of the last report received
-
-    def summary(self, workers: int) -> dict[str, float | int]:
-        """Per-rollout and per-report figures; ``idle_fraction``: :attr:`idle` over the workers' time from the
-        first task to the last report."""
-        span = workers * max(self.last - self.first, 1e-9)
-        reports, rollouts = max(self.reports, 1), max(self.rollouts, 1)
-        return {"worker_reports": self.reports, "worker_rollouts": self.rollouts,
-                "worker_cpu_s_per_rollout": self.worker_cpu / rollouts, "bytes_per_report": self.bytes_in / reports,
-                "bytes_per_task": self.bytes_out / max(self.tasks, 1), "worker_idle_s": self.idle,
-                "worker_idle_fraction": min(self.idle / span, 1.0), "worker_start_s": self.start}
-
-
 class ProcessExecutor(RemoteExecutor):
     """``workers`` worker processes; tasks and reports travel over pipes.
 
@@ -188,8 +146,9 @@ class ProcessExecutor(RemoteExecutor):
         for w in range(self.workers):
             self._spawn(w)
         self.traffic.start += time.perf_counter() - t0
+        self.traffic.started = time.monotonic()
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | None]:
         """The workers' traffic (:class:`WorkerTraffic`) for ``result.json`` stats."""
         return self.traffic.summary(self.workers)
 
@@ -237,6 +196,10 @@ class ProcessExecutor(RemoteExecutor):
         t.bytes_out += len(body)
         t.tasks += 1
         t.first = min(t.first, now)
+        if len(t.sent_to) < self.workers:
+            t.sent_to.add(w)
+            if len(t.sent_to) == self.workers:
+                t.all_busy = now - t.started
         freed = self._freed.pop(w, None)
         if freed is not None:
             t.idle += max(now - freed, 0.0)
@@ -354,6 +317,7 @@ class ProcessExecutor(RemoteExecutor):
         if self._closed:
             return
         self._closed = True
+        t0 = time.perf_counter()
         procs = [p for p in self._procs if p is not None]
         conns = [c for c in self._conns if c is not None]
         for conn in conns:
@@ -373,3 +337,4 @@ class ProcessExecutor(RemoteExecutor):
         for conn in conns:
             conn.close()
         self._selector.close()
+        self.traffic.stop = time.perf_counter() - t0
