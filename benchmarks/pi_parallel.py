@@ -27,7 +27,7 @@ the rollouts, sets the pace; ``--cores``, default: this machine's).
 
     python benchmarks/pi_parallel.py [--problem msd10] [--workers 1,8,32] [--target-gap 1e-3]
                                      [--latency 0.01] [--snapshots 1] [--backend simulated|async|master-timed]
-                                     [--max-time 600] [--seed 0] [--depth D] [--batch B] [--cores C]
+                                     [--max-time 600] [--seed 0] [--batch B] [--cores C]
 
 ``msd10`` is ``mass_spring_chain(10, damping=1.0)``; other names are built-in problems (``cse1``,
 ``eb4``, ...).
@@ -124,7 +124,6 @@ def main() -> None:
                     help="master-timed: simulated workers, the master's CPU time on the virtual clock")
     ap.add_argument("--max-time", type=float, default=600.0, help="seconds per run (virtual when simulated)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--depth", type=int, default=None, help="tasks in flight per worker process")
     ap.add_argument("--batch", type=int, default=None, help="rollouts per task (default: the rule's)")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -146,7 +145,7 @@ def main() -> None:
         c0 = time.process_time()
         res = azopg.train(p, method="policy-iteration", snapshots=k, workers=W, backend=backend,
                           rollout_latency=args.latency, target_gap=args.target_gap, max_time=args.max_time,
-                          seed=args.seed, depth=args.depth, batch=args.batch)
+                          seed=args.seed, batch=args.batch)
         hit = next((row for row in res.history if row.relative_gap <= args.target_gap), None)
         total = hit.time_s if hit is not None else float("nan")
         loop = res.stats.get("time_to_target_s") or float("nan")

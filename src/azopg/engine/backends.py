@@ -175,7 +175,7 @@ def _processes(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOpti
     require_memory(workers * WORKER_BYTES, f"workers {workers}: starting {workers} worker processes (about "
                    f"{WORKER_BYTES >> 20} MB each)", SettingsError)
 
-    return ProcessExecutor(plant_factory, workers, task_timeout=o.task_timeout, depth=o.depth)
+    return ProcessExecutor(plant_factory, workers, task_timeout=o.task_timeout)
 
 
 def _ray(plant_factory: Callable[[], Plant], workers: int, o: ExecutorOptions) -> Executor:

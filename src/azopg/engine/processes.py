@@ -123,10 +123,8 @@ class ProcessExecutor(RemoteExecutor):
         median time per rollout (see :class:`~azopg.engine.inflight.TaskTimer`).
     """
 
-    def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None,
-                 depth: int | None = None) -> None:
+    def __init__(self, plant_factory: Callable[[], Plant], workers: int, *, task_timeout: float | None = None) -> None:
         super().__init__(workers, task_timeout)
-        self.depth = depth or 1
         self._factory = plant_factory
         self._procs: list[mp.process.BaseProcess | None] = []
         self._conns: list[Connection | None] = []
