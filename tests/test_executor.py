@@ -181,3 +181,19 @@ def test_a_signal_during_a_worker_start_waits_for_it_and_workers_stay_terminable
         assert not blocked & (1 << (signal.SIGTERM - 1))
     finally:
         ex.close()
+
+
+def test_worker_processes_account_for_what_travels_and_their_cpu(chain3):
+    """``result.json`` stats of worker processes: every rollout the run counts was received (a report that
+    arrived as the run stopped may not have been told), a report's pickled bytes at least its numerical
+    payload, an idle fraction in [0, 1]; the simulated backend has none."""
+    res = azopg.train(chain3, method="policy-iteration", backend="async", workers=2, seed=1, target_gap=1e-6,
+                      rollout_latency=0.0005, max_time=120)
+    st = res.stats
+    assert st["worker_rollouts"] >= res.rollouts > 0
+    assert st["bytes_per_report"] * st["worker_reports"] >= st["bytes_received"] > 0
+    assert st["bytes_per_task"] > 0 and st["worker_cpu_s_per_rollout"] > 0
+    assert 0.0 <= st["worker_idle_fraction"] <= 1.0 and st["worker_start_s"] > 0 and st["worker_stop_s"] > 0
+    assert st["worker_all_busy_s"] >= 0
+    sim = azopg.train(chain3, method="policy-iteration", backend="simulated", workers=2, seed=1, target_gap=1e-6)
+    assert "worker_rollouts" not in sim.stats

@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import multiprocessing as mp
 import os
+import pickle
 import selectors
 import signal
 import time
@@ -33,6 +34,7 @@ from ..method.tasks import Report, Task
 from ..plants.base import Plant
 from .executor import THREAD_VARS, WorkerError, WorkerLoss, single_thread_env
 from .inflight import InFlight, RemoteExecutor, TaskFailed, run_or_fail
+from .traffic import WorkerTraffic
 
 __all__ = ["ProcessExecutor", "worker_main"]
 
@@ -73,7 +75,11 @@ def _signals_held() -> Iterator[None]:
 
 def worker_main(conn: Connection, plant_factory: Callable[[], Plant]) -> None:
     """A worker's loop: task in, report out, until the pipe closes (the master stopped or
-    died: only the master holds the other end) or a ``None`` task arrives."""
+    died: only the master holds the other end) or a ``None`` task arrives.
+
+    Each answer travels as ``(report, cpu, sent)``: the worker's CPU seconds on the task (running it and
+    pickling the report) and :func:`time.monotonic` when it was sent (the clock is the machine's, shared
+    with the master): :class:`WorkerTraffic`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)  # the master is the serial bottleneck: let it win the CPU
@@ -86,9 +92,12 @@ def worker_main(conn: Connection, plant_factory: Callable[[], Plant]) -> None:
             return
         if task is None:
             return
+        c0 = time.process_time()
         msg = run_or_fail(plant, task)
+        body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            conn.send(msg)
+            conn.send_bytes(pickle.dumps((body, time.process_time() - c0, time.monotonic()),
+                                         protocol=pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, OSError):
             return
 
@@ -125,12 +134,21 @@ class ProcessExecutor(RemoteExecutor):
         self._inflight: list[deque[InFlight]] = [deque() for _ in range(self.workers)]
         self._retries: dict[int, int] = {}
         self._losses_in_row = 0
+        self.traffic = WorkerTraffic()
+        self._freed: dict[int, float] = {}  # worker -> time.monotonic when it sent a report and had no task left
 
     def start(self) -> None:
+        t0 = time.perf_counter()
         self._procs = [None] * self.workers
         self._conns = [None] * self.workers
         for w in range(self.workers):
             self._spawn(w)
+        self.traffic.start += time.perf_counter() - t0
+        self.traffic.started = time.monotonic()
+
+    def summary(self) -> dict[str, float | int | None]:
+        """The workers' traffic (:class:`WorkerTraffic`) for ``result.json`` stats."""
+        return self.traffic.summary(self.workers)
 
     def _spawn(self, w: int) -> None:
         saved = {k: os.environ.get(k) for k in THREAD_VARS}
@@ -164,12 +182,25 @@ class ProcessExecutor(RemoteExecutor):
 
     def submit(self, task: Task) -> None:
         w = task.worker
+        body = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            self._conn(w).send(task)
+            self._conn(w).send_bytes(body)
         except (BrokenPipeError, ConnectionResetError):
             self._drain(w)
             self._replace(w, self._death_reason(w))
-            self._conn(w).send(task)
+            self._conn(w).send_bytes(body)
+        now = time.monotonic()
+        t = self.traffic
+        t.bytes_out += len(body)
+        t.tasks += 1
+        t.first = min(t.first, now)
+        if len(t.sent_to) < self.workers:
+            t.sent_to.add(w)
+            if len(t.sent_to) == self.workers:
+                t.all_busy = now - t.started
+        freed = self._freed.pop(w, None)
+        if freed is not None:
+            t.idle += max(now - freed, 0.0)
         self._inflight[w].append(self._record(task, w))
 
     def _conn(self, w: int) -> Connection:
@@ -208,7 +239,7 @@ class ProcessExecutor(RemoteExecutor):
     def _read(self, w: int) -> bool:
         """Read one message from worker ``w``'s pipe (it is ready); ``False`` at end of file."""
         try:
-            self._accept(w, self._conn(w).recv())
+            self._accept(w, self._conn(w).recv_bytes())
         except (EOFError, OSError):
             return False
         return True
@@ -218,18 +249,29 @@ class ProcessExecutor(RemoteExecutor):
         conn = self._conn(w)
         try:
             while conn.poll():
-                self._accept(w, conn.recv())
+                self._accept(w, conn.recv_bytes())
         except (EOFError, OSError):
             return False
         return True
 
-    def _accept(self, w: int, msg: Report | TaskFailed) -> None:
+    def _accept(self, w: int, raw: bytes) -> None:
+        """A worker's answer, ``(report, cpu, sent)`` pickled (:func:`worker_main`), counted in :attr:`traffic`."""
+        body, cpu, sent = pickle.loads(raw)
+        msg: Report | TaskFailed = pickle.loads(body)
+        t = self.traffic
+        t.bytes_in += len(body)
+        t.worker_cpu += cpu
+        t.reports += 1
+        t.rollouts += msg.rollouts if isinstance(msg, Report) else 0
+        t.last = max(t.last, time.monotonic())
         queue = self._inflight[w]
         i = next((i for i, rec in enumerate(queue) if rec.task.task_id == msg.task_id), None)
         if i is None:  # a task abandoned meanwhile: ignore its report
             return
         rec = queue[i]
         del queue[i]
+        if not queue:  # the worker waits for its next task from now on
+            self._freed[w] = sent
         self._losses_in_row = 0
         self._answered(rec, msg, time.monotonic())
 
@@ -251,6 +293,7 @@ class ProcessExecutor(RemoteExecutor):
                     self._selector.unregister(obj)
         with contextlib.suppress(Exception):
             self._conn(w).close()
+        self._freed.pop(w, None)
         lost = [rec.task for rec in self._inflight[w]]
         self._inflight[w].clear()
         self._losses_in_row += 1
@@ -272,6 +315,7 @@ class ProcessExecutor(RemoteExecutor):
         if self._closed:
             return
         self._closed = True
+        t0 = time.perf_counter()
         procs = [p for p in self._procs if p is not None]
         conns = [c for c in self._conns if c is not None]
         for conn in conns:
@@ -291,3 +335,4 @@ class ProcessExecutor(RemoteExecutor):
         for conn in conns:
             conn.close()
         self._selector.close()
+        self.traffic.stop = time.perf_counter() - t0

@@ -290,6 +290,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     result.stats["time_to_target_s"] = (time_to_target(result.history, settings.target_gap, calibrated_at)
                                         if math.isfinite(calibrated_at) else None)
     result.stats["resumes"] = recorder.resumes if recorder is not None else 0
+    result.stats.update(getattr(executor, "summary", dict)())  # worker processes: their CPU, bytes, idle time
     return result
 
 
