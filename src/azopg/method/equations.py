@@ -43,7 +43,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import OutOfTime
-from .folds import fold_chunks, numerical_rank_full, triangular_inverse
+from .folds import fold_chunks, inspect_blas, numerical_rank_full, triangular_inverse
 from .regression import PolicyEvaluation, _scales, _unpack, _vech_coefficients
 
 __all__ = ["IntervalEquations", "StepError"]
@@ -111,8 +111,7 @@ class IntervalEquations:
         self._order = np.r_[0:q, self.p:self.p + q, q:self.p, self.p + q]
         self._fit = np.r_[0:q, 2 * q:2 * q + m * n + h]  # the fit's columns (P, E, (R)) in the factor
         self._size = size
-        if size > UNBLOCKED_COLUMNS:  # the blocked fold's BLAS pools, inspected now (~30 ms, once a process):
-            _blas()                   # not at the first fit, while every worker waits for it
+        inspect_blas(size)
         self._T: np.ndarray | None = None  # the triangular factor of every row folded in so far (T)
         self._pending: list[tuple[np.ndarray, ...]] = []  # rollouts added since the last fold, as given
         self._left = np.zeros((0, size))  # rows built but not folded: a fold stopped by the time budget

@@ -16,7 +16,7 @@ from threadpoolctl import ThreadpoolController
 from ..errors import OutOfTime
 
 __all__ = ["BLOCK", "FOLD_FLOPS", "UNBLOCKED_COLUMNS", "fold_blocked", "fold_chunks", "fold_rows",
-           "numerical_rank_full", "triangular_inverse"]
+           "inspect_blas", "numerical_rank_full", "triangular_inverse"]
 
 #: Floating-point operations of one chunk of rows folded into a factor (about 0.05 s on one core):
 #: between chunks a fit may end when the time budget is spent (``stop``).
@@ -93,6 +93,14 @@ def fold_blocked(T: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def _blas() -> ThreadpoolController:
     """The process's BLAS thread pools (inspected once)."""
     return ThreadpoolController()
+
+
+def inspect_blas(columns: int) -> None:
+    """Inspect the process's BLAS thread pools now if a factor of ``columns`` columns will use the blocked fold
+    (about 30 ms, once a process): when the equations are made, not at the run's first fit, while every worker
+    waits for it."""
+    if columns > UNBLOCKED_COLUMNS:
+        _blas()
 
 
 def _one_blas_thread() -> Any:
