@@ -26,8 +26,9 @@ import numpy as np
 from carex import independent_check  # type: ignore[import-not-found]
 
 import azopg
-from azopg.method import equations
-from azopg.method.equations import IntervalEquations, _fold_rows
+from azopg.method import folds
+from azopg.method.equations import IntervalEquations
+from azopg.method.folds import fold_rows
 from azopg.method.policy_iteration import factor_columns
 from azopg.plants.discrete import plant_for
 
@@ -84,17 +85,17 @@ def costs(name: str, max_bytes: float) -> str:
     fold = unblocked = float("nan")
     if gb * 1e9 <= max_bytes:
         T = np.triu(rng.standard_normal((pl + 1, pl + 1)))
-        chunk = rows[: equations.BLOCK]
+        chunk = rows[: folds.BLOCK]
         t0 = time.perf_counter()
-        _fold_rows(T, chunk)
+        fold_rows(T, chunk)
         fold = (time.perf_counter() - t0) / chunk.shape[0]
         if pl + 1 <= 4100:  # the row-by-row fold: minutes per chunk above this
-            saved = equations.UNBLOCKED_COLUMNS
-            equations.UNBLOCKED_COLUMNS = 10**9
+            saved = folds.UNBLOCKED_COLUMNS
+            folds.UNBLOCKED_COLUMNS = 10**9
             t0 = time.perf_counter()
-            _fold_rows(T, chunk[:8])
+            fold_rows(T, chunk[:8])
             unblocked = (time.perf_counter() - t0) / 8
-            equations.UNBLOCKED_COLUMNS = saved
+            folds.UNBLOCKED_COLUMNS = saved
         del T
     return (f"{name:<14} {n:>5} {m:>3} {q + m * n:>6} {pl:>6} {gb:>9.2f} {k:>4} {rollout_s:>9.2f} {mb:>10.1f} "
             f"{build:>7.4f} {fold:>10.4f} {unblocked:>15.4f} {rows.shape[0] / (q + m * n):>12.3f}")

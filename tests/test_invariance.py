@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import policy_iteration
+from azopg.method import pi_defaults
 from azopg.model.hard import hard_system, rescaled
 from azopg.model.problem import LQRProblem
 
@@ -83,6 +83,6 @@ def test_learning_from_antithetic_pairs_is_unit_invariant(monkeypatch, states, i
     # (PAIR_PERTURBATION), so the costs' rounding is 1e3 times larger in the fit: 4e-8 seen. Still not invariant
     # in general: the step bound TRUST ||K||_F (it bound he1's second step at inputs 1e-2 ... 1e2 with one
     # Kleinman step per fit; with the steps iterated the first update reaches K* and it does not bind).
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     assert_same_costs_per_update(states, inputs, rtol=1e-6)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import equations, policy_iteration
-from azopg.method.equations import IntervalEquations, _fold_blocked, _fold_rows
+from azopg.method import folds, pi_defaults
+from azopg.method.equations import IntervalEquations
+from azopg.method.folds import fold_blocked, fold_rows
 from azopg.method.kinds import TaskKind
 from azopg.method.pairs import PairBuffer, evaluate_pairs
 from azopg.method.tasks import RolloutData, Task, run_task
@@ -65,7 +66,7 @@ def test_the_blocked_fold_equals_the_row_by_row_fold(rows):
     p = 150
     T = np.triu(rng.standard_normal((p, p)))
     new = rng.standard_normal((rows, p))
-    a, b = _fold_rows(T, new), _fold_blocked(T, new)
+    a, b = fold_rows(T, new), fold_blocked(T, new)
     assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max()
     assert np.allclose(np.tril(b, -1), 0.0)
     gram = T.T @ T + new.T @ new
@@ -82,8 +83,8 @@ def test_interval_equations_with_the_blocked_fold_give_the_exact_value_and_gradi
     Ki = K + 0.05 * rng.standard_normal((12, p.m, p.n))
     tr = plant.rollout_snapshots(Ki, plant.initial_states(rng, 12), 20.0, 16)
     unblocked = IntervalEquations(K, p.R).add(Ki, tr.x, tr.S, tr.cost).solve()
-    monkeypatch.setattr(equations, "UNBLOCKED_COLUMNS", 0)
-    monkeypatch.setattr(equations, "BLOCK", 8)
+    monkeypatch.setattr(folds, "UNBLOCKED_COLUMNS", 0)
+    monkeypatch.setattr(folds, "BLOCK", 8)
     blocked = IntervalEquations(K, p.R).add(Ki, tr.x, tr.S, tr.cost).solve()
     np.testing.assert_allclose(blocked.P, unblocked.P, rtol=1e-10, atol=1e-12 * np.abs(unblocked.P).max())
     np.testing.assert_allclose(blocked.E, unblocked.E, rtol=1e-10, atol=1e-12 * np.abs(unblocked.E).max())
@@ -148,8 +149,8 @@ def test_an_antithetic_task_returns_pairs_from_the_same_states():
 def test_policy_iteration_on_pairs_converges_where_it_takes_them(monkeypatch):
     """The rule with pairs forced on a small problem (where the interval equations would run): the gap
     of the exact oracle, in a rollout budget (no clock)."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     fits = []
     evaluate = PairBuffer.evaluate
     monkeypatch.setattr(PairBuffer, "evaluate", lambda self, K, R: fits.append(K) or evaluate(self, K, R))
@@ -168,8 +169,8 @@ def test_equations_too_large_to_hold_are_not_allocated_until_used():
 
 def test_a_run_on_pairs_replays_bit_for_bit(monkeypatch, tmp_path):
     """Simulated workers with delays: stale pairs in the fits, and the run replays exactly."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     p = azopg.get_problem("he1")
     res = azopg.train(p, backend="simulated", workers=3, seed=2, max_rollouts=5000, target_gap=None,
                       max_updates=12, latency_model="exponential")
@@ -214,14 +215,14 @@ def test_pairs_at_the_rules_radius_leave_slow_tails_out():
         halves = [RolloutData(*(a[s] for a in d.arrays())) for s in (slice(0, h), slice(h, None))]
         return float(np.linalg.norm(evaluate_pairs(K0, p.R, *halves).E - p.E(K0)) / np.linalg.norm(p.E(K0)))
 
-    assert error(policy_iteration.PAIR_PERTURBATION) <= 1e-4
+    assert error(pi_defaults.PAIR_PERTURBATION) <= 1e-4
 
 
 def test_on_pairs_the_calibrations_batch_is_in_pairs_too(monkeypatch):
     """The first batch (``N`` rollouts at ``K0``, issued by the calibration) reaches the pair buffer as pairs:
     as snapshots it was ignored (CAREX 3.1-l30: 885 rollouts, half of its first minute)."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     seen = []
     add = PairBuffer.add
     monkeypatch.setattr(PairBuffer, "add", lambda self, data: seen.append(data) or add(self, data))
@@ -236,8 +237,8 @@ def test_on_exact_pairs_one_update_takes_several_kleinman_steps(monkeypatch, nam
     """Pairs are exact equations in ``E`` of any gain: the first fit's pairs also give the next Kleinman steps,
     iterated while they shrink. The first update is beyond two exact Kleinman steps from ``K0`` (ac1: 2e-11
     from ``K*``, where K0's second Kleinman iterate is 0.47; 4.2-n20: 6e-9, the second iterate 3e-7)."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     p = azopg.get_problem(name)
     res = azopg.train(p, seed=0, max_updates=1, target_gap=None, max_rollouts=5000)
     K2 = p.kleinman_step(p.kleinman_step(np.asarray(p.K0)))

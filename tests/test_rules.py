@@ -15,7 +15,7 @@ import scipy.linalg as sla
 
 import azopg
 from _support import hotelling, hotelling_threshold, random_problem
-from azopg.method import policy_iteration
+from azopg.method import pi_steps
 from azopg.method.policy_iteration import PolicyIteration
 from azopg.method.rules import make_rule
 from azopg.method.tasks import Task, run_task
@@ -71,7 +71,7 @@ def test_whitened_two_point_estimator_is_unbiased_for_the_scaled_gauss_newton_di
 @pytest.fixture
 def one_step(monkeypatch):
     """One Kleinman step per applied update (not several on the same equations)."""
-    monkeypatch.setattr(policy_iteration, "INNER_STEPS", 1)
+    monkeypatch.setattr(pi_steps, "INNER_STEPS", 1)
 
 
 def _moments_rule(problem, **settings):

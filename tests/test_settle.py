@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import policy_iteration
+from azopg.method import pi_defaults, pi_steps
 from azopg.method.pairs import PairBuffer
 from azopg.method.policy_iteration import PolicyIteration
 from azopg.method.settle import relative_step, settle_tolerance
@@ -74,11 +74,11 @@ def test_on_antithetic_pairs_too(monkeypatch):
     """The same stopping rule where ``E`` is fitted from antithetic pairs (forced at this size; by default
     from ``n(n+1)/2 + m n >= 4096`` unknowns, CAREX 4.2 at n = 100): the first gain at gap 1e-6 is 6.6e-3
     from ``K*`` on 4.2-n20, and the run goes on until its gain error is within 1e-3. One Kleinman step per fit
-    (the steps iterated on the same pairs, :data:`~azopg.method.policy_iteration.PAIR_CONTRACTION`, reach
+    (the steps iterated on the same pairs, :data:`~azopg.method.pi_defaults.PAIR_CONTRACTION`, reach
     ``K*`` in the first update here)."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
-    monkeypatch.setattr(policy_iteration, "PAIR_CONTRACTION", 0.0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_steps, "PAIR_CONTRACTION", 0.0)
     fits = []
     evaluate = PairBuffer.evaluate
     monkeypatch.setattr(PairBuffer, "evaluate", lambda self, K, R: fits.append(K) or evaluate(self, K, R))
@@ -91,8 +91,8 @@ def test_on_antithetic_pairs_too(monkeypatch):
 def test_on_pairs_the_last_iterated_step_settles_the_gain(monkeypatch):
     """With Kleinman's steps iterated on the same pairs the last one taken is the movement (it estimates the
     error of the gain it left): he3 stops after its first update, within 1e-6 of ``K*``."""
-    monkeypatch.setattr(policy_iteration, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(policy_iteration, "PAIRS_FROM", 0)
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     p = azopg.get_problem("he3")
     res = azopg.train(p, seed=0, target_gap=1e-6, max_rollouts=5000)
     assert res.status == "converged" and res.updates == 1

@@ -139,14 +139,14 @@ def test_a_fit_stopped_between_chunks_loses_no_rows(monkeypatch):
     stop that turns true at its second question, not a clock); the rows not folded stay pending and the
     next fit is the one of all rows."""
     from azopg.errors import OutOfTime
-    from azopg.method import equations
+    from azopg.method import folds
 
     p = azopg.get_problem("he1")
     K = np.asarray(p.K0)
     data = rollouts(p, K, 3, 1e-2, 10.0, 40)
     whole = IntervalEquations(K, p.R).add(*data).solve()
     eq = IntervalEquations(K, p.R).add(*data)
-    monkeypatch.setattr(equations, "FOLD_FLOPS", 16 * eq.T.shape[1] ** 2)  # chunks of 16 rows
+    monkeypatch.setattr(folds, "FOLD_FLOPS", 16 * eq.T.shape[1] ** 2)  # chunks of 16 rows
     asked = []
 
     def stop() -> bool:
@@ -164,9 +164,9 @@ def test_a_fit_stopped_between_chunks_loses_no_rows(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
     # the step's error in small chunks (the E block's inverse by blocks of columns) is the same
     chunked = eq.evaluate()[1]
-    monkeypatch.setattr(equations, "FOLD_FLOPS", 2e8)
+    monkeypatch.setattr(folds, "FOLD_FLOPS", 2e8)
     np.testing.assert_allclose([chunked.error, chunked.step], [eq.evaluate()[1].error, eq.evaluate()[1].step],
                                rtol=1e-9)
     with pytest.raises(OutOfTime):
-        monkeypatch.setattr(equations, "FOLD_FLOPS", 1.0)
+        monkeypatch.setattr(folds, "FOLD_FLOPS", 1.0)
         eq.evaluate(lambda: True)

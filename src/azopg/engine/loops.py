@@ -51,10 +51,14 @@ class Throttle:
             self.fn()
 
 
-def submit(rule: UpdateRule, executor: Executor, worker: int) -> Task | None:
+def submit(rule: UpdateRule, executor: Executor, worker: int, *, even_if_spent: bool = False) -> Task | None:
     """Give ``worker`` the rule's next task, if the rollout budget holds it and the run's closing checks
     (:meth:`UpdateRule.admit`, :meth:`UpdateRule.closing_rollouts`; else none, and the run stops with status
-    ``max_rollouts``)."""
+    ``max_rollouts``). Once the budget is spent (:attr:`UpdateRule.budget_spent`) none is asked, unless
+    ``even_if_spent``: a round's lost task is redone (:func:`_gather`), and a refill asks for every idle worker
+    once it began (:func:`refill`) -- the budget may still hold a smaller task than the one it refused."""
+    if rule.budget_spent and not even_if_spent:
+        return None
     task = rule.admit(rule.ask(worker), keep=rule.closing_rollouts())
     if task is not None:
         executor.submit(task)
@@ -66,7 +70,7 @@ def refill(rule: UpdateRule, executor: Executor) -> None:
     if rule.budget_spent:
         return
     for w in executor.idle_workers():
-        submit(rule, executor, w)
+        submit(rule, executor, w, even_if_spent=True)
 
 
 def recover(rule: UpdateRule, executor: Executor) -> None:
@@ -81,8 +85,7 @@ def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tic
     Each worker starts with ``executor.depth`` tasks (all at the initial gain) and so keeps that many."""
     for w in range(executor.workers):
         for _ in range(executor.depth):
-            if not rule.budget_spent:
-                submit(rule, executor, w)
+            submit(rule, executor, w)
     while (reason := should_stop()) is None:
         rep = executor.next_report(timeout=0.5)
         if rep is not None:
@@ -90,8 +93,7 @@ def run_async(rule: UpdateRule, executor: Executor, should_stop: StopReason, tic
             rule.tell_many(take)
             recover(rule, executor)
             for done in take:
-                if not rule.budget_spent:
-                    submit(rule, executor, done.worker)
+                submit(rule, executor, done.worker)
         refill(rule, executor)
         if rep is not None:
             tick()
@@ -104,7 +106,7 @@ def run_sync(rule: UpdateRule, executor: Executor, should_stop: StopReason, tick
     while (reason := should_stop()) is None:
         tasks: dict[int, Task] = {}
         for w in range(executor.workers):
-            task = None if rule.budget_spent else submit(rule, executor, w)
+            task = submit(rule, executor, w)
             if task is not None:
                 tasks[w] = task
         if not tasks:
@@ -131,7 +133,7 @@ def _gather(rule: UpdateRule, executor: Executor, tasks: dict[int, Task],
             return None
         for w in executor.idle_workers():  # a worker replaced after a loss: its task of this round is redone
             if w in tasks and w not in got:
-                task = submit(rule, executor, w)
+                task = submit(rule, executor, w, even_if_spent=True)
                 if task is None:
                     return None
                 tasks[w] = task

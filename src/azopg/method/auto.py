@@ -36,7 +36,7 @@ import dataclasses
 from ..plants.base import Plant, returns_moments
 from ..plants.linear import LinearPlant
 from ..settings import Settings
-from .policy_iteration import MAX_FACTOR_COLUMNS, factor_columns
+from .pi_defaults import MAX_FACTOR_COLUMNS, factor_columns
 
 __all__ = ["AUTO", "PI_MAX_COST_NOISE", "choose_method", "exact_moments", "process_noise_only", "resolve_settings"]
 

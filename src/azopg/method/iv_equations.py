@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 
-from .equations import IntervalEquations, StepError, _fold_rows
+from .equations import IntervalEquations, StepError
+from .folds import fold_rows
 from .instrumented import NoisyEvaluation, _result
 from .regression import _vech_coefficients
 
@@ -147,7 +148,7 @@ class InstrumentedEquations:
     def _fold(self) -> None:
         """Fold the rows added since into the factor (LAPACK ``dtpqrt``, unblocked: the same on any machine)."""
         if self._rows:
-            self.T = _fold_rows(self.T, np.concatenate(self._rows))
+            self.T = fold_rows(self.T, np.concatenate(self._rows))
             self._rows.clear()
 
     def recenter(self, C: Any) -> None:
@@ -168,7 +169,7 @@ class InstrumentedEquations:
                 sample = [(inst(Zs, delta), shift(Xs, delta)) for Zs, Xs in self._sample]
             if not all(np.isfinite(a).all() for a in (T, *(X for _, X in sample))):
                 raise FloatingPointError("the instrumented sums overflow about the new center")
-            self.T, self._sample = _fold_rows(np.zeros_like(T), T), sample  # re-triangularised
+            self.T, self._sample = fold_rows(np.zeros_like(T), T), sample  # re-triangularised
         self._eq.C = C.copy()
 
     def solve(self) -> tuple[NoisyEvaluation, StepError]:

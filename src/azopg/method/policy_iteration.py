@@ -9,13 +9,13 @@ Every interval is one exact equation in ``(P, E)`` of *any* base gain
 (:mod:`azopg.method.equations`): every equation ever received is kept as sufficient statistics
 about the current gain (re-centred exactly when the gain moves), so no rollout is ever stale,
 dropped or re-processed, and rollouts in flight are never wasted. A fit is solved once the
-equations have grown by :data:`SOLVE_GROWTH` since the last one (the master's work per rollout
+equations have grown by :data:`~.pi_steps.SOLVE_GROWTH` since the last one (the master's work per rollout
 stays small however many workers report), and then Kleinman steps
 
     K <- K - eta D,    D = R^-1 E shortened to ||D|| <= TRUST ||K||,
 
 are iterated on the equations while the fit's own conditioning allows (at most
-:data:`INNER_STEPS`; their end is one applied update), with ``eta = min(alpha, 1)`` (applied after
+:data:`~.pi_steps.INNER_STEPS`; their end is one applied update), with ``eta = min(alpha, 1)`` (applied after
 the trust limit, so that a rollback's halving of ``alpha`` halves the step taken): ``eta = 1`` is
 Kleinman's step, which from a stabilizing gain stays stabilizing and converges quadratically on
 exact data. The shared safeguards check the gain every ``CHECK_EVERY`` updates (a failed check
@@ -27,19 +27,23 @@ Calibration (:mod:`~.pi_calibration`) needs no step search (``alpha = 1``):
 the horizon from the interval costs of single long rollouts, the perturbations from their
 states; the first rollouts of the fit are the loop's, asked of all workers at once.
 
-How a fit is judged (:meth:`PolicyIteration._refusal`): on exact data with snapshots, by how
+How a fit is judged (:meth:`~.pi_steps.KleinmanSteps._refusal`): on exact data with snapshots, by how
 precisely it determines the Kleinman step (its standard error,
 :class:`~azopg.method.equations.StepError`), not by the condition of all its columns (``P`` may be
 poorly determined while ``E`` is not); under noise and with one equation per rollout, by the
-fit's condition number (:data:`NOISY_CONDITION`).
+fit's condition number (:data:`~.pi_buffered.NOISY_CONDITION`).
 
 Where the default is one equation per rollout only because the factor is large (eb5, cse2), the
 buffered method of before runs instead (:mod:`~.pi_buffered`); where ``(P, E)`` has at least
-:data:`PAIRS_FROM` unknowns, ``E`` alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`:
+:data:`~.pi_defaults.PAIRS_FROM` unknowns, ``E`` alone is fitted from antithetic pairs (:mod:`~azopg.method.pairs`:
 ``m n`` unknowns; CAREX 2.9, 4.3 ... and n = 100 ... 1000).
 
 On a plant with noise of its own (measured at calibration) and ``R`` known the fit is the instrumented one
 (:attr:`PolicyIteration.instrumented`, :mod:`~.pi_instrumented`): least squares is biased there.
+
+The constants and the snapshots per rollout are :mod:`~.pi_defaults`'s, the fits' Kleinman steps (the
+iteration, its judgement and the rollback) :mod:`~.pi_steps`' (:class:`~.pi_steps.KleinmanSteps`, the base of
+:class:`PolicyIteration`), the calibration :mod:`~.pi_calibration`'s.
 
 The equations are not part of :meth:`state_dict`: after a resume they are refilled from scratch.
 """
@@ -52,109 +56,47 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NotStabilizingError, OutOfTime, ProblemError
+from ..errors import NotStabilizingError, ProblemError
 from ..settings import Settings
 from .discrete import fit_weight
-from .equations import IntervalEquations, StepError
+from .equations import IntervalEquations
 from .iv_equations import InstrumentedEquations
 from .kinds import Event, TaskKind
-from .pi_buffered import NOISY_CONDITION, BufferedFits
 from .pi_calibration import JUMP, calibrate_snapshots, recalibrate
-from .pi_instrumented import instrumented_steps
-from .regression import PolicyEvaluation, unknowns
-from .rule import Runner, UpdateRule
+from .pi_defaults import (
+    BLOWUP_SHRINKS,
+    CHECK_EVERY,
+    CHECK_SHARE,
+    MAX_FACTOR_COLUMNS,
+    MAX_SNAPSHOTS,
+    MIN_SNAPSHOTS,
+    PAIR_CONTRACTION,
+    PAIR_HORIZON,
+    PAIR_PERTURBATION,
+    PAIRS_FROM,
+    PAIRS_PER_UNKNOWN,
+    PATIENCE,
+    SNAPSHOTS_PER_UNKNOWN,
+    buffered_fits,
+    default_snapshots,
+    factor_columns,
+)
+from .pi_steps import GAIN_PRECISION, INNER_STEPS, SOLVE_GROWTH, STEP_PRECISION, STEP_TOL, TRUST, KleinmanSteps
+from .regression import unknowns
+from .rule import Runner
 from .safeguards import SHRINK
 from .settle import relative_step, settle_tolerance
 from .tasks import Report, RolloutData, Task, TrajectoryData
 
-__all__ = ["PolicyIteration", "default_snapshots", "factor_columns"]
+#: The constants and helpers of :mod:`~.pi_defaults` and :mod:`~.pi_steps` are importable from here too (their
+#: values are read there).
+__all__ = ["BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "GAIN_PRECISION", "INNER_STEPS", "MAX_FACTOR_COLUMNS",
+           "MAX_SNAPSHOTS", "MIN_SNAPSHOTS", "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_CONTRACTION", "PAIR_HORIZON",
+           "PAIR_PERTURBATION", "PATIENCE",
+           "SNAPSHOTS_PER_UNKNOWN", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL", "TRUST", "PolicyIteration",
+           "default_snapshots", "factor_columns"]
 
-#: Rollouts without an applied step, per unknown of ``(P, E)``, after which a fit that stays
-#: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
-#: keeps as many rollouts.
-PATIENCE = 6.0
-#: With snapshots on exact data a Kleinman step is taken when its standard error
-#: (:class:`~.equations.StepError`) is at most ``STEP_PRECISION`` times the step (the step makes
-#: progress) or ``GAIN_PRECISION`` times the new gain (the error is harmless: ``GAIN_PRECISION^2`` in
-#: relative cost).
-STEP_PRECISION, GAIN_PRECISION = 1e-3, 1e-4
-#: A new fit is solved once the equations (rows) have grown by this fraction since the last solve, or
-#: by ``m n`` rows (the directions of ``E`` seen through the perturbations alone), whichever is fewer:
-#: few solves in a run whatever the number of workers, each ``O(p_L (m n)^2)``
-#: (:meth:`~azopg.method.equations.IntervalEquations.solve`), and the rows a fit waits for are a
-#: fraction of those it has (or ``m n``) -- the same at W = 1 and W = 32.
-SOLVE_GROWTH = 1.0 / 16.0
-#: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns, ``E`` alone is
-#: fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs per
-#: unknown of ``E``, the most recent kept: a first step after ``2.5 m n`` rollouts instead of the buffered
-#: fit's ``n(n+1) + 2 m n`` (CAREX 2.9, 4.2-n50, 4.3: 1,360, 515 and 1,924 rollouts to gap 1e-6 instead of
-#: none in 60 s, 4,450 and 7,860). Not below: eb5 (``p`` = 860, ``K0 = 0`` on damping 1e-7) needs the radius
-#: the buffered method measures by cost changes (2e-8); on pairs every step blew up.
-PAIRS_FROM, PAIRS_PER_UNKNOWN = 1024, 1.25
-#: With pairs the calibrated horizon (tail at most ``tail_tol`` of the cost) is made ``PAIR_HORIZON`` times
-#: longer: a pair's difference is about ``r ||E||`` of the cost, and shrinks with ``E`` near the optimum,
-#: while the tails it neglects do not (an exponential tail: ``tail_tol^PAIR_HORIZON``).
-PAIR_HORIZON = 3.0
-#: With pairs on exact data the perturbations ``r L Z M`` (scaled to the inputs and states as the snapshots'
-#: are) have ``r^2 m n = PAIR_PERTURBATION``: the pair's difference is first order in ``r`` and so is the
-#: difference of its two tails, while a perturbed gain's slowest mode moves towards instability by more
-#: (lightly damped modes: CAREX 2.9's tails were up to the whole difference at ``r^2 m n = 1e-2`` and
-#: ``1e-4``); the rounding of a cost (1e-16 of it) is then 1e-13 of the difference.
-PAIR_PERTURBATION = 1e-6
-#: On pairs (exact data) Kleinman's steps are iterated on the same pairs while each is at most this fraction
-#: of the one before (:meth:`PolicyIteration._pair_steps`): CAREX 2.9 from ``K0``, 137 pairs: gain errors
-#: 1.4, 0.38, 2.7e-2, 2.8e-4 (the exact Kleinman sequence's 2.0e-4), 9e-5, then steps of nothing. Forced
-#: pairs to gap 1e-6: he1, ac1, he3, carex4.2-n20 in 37, 68, 129, 112 rollouts (at 0.5: 61, 110, 209, 112;
-#: one step per fit: 85, 152, 289, 172).
-PAIR_CONTRACTION = 1.0
-#: Largest step relative to ``||K||`` (unbounded from ``K = 0``).
-TRUST = 1.0
-#: Applied updates between two rollout checks (unless ``check_every`` is set).
-CHECK_EVERY = 2
-#: Under noise an inconclusive check doubles the checks' pairs (:attr:`~.safeguards.Safeguards.keeps_unresolved`)
-#: while a check at twice them (about 5 rollouts a pair: the gain from the states and from 0 to ``2 tau``, the
-#: anchor to ``tau``) costs at most this share of the rollouts spent so far.
-CHECK_SHARE = 1 / 8
-
-
-#: Snapshots per rollout chosen by default: the power of two at least ``SNAPSHOTS_PER_UNKNOWN`` per
-#: unknown, within the bounds.
-SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
-#: Snapshots by default only while the interval equations' triangular factor has at most this many
-#: columns ``p_L`` (:class:`~azopg.method.equations.IntervalEquations`): the master folds every interval
-#: into it at ``O(p_L^2)`` (measured with the unblocked Householder fold, memory-bound once the factor leaves
-#: the cache; the blocked fold is several times faster). One
-#: rollout of 256 intervals: 0.08 s at ``p_L = 1020``, 0.29 s at 1680 (eb5), 4.2 s at 3780 (cse2), where
-#: the buffered method (``snapshots = 1``: ``O(p^2)`` per rollout, a fit every ``m n`` rollouts) converges
-#: in about a minute.
-MAX_FACTOR_COLUMNS = 1024
-#: With snapshots, blown-up perturbed rollouts in a row that only shrink the radius (then the shared rule).
-BLOWUP_SHRINKS = 3
-#: Kleinman steps iterated on the accumulated equations after one report (one applied update).
-INNER_STEPS = 8
-#: An inner Kleinman step smaller than this (relative to ``||K||``) ends the iteration.
-STEP_TOL = 1e-12
-
-
-def default_snapshots(settings: Any, n: int, m: int) -> int:
-    """``settings.snapshots`` if given; else 1 under cost noise (each interval's cost would need its
-    own noise model) or when the equations' factor would have more than :data:`MAX_FACTOR_COLUMNS` columns
-    (the master's cost per rollout), else ``SNAPSHOTS_PER_UNKNOWN`` per unknown within
-    ``[MIN_SNAPSHOTS, MAX_SNAPSHOTS]``."""
-    if settings.snapshots is not None:
-        return int(settings.snapshots)
-    if settings.cost_noise > 0 or factor_columns(n, m) > MAX_FACTOR_COLUMNS:
-        return 1
-    want = max(SNAPSHOTS_PER_UNKNOWN * unknowns(n, m), MIN_SNAPSHOTS)
-    return int(min(2 ** math.ceil(math.log2(want)), MAX_SNAPSHOTS))
-
-
-def factor_columns(n: int, m: int) -> int:
-    """Columns ``p_L = n(n+1) + m n`` of the interval equations' factor with ``R`` known (``P``, ``E``, ``W``)."""
-    return n * (n + 1) + m * n
-
-
-class PolicyIteration(UpdateRule):
+class PolicyIteration(KleinmanSteps):
     """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from every rollout's intervals."""
 
     name = "policy-iteration"
@@ -173,15 +115,11 @@ class PolicyIteration(UpdateRule):
         if settings.check_every is None:
             self.safeguards.check_every = CHECK_EVERY
         self.snapshots = default_snapshots(settings, self.n, self.m)
-        p = unknowns(self.n, self.m, self.fit_R is None)
         #: The buffered method (:mod:`~.pi_buffered`), only where the default is one equation per rollout
-        #: because the factor is large (:data:`MAX_FACTOR_COLUMNS`: eb5, cse2).
-        self.buffer = (BufferedFits(math.ceil(PATIENCE * p), p, self.m, self.n) if settings.snapshots is None
-                       and factor_columns(self.n, self.m) > MAX_FACTOR_COLUMNS else None)
-        if self.buffer is not None and self.fit_R is not None and p >= PAIRS_FROM:  # E alone, from pairs
-            self.buffer = BufferedFits.of_pairs(math.ceil(2 * PAIRS_PER_UNKNOWN * self.m * self.n), self.m, self.n)
+        #: because the factor is large (:func:`~.pi_defaults.buffered_fits`: eb5, cse2).
+        self.buffer = buffered_fits(settings, self.n, self.m, self.fit_R)
         self.equations = IntervalEquations(self.K, self.fit_R)
-        self.solved_rows = 0  # rows of the equations at the last solve (:data:`SOLVE_GROWTH`)
+        self.solved_rows = 0  # rows of the equations at the last solve (:data:`~.pi_steps.SOLVE_GROWTH`)
         #: Under process noise (:attr:`instrumented`): the instrumented fit's sums, and the rows they should
         #: hold before the next fit.
         self.iv: InstrumentedEquations | None = None
@@ -207,17 +145,17 @@ class PolicyIteration(UpdateRule):
 
     @property
     def on_pairs(self) -> bool:
-        """Whether ``E`` is fitted from antithetic pairs (:data:`PAIRS_FROM`)."""
+        """Whether ``E`` is fitted from antithetic pairs (:data:`~.pi_defaults.PAIRS_FROM`)."""
         return self.buffer is not None and self.buffer.pairs
 
     def batch_room(self) -> bool:
         """Whether the batch (and with it a check's pairs, :meth:`check_pairs`) may double: a check at twice
-        the pairs costs at most :data:`CHECK_SHARE` of the rollouts spent so far."""
+        the pairs costs at most :data:`~.pi_defaults.CHECK_SHARE` of the rollouts spent so far."""
         return 2 * 5 * self.check_pairs(self.tuning.N) <= CHECK_SHARE * self.stats.rollouts
 
     def task_fields(self, version: int) -> dict[str, Any]:
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
-        -1: calibration) asks for at least :data:`JUMP` snapshots (their costs give the tail)."""
+        -1: calibration) asks for at least :data:`~.pi_calibration.JUMP` snapshots (their costs give the tail)."""
         pairs = self.on_pairs  # probes as with snapshots, the loop's tasks (and the first batch) in pairs
         if self.buffer is not None and not pairs:
             return {}
@@ -236,11 +174,7 @@ class PolicyIteration(UpdateRule):
         if self._anchor_asked:
             return self._ask(worker)
         self._anchor_asked = True
-        t = self.tuning
-        self.stats.tasks += 1
-        self._issued[self.stats.tasks] = (t.tau, t.r, t.N)
-        return self.make_task(self.stats.tasks, worker, TaskKind.EVALUATE, g.anchor_K.copy(), g.anchor_version,
-                              t.tau, t.r, t.N)
+        return self.issue(worker, TaskKind.EVALUATE, g.anchor_K.copy(), version=g.anchor_version)
 
     def _ask(self, worker: int) -> Task:
         return self.issue(worker, TaskKind.MOMENTS)
@@ -274,7 +208,7 @@ class PolicyIteration(UpdateRule):
 
     def tell(self, rep: Report) -> None:
         """As the base rule's, except that a rollout of a perturbed gain that blew up
-        first shrinks the radius (:data:`BLOWUP_SHRINKS` times in a row at most), wherever the gain
+        first shrinks the radius (:data:`~.pi_defaults.BLOWUP_SHRINKS` times in a row at most), wherever the gain
         is: one perturbed rollout is no evidence against the gain itself."""
         data = rep.data
         if self._anchor_report(rep):
@@ -315,12 +249,6 @@ class PolicyIteration(UpdateRule):
             self._add(rep)
         self._step(0, -1, self.version)
         self.master_seconds += time.process_time() - t0
-
-    @property
-    def noisy_fit(self) -> bool:
-        """Whether fits are judged by their condition number (:data:`NOISY_CONDITION`): under noise
-        or with one equation per rollout (the buffered method too)."""
-        return bool(self.noisy or self.settings.cost_noise > 0 or self.snapshots == 1)
 
     def summary(self) -> dict[str, Any]:
         """Extra ``stats`` of ``result.json``: the master's CPU seconds on the fits (adding rollouts,
@@ -366,161 +294,6 @@ class PolicyIteration(UpdateRule):
         dt = np.diff(data.t) if data.t is not None else np.full(k, self.tuning.tau / k)
         self.iv.add(data.Ki, data.x, data.S, data.cost, dt)
 
-    def _step(self, delay: int, worker: int, version_read: int) -> None:
-        """A fit once the equations have grown by :data:`SOLVE_GROWTH` (at most ``m n`` rows) since the
-        last one (the gain moved by a rollback since: at once). Buffered: :meth:`_step_buffered`."""
-        if self.buffer is not None:
-            self._step_buffered(delay, worker, version_read)
-            return
-        if self.iv is not None:
-            self._step_instrumented(delay, worker, version_read)
-            return
-        eq = self.equations
-        moved = not np.array_equal(eq.C, self.K)
-        due = min(SOLVE_GROWTH * self.solved_rows, self.m * self.n)
-        if eq.rows < eq.unknowns or not (moved or eq.rows - self.solved_rows >= due):
-            return
-        self.solved_rows = eq.rows
-        self._iterate(delay, worker, version_read)
-
-    def _step_buffered(self, delay: int, worker: int, version_read: int) -> None:
-        """One Kleinman step on the buffer's fit once it is due (:meth:`~.pi_buffered.BufferedFits.due`)."""
-        assert self.buffer is not None
-        if not self.buffer.due(self._idle):
-            return
-        try:
-            step = self._kleinman(self.buffer.fit(self.K, self.fit_R))
-        except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
-            self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
-            self._stuck(worker, version_read)
-            return
-        self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
-        K, last = self.K + self.tuning.alpha * step, None
-        if self.buffer.pairs and self.tuning.alpha >= 1.0 and not (self.noisy or self.settings.cost_noise):
-            K, last = self._pair_steps(K, step)
-        self.apply(K, delay, worker, version_read)
-        if last is not None:  # the last full Kleinman step taken estimates the error of the gain it left
-            self.movement = last
-
-    def _pair_steps(self, K: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """Kleinman's steps iterated from ``K`` (reached by ``step``) on the same antithetic pairs: exact
-        equations in ``E`` of any base gain (:mod:`~.pairs`), so on exact data one set determines the next
-        gains too, at most :data:`INNER_STEPS` in all. Each must contract by :data:`PAIR_CONTRACTION` (by
-        :func:`~.settle.relative_step`, unit-invariant): Kleinman's steps shrink (near ``K*`` quadratically)
-        until the fit's own error (tails, rounding) is reached, where they stop shrinking -- that step is
-        not taken. Returns the gain reached and, if a step was iterated, the size of the last one (its
-        :attr:`movement`: the error of the gain it left, whose square the gain reached has)."""
-        assert self.buffer is not None
-        if self._moments is None:
-            return K, None
-        last, taken = relative_step(step, K, self.R, self._moments), False
-        for _ in range(INNER_STEPS - 1):
-            if not last > STEP_TOL or self.out_of_time():
-                break
-            try:
-                nxt = self._kleinman(self.buffer.fit(K, self.fit_R))
-            except np.linalg.LinAlgError:
-                break
-            size = relative_step(nxt, K + nxt, self.R, self._moments)
-            if not size <= PAIR_CONTRACTION * last:
-                break
-            K, last, taken = K + nxt, size, True
-        return K, (last if taken else None)
-
-    def _step_instrumented(self, delay: int, worker: int, version_read: int) -> None:
-        """Kleinman steps on the instrumented fit (:func:`~.pi_instrumented.instrumented_steps`) once the sums
-        hold the rows the last fit asked for (the gain moved by a rollback since: at once)."""
-        iv = self.iv
-        assert iv is not None and self.fit_R is not None
-        if iv.rows <= iv.unknowns or (np.array_equal(iv.C, self.K) and iv.rows < self.iv_due):
-            return
-        alpha = min(self.tuning.alpha, 1.0)
-        self.tuning.alpha = alpha
-        out = instrumented_steps(iv, self.K, self.fit_R, INNER_STEPS if alpha >= 1.0 else 1,
-                                 lambda R, E: alpha * self._kleinman_step(R, E), SOLVE_GROWTH, self.out_of_time)
-        self.iv_due = out.wait
-        if not out.taken:
-            self.log(out.why, delay, worker, version_read)
-            return
-        self.apply(out.K, delay, worker, version_read)
-
-    def _kleinman(self, fit: PolicyEvaluation) -> np.ndarray:
-        """The step ``-R^-1 E`` of a fit (:meth:`_kleinman_step`)."""
-        return self._kleinman_step(fit.R, fit.E)
-
-    def _kleinman_step(self, R: np.ndarray, E: np.ndarray) -> np.ndarray:
-        """The step ``-R^-1 E``, shortened to ``TRUST ||K||`` (raises ``LinAlgError`` if an estimated ``R``
-        is not positive definite)."""
-        c = np.linalg.cholesky(R)
-        step = -np.linalg.solve(c.T, np.linalg.solve(c, E))
-        limit, size = TRUST * float(np.linalg.norm(self.K)), float(np.linalg.norm(step))
-        return step * (limit / size) if 0 < limit < size else step
-
-    def _iterate(self, delay: int, worker: int, version_read: int) -> None:
-        """Kleinman steps on the accumulated interval equations while each is determined precisely
-        enough (:meth:`_refusal`); when none is, the reason is logged and the rule waits for more
-        equations (:meth:`_stuck`)."""
-        eq = self.equations
-        if eq.rows < eq.unknowns:
-            return
-        try:
-            eq.recenter(self.K, self.out_of_time)  # the gain may have moved by a rollback
-        except FloatingPointError:  # not representable about this gain: start the equations afresh
-            self.equations = eq = IntervalEquations(self.K, self.fit_R)
-            return
-        except OutOfTime:  # the budget is spent: the run ends, the rows wait unfolded
-            return
-        self.tuning.alpha = min(self.tuning.alpha, 1.0)
-        K, taken, why = self.K, 0, Event.ILL_CONDITIONED
-        for _ in range(INNER_STEPS if self.tuning.alpha >= 1.0 else 1):
-            if taken and self.out_of_time():  # each inner step re-centres the factor: hold the budget
-                break
-            try:  # judged by its condition, a fit needs no step error (O((m n)^3) per fit on the master)
-                if self.noisy_fit:
-                    fit = eq.solve(self.out_of_time)
-                    refused = None if fit.condition < NOISY_CONDITION else Event.ILL_CONDITIONED
-                else:
-                    fit, precision = eq.evaluate(self.out_of_time)
-                    refused = self._refusal(precision)
-            except OutOfTime:
-                if not taken:
-                    return
-                break
-            if refused is not None:
-                why = refused
-                break
-            try:
-                step = self.tuning.alpha * self._kleinman(fit)
-            except np.linalg.LinAlgError:  # an estimated R (H_uu) not positive definite
-                break
-            try:
-                eq.recenter(K + step)
-            except FloatingPointError:  # a step to an absurd gain
-                why = Event.STEP_OVERFLOW
-                break
-            K, taken = K + step, taken + 1
-            if not float(np.linalg.norm(step)) > STEP_TOL * float(np.linalg.norm(K)):
-                break
-        if not taken:
-            self.log(why, delay, worker, version_read)
-            self._stuck(worker, version_read)
-            return
-        self.apply(K, delay, worker, version_read)
-
-    @staticmethod
-    def _refusal(precision: StepError) -> Event | None:
-        """Why a fit's Kleinman step is not taken on exact data with snapshots, or ``None``: its
-        columns ``E`` (and ``H``) are rank-deficient (``ill-conditioned``), or its standard error
-        exceeds both :data:`STEP_PRECISION` times the step and :data:`GAIN_PRECISION` times the new
-        gain (``step-imprecise``). The condition number of the whole fit is not the judge: ``P`` may
-        be poorly determined (states over many decades) while ``E`` is not. (Under noise and with one
-        equation per rollout the judge is the condition number: :attr:`noisy_fit`.)"""
-        if not precision.error < math.inf:
-            return Event.ILL_CONDITIONED
-        if precision.error > max(STEP_PRECISION * precision.step, GAIN_PRECISION * precision.gain):
-            return Event.STEP_IMPRECISE
-        return None
-
     def new_version(self, K: np.ndarray) -> None:
         """As the base rule's, and :attr:`movement` measured (a rollback's too)."""
         alpha = self.tuning.alpha if self.tuning.alpha > 0 else 1.0
@@ -536,29 +309,6 @@ class PolicyIteration(UpdateRule):
         if self.noisy or self.settings.cost_noise > 0:
             return True
         return self.movement <= settle_tolerance(target_gap)
-
-    def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
-        self._idle = 0
-        if self.buffer is None:  # a radius shrunk by blow-ups at an old gain grows back
-            self.tuning.r = min(2.0 * self.tuning.r, self.radius)
-        super().apply(K, delay, worker, version_read)
-
-    def _stuck(self, worker: int, version_read: int) -> None:
-        """:data:`PATIENCE` rollouts per unknown without a step that could be taken (each refusal logged
-        with its reason: ``ill-conditioned``, ``step-imprecise``, ``step-overflow``): no check would ever
-        judge the gain -- roll back to the anchor (logged ``rollback-ill-conditioned``); at the anchor
-        already, start the equations afresh around it."""
-        if self._idle < self.patience:
-            return
-        self._idle = 0
-        if np.array_equal(self.K, self.safeguards.anchor_K):
-            self.equations = IntervalEquations(self.K, self.fit_R)
-            self.solved_rows = 0
-            self.iv = None
-            if self.buffer is not None:
-                self.buffer.clear()
-        else:
-            self.apply_verdict(self.safeguards.rollback(worker, version_read, Event.ROLLBACK_ILL_CONDITIONED))
 
     def calibrate(self, run: Runner) -> None:
         """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared

@@ -157,9 +157,10 @@ class UpdateRule:
 
     def issue(self, worker: int, kind: TaskKind, K: np.ndarray | None = None, *, N: int | None = None,
               tau: float | None = None, r: float | None = None, ref: np.ndarray | None = None,
-              pairs: int = CHECK_PAIRS, task_id: int | None = None) -> Task:
-        """A new task at the current gain (or at an explicit gain ``K``, version -1; a check of
-        it paired with ``ref`` if given; with an explicit identity ``task_id`` if given)."""
+              pairs: int = CHECK_PAIRS, task_id: int | None = None, version: int = -1) -> Task:
+        """A new task at the current gain (or at an explicit gain ``K``, of ``version``: -1 unless it is a gain the
+        rule had, such as the anchor's; a check of it paired with ``ref`` if given; with an explicit identity
+        ``task_id`` if given)."""
         t = self.tuning
         tau, r, N = t.tau if tau is None else tau, t.r if r is None else r, N or t.N
         self.stats.tasks += 1
@@ -168,7 +169,7 @@ class UpdateRule:
         if kind == TaskKind.EVALUATE and K is None:
             self.safeguards.watch(task_id, self.K.copy(), self._paired_with(self.version))
         return self.make_task(task_id, worker, kind, self.K.copy() if K is None else K,
-                              self.version if K is None else -1, tau, r, N, ref=ref, pairs=pairs)
+                              self.version if K is None else version, tau, r, N, ref=ref, pairs=pairs)
 
     def make_task(self, task_id: int, worker: int, kind: TaskKind, K: np.ndarray, version: int, tau: float, r: float,
                   N: int, *, ref: np.ndarray | None = None, pairs: int = CHECK_PAIRS) -> Task:

@@ -29,13 +29,12 @@ from ..model.problem import LQRProblem
 from ..plants.base import is_deterministic
 from ..plants.discrete import plant_for
 from ..settings import Settings
-from .records import ARRIVAL_FIELDS, ARRIVAL_TYPES
+from .records import ARRIVAL_FIELDS, ARRIVAL_TYPES, parse_row
 from .rule_choice import hold_budget
 
 __all__ = ["replay_run"]
 
 
-_TYPES = ARRIVAL_TYPES
 _OLD_FIELDS = ARRIVAL_FIELDS[:-1]  # before takes were logged: every report a take of its own
 
 
@@ -58,9 +57,7 @@ def _arrivals(path: Path, run_dir: str | Path) -> list[tuple[int, tuple[Any, ...
             for row in reader:
                 line = reader.line_num
                 try:
-                    if len(row) != len(header):
-                        raise ValueError(f"{len(row)} fields, expected {len(header)}")
-                    values = tuple(t(v) for t, v in zip(_TYPES, row, strict=False)) + (0,) * (len(_TYPES) - len(row))
+                    values = parse_row(row, ARRIVAL_TYPES[:len(header)]) + (0,) * (len(ARRIVAL_TYPES) - len(header))
                     if not all(math.isfinite(v) and v > 0 for v in values[4:6]) or min(values[0:2]) < 0 \
                             or values[3] < 0 or values[6] < 1 or values[2] not in TASK_KINDS or values[7] < 0 \
                             or values[7] > (rows[-1][1][7] + 1 if rows else 0):
