@@ -74,7 +74,7 @@ def test_on_antithetic_pairs_too(monkeypatch):
     """The same stopping rule where ``E`` is fitted from antithetic pairs (forced at this size; by default
     from ``n(n+1)/2 + m n >= 4096`` unknowns, CAREX 4.2 at n = 100): the first gain at gap 1e-6 is 6.6e-3
     from ``K*`` on 4.2-n20, and the run goes on until its gain error is within 1e-3. One Kleinman step per fit
-    (the steps iterated on the same pairs, :data:`~azopg.method.pi_steps.PAIR_CONTRACTION`, reach
+    (the steps iterated on the same pairs, :data:`~azopg.method.pi_defaults.PAIR_CONTRACTION`, reach
     ``K*`` in the first update here)."""
     monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
     monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)

@@ -17,7 +17,7 @@ up to the tails ``x_end'P x_end`` of the two rollouts, which the horizon makes n
 (``n = 200``: 40,400 columns, 13 GB) and the buffered fit needs ``n^2`` rollouts per fit. The
 regressors are the exact moments ``S`` (no zero-order noise), so the fit is exact to rounding
 and the tails. Rows are weighted by ``1 / (f_a + f_b)`` and columns scaled to unit norm (invariant
-to the units of states and inputs), and solved by ``lstsq`` (SVD: the condition is not squared).
+to the units of states and inputs), and solved by Householder QR (the condition is not squared).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import scipy.linalg as sla
 
 from .buffer import RolloutBuffer
 from .regression import PolicyEvaluation
@@ -47,7 +48,8 @@ def evaluate_pairs(K: np.ndarray, R: np.ndarray, first: RolloutData, second: Rol
     -------
     PolicyEvaluation
         ``E`` and ``R``; ``P`` is not estimated (zero). ``condition`` is that of the column-scaled normal
-        matrix (``inf`` with fewer pairs than ``m n`` or rank-deficient), ``equations`` the pairs.
+        matrix, estimated in the 1-norm (``inf`` with fewer pairs than ``m n`` or singular), ``equations`` the
+        pairs.
     """
     m, n = K.shape
     Da, Db = first.Ki - K, second.Ki - K
@@ -58,13 +60,27 @@ def evaluate_pairs(K: np.ndarray, R: np.ndarray, first: RolloutData, second: Rol
     X, y = X * w[:, None], y * w
     scale = np.linalg.norm(X, axis=0)
     scale[scale == 0] = 1.0
-    theta, _, rank, sv = np.linalg.lstsq(X / scale, y, rcond=None)
-    full = rank == m * n and sv.size and sv[-1] > 0
-    condition = float((sv[0] / sv[-1]) ** 2) if full else float("inf")
+    theta, condition = _solve(X / scale, y)
     E = (theta / scale).reshape(m, n)
     residual = float(np.linalg.norm(X @ (theta / scale) - y))
     return PolicyEvaluation(np.zeros((n, n)), E, np.array(R, dtype=float), residual, float(np.linalg.norm(y)),
                             condition, int(y.size))
+
+
+def _solve(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares ``A theta = y`` by the triangular factor of ``[A y]`` (Householder QR: the condition is not
+    squared, at a fifth of an SVD's time: 0.3 s instead of 1.4 s at CAREX 3.1-l30's 2,212 x 1,770), and the
+    squared condition of ``A`` estimated in the 1-norm from its factor (LAPACK's ``trcon``: within a factor
+    ``p`` of the 2-norm's); ``inf`` with fewer rows than columns or a singular factor (then ``theta = 0``)."""
+    rows, p = A.shape
+    if rows < p:
+        return np.zeros(p), float("inf")
+    F = sla.qr(np.column_stack([A, y]), mode="r", overwrite_a=True, check_finite=False)[0]
+    T = F[:p, :p]
+    rcond = float(sla.lapack.dtrcon(T, norm="1")[0]) if np.all(np.diag(T) != 0) else 0.0
+    if not rcond > 0:
+        return np.zeros(p), float("inf")
+    return sla.solve_triangular(T, F[:p, p], check_finite=False), rcond**-2
 
 
 def _joined(parts: Iterable[list[np.ndarray]]) -> RolloutData:

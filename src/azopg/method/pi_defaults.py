@@ -10,8 +10,8 @@ from .pi_buffered import BufferedFits
 from .regression import unknowns
 
 __all__ = ["BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "MAX_FACTOR_COLUMNS", "MAX_SNAPSHOTS", "MIN_SNAPSHOTS",
-           "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_HORIZON", "PAIR_PERTURBATION", "PATIENCE", "SNAPSHOTS_PER_UNKNOWN",
-           "buffered_fits", "default_snapshots", "factor_columns"]
+           "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_CONTRACTION", "PAIR_HORIZON", "PAIR_PERTURBATION", "PATIENCE",
+           "SNAPSHOTS_PER_UNKNOWN", "buffered_fits", "default_snapshots", "factor_columns"]
 
 #: Rollouts without an applied step, per unknown of ``(P, E)``, after which a fit that stays
 #: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
@@ -20,7 +20,7 @@ PATIENCE = 6.0
 #: Where the buffered method would run and ``(P, E)`` has at least ``PAIRS_FROM`` unknowns, ``E`` alone is
 #: fitted from antithetic pairs (:mod:`~azopg.method.pairs`, ``R`` known), ``PAIRS_PER_UNKNOWN`` pairs per
 #: unknown of ``E``, the most recent kept: a first step after ``2.5 m n`` rollouts instead of the buffered
-#: fit's ``n(n+1) + 2 m n`` (CAREX 2.9, 4.2-n50, 4.3: 1,360, 515 and 1,924 rollouts to gap 1e-6 instead of
+#: fit's ``n(n+1) + 2 m n`` (CAREX 2.9, 4.2-n50, 4.3: 437, 246 and 544 rollouts to gap 1e-6 instead of
 #: none in 60 s, 4,450 and 7,860). Not below: eb5 (``p`` = 860, ``K0 = 0`` on damping 1e-7) needs the radius
 #: the buffered method measures by cost changes (2e-8); on pairs every step blew up.
 PAIRS_FROM, PAIRS_PER_UNKNOWN = 1024, 1.25
@@ -34,6 +34,13 @@ PAIR_HORIZON = 3.0
 #: (lightly damped modes: CAREX 2.9's tails were up to the whole difference at ``r^2 m n = 1e-2`` and
 #: ``1e-4``); the rounding of a cost (1e-16 of it) is then 1e-13 of the difference.
 PAIR_PERTURBATION = 1e-6
+#: On pairs (exact data) Kleinman's steps are iterated on the same pairs while each is at most this fraction
+#: of the one before (:meth:`~.pi_steps.KleinmanSteps._pair_steps`): CAREX 2.9 from ``K0``, 137 pairs: gain
+#: errors 1.4, 0.38, 2.7e-2, 2.8e-4 (the exact Kleinman sequence's 2.0e-4), 9e-5, then steps of nothing.
+#: Forced pairs to gap 1e-6 (the last step the movement): he1, ac1, he3, carex4.2-n20 in 29, 52, 97, 92
+#: rollouts (one step per fit: 85, 152, 289, 172; at 0.5 and with the applied update as the movement: 61,
+#: 110, 209, 112).
+PAIR_CONTRACTION = 1.0
 #: Applied updates between two rollout checks (unless ``check_every`` is set).
 CHECK_EVERY = 2
 #: Under noise an inconclusive check doubles the checks' pairs (:attr:`~.safeguards.Safeguards.keeps_unresolved`)

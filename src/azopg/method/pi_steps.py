@@ -15,13 +15,13 @@ from .equations import IntervalEquations, StepError
 from .iv_equations import InstrumentedEquations
 from .kinds import Event
 from .pi_buffered import NOISY_CONDITION, BufferedFits
+from .pi_defaults import PAIR_CONTRACTION
 from .pi_instrumented import instrumented_steps
 from .regression import PolicyEvaluation
 from .rule import UpdateRule
 from .settle import relative_step
 
-__all__ = ["GAIN_PRECISION", "INNER_STEPS", "PAIR_CONTRACTION", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL", "TRUST",
-           "KleinmanSteps"]
+__all__ = ["GAIN_PRECISION", "INNER_STEPS", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL", "TRUST", "KleinmanSteps"]
 
 #: With snapshots on exact data a Kleinman step is taken when its standard error
 #: (:class:`~.equations.StepError`) is at most ``STEP_PRECISION`` times the step (the step makes
@@ -40,12 +40,6 @@ TRUST = 1.0
 INNER_STEPS = 8
 #: An inner Kleinman step smaller than this (relative to ``||K||``) ends the iteration.
 STEP_TOL = 1e-12
-#: On pairs (exact data) Kleinman's steps are iterated on the same pairs while each is at most this fraction
-#: of the one before (:meth:`KleinmanSteps._pair_steps`): CAREX 2.9 from ``K0``, 137 pairs: gain errors
-#: 1.4, 0.38, 2.7e-2, 2.8e-4 (the exact Kleinman sequence's 2.0e-4), 9e-5, then steps of nothing. Forced
-#: pairs to gap 1e-6: he1, ac1, he3, carex4.2-n20 in 37, 68, 129, 112 rollouts (at 0.5: 61, 110, 209, 112;
-#: one step per fit: 85, 152, 289, 172).
-PAIR_CONTRACTION = 1.0
 
 
 class KleinmanSteps(UpdateRule):
@@ -63,7 +57,7 @@ class KleinmanSteps(UpdateRule):
     solved_rows: int
     iv: InstrumentedEquations | None
     iv_due: int
-    #: The last full step's size (:func:`~.settle.relative_step`) and the state weights it is measured in.
+    #: The last full step's size (:func:`~.settle.relative_step`) and the states' weights in it.
     movement: float
     _moments: np.ndarray | None
 
@@ -112,11 +106,12 @@ class KleinmanSteps(UpdateRule):
     def _pair_steps(self, K: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, float | None]:
         """Kleinman's steps iterated from ``K`` (reached by ``step``) on the same antithetic pairs: exact
         equations in ``E`` of any base gain (:mod:`~.pairs`), so on exact data one set determines the next
-        gains too, at most :data:`INNER_STEPS` in all. Each must contract by :data:`PAIR_CONTRACTION` (by
-        :func:`~.settle.relative_step`, unit-invariant): Kleinman's steps shrink (near ``K*`` quadratically)
-        until the fit's own error (tails, rounding) is reached, where they stop shrinking -- that step is
-        not taken. Returns the gain reached and, if a step was iterated, the size of the last one (its
-        :attr:`movement`: the error of the gain it left, whose square the gain reached has)."""
+        gains too, at most :data:`INNER_STEPS` in all. Each must contract by
+        :data:`~.pi_defaults.PAIR_CONTRACTION` (by :func:`~.settle.relative_step`, unit-invariant): Kleinman's
+        steps shrink (near ``K*`` quadratically) until the fit's own error (tails, rounding) is reached, where
+        they stop shrinking -- that step is not taken. Returns the gain reached and, if a step was iterated,
+        the size of the last one (its :attr:`movement`: the error of the gain it left, whose square the gain
+        reached has)."""
         assert self.buffer is not None
         if self._moments is None:
             return K, None

@@ -70,6 +70,7 @@ from .pi_defaults import (
     MAX_FACTOR_COLUMNS,
     MAX_SNAPSHOTS,
     MIN_SNAPSHOTS,
+    PAIR_CONTRACTION,
     PAIR_HORIZON,
     PAIR_PERTURBATION,
     PAIRS_FROM,
@@ -80,16 +81,7 @@ from .pi_defaults import (
     default_snapshots,
     factor_columns,
 )
-from .pi_steps import (
-    GAIN_PRECISION,
-    INNER_STEPS,
-    PAIR_CONTRACTION,
-    SOLVE_GROWTH,
-    STEP_PRECISION,
-    STEP_TOL,
-    TRUST,
-    KleinmanSteps,
-)
+from .pi_steps import GAIN_PRECISION, INNER_STEPS, SOLVE_GROWTH, STEP_PRECISION, STEP_TOL, TRUST, KleinmanSteps
 from .regression import unknowns
 from .rule import Runner
 from .safeguards import SHRINK
@@ -100,9 +92,9 @@ from .tasks import Report, RolloutData, Task, TrajectoryData
 #: values are read there).
 __all__ = ["BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "GAIN_PRECISION", "INNER_STEPS", "MAX_FACTOR_COLUMNS",
            "MAX_SNAPSHOTS", "MIN_SNAPSHOTS", "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_CONTRACTION", "PAIR_HORIZON",
-           "PAIR_PERTURBATION", "PATIENCE", "SNAPSHOTS_PER_UNKNOWN", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL",
-           "TRUST", "PolicyIteration", "default_snapshots", "factor_columns"]
-
+           "PAIR_PERTURBATION", "PATIENCE",
+           "SNAPSHOTS_PER_UNKNOWN", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL", "TRUST", "PolicyIteration",
+           "default_snapshots", "factor_columns"]
 
 class PolicyIteration(KleinmanSteps):
     """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from every rollout's intervals."""
