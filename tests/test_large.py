@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import folds, pi_defaults
+from azopg.errors import OutOfTime
+from azopg.method import folds, pairs, pi_defaults
 from azopg.method.equations import IntervalEquations
 from azopg.method.folds import fold_blocked, fold_rows
 from azopg.method.kinds import TaskKind
@@ -121,6 +122,26 @@ def test_pairs_give_the_exact_e_without_p(name):
         assert not fit.P.any()
 
 
+def test_a_long_pair_fit_is_folded_in_chunks_that_hold_the_time_budget(monkeypatch):
+    """A pair fit above ``AT_ONCE_FLOPS`` is folded in chunks: the same ``E`` as the fit at once (to rounding), and
+    a ``stop`` that says the budget is spent ends it with ``OutOfTime`` (CAREX 3.2's one fit took 26 s at once)."""
+    p = azopg.get_problem("he3")
+    K0 = np.asarray(p.K0)
+    first, second = pair_rollouts(p, K0, 8 * p.m * p.n, 1e-2, 60.0 / -p.spectral_abscissa(K0),
+                                  np.random.default_rng(5))
+    at_once = evaluate_pairs(K0, p.R, first, second)
+    monkeypatch.setattr(pairs, "AT_ONCE_FLOPS", 0.0)
+    monkeypatch.setattr(folds, "FOLD_FLOPS", 1.0)  # a chunk a row: many chunks
+    asked = []
+    chunked = evaluate_pairs(K0, p.R, first, second, stop=lambda: asked.append(1) is None and False)
+    assert len(asked) == first.cost.size - 1
+    np.testing.assert_allclose(chunked.E, at_once.E, rtol=1e-10, atol=1e-12 * np.abs(at_once.E).max())
+    # the condition is LAPACK's 1-norm estimate, which depends on the factor's row signs: within its factor p^2
+    assert at_once.condition / (p.m * p.n) ** 2 <= chunked.condition <= at_once.condition * (p.m * p.n) ** 2
+    with pytest.raises(OutOfTime):
+        evaluate_pairs(K0, p.R, first, second, stop=lambda: True)
+
+
 def test_the_pair_buffer_keeps_pairs_only():
     p = azopg.get_problem("he1")
     first, second = pair_rollouts(p, np.asarray(p.K0), 6, 1e-2, 40.0, np.random.default_rng(4))
@@ -153,7 +174,8 @@ def test_policy_iteration_on_pairs_converges_where_it_takes_them(monkeypatch):
     monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     fits = []
     evaluate = PairBuffer.evaluate
-    monkeypatch.setattr(PairBuffer, "evaluate", lambda self, K, R: fits.append(K) or evaluate(self, K, R))
+    monkeypatch.setattr(PairBuffer, "evaluate",
+                        lambda self, K, R, stop=None: fits.append(K) or evaluate(self, K, R, stop))
     p = azopg.get_problem("he1")
     r = azopg.train(p, seed=0, max_rollouts=3000, target_gap=1e-8)
     assert r.status == "converged" and p.relative_gap(r.K) <= 1e-8

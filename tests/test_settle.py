@@ -81,7 +81,8 @@ def test_on_antithetic_pairs_too(monkeypatch):
     monkeypatch.setattr(pi_steps, "PAIR_CONTRACTION", 0.0)
     fits = []
     evaluate = PairBuffer.evaluate
-    monkeypatch.setattr(PairBuffer, "evaluate", lambda self, K, R: fits.append(K) or evaluate(self, K, R))
+    monkeypatch.setattr(PairBuffer, "evaluate",
+                        lambda self, K, R, stop=None: fits.append(K) or evaluate(self, K, R, stop))
     p = azopg.get_problem("carex4.2-n20")
     res = azopg.train(p, seed=0, target_gap=1e-6, max_rollouts=5000)
     assert res.status == "converged" and len(fits) >= res.updates >= 2

@@ -10,6 +10,7 @@ current gain is when it is solved: stale rollouts are exact, not biased. The mos
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,9 +50,11 @@ class RolloutBuffer:
         self._chunks.clear()
         self._size = 0
 
-    def evaluate(self, K: np.ndarray, R: np.ndarray | None) -> PolicyEvaluation:
+    def evaluate(self, K: np.ndarray, R: np.ndarray | None,
+                 stop: Callable[[], bool] | None = None) -> PolicyEvaluation:
         """Least-squares ``(P, E)`` of base gain ``K`` from every buffered rollout
-        (``R`` estimated too if ``None``), most recent first."""
+        (``R`` estimated too if ``None``), most recent first; one solve (``stop``, the time budget, is asked
+        by :class:`~.pairs.PairBuffer`'s chunked fits only)."""
         chunks = list(reversed(self._chunks))
         Ki, x0, x_end, S, cost = (np.concatenate(a) for a in zip(*(c.arrays() for c in chunks), strict=True))
         return evaluate_policy(K, Ki, x0, x_end, S, cost, R, solver="auto")

@@ -11,6 +11,7 @@ snapshots' size destabilise it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -76,15 +77,18 @@ class BufferedFits:
         ``m n`` of them (``idle``) received since the last step."""
         return len(self.buffer) >= self.needed and idle >= self.fresh
 
-    def fit(self, K: np.ndarray, R: np.ndarray | None) -> PolicyEvaluation:
-        """The least-squares ``(P, E, [R])`` of base gain ``K`` from the buffered rollouts.
+    def fit(self, K: np.ndarray, R: np.ndarray | None, stop: Callable[[], bool] | None = None) -> PolicyEvaluation:
+        """The least-squares ``(P, E, [R])`` of base gain ``K`` from the buffered rollouts (``stop``: the time
+        budget, asked during a long fit of pairs).
 
         Raises
         ------
         numpy.linalg.LinAlgError
             If its condition number is not below :data:`NOISY_CONDITION`.
+        OutOfTime
+            If ``stop()`` ended a long fit.
         """
-        fit = self.buffer.evaluate(K, R)
+        fit = self.buffer.evaluate(K, R, stop)
         if not fit.condition < NOISY_CONDITION:
             raise np.linalg.LinAlgError
         return fit

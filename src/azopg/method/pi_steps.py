@@ -90,10 +90,12 @@ class KleinmanSteps(UpdateRule):
         if not self.buffer.due(self._idle):
             return
         try:
-            step = self._kleinman(self.buffer.fit(self.K, self.fit_R))
+            step = self._kleinman(self.buffer.fit(self.K, self.fit_R, self.out_of_time))
         except np.linalg.LinAlgError:  # ill-conditioned, or an estimated R not positive definite: wait
             self.log(Event.ILL_CONDITIONED, delay, worker, version_read)
             self._stuck(worker, version_read)
+            return
+        except OutOfTime:  # the budget is spent during the fit: the run ends at the gain it has
             return
         self.tuning.alpha = min(self.tuning.alpha, 1.0)  # after the trust limit: each rollback halves the step
         K, last = self.K + self.tuning.alpha * step, None
@@ -120,8 +122,8 @@ class KleinmanSteps(UpdateRule):
             if not last > STEP_TOL or self.out_of_time():
                 break
             try:
-                nxt = self._kleinman(self.buffer.fit(K, self.fit_R))
-            except np.linalg.LinAlgError:
+                nxt = self._kleinman(self.buffer.fit(K, self.fit_R, self.out_of_time))
+            except (np.linalg.LinAlgError, OutOfTime):
                 break
             size = relative_step(nxt, K + nxt, self.R, self._moments)
             if not size <= PAIR_CONTRACTION * last:
