@@ -30,6 +30,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,15 @@ import numpy as np
 
 import azopg
 from azopg.model.noise import expected_cost
+
+_OUT: list[str] = []  # --out: the file each run's record (gain included) is appended to
+
+
+def record(**row: Any) -> None:
+    """Append one run's record (a line of JSON) to ``--out``, if given."""
+    if _OUT:
+        with open(_OUT[0], "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float, method: str = "auto") -> None:
@@ -53,6 +63,11 @@ def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float, metho
     print(f"{problem.name:>8} {noise:>14} {res.settings['method']:>10} {res.rollouts:>9} {res.wall_time_s:>8.1f} "
           f"{res.wall_time_s - max_time:>+6.1f} {res.status:>13} {res.relative_gap:>10.2e} {tau:>7.3g} "
           f"{ratio:>10.4f} {interval:>22} {exact:>10.1e}", flush=True)
+    record(plant="linear", problem=problem.name, noise=noise, rule=res.settings["method"], rollouts=res.rollouts,
+           seconds=res.wall_time_s, status=res.status, gap=res.relative_gap, tau=tau, K=np.asarray(res.K).tolist(),
+           W=None if problem.process_noise is None else np.asarray(problem.process_noise).tolist(),
+           V=None if problem.measurement_noise is None else np.asarray(problem.measurement_noise).tolist(),
+           dt=problem.measurement_dt)
 
 
 def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed: int, max_time: float, dt: float,
@@ -72,6 +87,10 @@ def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed:
     print(f"{problem.name:>8} {noise:>14} {res.settings['method']:>10} {res.rollouts:>9} {res.wall_time_s:>8.1f} "
           f"{res.wall_time_s - max_time:>+6.1f} {res.status:>13} {problem.relative_gap(res.K):>10.2e} "
           f"{float(res.settings['tau']):>7.3g}", flush=True)
+    record(plant="gym", problem=problem.name, noise=noise, rule=res.settings["method"], rollouts=res.rollouts,
+           seconds=res.wall_time_s, status=res.status, gap=problem.relative_gap(res.K),
+           tau=float(res.settings["tau"]), K=np.asarray(res.K).tolist(), process=process, measurement=measurement,
+           dt=dt)
 
 
 def _vector_env(env: Callable[[], Any], num_envs: int) -> Any:
@@ -96,7 +115,10 @@ def main() -> None:
     ap.add_argument("--gym-dt", type=float, default=0.02, help="--plant gym: seconds per environment step")
     ap.add_argument("--vector", default="native", help="--plant gym: GymPlant's vector mode")
     ap.add_argument("--method", default="auto", help="the update rule (default: auto, the rule auto picks)")
+    ap.add_argument("--out", default=None, help="append each run's record (a line of JSON, the gain included)")
     args = ap.parse_args()
+    if args.out:
+        _OUT.append(args.out)
     print(f"serial runs, default settings, max_time {args.max_time:g} s, seed {args.seed}, plant {args.plant}")
     if args.plant == "gym":
         main_gym(args)
