@@ -93,6 +93,34 @@ def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed:
            dt=dt)
 
 
+def judge(paths: str, max_params: int) -> None:
+    """The table of ``--out`` records with the yardstick of what a run on the exact plant minimizes: under
+    measurement noise the static gain of least expected cost at the run's own horizon ``K_tau``
+    (:func:`azopg.model.noise.noise_optimal_gain` with ``tau``), not ``K*``; ``gap_tau`` is the returned
+    gain's expected cost at ``tau`` relative to ``K_tau``'s, ``K_tau gap`` the noise-free gap of ``K_tau``
+    itself (how far the noisy objective's optimum is from ``K*``). Problems with more than ``max_params``
+    gain entries are not judged (the Hessian's cost)."""
+    from azopg.model.noise import noise_optimal_gain
+
+    print(f"{'problem':>8} {'noise':>14} {'rollouts':>9} {'seconds':>8} {'status':>13} {'gap':>10} {'tau':>7} "
+          f"{'K_tau gap':>10} {'gap_tau':>10}", flush=True)
+    for path in paths.split(","):
+        for line in open(path):
+            r = json.loads(line)
+            p = azopg.get_problem(r["problem"])
+            kt, gt = math.nan, math.nan
+            if r["plant"] == "linear" and r["V"] is not None and p.m * p.n <= max_params:
+                q = p.with_noise(W=r["W"], V=r["V"], dt=r["dt"])
+                try:
+                    Kt = noise_optimal_gain(q, tau=r["tau"])
+                    Et = expected_cost(q, Kt, r["tau"])
+                    kt, gt = q.relative_gap(Kt), (expected_cost(q, np.array(r["K"]), r["tau"]) - Et) / Et
+                except azopg.AzopgError as e:  # not converged: say so in the row
+                    print(f"{r['problem']:>8}: {e}", flush=True)
+            print(f"{r['problem']:>8} {r['noise']:>14} {r['rollouts']:>9} {r['seconds']:>8.1f} {r['status']:>13} "
+                  f"{r['gap']:>10.2e} {r['tau']:>7.3g} {kt:>10.2e} {gt:>10.2e}", flush=True)
+
+
 def _vector_env(env: Callable[[], Any], num_envs: int) -> Any:
     from azopg.plants.envs_vector import LinearVectorEnv
 
@@ -116,7 +144,13 @@ def main() -> None:
     ap.add_argument("--vector", default="native", help="--plant gym: GymPlant's vector mode")
     ap.add_argument("--method", default="auto", help="the update rule (default: auto, the rule auto picks)")
     ap.add_argument("--out", default=None, help="append each run's record (a line of JSON, the gain included)")
+    ap.add_argument("--judge", default=None, help="print the table of these --out files (comma-separated) with "
+                    "the measurement-noise yardstick (judge's docstring); no runs")
+    ap.add_argument("--judge-max-params", type=int, default=40, help="--judge: largest m*n judged")
     args = ap.parse_args()
+    if args.judge:
+        judge(args.judge, args.judge_max_params)
+        return
     if args.out:
         _OUT.append(args.out)
     print(f"serial runs, default settings, max_time {args.max_time:g} s, seed {args.seed}, plant {args.plant}")
