@@ -30,6 +30,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -72,8 +73,6 @@ def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float, metho
 
 def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed: int, max_time: float, dt: float,
             vector: str) -> None:
-    import functools
-
     from azopg.plants.envs import LinearEnv
 
     if not np.allclose(problem.x0_cov, np.eye(problem.n)):  # LinearEnv's noise is isotropic
@@ -94,13 +93,16 @@ def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed:
 
 
 def judge(paths: str, max_params: int) -> None:
-    """The table of ``--out`` records with the yardstick of what a run on the exact plant minimizes: under
-    measurement noise the static gain of least expected cost at the run's own horizon ``K_tau``
-    (:func:`azopg.model.noise.noise_optimal_gain` with ``tau``), not ``K*``; ``gap_tau`` is the returned
-    gain's expected cost at ``tau`` relative to ``K_tau``'s, ``K_tau gap`` the noise-free gap of ``K_tau``
-    itself (how far the noisy objective's optimum is from ``K*``). Problems with more than ``max_params``
-    gain entries are not judged (the Hessian's cost)."""
-    from azopg.model.noise import noise_optimal_gain
+    """The table of ``--out`` records with the yardstick of what the run minimizes: the static gain of least
+    expected cost at the run's own horizon, ``K_tau`` -- on the exact plant
+    (:func:`azopg.model.noise.noise_optimal_gain` with ``tau``; under process noise alone it is ``K*`` up to
+    the horizon's truncation, under measurement noise it is not ``K*``), on ``GymPlant(LinearEnv)`` the
+    sampled-data loop's under both noises (``LinearEnv.expected_cost``). ``gap_tau`` is the returned gain's
+    expected cost at ``tau`` relative to ``K_tau``'s; ``K_tau gap`` the noise-free continuous-time gap of
+    ``K_tau`` itself (how far the objective's optimum is from ``K*``: the floor of the ``gap`` column).
+    Problems with more than ``max_params`` gain entries are not judged (the Hessian's cost)."""
+    from azopg.model.noise import minimize_gain, noise_optimal_gain
+    from azopg.plants.envs import LinearEnv
 
     print(f"{'problem':>8} {'noise':>14} {'rollouts':>9} {'seconds':>8} {'status':>13} {'gap':>10} {'tau':>7} "
           f"{'K_tau gap':>10} {'gap_tau':>10}", flush=True)
@@ -108,17 +110,39 @@ def judge(paths: str, max_params: int) -> None:
         for line in open(path):
             r = json.loads(line)
             p = azopg.get_problem(r["problem"])
+            K, tau = np.array(r["K"]), r["tau"]
             kt, gt = math.nan, math.nan
-            if r["plant"] == "linear" and r["V"] is not None and p.m * p.n <= max_params:
-                q = p.with_noise(W=r["W"], V=r["V"], dt=r["dt"])
+            if p.m * p.n <= max_params:
                 try:
-                    Kt = noise_optimal_gain(q, tau=r["tau"])
-                    Et = expected_cost(q, Kt, r["tau"])
-                    kt, gt = q.relative_gap(Kt), (expected_cost(q, np.array(r["K"]), r["tau"]) - Et) / Et
-                except azopg.AzopgError as e:  # not converged: say so in the row
+                    if r["plant"] == "linear":
+                        q = p.with_noise(W=r["W"], V=r["V"], dt=r["dt"])
+                        Kt = noise_optimal_gain(q, tau=tau)
+                        cost = functools.partial(expected_cost, q, tau=tau)
+                    else:
+                        env = LinearEnv.from_problem(p, dt=r["dt"], noise_std=r["process"],
+                                                     obs_noise_std=r["measurement"])
+                        steps = max(1, round(tau / r["dt"]))
+                        cost = functools.partial(env.expected_cost, steps=steps)
+                        Kt = minimize_gain(cost, _sampled_data_gain(env), functools.partial(_schur, env))
+                    kt, gt = p.relative_gap(Kt), (cost(K) - cost(Kt)) / cost(Kt)
+                except azopg.AzopgError as e:  # not converged: say so
                     print(f"{r['problem']:>8}: {e}", flush=True)
             print(f"{r['problem']:>8} {r['noise']:>14} {r['rollouts']:>9} {r['seconds']:>8.1f} {r['status']:>13} "
-                  f"{r['gap']:>10.2e} {r['tau']:>7.3g} {kt:>10.2e} {gt:>10.2e}", flush=True)
+                  f"{r['gap']:>10.2e} {tau:>7.3g} {kt:>10.2e} {gt:>10.2e}", flush=True)
+
+
+def _sampled_data_gain(env: Any) -> np.ndarray:
+    """The best sampled-data gain without noise (the DARE of the exact zero-order-hold cost, cross term
+    included): a start that stabilizes the sampled loop (``K*`` need not, tg1 at dt = 0.02)."""
+    import scipy.linalg as sla
+
+    n, Wc = env.n, env.W
+    P = sla.solve_discrete_are(env.Ad, env.Bd, Wc[:n, :n], Wc[n:, n:], s=Wc[:n, n:])
+    return np.linalg.solve(Wc[n:, n:] + env.Bd.T @ P @ env.Bd, env.Bd.T @ P @ env.Ad + Wc[n:, :n])
+
+
+def _schur(env: Any, K: np.ndarray) -> bool:
+    return bool(np.max(np.abs(np.linalg.eigvals(env.Ad - env.Bd @ K))) < 1.0)
 
 
 def _vector_env(env: Callable[[], Any], num_envs: int) -> Any:

@@ -64,3 +64,25 @@ def test_calibration_measures_the_environments_noise() -> None:
 
 def test_learns_through_gym_under_process_noise_and_is_never_costlier_than_K0() -> None:
     assert_learns_and_is_never_costlier_than_K0(_plant("rea1", w=0.1), azopg.get_problem("rea1"), 0.02)
+
+
+@pytest.mark.parametrize(("w", "v"), [(0.1, 0.0), (0.0, 0.05), (0.1, 0.05)])
+def test_expected_cost_of_the_environment_matches_monte_carlo(w: float, v: float) -> None:
+    """``LinearEnv.expected_cost`` (the exact sampled-data oracle under both noises) against 4000 episodes from
+    ``x0 = 0`` through ``GymPlant``: all the cost is the noise's, the standard error below 2 % of it, so a bias
+    of 10 % is 5 standard errors (fails with probability above 0.84); within Z = 4 standard errors (two-sided
+    false alarm 6e-5). The transient (the cost without noise, from another state) is one episode, to rounding."""
+    p = azopg.get_problem("he1")
+    plant = _plant("he1", w=w, v=v)
+    plant.bind_rng(np.random.default_rng(1))
+    N, tau, dt = 4000, 2.0, 0.02
+    c = plant.rollout(p.K0, np.zeros((N, p.n)), tau).cost
+    env = LinearEnv.from_problem(p, dt=dt, noise_std=w, obs_noise_std=v)
+    exact = env.expected_cost(p.K0, round(tau / dt), np.zeros((p.n, p.n)))
+    se = c.std(ddof=1) / np.sqrt(N)
+    assert se < 0.02 * exact
+    assert abs(c.mean() - exact) <= 4.0 * se
+    x0 = np.array([1.0, -0.5, 0.3, 0.2])
+    free = LinearEnv.from_problem(p, dt=dt).expected_cost(p.K0, round(tau / dt), np.outer(x0, x0))
+    quiet = _plant("he1")
+    assert quiet.rollout(p.K0, x0[None], tau).cost[0] == pytest.approx(free, rel=1e-10)

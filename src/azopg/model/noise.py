@@ -43,8 +43,8 @@ import scipy.optimize as sopt
 from ..errors import NotStabilizingError, ProblemError
 from .problem import LQRProblem
 
-__all__ = ["Segment", "augmented", "average_cost", "average_cost_gradient", "expected_cost", "gramian",
-           "expected_cost_gradient", "noise_optimal_gain", "sampled", "segment"]
+__all__ = ["Segment", "augmented", "average_cost", "average_cost_gradient", "complex_gradient", "expected_cost",
+           "expected_cost_gradient", "gramian", "minimize_gain", "noise_optimal_gain", "sampled", "segment"]
 
 _THETA = 0.5  # bound on ||F h|| (inf-norm) of a short step
 _STEP = 1e-30  # complex step
@@ -264,20 +264,22 @@ def _lyap(A: np.ndarray, C: np.ndarray) -> np.ndarray:
 def average_cost_gradient(problem: LQRProblem, K: Any) -> np.ndarray:
     """The gradient (m, n) of :func:`average_cost` in ``K``: complex-step derivatives
     ``Im J(K + i h E_ij) / h`` with ``h = 1e-30`` -- exact to rounding (no subtraction)."""
-    return _complex_gradient(lambda Kc: average_cost(problem, Kc), problem, K)
+    return complex_gradient(lambda Kc: average_cost(problem, Kc), np.reshape(K, (problem.m, problem.n)))
 
 
 def expected_cost_gradient(problem: LQRProblem, K: Any, tau: float) -> np.ndarray:
     """The gradient (m, n) of :func:`expected_cost` at horizon ``tau`` in ``K`` (complex steps, as
     :func:`average_cost_gradient`)."""
-    return _complex_gradient(lambda Kc: expected_cost(problem, Kc, tau), problem, K)
+    return complex_gradient(lambda Kc: expected_cost(problem, Kc, tau), np.reshape(K, (problem.m, problem.n)))
 
 
-def _complex_gradient(J: Any, problem: LQRProblem, K: Any) -> np.ndarray:
-    K = np.asarray(K, dtype=float).reshape(problem.m, problem.n)
+def complex_gradient(J: Any, K: Any) -> np.ndarray:
+    """The gradient of a real function ``J`` of a gain ``K`` (m, n), written for complex gains alike,
+    by complex steps ``Im J(K + i h E_ij) / h``, ``h = 1e-30``: exact to rounding."""
+    K = np.asarray(K, dtype=float)
     G = np.empty_like(K)
-    for i in range(problem.m):
-        for j in range(problem.n):
+    for i in range(K.shape[0]):
+        for j in range(K.shape[1]):
             Kc = K.astype(complex)
             Kc[i, j] += 1j * _STEP
             G[i, j] = np.imag(J(Kc)) / _STEP
@@ -316,19 +318,29 @@ def noise_optimal_gain(problem: LQRProblem, K: Any = None, gtol: float = 1e-9, t
             and problem.is_stabilizing(np.zeros_like(Kstar)):
         return np.zeros_like(Kstar)
     K0 = Kstar if K is None else np.asarray(K, dtype=float).reshape(problem.m, problem.n)
+    t = None if tau is None else float(tau)
+    return minimize_gain((lambda Kx: average_cost(problem, Kx)) if t is None else
+                         (lambda Kx: expected_cost(problem, Kx, t)), K0, problem.is_stabilizing, gtol, ftol)
+
+
+def minimize_gain(J: Any, K0: np.ndarray, stabilizing: Any, gtol: float = 1e-9, ftol: float = 1e-13) -> np.ndarray:
+    """A local minimizer of a cost ``J(K)`` (real, written for complex gains alike: its gradient is taken
+    by :func:`complex_gradient`) over the gains ``stabilizing(K)`` accepts, from ``K0``: BFGS and Newton
+    steps, converged by the Newton decrement (:func:`noise_optimal_gain`, which uses it).
+
+    Raises
+    ------
+    ProblemError
+        If the minimization does not converge.
+    """
     scale = np.where(K0 == 0, max(float(np.max(np.abs(K0))), 1.0), np.abs(K0))  # unit-free variables
-    if tau is None:
-        cost, gradient = (lambda Kx: average_cost(problem, Kx)), (lambda Kx: average_cost_gradient(problem, Kx))
-    else:
-        t = float(tau)
-        cost, gradient = (lambda Kx: expected_cost(problem, Kx, t)), (lambda Kx: expected_cost_gradient(problem, Kx, t))
-    J0 = float(cost(K0))
+    J0 = float(J(K0))
 
     def fun(y: np.ndarray) -> tuple[float, np.ndarray]:
         Kx = y.reshape(K0.shape) * scale
-        if not problem.is_stabilizing(Kx):
+        if not stabilizing(Kx):
             return 1e3, np.zeros_like(y)
-        return float(cost(Kx)) / J0, (gradient(Kx) * scale).ravel() / J0
+        return float(J(Kx)) / J0, (complex_gradient(J, Kx) * scale).ravel() / J0
 
     res = sopt.minimize(fun, (K0 / scale).ravel(), jac=True, method="BFGS", options={"gtol": gtol, "maxiter": 500})
     y, decrement = res.x, math.inf
@@ -336,12 +348,12 @@ def noise_optimal_gain(problem: LQRProblem, K: Any = None, gtol: float = 1e-9, t
         H = _hessian(lambda z: fun(z)[1], y)
         if not np.all(np.linalg.eigvalsh(H) > 0):
             break
-        J, g = fun(y)
+        Jy, g = fun(y)
         dy = np.linalg.solve(H, g)
-        decrement = 0.5 * float(g @ dy) / J
+        decrement = 0.5 * float(g @ dy) / Jy
         if decrement <= ftol:
             return y.reshape(K0.shape) * scale
-        if fun(y - dy)[0] < J:
+        if fun(y - dy)[0] < Jy:
             y = y - dy
     raise ProblemError(f"the noisy cost's optimum did not converge (Newton decrement {decrement:.3g} relative)")
 
