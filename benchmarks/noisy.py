@@ -21,6 +21,11 @@ sensor sample every step: ``V = s^2 Omega`` held ``--gym-dt``), trained as a bla
 No exact oracle reaches the run there: ``gap`` is the exact continuous-time gap of the returned gain,
 whose floor is the sampled-data loop's (about 1e-4 ... 1e-3 at dt = 0.02); the ratio and the interval
 columns are left empty.
+
+``--out FILE`` appends each run's record (its gain included); ``--judge FILE[,FILE]`` prints those records with
+the yardstick of what each run minimizes, the optimum ``K_tau`` of the expected cost at its own horizon (exact
+plant: :func:`azopg.model.noise.noise_optimal_gain` with ``tau``; gymnasium: ``LinearEnv.expected_cost``, the
+sampled-data loop under both noises), and the gap ``gap_tau`` of the run's gain to it (see :func:`judge`).
 """
 
 from __future__ import annotations
