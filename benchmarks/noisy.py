@@ -21,6 +21,11 @@ sensor sample every step: ``V = s^2 Omega`` held ``--gym-dt``), trained as a bla
 No exact oracle reaches the run there: ``gap`` is the exact continuous-time gap of the returned gain,
 whose floor is the sampled-data loop's (about 1e-4 ... 1e-3 at dt = 0.02); the ratio and the interval
 columns are left empty.
+
+``--out FILE`` appends each run's record (its gain included); ``--judge FILE[,FILE]`` prints those records with
+the yardstick of what each run minimizes, the optimum ``K_tau`` of the expected cost at its own horizon (exact
+plant: :func:`azopg.model.noise.noise_optimal_gain` with ``tau``; gymnasium: ``LinearEnv.expected_cost``, the
+sampled-data loop under both noises), and the gap ``gap_tau`` of the run's gain to it (see :func:`judge`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import functools
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +45,15 @@ import numpy as np
 
 import azopg
 from azopg.model.noise import expected_cost
+
+_OUT: list[str] = []  # --out: the file each run's record (gain included) is appended to
+
+
+def record(**row: Any) -> None:
+    """Append one run's record (a line of JSON) to ``--out``, if given."""
+    if _OUT:
+        with open(_OUT[0], "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float, method: str = "auto") -> None:
@@ -53,12 +69,15 @@ def run(problem: azopg.LQRProblem, noise: str, seed: int, max_time: float, metho
     print(f"{problem.name:>8} {noise:>14} {res.settings['method']:>10} {res.rollouts:>9} {res.wall_time_s:>8.1f} "
           f"{res.wall_time_s - max_time:>+6.1f} {res.status:>13} {res.relative_gap:>10.2e} {tau:>7.3g} "
           f"{ratio:>10.4f} {interval:>22} {exact:>10.1e}", flush=True)
+    record(plant="linear", problem=problem.name, noise=noise, rule=res.settings["method"], rollouts=res.rollouts,
+           seconds=res.wall_time_s, status=res.status, gap=res.relative_gap, tau=tau, K=np.asarray(res.K).tolist(),
+           W=None if problem.process_noise is None else np.asarray(problem.process_noise).tolist(),
+           V=None if problem.measurement_noise is None else np.asarray(problem.measurement_noise).tolist(),
+           dt=problem.measurement_dt)
 
 
 def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed: int, max_time: float, dt: float,
             vector: str) -> None:
-    import functools
-
     from azopg.plants.envs import LinearEnv
 
     if not np.allclose(problem.x0_cov, np.eye(problem.n)):  # LinearEnv's noise is isotropic
@@ -72,6 +91,63 @@ def run_gym(problem: azopg.LQRProblem, process: float, measurement: float, seed:
     print(f"{problem.name:>8} {noise:>14} {res.settings['method']:>10} {res.rollouts:>9} {res.wall_time_s:>8.1f} "
           f"{res.wall_time_s - max_time:>+6.1f} {res.status:>13} {problem.relative_gap(res.K):>10.2e} "
           f"{float(res.settings['tau']):>7.3g}", flush=True)
+    record(plant="gym", problem=problem.name, noise=noise, rule=res.settings["method"], rollouts=res.rollouts,
+           seconds=res.wall_time_s, status=res.status, gap=problem.relative_gap(res.K),
+           tau=float(res.settings["tau"]), K=np.asarray(res.K).tolist(), process=process, measurement=measurement,
+           dt=dt)
+
+
+def judge(paths: str, max_params: int) -> None:
+    """The table of ``--out`` records with the yardstick of what the run minimizes: the static gain of least
+    expected cost at the run's own horizon, ``K_tau`` -- on the exact plant
+    (:func:`azopg.model.noise.noise_optimal_gain` with ``tau``; under process noise alone it is ``K*`` up to
+    the horizon's truncation, under measurement noise it is not ``K*``), on ``GymPlant(LinearEnv)`` the
+    sampled-data loop's under both noises (``LinearEnv.expected_cost``). ``gap_tau`` is the returned gain's
+    expected cost at ``tau`` relative to ``K_tau``'s; ``K_tau gap`` the noise-free continuous-time gap of
+    ``K_tau`` itself (how far the objective's optimum is from ``K*``: the floor of the ``gap`` column).
+    Problems with more than ``max_params`` gain entries are not judged (the Hessian's cost)."""
+    from azopg.model.noise import minimize_gain, noise_optimal_gain
+    from azopg.plants.envs import LinearEnv
+
+    print(f"{'problem':>8} {'noise':>14} {'rollouts':>9} {'seconds':>8} {'status':>13} {'gap':>10} {'tau':>7} "
+          f"{'K_tau gap':>10} {'gap_tau':>10}", flush=True)
+    for path in paths.split(","):
+        for line in open(path):
+            r = json.loads(line)
+            p = azopg.get_problem(r["problem"])
+            K, tau = np.array(r["K"]), r["tau"]
+            kt, gt = math.nan, math.nan
+            if p.m * p.n <= max_params:
+                try:
+                    if r["plant"] == "linear":
+                        q = p.with_noise(W=r["W"], V=r["V"], dt=r["dt"])
+                        Kt = noise_optimal_gain(q, tau=tau)
+                        cost = functools.partial(expected_cost, q, tau=tau)
+                    else:
+                        env = LinearEnv.from_problem(p, dt=r["dt"], noise_std=r["process"],
+                                                     obs_noise_std=r["measurement"])
+                        steps = max(1, round(tau / r["dt"]))
+                        cost = functools.partial(env.expected_cost, steps=steps)
+                        Kt = minimize_gain(cost, _sampled_data_gain(env), functools.partial(_schur, env))
+                    kt, gt = p.relative_gap(Kt), (cost(K) - cost(Kt)) / cost(Kt)
+                except azopg.AzopgError as e:  # not converged: say so
+                    print(f"{r['problem']:>8}: {e}", flush=True)
+            print(f"{r['problem']:>8} {r['noise']:>14} {r['rollouts']:>9} {r['seconds']:>8.1f} {r['status']:>13} "
+                  f"{r['gap']:>10.2e} {tau:>7.3g} {kt:>10.2e} {gt:>10.2e}", flush=True)
+
+
+def _sampled_data_gain(env: Any) -> np.ndarray:
+    """The best sampled-data gain without noise (the DARE of the exact zero-order-hold cost, cross term
+    included): a start that stabilizes the sampled loop (``K*`` need not, tg1 at dt = 0.02)."""
+    import scipy.linalg as sla
+
+    n, Wc = env.n, env.W
+    P = sla.solve_discrete_are(env.Ad, env.Bd, Wc[:n, :n], Wc[n:, n:], s=Wc[:n, n:])
+    return np.linalg.solve(Wc[n:, n:] + env.Bd.T @ P @ env.Bd, env.Bd.T @ P @ env.Ad + Wc[n:, :n])
+
+
+def _schur(env: Any, K: np.ndarray) -> bool:
+    return bool(np.max(np.abs(np.linalg.eigvals(env.Ad - env.Bd @ K))) < 1.0)
 
 
 def _vector_env(env: Callable[[], Any], num_envs: int) -> Any:
@@ -96,7 +172,16 @@ def main() -> None:
     ap.add_argument("--gym-dt", type=float, default=0.02, help="--plant gym: seconds per environment step")
     ap.add_argument("--vector", default="native", help="--plant gym: GymPlant's vector mode")
     ap.add_argument("--method", default="auto", help="the update rule (default: auto, the rule auto picks)")
+    ap.add_argument("--out", default=None, help="append each run's record (a line of JSON, the gain included)")
+    ap.add_argument("--judge", default=None, help="print the table of these --out files (comma-separated) with "
+                    "the measurement-noise yardstick (judge's docstring); no runs")
+    ap.add_argument("--judge-max-params", type=int, default=40, help="--judge: largest m*n judged")
     args = ap.parse_args()
+    if args.judge:
+        judge(args.judge, args.judge_max_params)
+        return
+    if args.out:
+        _OUT.append(args.out)
     print(f"serial runs, default settings, max_time {args.max_time:g} s, seed {args.seed}, plant {args.plant}")
     if args.plant == "gym":
         main_gym(args)

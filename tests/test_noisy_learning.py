@@ -200,3 +200,41 @@ def test_the_noisy_plant_shares_block_exponentials_between_rows_of_one_gain_exac
     own, G_own = short_step(F, C, Wz, 0.01)
     for a, b in [(shared.Phi, own.Phi), (shared.Qd, own.Qd), (shared.M, own.M), (shared.c, own.c), (G, G_own)]:
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15 * np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("v", [0.0, 0.05])
+def test_an_accepted_check_whose_transient_has_long_decayed_halves_the_horizon(v: float) -> None:
+    """he1 under process noise 0.1 (and measurement noise ``v``): a paired check of ``K*`` (slowest rate 0.72)
+    against ``K0`` (cheaper by 39-90 standard errors) is accepted at tau = 32 and at tau = 8. At 32 the transient's
+    tail beyond tau plus 2 standard errors is 3.4e-11 of the transient (its mean is e^-46 of it), 300 times below
+    ``NOISY_TAIL_TOL**2`` = 1e-8: the verdict halves tau. At 8 it is 8e-4 ... 1e-3 (the tail 4e-4, not significantly
+    above the tolerance 1e-4: not long, so accepted, but far above 1e-8): tau is kept. A check issued at
+    another horizon than the current one, a run with a fixed tau and policy iteration's guards keep it too. (Before,
+    an accepted check never changed tau: the first case fails.)"""
+    from azopg.method.kinds import Event
+    from azopg.method.safeguards import Safeguards
+    from azopg.method.tasks import Report
+    from azopg.settings import Settings
+
+    q = _noisy("he1", w=0.1, v=v)
+    plant = NoisyLinearPlant(q)
+    X = np.random.default_rng(3).standard_normal((6, q.n)) @ np.linalg.cholesky(np.asarray(q.x0_cov)).T
+
+    def verdict(tau: float, current: float, settings: Settings | None = None, keeps: bool = False) -> tuple:
+        g = Safeguards(np.asarray(q.K0), settings or Settings(), 1)
+        g.paired, g.keeps_unresolved = True, keeps
+        g.current_tau = lambda: current
+        rng = np.random.default_rng(5)
+        plant.bind_rng(rng)
+        m = noisy_measure(plant, np.asarray(q.optimal_gain), np.asarray(q.K0), X, tau, 0.0, 24, rng)
+        g.watch(1, np.asarray(q.optimal_gain), g.anchor_serial, tau)
+        rep = Report(1, 0, TaskKind.EVALUATE, 1, m.rollouts, m.blown_up, cost=m.cost, cost2=m.cost2, diff=m.diff,
+                     diff_se=m.diff_se, transient=m.transient, tail=m.tail, tail_se=m.tail_se)
+        res = g.judge(rep, 0)
+        return res.event, res.tau
+
+    assert verdict(32.0, 32.0) == (Event.CHECK_ACCEPT, 0.5)
+    assert verdict(8.0, 8.0) == (Event.CHECK_ACCEPT, 1.0)
+    assert verdict(32.0, 16.0) == (Event.CHECK_ACCEPT, 1.0)  # a check issued before the horizon moved
+    assert verdict(32.0, 32.0, Settings(tau=32.0)) == (Event.CHECK_ACCEPT, 1.0)
+    assert verdict(32.0, 32.0, keeps=True) == (Event.CHECK_ACCEPT, 1.0)

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
+from scipy.optimize import minimize, minimize_scalar
 
 from azopg.errors import ProblemError
 from azopg.method.tasks import Task, run_task
@@ -131,6 +132,46 @@ def test_measurement_noise_optimum_is_stationary_and_beats_the_care_gain() -> No
     assert Jv < Js * (1 - 1e-3)
     for E in np.random.default_rng(0).standard_normal((4, *Kv.shape)):  # a local minimum: every direction costs
         assert noise.average_cost(q, Kv + 1e-2 * E * np.abs(Kv)) > Jv
+
+
+@pytest.mark.parametrize("tau", [None, 3.0])
+def test_noisy_optimum_agrees_with_other_starts_and_a_derivative_free_search(tau: float | None) -> None:
+    """The optimum (of the average cost, or of the expected cost at a horizon) from K* and from three
+    other starts agrees to 1e-5 relative; Nelder-Mead, which never sees the gradient, finds no cheaper
+    gain near it (1e-11 relative: a gain error of the tolerance's order moves the cost by its square);
+    the Hessian there is positive definite and the exact gradient vanishes to rounding."""
+    q = base().with_noise(W=W, V=V, dt=0.1)
+    J = (lambda Kx: noise.average_cost(q, Kx)) if tau is None else (lambda Kx: noise.expected_cost(q, Kx, tau))
+    Kv = noise.noise_optimal_gain(q, tau=tau)
+    for K1 in (K, 0.5 * q.optimal_gain, q.optimal_gain * [[1.3, 0.8]]):
+        np.testing.assert_allclose(noise.noise_optimal_gain(q, K=K1, tau=tau), Kv, rtol=1e-5)
+    Jv = J(Kv)
+    nm = minimize(lambda y: J(y.reshape(Kv.shape)), Kv.ravel() * 1.01, method="Nelder-Mead",
+                  options={"xatol": 1e-10, "fatol": 1e-15, "maxfev": 4000})
+    assert nm.fun >= Jv * (1 - 1e-11)
+    np.testing.assert_allclose(nm.x, Kv.ravel(), rtol=1e-4)
+    G = noise.average_cost_gradient(q, Kv) if tau is None else noise.expected_cost_gradient(q, Kv, tau)
+    assert np.max(np.abs(G * Kv)) <= 1e-8 * Jv
+
+
+def test_scalar_noisy_optimum_matches_a_bracketing_search() -> None:
+    """An independent optimum: on a scalar unstable plant, Brent's bracketing search on the average cost."""
+    q = LQRProblem([[0.5]], [[1.0]], [[1.0]], [[0.1]], K0=[[2.0]]).with_noise(W=[[0.2]], V=[[0.3]], dt=0.2)
+    kv = float(noise.noise_optimal_gain(q)[0, 0])
+    br = minimize_scalar(lambda k: noise.average_cost(q, [[k]]), bracket=(0.6, 2.0, 8.0), tol=1e-12)
+    assert kv == pytest.approx(br.x, rel=1e-6)
+    assert kv != pytest.approx(float(q.optimal_gain[0, 0]), rel=1e-2)
+
+
+def test_measurement_noise_alone_on_a_stable_plant_is_cheapest_without_feedback() -> None:
+    """With V alone and A stable the average cost is >= 0 and 0 at K = 0 (no feedback feeds no noise in):
+    that is the optimum returned; the expected cost at a horizon keeps the transient and its optimum."""
+    q = base().with_noise(V=V, dt=0.1)
+    np.testing.assert_array_equal(noise.noise_optimal_gain(q), np.zeros((1, 2)))
+    assert noise.average_cost(q, np.zeros((1, 2))) == 0.0
+    assert noise.average_cost(q, K) > 0.0
+    Kt = noise.noise_optimal_gain(q, tau=5.0)
+    assert noise.expected_cost(q, Kt, 5.0) < min(noise.expected_cost(q, K0, 5.0) for K0 in (K, np.zeros((1, 2))))
 
 
 # ------------------------------------------------------------------ the plant against the oracle

@@ -80,6 +80,7 @@ class UpdateRule:
         self._N0 = N  # the batch a check's CHECK_PAIRS go with (:meth:`check_pairs`)
         if self.grows_batch:
             self.safeguards.batch_room = self.batch_room
+        self.safeguards.current_tau = lambda: self.tuning.tau
         self.observer: Observer = observer or Silent()
         self._taken: int | None = None  # inside tell_many: the reports logged so far in this take
         self._keep_all_gains = keep_all_gains
@@ -167,7 +168,7 @@ class UpdateRule:
         task_id = self.stats.tasks if task_id is None else task_id
         self._issued[task_id] = (tau, r, N)
         if kind == TaskKind.EVALUATE and K is None:
-            self.safeguards.watch(task_id, self.K.copy(), self._paired_with(self.version))
+            self.safeguards.watch(task_id, self.K.copy(), self._paired_with(self.version), tau)
         return self.make_task(task_id, worker, kind, self.K.copy() if K is None else K,
                               self.version if K is None else version, tau, r, N, ref=ref, pairs=pairs)
 
@@ -212,7 +213,7 @@ class UpdateRule:
         """Record a task built elsewhere (replay)."""
         self._issued[task.task_id] = (task.tau, task.r, task.N)
         if task.kind == TaskKind.EVALUATE:
-            self.safeguards.watch(task.task_id, np.array(task.K), self._paired_with(task.version))
+            self.safeguards.watch(task.task_id, np.array(task.K), self._paired_with(task.version), task.tau)
         self.stats.tasks = max(self.stats.tasks, task.task_id)
 
     def gain_at(self, version: int) -> np.ndarray:

@@ -208,6 +208,16 @@ class Report:
             return self.tail > max(tail_tol, NOISY_TAIL_TOL) * self.transient + TAIL_Z * self.tail_se
         return self.cost2 - self.cost > tail_tol * self.cost2
 
+    def short_tail(self, tail_tol: float) -> bool:
+        """Whether the horizon could be halved (a noisy plant's check only): the transient's tail beyond ``tau``,
+        by :data:`~.noisy_eval.TAIL_Z` standard errors, is at most ``tol**2`` of the transient, ``tol`` the
+        noisy tail tolerance of :meth:`long_tail`. The tail of a sum of decaying modes is log-convex,
+        ``tail(tau/2)**2 <= tail(0) tail(tau)``, so the tail beyond ``tau / 2`` is then about ``tol`` at most: the
+        halved horizon is not long by :meth:`long_tail` (a band of ``tol**2 ... tol`` keeps the two apart)."""
+        if not math.isfinite(self.tail_se):
+            return False
+        return self.tail + TAIL_Z * self.tail_se <= max(tail_tol, NOISY_TAIL_TOL) ** 2 * self.transient
+
     def payload_bytes(self) -> int:
         """Bytes of numerical payload this report carries back to the master."""
         size = 8 * 4  # ids and the scalar costs

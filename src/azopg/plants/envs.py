@@ -42,6 +42,7 @@ import scipy.linalg as sla
 from gymnasium import spaces
 
 from ..errors import ProblemError
+from ..model.noise import Segment
 from ..model.problem import LQRProblem, as_matrix
 from .lockstep import matvec, rowdots, sq_norms
 
@@ -210,6 +211,31 @@ class LinearEnv(gym.Env):
         """The environment of an :class:`~azopg.model.problem.LQRProblem` (its ``A, B, Q, R``
         and ``x0_cov``); ``kwargs`` go to the constructor."""
         return cls(problem.A, problem.B, problem.Q, problem.R, dt=dt, x0_cov=problem.x0_cov, **kwargs)
+
+    def expected_cost(self, K: Any, steps: int, x0_cov: Any = None) -> Any:
+        """``E[sum of the step costs]`` of ``steps`` steps of the feedback ``u_k = -K y_k`` on the observations
+        ``y_k = x_k + e_k`` (``e_k ~ N(0, obs_noise_std**2 I)``, the reset's observation the first) from
+        ``x0 ~ N(0, x0_cov)`` (default the environment's), over both noises: the exact oracle of what a learner
+        on this environment minimizes at a horizon of ``steps * dt``. Any ``K``, real or complex (so its
+        gradient is exact by complex steps, :func:`azopg.model.noise.complex_gradient`).
+
+        With ``Sigma_k = E[x_k x_k']``: ``Sigma_{k+1} = L Sigma_k L' + Bd K V K' Bd' + noise_std**2 dt I``,
+        ``L = Ad - Bd K``, and a step costs ``tr(G'WG Sigma_k) + tr(K'W_uu K V)`` with ``G = [I; -K]``:
+        one :class:`~azopg.model.noise.Segment`, composed ``steps`` times by binary powering.
+        """
+        Kc = np.asarray(K)
+        Kc = (Kc.astype(complex) if np.iscomplexobj(Kc) else Kc.astype(float)).reshape(self.m, self.n)
+        n = self.n
+        V = self.obs_noise_std**2 * np.eye(n)
+        G = np.vstack([np.eye(n), -Kc])
+        BK = self.Bd @ Kc
+        drive = BK @ V @ BK.T + self.noise_std**2 * self.dt * np.eye(n)
+        step = Segment((self.Ad - BK)[None], drive[None], (G.T @ self.W @ G)[None],
+                       np.array([np.trace(Kc.T @ self.W[n:, n:] @ Kc @ V)]), self.dt)
+        seg = step.times(int(steps))
+        Om = self._L @ self._L.T if x0_cov is None else np.asarray(x0_cov, dtype=float)
+        total = np.trace(seg.M[0] @ Om) + seg.c[0]
+        return total if np.iscomplexobj(total) else float(total)
 
     def _observe(self) -> np.ndarray:
         if self.obs_noise_std > 0:
