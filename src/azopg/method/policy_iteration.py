@@ -187,6 +187,9 @@ class PolicyIteration(UpdateRule):
         self.radius = self.tuning.r  # the calibrated radius (snapshots: the radius grows back to it)
         #: The factors ``L``, ``M`` of the perturbations with snapshots (set by the calibration).
         self.scales: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        #: Under process noise, perturbations shaped at ``K0`` (:func:`~.pi_calibration.shape_perturbations`): the
+        #: unshaped ``L``, ``M`` and the factors ``l`` (per input), ``g`` (per state), relaxed by :meth:`apply`.
+        self.shape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.master_seconds = 0.0  # CPU time spent on the reports (adding, re-centring, solving, stepping)
         #: The last gain change over the step factor ``alpha`` (the full step), by :func:`~.settle.relative_step`
         #: weighted by the first rollouts' state moments: :meth:`settled`.
@@ -514,10 +517,22 @@ class PolicyIteration(UpdateRule):
 
     def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
         self._idle = 0
+        if self.shape is not None and self._blown == 0:  # no blow-up since the last change: the shape relaxes
+            self._relax_shape()
         self._perturbed = self._blown = 0
         if self.buffer is None:  # a radius shrunk by blow-ups at an old gain grows back
             self.tuning.r = min(2.0 * self.tuning.r, self.radius)
         super().apply(K, delay, worker, version_read)
+
+    def _relax_shape(self) -> None:
+        """The shape measured at ``K0`` doubles its factors towards the unshaped perturbations (at most 1):
+        the loop it guarded against is left behind as the gain moves (cola5: rows shaped by 1/64 at ``K0``
+        kept every step imprecise beyond gap 5e-3)."""
+        assert self.shape is not None
+        L0, M0, l, g = self.shape
+        l, g = np.minimum(2.0 * l, 1.0), np.minimum(2.0 * g, 1.0)
+        self.scales = (L0 * l, g[:, None] * M0)
+        self.shape = None if l.min() >= 1.0 and g.min() >= 1.0 else (L0, M0, l, g)
 
     def _stuck(self, worker: int, version_read: int) -> None:
         """:data:`PATIENCE` rollouts per unknown without a step that could be taken (each refusal logged
