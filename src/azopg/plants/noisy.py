@@ -52,7 +52,7 @@ __all__ = ["GRID_STEPS", "MAX_STEPS", "MIN_STEPS", "NoisyLinearPlant"]
 
 #: Fewest grid steps of a rollout.
 MIN_STEPS = 64
-#: Most grid steps of a rollout (beyond, its gain counts as blown up: see ``rollout``).
+#: Most grid steps of a rollout under measurement noise (beyond, its gain counts as blown up: see ``rollout``).
 MAX_STEPS = 2**20
 #: Under process noise alone a rollout takes at most this many grid steps (``rho(F) h`` may then exceed
 #: ``theta``: the states stay exact in distribution, ``S`` and the cost exact in mean). A rollout's time is
@@ -149,8 +149,9 @@ class NoisyLinearPlant(LinearPlant):
         steps: the chunk's process noise, then the measurement samples as they fall due); row ``i`` gets
         noise path ``noise_rows[i]`` (default: its own), see the module docstring.
 
-        A rollout whose closed loop would need more than :data:`MAX_STEPS` grid steps (``rho(F) tau / theta``:
-        a time constant below ``tau / 1e5``, or a non-finite gain) is not simulated and counts as blown up."""
+        Under measurement noise a rollout whose closed loop would need more than :data:`MAX_STEPS` grid steps
+        (``rho(F) tau / theta``: a time constant below ``tau / 1e5``), and any of a non-finite gain, is not
+        simulated and counts as blown up (under process noise alone the grid has at most :data:`GRID_STEPS`)."""
         if not (tau > 0 and math.isfinite(tau)):
             raise ValueError(f"tau must be a finite number > 0, got {tau}")
         x0 = np.atleast_2d(np.asarray(x0, dtype=float))
@@ -164,7 +165,8 @@ class NoisyLinearPlant(LinearPlant):
         with np.errstate(all="ignore"):
             F, C, Wz = augmented(self.problem, K, with_v)
             norms = _rates(F)
-            wild = ~(norms * tau <= MAX_STEPS * self.theta)  # NaN too
+            # NaN too; under process noise alone the grid is bounded (GRID_STEPS): only a non-finite gain
+            wild = ~(norms * tau <= MAX_STEPS * self.theta) if with_v else ~np.isfinite(norms)
             if wild.any():  # simulated at K0 instead (a stand-in), reported blown up
                 K = np.where(wild[:, None, None], np.asarray(self.problem.K0), K)
                 F, C, Wz = augmented(self.problem, K, with_v)
@@ -227,7 +229,7 @@ class NoisyLinearPlant(LinearPlant):
         with np.errstate(all="ignore"):
             F, C, Wz = augmented(self.problem, K, False)
             norms = _rates(F)
-            wild = ~(norms * tau <= MAX_STEPS * self.theta)
+            wild = ~np.isfinite(norms)  # the grid is bounded (GRID_STEPS): only a non-finite gain
             if wild.any():  # simulated at K0 instead (a stand-in), reported blown up
                 K = np.where(wild[:, None, None], np.asarray(self.problem.K0), K)
                 F, C, Wz = augmented(self.problem, K, False)
