@@ -14,13 +14,14 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import NotStabilizingError, ProblemError
-from .calibration import MAX_NOISE_SMOOTHING, NOISE_SMOOTHING, _horizon
+from .calibration import MAX_NOISE_SMOOTHING, NOISE_SMOOTHING, Probe, _horizon
 from .discrete import start_tau
 from .kinds import Event, TaskKind
-from .lifecycle import Learner, Runner, measure_noise, timed_probe
+from .lifecycle import FINAL_TASK, Learner, Runner, measure_noise, timed_probe
 from .tasks import Report, TrajectoryData
 
-__all__ = ["JUMP", "NOISY_PERTURBATION", "NOISY_SNAPSHOTS", "PERTURBATION", "calibrate_snapshots", "recalibrate"]
+__all__ = ["JUMP", "NOISY_PERTURBATION", "NOISY_SNAPSHOTS", "PERTURBATION", "SHAPE_LIMIT", "calibrate_snapshots",
+           "recalibrate", "shape_perturbations"]
 
 #: The horizon is calibrated by single rollouts ``JUMP`` times longer than the horizon tried, cut into
 #: at least ``JUMP`` intervals: their interval costs give the tail at every doubling up to it (4 doublings
@@ -41,6 +42,22 @@ NOISY_PERTURBATION = 3e-1
 #: noisy plant simulates interval by interval (he1: 8 intervals 1.5x a whole rollout's time, 32: 4x), and
 #: 8 gave the fit's error of 32 per rollout (he1 at ``K0``, process noise 0.1, 2000 rollouts: 0.8 % in ``E``).
 NOISY_SNAPSHOTS = 8
+#: Under process noise with the instrumented fit the perturbations are shaped per input and per state
+#: (:func:`shape_perturbations`): a row (one input against every state) or a column (every input against one
+#: state) of the perturbation, at its share of the radius, whose gains ``K0 +- Delta`` cost more than
+#: ``SHAPE_LIMIT`` times ``K0``'s (or blow up) is scaled by ``SHAPE_SHRINK``, at most ``SHAPE_TRIES`` times.
+SHAPE_LIMIT, SHAPE_SHRINK, SHAPE_TRIES = 2.0, 0.25, 8
+#: Rollouts of each shaping probe (random initial states: their mean cost against ``K0``'s).
+SHAPE_ROLLOUTS = 8
+#: The perturbations are shaped only if more than ``SHAPE_TRIAL_BLOWN`` of ``SHAPE_TRIAL`` perturbed rollouts
+#: at ``K0`` blow up (most of them: there halving the radius until few blow up leaves it orders of magnitude too
+#: small in the other directions). Fewer blow-ups are left to the radius
+#: (:meth:`~.policy_iteration.PolicyIteration._blowup_rate`): shaped at 5 to 9 of 16 (cola5, eb4, cse1) the
+#: probes' coherent rows over-shrank (cola5 at 0.1: rows by 1/64, gap 5.6e-3 after 60 s; by the radius alone
+#: 7.6e-4 in 19 s). Trial blow-ups at 0.01 ... 1: tg1 14-15, cola5 0-8, eb4 5-9, cse1 0-8; at 0.1 the others <= 2.
+SHAPE_TRIAL, SHAPE_TRIAL_BLOWN = 16, 12
+#: Task id of that trial (:data:`~.lifecycle.FINAL_TASK` and below are ids no loop issues).
+SHAPE_TASK = FINAL_TASK - 3
 
 
 class Calibrated(Learner, Protocol):
@@ -52,6 +69,7 @@ class Calibrated(Learner, Protocol):
     discrete_time: bool
     radius: float
     scales: tuple[np.ndarray | None, np.ndarray | None]
+    shape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
     snapshots: int
     @property
     def instrumented(self) -> bool: ...
@@ -111,11 +129,62 @@ def calibrate_snapshots(rule: Calibrated, run: Runner) -> None:
         noise = s.cost_noise if rule.instrumented else max(s.cost_noise, rule.noise)
         least = NOISY_PERTURBATION if rule.instrumented else PERTURBATION
         rule.tuning.r = math.sqrt(max(least, min(NOISE_SMOOTHING * noise, MAX_NOISE_SMOOTHING)) / (rule.m * rule.n))
+    if rule.instrumented and s.r is None and math.isfinite(rule.safeguards.anchor_cost):
+        tasks = rule.stats.tasks  # its own identity: without shaping the run's tasks (and noise) are as before
+        rep = probe(TaskKind.MOMENTS, K0, tau, rule.tuning.r, SHAPE_TRIAL, task_id=SHAPE_TASK)
+        rule.stats.tasks = tasks
+        if rep.blown_up > SHAPE_TRIAL_BLOWN:  # the perturbations blow up: shaped (their rows kept)
+            rule._add(rep)
+            shape_perturbations(rule, probe, K0, tau)
     rule.radius = rule.tuning.r
     if rule.tuning.N > 1 and not rule.on_pairs:  # (one rollout: as the probes above; on pairs: the rule's, in
         # pairs) a batch too large for memory is refused here, before the run is saved -- the first task of the run
         rule._add(probe(TaskKind.MOMENTS, rule.K.copy(), rule.tuning.tau, rule.tuning.r, rule.tuning.N))
     rule.log(Event.CALIBRATE)
+
+
+def shape_perturbations(rule: Calibrated, probe: Probe, K0: np.ndarray, tau: float) -> None:
+    """Scale the perturbations ``r L Z M`` per input (``L -> L diag(l)``) and per state (``M -> diag(g) M``)
+    until none of their rows and columns destabilizes the loop.
+
+    ``M`` sizes a perturbation by the input energy it adds (``r^2 m n`` of the cost), which says nothing of
+    the closed loop's sensitivity: on tg1 (``K0 = 0``, lightly damped modes, a fast actuator) 98 % of the
+    perturbed gains at ``r^2 m n = 0.3`` are unstable and even 71 % at ``1e-3``; the radius shrank on their
+    blow-ups to 2e-4, where the fit's error (``~ 1 / r``) kept every step imprecise. Here each row
+    ``Delta = r L e_i 1' M`` (one input fed back from every state, as large as a row of ``Z`` is) and then
+    each column ``r L diag(l) 1 e_j' M`` is rolled out with both signs (:data:`SHAPE_ROLLOUTS` rollouts each
+    at ``tau``); while either blows up or costs more than :data:`SHAPE_LIMIT` times ``K0``
+    (``rule.safeguards.anchor_cost``) its scale is multiplied by :data:`SHAPE_SHRINK`. Cost ratios: invariant
+    to the units of states and inputs. The rollouts are kept as equations of the fit (their gains are known).
+    Deterministic in the run's task identities (replayable). The shape is relaxed as the gain moves
+    (:meth:`~.policy_iteration.PolicyIteration._relax_shape`)."""
+    L, M = rule.scales
+    assert M is not None
+    m, n, r, f0 = rule.m, rule.n, rule.tuning.r, rule.safeguards.anchor_cost
+    L0 = np.eye(m) if L is None else L
+    l, g = np.ones(m), np.ones(n)
+
+    def fine(Delta: np.ndarray) -> bool:
+        for sign in (1.0, -1.0):
+            rep = probe(TaskKind.MOMENTS, K0 + sign * Delta, tau, 0.0, SHAPE_ROLLOUTS)
+            rule._add(rep)
+            if rep.blown_up or not rep.center_cost <= SHAPE_LIMIT * f0:
+                return False
+        return True
+
+    for i in range(m):
+        for _ in range(SHAPE_TRIES):
+            if fine(r * l[i] * np.outer(L0[:, i], np.ones(n)) @ M):
+                break
+            l[i] *= SHAPE_SHRINK
+    for j in range(n):
+        for _ in range(SHAPE_TRIES):
+            if fine(r * g[j] * np.outer(L0 @ l, M[j])):
+                break
+            g[j] *= SHAPE_SHRINK
+    if np.any(l < 1.0) or np.any(g < 1.0):
+        rule.scales = (L0 * l, g[:, None] * M)
+        rule.shape = (L0, M, l, g)
 
 
 def _cost_to(spent: np.ndarray, t: np.ndarray) -> Callable[[float], float]:

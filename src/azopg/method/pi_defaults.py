@@ -9,9 +9,9 @@ from typing import Any
 from .pi_buffered import BufferedFits
 from .regression import unknowns
 
-__all__ = ["BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "MAX_FACTOR_COLUMNS", "MAX_SNAPSHOTS", "MIN_SNAPSHOTS",
-           "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_CONTRACTION", "PAIR_HORIZON", "PAIR_PERTURBATION", "PATIENCE",
-           "SNAPSHOTS_PER_UNKNOWN", "buffered_fits", "default_snapshots", "factor_columns"]
+__all__ = ["BLOWUP_RATE", "BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "MAX_FACTOR_COLUMNS", "MAX_SNAPSHOTS",
+           "MIN_SNAPSHOTS", "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_CONTRACTION", "PAIR_HORIZON", "PAIR_PERTURBATION",
+           "PATIENCE", "SNAPSHOTS_PER_UNKNOWN", "buffered_fits", "default_snapshots", "factor_columns"]
 
 #: Rollouts without an applied step, per unknown of ``(P, E)``, after which a fit that stays
 #: ill-conditioned rolls back to the anchor (:meth:`PolicyIteration._stuck`); the buffered method
@@ -60,6 +60,9 @@ SNAPSHOTS_PER_UNKNOWN, MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 16, 256
 MAX_FACTOR_COLUMNS = 1024
 #: With snapshots, blown-up perturbed rollouts in a row that only shrink the radius (then the shared rule).
 BLOWUP_SHRINKS = 3
+#: Under process noise the radius halves when more than this share of the perturbed rollouts blew up
+#: (:meth:`~.policy_iteration.PolicyIteration._blowup_rate`).
+BLOWUP_RATE = 0.1
 
 
 def default_snapshots(settings: Any, n: int, m: int) -> int:

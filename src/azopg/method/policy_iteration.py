@@ -64,6 +64,7 @@ from .iv_equations import InstrumentedEquations
 from .kinds import Event, TaskKind
 from .pi_calibration import JUMP, calibrate_snapshots, recalibrate
 from .pi_defaults import (
+    BLOWUP_RATE,
     BLOWUP_SHRINKS,
     CHECK_EVERY,
     CHECK_SHARE,
@@ -90,11 +91,10 @@ from .tasks import Report, RolloutData, Task, TrajectoryData
 
 #: The constants and helpers of :mod:`~.pi_defaults` and :mod:`~.pi_steps` are importable from here too (their
 #: values are read there).
-__all__ = ["BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "GAIN_PRECISION", "INNER_STEPS", "MAX_FACTOR_COLUMNS",
-           "MAX_SNAPSHOTS", "MIN_SNAPSHOTS", "PAIRS_FROM", "PAIRS_PER_UNKNOWN", "PAIR_CONTRACTION", "PAIR_HORIZON",
-           "PAIR_PERTURBATION", "PATIENCE",
-           "SNAPSHOTS_PER_UNKNOWN", "SOLVE_GROWTH", "STEP_PRECISION", "STEP_TOL", "TRUST", "PolicyIteration",
-           "default_snapshots", "factor_columns"]
+__all__ = ["BLOWUP_RATE", "BLOWUP_SHRINKS", "CHECK_EVERY", "CHECK_SHARE", "GAIN_PRECISION", "INNER_STEPS",
+           "MAX_FACTOR_COLUMNS", "MAX_SNAPSHOTS", "MIN_SNAPSHOTS", "PAIRS_FROM", "PAIRS_PER_UNKNOWN",
+           "PAIR_CONTRACTION", "PAIR_HORIZON", "PAIR_PERTURBATION", "PATIENCE", "SNAPSHOTS_PER_UNKNOWN", "SOLVE_GROWTH",
+           "STEP_PRECISION", "STEP_TOL", "TRUST", "PolicyIteration", "default_snapshots", "factor_columns"]
 
 class PolicyIteration(KleinmanSteps):
     """Kleinman's policy iteration on least-squares ``(P_K, E_K)`` from every rollout's intervals."""
@@ -133,9 +133,13 @@ class PolicyIteration(KleinmanSteps):
         #: Inside a take (:meth:`tell_many`) the step waits for its last report: (delay, worker, version read).
         self._deferred: tuple[int, int, int] | None = None
         self._shrinks = 0  # radius halvings in a row after blown-up perturbed rollouts
+        self._perturbed = self._blown = 0  # under process noise: perturbed rollouts (blown) since the radius changed
         self.radius = self.tuning.r  # the calibrated radius (snapshots: the radius grows back to it)
         #: The factors ``L``, ``M`` of the perturbations with snapshots (set by the calibration).
         self.scales: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        #: Under process noise, perturbations shaped at ``K0`` (:func:`~.pi_calibration.shape_perturbations`): the
+        #: unshaped ``L``, ``M`` and the factors ``l`` (per input), ``g`` (per state), relaxed by :meth:`apply`.
+        self.shape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.master_seconds = 0.0  # CPU time spent on the reports (adding, re-centring, solving, stepping)
         #: The last gain change over the step factor ``alpha`` (the full step), by :func:`~.settle.relative_step`
         #: weighted by the first rollouts' state moments: :meth:`settled`.
@@ -214,7 +218,10 @@ class PolicyIteration(KleinmanSteps):
         if self._anchor_report(rep):
             self._measure_anchor(rep)
             return
-        if (self.buffer is None and rep.kind == TaskKind.MOMENTS and data is not None and data.Ki.shape[0] == 0
+        if self.instrumented and rep.kind == TaskKind.MOMENTS and rep.task_id in self._issued:
+            if self._blowup_rate(rep):
+                return
+        elif (self.buffer is None and rep.kind == TaskKind.MOMENTS and data is not None and data.Ki.shape[0] == 0
                 and self._shrinks < BLOWUP_SHRINKS and not self._unknown(rep)):
             self._account(rep)
             self._shrinks += 1
@@ -224,6 +231,25 @@ class PolicyIteration(KleinmanSteps):
         if data is not None and data.Ki.shape[0] > 0:
             self._shrinks = 0
         super().tell(rep)
+
+    def _blowup_rate(self, rep: Report) -> bool:
+        """Under process noise (the instrumented fit): the radius halves only when more than
+        :data:`BLOWUP_RATE` of the perturbed rollouts since its last change blew up (at least
+        ``BLOWUP_SHRINKS``), not at each one: a step waits for hundreds of rollouts, and halving at every
+        blow-up (growing back only at a step) ratcheted the radius down to where no step was precise (eb4 at
+        0.01: 0.12 to 0.004). Returns whether ``rep`` was taken (all its rollouts blew up: nothing to fit)."""
+        self._perturbed += rep.rollouts
+        self._blown += rep.blown_up
+        if self._blown >= max(BLOWUP_SHRINKS, BLOWUP_RATE * self._perturbed):
+            self._perturbed = self._blown = 0
+            self._account(rep)
+            self.tuning.r *= SHRINK
+            self.log(Event.SHRINK_R, self.version - rep.version, rep.worker, rep.version)
+            return True
+        if rep.data is not None and rep.data.Ki.shape[0] == 0:
+            self._account(rep)
+            return True
+        return False
 
     def tell_many(self, reports: list[Report]) -> None:
         """As the base rule's, but one fit for the whole take: its rollouts are all added first."""
@@ -309,6 +335,24 @@ class PolicyIteration(KleinmanSteps):
         if self.noisy or self.settings.cost_noise > 0:
             return True
         return self.movement <= settle_tolerance(target_gap)
+
+    def apply(self, K: np.ndarray, delay: int, worker: int, version_read: int) -> None:
+        """As :meth:`~.pi_steps.KleinmanSteps.apply`; under process noise the perturbations' shape relaxes
+        (:meth:`_relax_shape`) when no perturbed rollout blew up since the last change."""
+        if self.shape is not None and self._blown == 0:
+            self._relax_shape()
+        self._perturbed = self._blown = 0
+        super().apply(K, delay, worker, version_read)
+
+    def _relax_shape(self) -> None:
+        """The shape measured at ``K0`` doubles its factors towards the unshaped perturbations (at most 1):
+        the loop it guarded against is left behind as the gain moves (cola5: rows shaped by 1/64 at ``K0``
+        kept every step imprecise beyond gap 5e-3)."""
+        assert self.shape is not None
+        L0, M0, l, g = self.shape
+        l, g = np.minimum(2.0 * l, 1.0), np.minimum(2.0 * g, 1.0)
+        self.scales = (L0 * l, g[:, None] * M0)
+        self.shape = None if l.min() >= 1.0 and g.min() >= 1.0 else (L0, M0, l, g)
 
     def calibrate(self, run: Runner) -> None:
         """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared

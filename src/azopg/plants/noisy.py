@@ -9,11 +9,11 @@ distribution**, for any ``h``. The grid has ``h = delta / k`` (each sampling ins
 point) or ``h = tau / N``, with ``rho(F) h <= theta`` (default 1; ``rho`` the spectral radius, the
 closed loop's fastest rate: invariant to the state's units, unlike a norm of ``F``, which made a
 badly scaled problem -- tg1: ``||F||_inf = 2942``, ``rho = 315`` -- take 10 times the steps) and at
-least :data:`MIN_STEPS` steps. The states are exact for any ``theta``, ``S`` and the cost exact in
-mean; ``theta`` only sets how much of the cost's fluctuation *within* a step is kept: the cost's
-standard deviation at ``theta = 1`` was within 3.5 % of ``theta = 0.1``'s (tg1, he1, chain3, 4000
-rollouts each, 1-2 % standard error) at 10 times fewer steps on the stiff tg1 (``rho = 315``),
-whose noisy rollouts were otherwise too slow to learn from in a minute.
+least :data:`MIN_STEPS` steps (under process noise alone at most :data:`GRID_STEPS`). The states are exact
+for any ``theta``, ``S`` and the cost exact in mean; ``theta`` only sets how much of the cost's fluctuation
+*within* a step is kept: the cost's standard deviation at ``theta = 1`` was within 3.5 % of ``theta = 0.1``'s
+(tg1, he1, chain3, 4000 rollouts each, 1-2 % standard error) at 10 times fewer steps on the stiff tg1
+(``rho = 315``), whose noisy rollouts were otherwise too slow to learn from in a minute.
 
 The moments ``S_z = int_0^tau z z' dt`` are the trapezoid sums ``(h/2) (z_k z_k' + z_{k+1} z_{k+1}')``
 (``z_{k+1}`` with the ``v`` held over step ``k``) plus their exact conditional-mean correction
@@ -48,12 +48,17 @@ from ..model.problem import LQRProblem
 from .base import GROWTH, RolloutResult, Trajectory, finalize, with_moments
 from .linear import LinearPlant
 
-__all__ = ["MAX_STEPS", "MIN_STEPS", "NoisyLinearPlant"]
+__all__ = ["GRID_STEPS", "MAX_STEPS", "MIN_STEPS", "NoisyLinearPlant"]
 
 #: Fewest grid steps of a rollout.
 MIN_STEPS = 64
-#: Most grid steps of a rollout (beyond, its gain counts as blown up: see ``rollout``).
+#: Most grid steps of a rollout under measurement noise (beyond, its gain counts as blown up: see ``rollout``).
 MAX_STEPS = 2**20
+#: Under process noise alone a rollout takes at most this many grid steps (``rho(F) h`` may then exceed
+#: ``theta``: the states stay exact in distribution, ``S`` and the cost exact in mean). A rollout's time is
+#: bounded whatever the gain: a paired check of a gain whose loop was 300 times faster than tg1's (``rho`` ~ 1e5
+#: at ``tau = 8``, 8e5 steps) ran 71 s as one task, 164 s past a 60 s budget.
+GRID_STEPS = 2**13
 _CHUNK = 2**20  # grid states held at once (floats) for the sums of outer products
 
 
@@ -144,8 +149,9 @@ class NoisyLinearPlant(LinearPlant):
         steps: the chunk's process noise, then the measurement samples as they fall due); row ``i`` gets
         noise path ``noise_rows[i]`` (default: its own), see the module docstring.
 
-        A rollout whose closed loop would need more than :data:`MAX_STEPS` grid steps (``rho(F) tau / theta``:
-        a time constant below ``tau / 1e5``, or a non-finite gain) is not simulated and counts as blown up."""
+        Under measurement noise a rollout whose closed loop would need more than :data:`MAX_STEPS` grid steps
+        (``rho(F) tau / theta``: a time constant below ``tau / 1e5``), and any of a non-finite gain, is not
+        simulated and counts as blown up (under process noise alone the grid has at most :data:`GRID_STEPS`)."""
         if not (tau > 0 and math.isfinite(tau)):
             raise ValueError(f"tau must be a finite number > 0, got {tau}")
         x0 = np.atleast_2d(np.asarray(x0, dtype=float))
@@ -159,7 +165,8 @@ class NoisyLinearPlant(LinearPlant):
         with np.errstate(all="ignore"):
             F, C, Wz = augmented(self.problem, K, with_v)
             norms = _rates(F)
-            wild = ~(norms * tau <= MAX_STEPS * self.theta)  # NaN too
+            # NaN too; under process noise alone the grid is bounded (GRID_STEPS): only a non-finite gain
+            wild = ~(norms * tau <= MAX_STEPS * self.theta) if with_v else ~np.isfinite(norms)
             if wild.any():  # simulated at K0 instead (a stand-in), reported blown up
                 K = np.where(wild[:, None, None], np.asarray(self.problem.K0), K)
                 F, C, Wz = augmented(self.problem, K, with_v)
@@ -175,7 +182,7 @@ class NoisyLinearPlant(LinearPlant):
                     rest = 0.0
             else:
                 per, rest = 0, 0.0
-                steps = max(MIN_STEPS, math.ceil(norm * tau / self.theta))
+                steps = min(max(MIN_STEPS, math.ceil(norm * tau / self.theta)), GRID_STEPS)
                 h = tau / steps
             z = np.zeros((b, F.shape[1]))
             z[:, :n] = x0
@@ -222,12 +229,13 @@ class NoisyLinearPlant(LinearPlant):
         with np.errstate(all="ignore"):
             F, C, Wz = augmented(self.problem, K, False)
             norms = _rates(F)
-            wild = ~(norms * tau <= MAX_STEPS * self.theta)
+            wild = ~np.isfinite(norms)  # the grid is bounded (GRID_STEPS): only a non-finite gain
             if wild.any():  # simulated at K0 instead (a stand-in), reported blown up
                 K = np.where(wild[:, None, None], np.asarray(self.problem.K0), K)
                 F, C, Wz = augmented(self.problem, K, False)
                 norms = _rates(F)
-            per = max(1, math.ceil(max(MIN_STEPS, math.ceil(float(np.max(norms)) * tau / self.theta)) / k))
+            grid = min(max(MIN_STEPS, math.ceil(float(np.max(norms)) * tau / self.theta)), GRID_STEPS)
+            per = max(1, math.ceil(grid / k))
             z, h = x0.copy(), tau / (k * per)
             X[:, 0] = z
             steps_of = _short_steps(F, C, Wz, h)
