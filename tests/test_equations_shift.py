@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.linalg as sla
 
 import azopg
 from azopg.method.equations import IntervalEquations
-from azopg.method.folds import factor_rows, fold_rows
+from azopg.method.folds import _reflector_factor, factor_rows, fold_rows
 from azopg.method.regression import _unvech, _vech_coefficients
 from test_step_judgement import rollouts
 
@@ -72,3 +73,17 @@ def test_the_first_fold_equals_a_fold_into_zeros(rows, columns):
     scale = np.abs(want).max(axis=0)
     assert np.all(np.abs(got - want) <= 1e-10 * scale)
     assert np.allclose(got.T @ got, X.T @ X, rtol=0, atol=1e-10 * np.abs(X.T @ X).max())
+
+
+@pytest.mark.parametrize("zero_column", [False, True])
+def test_the_block_reflector_factor_equals_lapacks(zero_column):
+    """:func:`~azopg.method.folds._reflector_factor` (the UT transform, or the recurrence when a column is zero
+    and its reflector the identity) against the factor LAPACK's ``dtpqrt`` returns for one block."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(120, 48)) * 10.0 ** rng.uniform(-3, 3, size=48)
+    if zero_column:
+        X[:, 5] = 0.0
+    _, V, F, info = sla.lapack.dtpqrt(0, 48, np.zeros((48, 48)), X)
+    assert info == 0 and (np.diag(F) == 0).any() == zero_column
+    want = np.triu(F)
+    assert np.all(np.abs(_reflector_factor(V, np.diag(F).copy()) - want) <= 1e-10 * np.abs(want).max())

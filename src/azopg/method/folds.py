@@ -151,9 +151,17 @@ def _fold_panels(T: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _reflector_factor(V: np.ndarray, tau: np.ndarray) -> np.ndarray:
     """The upper triangular ``F`` of the block reflector ``H_1 ... H_k = I - Y F Y'``, ``Y = [I; V]``,
-    ``H_i = I - tau_i y_i y_i'`` (LAPACK ``dlarft``'s recurrence, forward, by columns)."""
+    ``H_i = I - tau_i y_i y_i'``: the inverse of ``diag(1 / tau) + striu(Y'Y)`` (the "UT transform": one
+    triangular inversion, not ``k`` products) when every ``tau_i > 0``; else (a zero column, ``H_i = I``)
+    LAPACK ``dlarft``'s recurrence, forward, by columns. Equal to rounding."""
     G = V.T @ V  # y_i'y_j for i != j: the identity block adds nothing
     k = tau.size
+    if np.all(tau > 0.0):
+        M = np.triu(G, 1)
+        M[np.diag_indices(k)] = 1.0 / tau
+        F, info = sla.lapack.dtrtri(M, lower=0)
+        if info == 0:
+            return np.asarray(F)
     F = np.zeros((k, k))
     for i in range(k):
         F[i, i] = tau[i]
