@@ -87,3 +87,15 @@ def test_the_block_reflector_factor_equals_lapacks(zero_column):
     assert info == 0 and (np.diag(F) == 0).any() == zero_column
     want = np.triu(F)
     assert np.all(np.abs(_reflector_factor(V, np.diag(F).copy()) - want) <= 1e-10 * np.abs(want).max())
+
+
+@pytest.mark.parametrize(("dense", "columns"), [(30, 40), (210, 201), (5, 150)])
+def test_a_fold_that_skips_a_trapezoids_zeros_equals_the_full_fold(dense, columns):
+    """Rows ending in an upper triangle (the fit's rows after the ``W`` block) folded into a factor with
+    ``trapezoid`` (unblocked below 64 columns, by panels above) and as dense rows: the same factor."""
+    rng = np.random.default_rng([dense, columns])
+    X = np.concatenate([rng.normal(size=(dense, columns)), np.triu(rng.normal(size=(columns, columns)))])
+    X *= 10.0 ** rng.uniform(-3, 3, size=columns)
+    T = np.triu(rng.normal(size=(columns, columns)))
+    want, got = fold_rows(T, X), fold_rows(T, X, trapezoid=columns)
+    assert np.all(np.abs(got - want) <= 1e-10 * np.abs(want).max(axis=0))

@@ -299,13 +299,14 @@ class IntervalEquations:
         """The triangular factor ``(p + 1, p + 1)`` of the fit's columns ``P, E, (R)`` and ``y``: the
         ``P`` block of ``T`` is already triangular and precedes ``W``; the rows below it, restricted to
         ``E, (R), y``, are reduced by one small QR (``O(p_L (m n)^2)``, in chunks: ``stop`` as for
-        :meth:`solve`)."""
+        :meth:`solve`) -- the zeros of the rows after the ``W`` block, triangular in these columns, skipped."""
         q, p = self._W.start, self.p
         cols = np.r_[self._E.start:self.T.shape[1]]  # E, (R), y
         F = np.zeros((p + 1, p + 1))
         F[:q, :q] = self.T[:q, :q]
         F[:q, q:] = self.T[:q, cols]
-        F[q:, q:], left = fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop)
+        F[q:, q:], left = fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop,
+                                      trapezoid=cols.size)
         if left.shape[0]:
             raise OutOfTime("the time budget ran out during a fit")
         return F
