@@ -360,7 +360,7 @@ class IntervalEquations:
             theta = np.r_[np.zeros(q), fit.E.ravel(), fit.R[np.triu_indices(self.m)] if self.R is None else []]
             with np.errstate(all="ignore"):
                 inverse = triangular_inverse(U, stop)
-                G = self._step_map(theta, d) @ inverse
+                G = inverse if self.R is not None else self._step_map(theta, d) @ inverse  # J = I: R known
                 sigma = max(fit.residual, np.finfo(float).eps * fit.target_norm) / np.sqrt(self.rows - p)
                 # the rounding as a residual: its size in the rows' units (each column's times its unknown);
                 # once folded, spread over the factor's rows after the P block like the residual over its
