@@ -205,51 +205,55 @@ class IntervalEquations:
 
     def shift_rows(self, X: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """Rows ``X`` (in the factor's column order, as rows about ``C``) expressed about ``C + delta``:
-        the linear map ``X M'`` alone (:meth:`_shift` with the rounding sizes; any number of rows)."""
-        return self._shift(X, delta, sizes=False)[0]
+        the linear map ``X M'`` alone (:meth:`_shift` without the rounding sizes; any number of rows)."""
+        out = X.copy()
+        out[:, self._E.start:] = self._shift(X, delta, sizes=False)[0]
+        return out
 
     def _shift(self, X: np.ndarray, delta: np.ndarray, sizes: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``X`` (as rows about ``C``) expressed about ``C + delta``: the linear map ``X M'``; and
-        the squared sizes of the terms summed into each shifted ``E``, ``(H)`` and ``y`` entry of the rows
-        after the ``P`` block (their rounding is ``eps`` times that: :attr:`located`), products of
-        sums bounded by the products of the sums of absolute values (``sizes=False``: an empty array)."""
-        m, n, r = self.m, self.n, X.shape[0]
+        """The columns ``E, (H), y`` of the rows ``X`` (as rows about ``C``) expressed about ``C + delta``
+        -- the linear map ``X M'`` changes no other column; and the squared sizes of the terms summed into
+        each shifted ``E``, ``(H)`` and ``y`` entry of the rows after the ``P`` block (their rounding is
+        ``eps`` times that: :attr:`located`), products of sums bounded by the products of the sums of
+        absolute values (``sizes=False``: an empty array). The products ``delta S_j`` are formed for the
+        rows with an ``S`` alone (in the factor, those before its ``E`` block), all as one matrix product
+        (not one small product per row): ``O(rows m n^2)`` in all, and no copy of the other columns."""
+        m, n, r, mn = self.m, self.n, X.shape[0], self.m * self.n
         q = self._W.start if sizes else r  # no rows to size
-        DS = X[:, self._E].reshape(r, m, n) * 0.5
-        i, j = np.triu_indices(n)
-        S = np.zeros((r, n, n))
-        S[:, i, j] = X[:, self._W] / np.where(i == j, 1.0, 2.0)
-        S[:, j, i] = S[:, i, j]
-        dS = delta @ S  # (r, m, n)
-        dSd = dS @ delta.T
-        out = X.copy()
-        out[:, self._E] = 2.0 * (DS - dS).reshape(r, m * n)
-        ad, aS = np.abs(delta), np.abs(S[q:])
-        adS = ad @ aS  # |delta| |S|: bounds the terms of delta S
-        size = np.zeros((r - q, X.shape[1] - self._E.start))  # E, (H), y
-        size[:, :m * n] = ((2.0 * (np.abs(DS[q:]) + adS)) ** 2).reshape(r - q, m * n)
+        XE, XW = X[:, self._E], X[:, self._W]
+        w = np.flatnonzero(np.any(XW != 0.0, axis=1))  # the rows with an S
+        S = _symmetric(XW[w], n)
+        dS = _left(delta, S)  # delta S_j
+        out = X[:, self._E.start:].copy()  # E, (H), y
+        out[w, :mn] -= 2.0 * dS.reshape(-1, mn)
+        ad, sized = np.abs(delta), w >= q
+        adS = np.zeros((r - q, m, n))  # |delta| |S|: bounds the terms of delta S
+        adS[w[sized] - q] = _left(ad, np.abs(S[sized]))
+        size = np.zeros((r - q, out.shape[1]))  # the y column: none when R is estimated
+        size[:, :mn] = np.abs(XE[q:]) + 2.0 * adS.reshape(-1, mn)
         if self.R is None:
-            k_, l_ = np.triu_indices(m)
-            H = np.zeros((r, m, m))
-            H[:, k_, l_] = X[:, self._H] / np.where(k_ == l_, 1.0, 2.0)
-            H[:, l_, k_] = H[:, k_, l_]
-            cross = delta @ np.swapaxes(DS, 1, 2)  # delta S D_c'
-            out[:, self._H] = _vech_coefficients(H - cross - np.swapaxes(cross, 1, 2) + dSd)
-            across = ad @ np.swapaxes(np.abs(DS[q:]), 1, 2)
-            terms = _vech_coefficients(np.abs(H[q:]) + 2.0 * across + adS @ ad.T)
-            size[:, m * n:-1] = terms**2
+            DS = 0.5 * XE.reshape(r, m, n)
+            G = np.swapaxes(_left(delta, np.swapaxes(DS, 1, 2)), 1, 2)  # D_c S delta' (its transpose: delta S D_c')
+            H = _symmetric(X[:, self._H], m) - G - np.swapaxes(G, 1, 2)
+            H[w] += _left(delta, np.swapaxes(dS, 1, 2))  # delta S delta'
+            out[:, mn:-1] = _vech_coefficients(H)
+            across = _left(ad, np.swapaxes(np.abs(DS[q:]), 1, 2))  # |delta| |D_c S|'
+            size[:, mn:-1] = _vech_coefficients(_symmetric(np.abs(X[q:, self._H]), m) + 2.0 * across
+                                                + _left(ad, np.swapaxes(adS, 1, 2)))
         else:
-            Rd = self.R @ delta
-            out[:, -1] = X[:, -1] + 2.0 * np.einsum("rij,ij->r", DS, Rd) - np.einsum("rij,ij->r", dSd, self.R)
-            terms = (np.abs(X[q:, -1]) + 2.0 * np.einsum("rij,ij->r", np.abs(DS[q:]), np.abs(Rd))
-                     + np.einsum("rij,ij->r", adS @ ad.T, np.abs(self.R)))
-            size[:, -1] = terms**2
-        return out, size
+            iu = np.triu_indices(n)
+            Rd, aR = self.R @ delta, np.abs(self.R)
+            adRd = ad.T @ aR @ ad
+            out[:, -1] += XE @ Rd.ravel()
+            out[w, -1] -= np.einsum("rij,ij->r", _left(delta, np.swapaxes(dS, 1, 2)), self.R)  # <delta S delta', R>
+            size[:, -1] = (np.abs(X[q:, -1]) + np.abs(XE[q:]) @ np.abs(Rd).ravel()
+                           + np.abs(XW[q:]) @ (0.5 * (adRd + adRd.T))[iu])
+        return out, size**2
 
     def _fold(self, stop: Callable[[], bool] | None = None) -> None:
         """Fold the rows added since the last fold into the triangular factor: a QR of ``[T; rows]``
-        that keeps ``T`` triangular (LAPACK ``dtpqrt``), ``O(rows p_L^2)``, in chunks of
-        :data:`~.folds.FOLD_FLOPS` (``stop`` as for :meth:`solve`)."""
+        that keeps ``T`` triangular (LAPACK ``dtpqrt``; the first, of rows alone: ``dgeqrf``), ``O(rows p_L^2)``,
+        in chunks of :data:`~.folds.FOLD_FLOPS` (``stop`` as for :meth:`solve`)."""
         if not self._pending and not self._left.shape[0]:
             return
         by_k: dict[int, list[tuple[np.ndarray, ...]]] = {}  # rollouts of as many intervals, in order
@@ -261,7 +265,8 @@ class IntervalEquations:
         rows = np.concatenate([self._left, *built])
         self.rounding += self.located.sum(axis=0)  # the fold mixes the rows: from here on spread over them
         self.located[:] = 0.0
-        self.T, self._left = fold_chunks(self.T, rows, stop)
+        empty = self._T is None  # nothing folded yet
+        self.T, self._left = fold_chunks(self.T, rows, stop, empty)
         if self._left.shape[0]:
             raise OutOfTime("the time budget ran out during a fit")
 
@@ -283,10 +288,10 @@ class IntervalEquations:
         if np.any(delta):
             self._fold(stop)
             with np.errstate(all="ignore"):
-                T, size = self._shift(self.T, delta)
-            if not (np.isfinite(T).all() and np.isfinite(size).all()):
+                shifted, size = self._shift(self.T, delta)
+            if not (np.isfinite(shifted).all() and np.isfinite(size).all()):
                 raise FloatingPointError("the interval equations overflow about the new center")
-            self.T = T
+            self.T[:, self._E.start:] = shifted
             self.located += np.finfo(float).eps ** 2 * size
         self.C = C.copy()
 
@@ -294,13 +299,14 @@ class IntervalEquations:
         """The triangular factor ``(p + 1, p + 1)`` of the fit's columns ``P, E, (R)`` and ``y``: the
         ``P`` block of ``T`` is already triangular and precedes ``W``; the rows below it, restricted to
         ``E, (R), y``, are reduced by one small QR (``O(p_L (m n)^2)``, in chunks: ``stop`` as for
-        :meth:`solve`)."""
+        :meth:`solve`) -- the zeros of the rows after the ``W`` block, triangular in these columns, skipped."""
         q, p = self._W.start, self.p
         cols = np.r_[self._E.start:self.T.shape[1]]  # E, (R), y
         F = np.zeros((p + 1, p + 1))
         F[:q, :q] = self.T[:q, :q]
         F[:q, q:] = self.T[:q, cols]
-        F[q:, q:], left = fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop)
+        F[q:, q:], left = fold_chunks(np.zeros((cols.size, cols.size)), self.T[q:, cols], stop,
+                                      trapezoid=cols.size)
         if left.shape[0]:
             raise OutOfTime("the time budget ran out during a fit")
         return F
@@ -354,7 +360,7 @@ class IntervalEquations:
             theta = np.r_[np.zeros(q), fit.E.ravel(), fit.R[np.triu_indices(self.m)] if self.R is None else []]
             with np.errstate(all="ignore"):
                 inverse = triangular_inverse(U, stop)
-                G = self._step_map(theta, d) @ inverse
+                G = inverse if self.R is not None else self._step_map(theta, d) @ inverse  # J = I: R known
                 sigma = max(fit.residual, np.finfo(float).eps * fit.target_norm) / np.sqrt(self.rows - p)
                 # the rounding as a residual: its size in the rows' units (each column's times its unknown);
                 # once folded, spread over the factor's rows after the P block like the residual over its
@@ -393,3 +399,18 @@ class IntervalEquations:
                 J[:, m * n + c] = ((dH @ step) * dE).ravel()
         return J
 
+
+def _symmetric(V: np.ndarray, k: int) -> np.ndarray:
+    """The symmetric ``(rows, k, k)`` matrices whose :func:`~.regression._vech_coefficients` are the rows of ``V``."""
+    i, j = np.triu_indices(k)
+    M = np.zeros((V.shape[0], k, k))
+    M[:, i, j] = V / np.where(i == j, 1.0, 2.0)
+    M[:, j, i] = M[:, i, j]
+    return M
+
+
+def _left(A: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """``A @ S_j`` for every ``S_j`` of the stack ``S`` ``(rows, a, b)`` as one matrix product (``A`` is
+    ``(c, a)``): ``(S_j' A')'``, the stack's rows flattened."""
+    r, a, b = S.shape
+    return np.swapaxes((np.swapaxes(S, 1, 2).reshape(r * b, a) @ A.T).reshape(r, b, A.shape[0]), 1, 2)
