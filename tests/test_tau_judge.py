@@ -91,3 +91,18 @@ def test_process_noise_is_still_judged_against_K_star() -> None:
     assert r.judge is None
     assert r.relative_gap == pytest.approx(q.relative_gap(r.K), rel=1e-9)
     assert r.cost_interval is None or r.cost_interval["reference"] == "K*"
+
+
+def test_an_unaffordable_K_tau_is_said_and_no_difference_to_K_star_is_called_a_gap(
+        noisy: azopg.LQRProblem, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azopg.run import judge as judge_module
+
+    assert judge_module.oracle_work(noisy) <= judge_module.MAX_ORACLE_WORK  # he1 is judged against K_tau ...
+    assert TauJudge.of(azopg.get_problem("he3").with_noise(V=0.01 * np.eye(8), dt=0.01)) is None  # he3 is not
+    monkeypatch.setattr(judge_module, "MAX_ORACLE_WORK", 0)  # ... and here as he3 would be
+    r = azopg.train(noisy, K0=noisy.optimal_gain, seed=0, tau=TAU, max_updates=1)
+    assert r.judge is not None and r.judge["optimum"] == "K*" and "not computed" in r.judge["reason"]
+    assert r.relative_gap == pytest.approx(noisy.relative_gap(r.K), rel=1e-9) and r.relative_gap >= -1e-12
+    ci = r.cost_interval
+    assert ci is not None and ci["reference"] == "K*" and "gap_low" not in ci
+    assert ci["relative_diff_low"] * ci["optimal_expected_cost"] == pytest.approx(ci["diff_low"], rel=1e-12)

@@ -36,7 +36,7 @@ from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
 from .history import RunLog
 from .job import Job
-from .judge import TauJudge
+from .judge import TauJudge, measured_noisily, unjudged
 from .records import HistoryRow, Result
 from .rule_choice import make_run_rule
 from .rundir import RunDir
@@ -358,7 +358,10 @@ def _interval(job: Job, interval: CostInterval | None, judge: TauJudge | None = 
     if oracle is not None and oracle.noisy:  # the difference was measured against the optimum
         ref = (judge.optimum(interval.tau)[1] if judge is not None
                else expected_cost(oracle, oracle.optimal_gain, interval.tau))
-        out.update(optimal_expected_cost=ref, gap_low=interval.diff_low / ref, gap_high=interval.diff_high / ref)
+        out.update(optimal_expected_cost=ref)
+        # K* under measurement noise (K_tau unaffordable) is not the optimum: a relative difference, not a gap
+        name = "relative_diff" if judge is None and measured_noisily(oracle) else "gap"
+        out.update({f"{name}_low": interval.diff_low / ref, f"{name}_high": interval.diff_high / ref})
     return out
 
 
@@ -424,6 +427,7 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
         gap = (cost - fstar) / abs(fstar)
         err = gain_error(K, oracle.optimal_gain)
         stabilizing = oracle.is_stabilizing(K)
+        judged = unjudged(oracle) if measured_noisily(oracle) else None
     else:
         cost = fstar = gap = err = math.nan
         stabilizing = True
