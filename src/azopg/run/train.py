@@ -69,8 +69,9 @@ def train(
     ----------
     problem : LQRProblem or Plant
         A known LQR problem (its exact oracle is used only to *report* the gap and
-        stop at ``target_gap``), or any object following the :class:`~azopg.plants.base.Plant`
-        protocol (then give ``K0`` and a budget).
+        stop at ``target_gap``; under measurement noise the gap of the expected cost at the run's
+        horizon to its optimum ``K_tau``, :mod:`azopg.run.judge`), or any object following the
+        :class:`~azopg.plants.base.Plant` protocol (then give ``K0`` and a budget).
     settings : Settings, optional
         All settings; or pass them as keyword ``options`` (``seed=1, max_time=30``).
         ``plain=True`` runs the paper's rule exactly as published: fixed ``alpha``, ``r``,
