@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,3 +110,16 @@ def test_an_unaffordable_K_tau_is_said_and_no_difference_to_K_star_is_called_a_g
     ci = r.cost_interval
     assert ci is not None and ci["reference"] == "K*" and "gap_low" not in ci
     assert ci["relative_diff_low"] * ci["optimal_expected_cost"] == pytest.approx(ci["diff_low"], rel=1e-12)
+
+
+def test_the_cli_says_what_the_gap_is_judged_against(tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "azopg", "train", "--problem", "he1", "--measurement-noise", "0.05",
+                           "--tau", str(TAU), "--max-updates", "1", "--quiet", "--out", str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"of the expected cost at tau = {TAU:g} to its optimum K_tau's" in proc.stdout
+    assert "relative gap of the expected cost to K_tau's" in proc.stdout and "K*'s" not in proc.stdout
+    doc = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert doc["judge"]["optimum"] == "K_tau" and doc["judge"]["tau"] == TAU
+    assert doc["cost_interval"]["reference"] == "K_tau" and doc["relative_gap"] >= 0
