@@ -101,6 +101,12 @@ class Result:
         also ``optimal_expected_cost`` (of ``K*`` at ``tau``) and ``gap_low``, ``gap_high`` (the interval
         relative to it). ``None`` without noise, and when the measurement would exceed the budget that
         stopped the run (``max_rollouts``, or the time budget during the calibration).
+    judge : dict or None
+        Under measurement noise on a known problem (:mod:`azopg.run.judge`): ``cost``, ``optimal_cost``,
+        ``relative_gap`` and ``gain_error`` are then the expected cost at the final horizon ``tau``, ``K_tau``'s,
+        their relative gap ``gap_tau`` (>= 0) and ``||K - K_tau|| / ||K_tau||``; this holds ``optimum``
+        (``"K_tau"``), ``tau``, ``K_tau``, ``noise_free_gap`` (of ``K`` to ``K*``) and ``K_tau_noise_free_gap``.
+        ``None`` otherwise (the optimum is ``K*``).
     history : list of HistoryRow
     """
 
@@ -123,6 +129,7 @@ class Result:
     problem_data: dict[str, Any] | None = field(default=None, repr=False)
     gain_error: float = math.nan
     cost_interval: dict[str, Any] | None = None
+    judge: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``result.json`` document."""
@@ -147,4 +154,5 @@ class Result:
             "given_settings": self.given_settings,
             "stats": self.stats,
             "cost_interval": self.cost_interval,
+            "judge": self.judge,
         }

@@ -36,6 +36,7 @@ from ..settings import Settings
 from .checkpoint import FINISHED, RunFinished, RunRecorder, open_run, read_checkpoint
 from .history import RunLog
 from .job import Job
+from .judge import TauJudge, measured_noisily, unjudged
 from .records import HistoryRow, Result
 from .rule_choice import make_run_rule
 from .rundir import RunDir
@@ -68,8 +69,9 @@ def train(
     ----------
     problem : LQRProblem or Plant
         A known LQR problem (its exact oracle is used only to *report* the gap and
-        stop at ``target_gap``), or any object following the :class:`~azopg.plants.base.Plant`
-        protocol (then give ``K0`` and a budget).
+        stop at ``target_gap``; under measurement noise the gap of the expected cost at the run's
+        horizon to its optimum ``K_tau``, :mod:`azopg.run.judge`), or any object following the
+        :class:`~azopg.plants.base.Plant` protocol (then give ``K0`` and a budget).
     settings : Settings, optional
         All settings; or pass them as keyword ``options`` (``seed=1, max_time=30``).
         ``plain=True`` runs the paper's rule exactly as published: fixed ``alpha``, ``r``,
@@ -240,7 +242,8 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
     """Learn ``job``: the one place where executor, rule, log and recorder meet."""
     executor = _executor(job, settings, backend, float(restore["elapsed_s"]) if restore is not None else 0.0)
     clock = executor.clock
-    runlog = RunLog(job.monitor(), clock, settings.workers)
+    judge = TauJudge.of(job.oracle)  # measurement noise: judged against K_tau, not K*
+    runlog = RunLog(judge.monitor if judge is not None else job.monitor(), clock, settings.workers)
     plant = job.plant_factory()  # the master's questions to the plant (and the serial executor's plant)
     if isinstance(executor, SerialExecutor):
         executor.adopt(plant, job.plant_factory)
@@ -266,7 +269,7 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
                                                     loop_policy(backend),
                                                     functools.partial(stop_reason, rule, runlog, clock,
                                                                       executor.reserve),
-                                                    Throttle(ticked))
+                                                    Throttle(ticked), judge)
     except BaseException:
         if recorder is not None:
             with contextlib.suppress(Exception):
@@ -282,8 +285,8 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
         else:
             recorder.flush()
         recorder.close()
-    result = _result(job, rule, runlog, K, status, clock())
-    result.cost_interval = _interval(job, interval)
+    result = _result(job, rule, runlog, K, status, clock(), judge)
+    result.cost_interval = _interval(job, interval, judge)
     result.settings["backend"] = backend
     result.given_settings = {**settings.to_dict(), "backend": backend}
     result.stats["calibration_s"] = calibrated_at if math.isfinite(calibrated_at) else None
@@ -295,9 +298,11 @@ def _run(job: Job, settings: Settings, backend: str, progress: Progress | None,
 
 
 def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder | None, resumed: bool, policy: str,
-           should_stop: Callable[[], str | None], tick: Throttle) -> tuple[str, np.ndarray, float, CostInterval | None]:
+           should_stop: Callable[[], str | None], tick: Throttle,
+           judge: TauJudge | None = None) -> tuple[str, np.ndarray, float, CostInterval | None]:
     """Calibrate (or resume), run the loop, choose the final gain and, under noise, measure its cost:
-    ``(status, K, calibrated_at, interval)`` (:func:`~azopg.method.lifecycle.cost_interval`)."""
+    ``(status, K, calibrated_at, interval)`` (:func:`~azopg.method.lifecycle.cost_interval`); ``judge``
+    (measurement noise) judges at the rule's horizon from the calibration's end on."""
     clock = executor.clock
     if rule.settings.max_time is not None:
         rule.out_of_time = functools.partial(_out_of_time, clock, rule.settings.max_time)
@@ -310,7 +315,11 @@ def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder
             calibrated_at = clock()
         else:
             calibrated_at = recorder.calibration_s if recorder and recorder.calibration_s is not None else math.nan
+            if judge is not None:
+                judge.horizon = lambda: rule.tuning.tau
             rule.log(Event.RESUME, 0, -1, rule.version)
+        if judge is not None:
+            judge.horizon = lambda: rule.tuning.tau
         if recorder is not None:
             recorder.calibration_s = calibrated_at if math.isfinite(calibrated_at) else None
             recorder.save()
@@ -329,25 +338,31 @@ def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder
     if status == "max_rollouts":  # the measurement would exceed the rollout budget
         return status, K, calibrated_at, None
     oracle = job.oracle if job.oracle is not None and job.oracle.noisy else None
+    ref, name = (job.K0, "K0") if oracle is None else (oracle.optimal_gain, "K*")
+    if judge is not None:  # the optimum of the expected cost at the horizon measured
+        ref, name = judge.optimum(rule.tuning.tau)[0], "K_tau"
     try:  # under noise, confidence intervals for the returned gain's cost, from a measurement of its own
-        interval = cost_interval(rule, executor.run, K, *((oracle.optimal_gain, "K*") if oracle is not None
-                                                          else (job.K0, "K0")))
+        interval = cost_interval(rule, executor.run, K, ref, name)
     except (OutOfTime, KeyboardInterrupt):
         interval = None
     return status, K, calibrated_at, interval
 
 
-def _interval(job: Job, interval: CostInterval | None) -> dict[str, Any] | None:
+def _interval(job: Job, interval: CostInterval | None, judge: TauJudge | None = None) -> dict[str, Any] | None:
     """``result.json``'s ``cost_interval``: the intervals, and with a noisy problem's exact oracle (the difference
-    measured to ``K*``) the difference's interval as a relative gap to ``K*``'s exact expected cost at the horizon,
-    and that expected cost."""
+    measured to the optimum: ``K_tau`` under measurement noise, else ``K*``) the difference's interval as a
+    relative gap to the optimum's exact expected cost at the horizon, and that expected cost."""
     if interval is None:
         return None
     out: dict[str, Any] = interval.to_dict()
     oracle = job.oracle
-    if oracle is not None and oracle.noisy:  # the difference was measured against K*
-        ref = expected_cost(oracle, oracle.optimal_gain, interval.tau)
-        out.update(optimal_expected_cost=ref, gap_low=interval.diff_low / ref, gap_high=interval.diff_high / ref)
+    if oracle is not None and oracle.noisy:  # the difference was measured against the optimum
+        ref = (judge.optimum(interval.tau)[1] if judge is not None
+               else expected_cost(oracle, oracle.optimal_gain, interval.tau))
+        out.update(optimal_expected_cost=ref)
+        # K* under measurement noise (K_tau unaffordable) is not the optimum: a relative difference, not a gap
+        name = "relative_diff" if judge is None and measured_noisily(oracle) else "gap"
+        out.update({f"{name}_low": interval.diff_low / ref, f"{name}_high": interval.diff_high / ref})
     return out
 
 
@@ -397,14 +412,23 @@ def stop_reason(rule: UpdateRule, runlog: RunLog, clock: Callable[[], float],
     return None
 
 
-def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: str, wall: float) -> Result:
+def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: str, wall: float,
+            judge: TauJudge | None = None) -> Result:
     oracle = job.oracle
-    if oracle is not None:
+    judged = None
+    if judge is not None:  # measurement noise: the expected cost at the final horizon, against K_tau's
+        tau = rule.tuning.tau
+        cost, gap, err = judge.judge(K, tau)
+        fstar = judge.optimum(tau)[1]
+        stabilizing = judge.problem.is_stabilizing(K)
+        judged = judge.summary(K, tau)
+    elif oracle is not None:
         cost = oracle.cost(K)
         fstar = oracle.optimal_cost
         gap = (cost - fstar) / abs(fstar)
         err = gain_error(K, oracle.optimal_gain)
         stabilizing = oracle.is_stabilizing(K)
+        judged = unjudged(oracle) if measured_noisily(oracle) else None
     else:
         cost = fstar = gap = err = math.nan
         stabilizing = True
@@ -415,4 +439,4 @@ def _result(job: Job, rule: UpdateRule, runlog: RunLog, K: np.ndarray, status: s
     return Result(job.name, K, cost, fstar, gap, stabilizing, rule.stats.updates, rule.stats.rollouts, wall,
                   rule.settings.seed, status, s, {**rule.stats.summary(), **rule.summary()},
                   runlog.history, arrivals=runlog.arrivals,
-                  problem_data=oracle.to_dict() if oracle is not None else None, gain_error=err)
+                  problem_data=oracle.to_dict() if oracle is not None else None, gain_error=err, judge=judged)
