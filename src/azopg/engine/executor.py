@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AzopgError
@@ -178,6 +178,16 @@ class ExecutorBase:
     def idle_workers(self) -> list[int]:
         """No worker is ever lost, so none is idle."""
         return []
+
+    def with_deadline(self, task: Task, *, blocking: bool = False) -> Task:
+        """``task`` stamped with the run's deadline (:attr:`~azopg.method.tasks.Task.deadline`, on
+        :func:`time.monotonic`), past which it stops between rollouts: the end of :attr:`budget` for a blocking
+        task (calibration, the closing measurement), less :attr:`reserve` for a task of the loop (the closing
+        measurement keeps its time). Unchanged without a budget."""
+        if self.budget is None:
+            return task
+        end = self.budget - (0.0 if blocking else self.reserve())
+        return replace(task, deadline=time.monotonic() + end - self.clock())
 
     def ready_reports(self) -> list[Report]:
         """None: the serial and simulated executors hand reports over one at a time (a simulated
