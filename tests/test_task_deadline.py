@@ -141,3 +141,19 @@ def test_a_worker_answers_a_cut_task_with_a_cut_marker(chain3) -> None:
     answer = run_or_fail(LinearPlant(chain3), _evaluate(chain3.K0, deadline=time.monotonic() - 1.0))
     assert isinstance(answer, TaskFailed) and answer.cut
     assert not isinstance(run_or_fail(LinearPlant(chain3), _evaluate(chain3.K0, deadline=None)), TaskFailed)
+
+
+def test_a_run_cut_at_its_deadline_replays_exactly(chain3, fake_clock: FakeClock, tmp_path) -> None:
+    """The straggling run above, written and replayed (no clock in a replay): the same gain, bit for bit."""
+    from azopg.run.output import write_run
+    from azopg.run.replay import replay_run
+
+    plant = TimedPlant(LinearPlant(chain3), fake_clock, per_call=0.01, straggle_after=0.8, straggle=1000.0)
+    res = azopg.train(chain3, backend="serial", plant_factory=lambda: plant, max_time=2.0, seed=1,
+                      target_gap=1e-12)
+    assert plant.straggled and res.status == "max_time"
+    write_run(tmp_path, res, plot=False)
+    K, K_recorded, events = replay_run(tmp_path)
+    assert events == len(res.arrivals) > 0
+    assert np.array_equal(K_recorded, res.K)
+    assert np.array_equal(K, K_recorded)

@@ -332,7 +332,10 @@ def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder
     try:  # under noise, confidence intervals for the returned gain's cost, from a measurement of its own
         interval = cost_interval(rule, executor.run, K, *((oracle.optimal_gain, "K*") if oracle is not None
                                                           else (job.K0, "K0")))
-    except (OutOfTime, KeyboardInterrupt):
+    except OutOfTime:  # its measurement stops at the budget's end (a task carries the deadline): no interval
+        log.warning("azopg: the time budget ran out during the returned gain's cost measurement; no cost interval")
+        interval = None
+    except KeyboardInterrupt:
         interval = None
     return status, K, calibrated_at, interval
 
