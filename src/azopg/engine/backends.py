@@ -63,7 +63,7 @@ class SerialExecutor(ExecutorBase):
 
     def run(self, task: Task) -> Report:
         assert self.plant is not None, "start() first"
-        return run_task(self.plant, self.with_deadline(task, blocking=True))
+        return run_task(self.plant, self.with_deadline(task))
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)

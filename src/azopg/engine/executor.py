@@ -179,15 +179,14 @@ class ExecutorBase:
         """No worker is ever lost, so none is idle."""
         return []
 
-    def with_deadline(self, task: Task, *, blocking: bool = False) -> Task:
-        """``task`` stamped with the run's deadline (:attr:`~azopg.method.tasks.Task.deadline`, on
-        :func:`time.monotonic`), past which it stops between rollouts: the end of :attr:`budget` for a blocking
-        task (calibration, the closing measurement), less :attr:`reserve` for a task of the loop (the closing
-        measurement keeps its time). Unchanged without a budget."""
+    def with_deadline(self, task: Task) -> Task:
+        """``task`` stamped with the end of :attr:`budget` as its deadline (:attr:`~azopg.method.tasks.Task.deadline`,
+        on :func:`time.monotonic`), past which it stops between rollouts; unchanged without a budget. Not the loop's
+        end (less :attr:`reserve`): a task cut there, when the reserve shrinks later, would leave its worker idle
+        while the loop goes on; a cut task means the budget is spent, so the run ends."""
         if self.budget is None:
             return task
-        end = self.budget - (0.0 if blocking else self.reserve())
-        return replace(task, deadline=time.monotonic() + end - self.clock())
+        return replace(task, deadline=time.monotonic() + self.budget - self.clock())
 
     def ready_reports(self) -> list[Report]:
         """None: the serial and simulated executors hand reports over one at a time (a simulated
