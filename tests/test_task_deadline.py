@@ -157,3 +157,24 @@ def test_a_run_cut_at_its_deadline_replays_exactly(chain3, fake_clock: FakeClock
     assert events == len(res.arrivals) > 0
     assert np.array_equal(K_recorded, res.K)
     assert np.array_equal(K, K_recorded)
+
+
+def test_worker_processes_drop_a_cut_task(chain3) -> None:
+    """A task sent once the budget is spent is cut in its worker process, whose answer the master drops: no
+    report, no failure, and the worker is free again (polled until it is: no verdict on how soon)."""
+    import functools
+
+    from azopg.engine.backends import ExecutorOptions, make_executor
+
+    ex = make_executor("async", functools.partial(LinearPlant, chain3), 1, ExecutorOptions())
+    try:
+        ex.start()
+        ex.budget = 0.0
+        ex.submit(_evaluate(chain3.K0, deadline=None))  # stamped with the (spent) budget's end
+        for _ in range(240):
+            assert ex.next_report(timeout=0.5) is None
+            if ex.idle_workers() == [0]:
+                break
+        assert ex.idle_workers() == [0]
+    finally:
+        ex.close()
