@@ -79,8 +79,9 @@ class SerialExecutor(ExecutorBase):
                 time.sleep(max(end - start, 0.0))  # the budget ends before the task would
                 return None
         self._queue.popleft()
+        assert self.plant is not None, "start() first"
         try:
-            rep = run_task(self.plant, self.with_deadline(task))  # type: ignore[arg-type]
+            rep = run_task(self.plant, self.with_deadline(task))
         except OutOfTime:  # cut at the budget's end: no report, the loop ends the run
             return None
         self.pace[task.kind] = (self.clock() - start) / (task.tau * task.size)
