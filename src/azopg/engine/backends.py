@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import SettingsError
+from ..errors import OutOfTime, SettingsError
 from ..method.lifecycle import OVERRUN, PACE_MARGIN
 from ..method.tasks import Report, Task, run_task
 from ..plants.base import Plant
@@ -63,7 +63,7 @@ class SerialExecutor(ExecutorBase):
 
     def run(self, task: Task) -> Report:
         assert self.plant is not None, "start() first"
-        return run_task(self.plant, task)
+        return run_task(self.plant, self.with_deadline(task))
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)
@@ -78,7 +78,12 @@ class SerialExecutor(ExecutorBase):
             if start + PACE_MARGIN * self.pace.get(task.kind, 0.0) * task.tau * task.size > end + OVERRUN:
                 time.sleep(max(end - start, 0.0))  # the budget ends before the task would
                 return None
-        rep = self.run(self._queue.popleft())
+        self._queue.popleft()
+        assert self.plant is not None, "start() first"
+        try:
+            rep = run_task(self.plant, self.with_deadline(task))
+        except OutOfTime:  # cut at the budget's end: no report, the loop ends the run
+            return None
         self.pace[task.kind] = (self.clock() - start) / (task.tau * task.size)
         return rep
 

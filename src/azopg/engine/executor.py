@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AzopgError
@@ -178,6 +178,15 @@ class ExecutorBase:
     def idle_workers(self) -> list[int]:
         """No worker is ever lost, so none is idle."""
         return []
+
+    def with_deadline(self, task: Task) -> Task:
+        """``task`` stamped with the end of :attr:`budget` as its deadline (:attr:`~azopg.method.tasks.Task.deadline`,
+        on :func:`time.monotonic`), past which it stops between rollouts; unchanged without a budget. Not the loop's
+        end (less :attr:`reserve`): a task cut there, when the reserve shrinks later, would leave its worker idle
+        while the loop goes on; a cut task means the budget is spent, so the run ends."""
+        if self.budget is None:
+            return task
+        return replace(task, deadline=time.monotonic() + self.budget - self.clock())
 
     def ready_reports(self) -> list[Report]:
         """None: the serial and simulated executors hand reports over one at a time (a simulated

@@ -37,11 +37,13 @@ DEADLINE_SCAN = 0.1
 
 
 class TaskFailed(NamedTuple):
-    """Sent by a worker instead of a report when its plant raised."""
+    """Sent by a worker instead of a report when its plant raised, or (``cut``) when the task stopped at the run's
+    deadline (:class:`~azopg.errors.OutOfTime`: the master drops it)."""
 
     task_id: int
     worker: int
     error: str
+    cut: bool = False
 
 
 def run_or_fail(plant: Plant, task: Task) -> Report | TaskFailed:
@@ -49,6 +51,8 @@ def run_or_fail(plant: Plant, task: Task) -> Report | TaskFailed:
     where it was raised if the plant raised (the master then stops the run)."""
     try:
         return run_task(plant, task)
+    except OutOfTime as exc:
+        return TaskFailed(task.task_id, task.worker, str(exc), cut=True)
     except Exception as exc:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return TaskFailed(task.task_id, task.worker,
@@ -242,6 +246,8 @@ class RemoteExecutor(ExecutorBase):
         self._start_next(rec.slot, now)
         reports: list[Report] = []
         for answer in (msg, *more):
+            if isinstance(answer, TaskFailed) and answer.cut:  # stopped at the deadline: the run is ending
+                continue
             if isinstance(answer, TaskFailed):
                 raise WorkerError(f"worker {answer.worker}: task {answer.task_id} failed: {answer.error}")
             reports.append(answer)

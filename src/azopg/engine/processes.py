@@ -182,6 +182,7 @@ class ProcessExecutor(RemoteExecutor):
 
     def submit(self, task: Task) -> None:
         w = task.worker
+        task = self.with_deadline(task)
         body = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._conn(w).send_bytes(body)

@@ -163,6 +163,7 @@ class RayExecutor(RemoteExecutor):
     def submit(self, task: Task) -> None:
         """Hold ``task`` for its worker: it is sent, with the worker's other held tasks, just
         before the master next waits (:meth:`_send_held`)."""
+        task = self.with_deadline(task)
         self._held.setdefault(task.worker, []).append(task)
 
     def idle_workers(self) -> list[int]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..plants.base import Plant, RolloutResult, common_noise, failed, returns_moments, returns_snapshots, rollout_of
 from ..plants.checked import CheckedPlant, check_states, require_task_memory
+from ..plants.deadline import check_deadline, deadline_scope
 from .estimators import estimate_gradient, rebuild_estimate, sphere_directions
 from .kinds import TaskKind
 from .noisy_eval import NOISY_TAIL_TOL, TAIL_Z, noisy_measure
@@ -104,6 +105,7 @@ class Task:
     snapshots: int = 1
     noisy: bool = False
     antithetic: bool = False
+    deadline: float | None = None  #: :func:`time.monotonic` at which the task stops (OutOfTime); None: never
 
     @property
     def size(self) -> int:
@@ -288,15 +290,23 @@ def evaluation_count(plant: Plant) -> int:
 
 
 def run_task(plant: Plant, task: Task, eval_states: np.ndarray | None = None) -> Report:
-    """Do one task on ``plant`` and return the report.
+    """Do one task on ``plant`` and return the report; past ``task.deadline`` it stops between rollouts (a long
+    rollout between its steps or grid chunks: :mod:`~azopg.plants.deadline`).
 
     Raises
     ------
+    OutOfTime
+        If the task's deadline passed before it ended (no report: the run's time budget is spent).
     PlantProtocolError
         If the plant answers outside the protocol (see :mod:`azopg.plants.checked`).
     SettingsError
         If an estimate's batch does not fit in memory.
     """
+    with deadline_scope(task.deadline):
+        return _run_task(plant, task, eval_states)
+
+
+def _run_task(plant: Plant, task: Task, eval_states: np.ndarray | None) -> Report:
     raw, plant = plant, CheckedPlant(plant)
     bind = getattr(raw, "bind_rng", None)
     if callable(bind):  # a noisy plant draws its noise from the task's own stream
@@ -371,6 +381,7 @@ def _run_moments(plant: Plant, task: Task) -> Report:
     x0 = plant.initial_states(rng, task.N)
     inner: Any = getattr(plant, "plant", plant)  # the snapshots of the plant a CheckedPlant wraps
     if task.snapshots > 1 and returns_snapshots(inner) and not isinstance(plant, NoisyCosts):
+        check_deadline()
         tr = inner.rollout_snapshots(Ki, x0, task.tau, task.snapshots)
         ok = ~np.asarray(tr.blown_up, dtype=bool)
         nok = int(np.count_nonzero(ok))

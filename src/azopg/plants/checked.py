@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import PlantProtocolError, SettingsError
 from ..model.validation import require_memory
 from .base import Plant, RolloutResult, common_noise, is_deterministic, returns_moments, rollout_of
+from .deadline import check_deadline
 
 __all__ = ["CheckedPlant", "check_rollout", "check_states", "plant_name", "require_task_memory"]
 
@@ -108,6 +109,7 @@ class CheckedPlant:
     def rollout(self, K: np.ndarray, x0: np.ndarray, tau: float, *, moments: bool = False,
                 noise_rows: np.ndarray | None = None) -> RolloutResult:
         b = np.shape(x0)[0]
+        check_deadline()  # the run's time budget: a task stops between its rollouts
         if not moments:
             return check_rollout(self.plant, rollout_of(self.plant, K, x0, tau, False, noise_rows), b)
         plant = self.plant

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .base import COST_LIMIT, GROWTH
+from .deadline import check_deadline
 
 __all__ = ["ListStepper", "SingleStepper", "Stepper", "VectorStepper", "lockstep", "matvec", "rowdots", "sq_norms"]
 
@@ -213,6 +214,7 @@ def lockstep(stepper: Stepper, K: np.ndarray, X0: np.ndarray, seeds: list[int], 
             Sc = np.zeros((E, n, n)) if moments else None
             last = obs.copy()
             for _ in range(steps):
+                check_deadline()  # a long episode stops between steps once the run's time is spent
                 if Sc is not None:
                     Sc[active] += obs[active, :, None] * obs[active, None, :]
                 obs, reward, terminated, truncated, flagged = stepper.step(-matvec(Kc, obs))

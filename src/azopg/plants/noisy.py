@@ -46,6 +46,7 @@ import numpy as np
 from ..model.noise import Segment, augmented, gramian, short_step
 from ..model.problem import LQRProblem
 from .base import GROWTH, RolloutResult, Trajectory, finalize, with_moments
+from .deadline import check_deadline
 from .linear import LinearPlant
 
 __all__ = ["GRID_STEPS", "MAX_STEPS", "MIN_STEPS", "NoisyLinearPlant"]
@@ -272,6 +273,7 @@ class NoisyLinearPlant(LinearPlant):
         starts = np.empty((chunk, b, d))
         ends = np.empty((chunk, b, 1, d))  # z_{k+1} as rows (b, 1, d): a batched matmul per step, no einsum
         for k0 in range(0, steps, chunk):
+            check_deadline()  # a long rollout stops between grid chunks once the run's time is spent
             c = min(chunk, steps - k0)
             G = rng.standard_normal((c, paths, n))
             # the chunk's disturbances E[c, b] = Lq[b] G[c, path of b], as batched matmuls (not einsum: 3x slower)

@@ -11,6 +11,7 @@ take by take, rebuilds the same sequence of gains, bit for bit. A log without th
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import math
@@ -22,7 +23,7 @@ import numpy as np
 from ..engine.backends import BACKENDS, loop_policy
 from ..errors import OutOfTime, SettingsError
 from ..method.auto import resolve_settings
-from ..method.kinds import TaskKind
+from ..method.kinds import Event, TaskKind
 from ..method.rules import make_rule
 from ..method.tasks import TASK_KINDS, Report, run_task
 from ..model.problem import LQRProblem
@@ -134,5 +135,18 @@ def replay_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         events += 1
     if take:
         rule.tell_many(take)
+    if _closing_cut(d / "history.csv"):  # the run's closing checks stopped at its deadline: it kept what it had
+        status = "interrupted"
     K = rule.final_gain(status, lambda task: run_task(plant, task))
     return K, K_recorded, events
+
+
+def _closing_cut(path: Path) -> bool:
+    """Whether the run's history ends with the time budget running out after its calibration (a task, e.g. a
+    closing check, stopped at the deadline: the run then returned its gain as if interrupted)."""
+    try:
+        with open(path, newline="") as fh:
+            last = collections.deque(csv.DictReader(fh), maxlen=1)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return bool(last) and last[0].get("event") == Event.OUT_OF_TIME.value

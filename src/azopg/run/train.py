@@ -343,7 +343,10 @@ def _learn(job: Job, rule: UpdateRule, executor: Executor, recorder: RunRecorder
         ref, name = judge.optimum(rule.tuning.tau)[0], "K_tau"
     try:  # under noise, confidence intervals for the returned gain's cost, from a measurement of its own
         interval = cost_interval(rule, executor.run, K, ref, name)
-    except (OutOfTime, KeyboardInterrupt):
+    except OutOfTime:  # its measurement stops at the budget's end (a task carries the deadline): no interval
+        log.warning("azopg: the time budget ran out during the returned gain's cost measurement; no cost interval")
+        interval = None
+    except KeyboardInterrupt:
         interval = None
     return status, K, calibrated_at, interval
 
