@@ -18,7 +18,7 @@ import numpy as np
 from .buffer import RolloutBuffer
 from .pairs import PairBuffer
 from .regression import PolicyEvaluation
-from .tasks import RolloutData
+from .tasks import RolloutData, TrajectoryData
 
 __all__ = ["FRESH", "NOISY_CONDITION", "OVERDETERMINED", "BufferedFits"]
 
@@ -65,9 +65,11 @@ class BufferedFits:
     def __len__(self) -> int:
         return len(self.buffer)
 
-    def add(self, data: RolloutData | None) -> None:
-        """Buffer a report's rollouts (:meth:`~.buffer.RolloutBuffer.add`)."""
-        self.buffer.add(data)
+    def add(self, data: RolloutData | TrajectoryData | None) -> None:
+        """Buffer a report's whole rollouts (:meth:`~.buffer.RolloutBuffer.add`); rollouts cut into intervals
+        (the calibration's probes of the horizon) are not equations of the fit."""
+        if isinstance(data, RolloutData):
+            self.buffer.add(data)
 
     def clear(self) -> None:
         self.buffer.clear()
