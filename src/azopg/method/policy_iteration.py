@@ -386,6 +386,7 @@ class PolicyIteration(KleinmanSteps):
                 self._snapshot_probes = False
             if not self.noisy:
                 measure_radius(self, run)
+                self.buffer.exact()
                 self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
                 return
         super().calibrate(run)
