@@ -62,7 +62,7 @@ from .discrete import fit_weight
 from .equations import IntervalEquations
 from .iv_equations import InstrumentedEquations
 from .kinds import Event, TaskKind
-from .pi_calibration import JUMP, calibrate_snapshots, recalibrate
+from .pi_calibration import JUMP, calibrate_snapshots, measure_radius, recalibrate
 from .pi_defaults import (
     BLOWUP_RATE,
     BLOWUP_SHRINKS,
@@ -146,6 +146,7 @@ class PolicyIteration(KleinmanSteps):
         self.movement = math.inf
         self._moments: np.ndarray | None = None
         self._first_pairs = False  # the calibration's first batch is being issued in pairs (:meth:`calibrate`)
+        self._snapshot_probes = False  # the buffered method's horizon probes are cut into snapshots (:meth:`calibrate`)
 
     @property
     def on_pairs(self) -> bool:
@@ -161,7 +162,7 @@ class PolicyIteration(KleinmanSteps):
         """The snapshots and the perturbations' factors; a probe at an explicit gain (``version``
         -1: calibration) asks for at least :data:`~.pi_calibration.JUMP` snapshots (their costs give the tail)."""
         pairs = self.on_pairs  # probes as with snapshots, the loop's tasks (and the first batch) in pairs
-        if self.buffer is not None and not pairs:
+        if self.buffer is not None and not pairs and not self._snapshot_probes:
             return {}
         if pairs and (version >= 0 or self._first_pairs):
             return {"antithetic": True, "L": self.scales[0], "M": self.scales[1]}
@@ -292,7 +293,7 @@ class PolicyIteration(KleinmanSteps):
             S = np.asarray(data.S, dtype=float).reshape(-1, self.n, self.n)
             self._moments = np.maximum(np.diagonal(S.sum(axis=0)).copy(), np.finfo(float).tiny)
         if self.buffer is not None:
-            self.buffer.add(data)  # type: ignore[arg-type]
+            self.buffer.add(data)
             return
         if isinstance(data, RolloutData):  # a plant without snapshots: the whole rollout is one interval
             data = TrajectoryData(data.Ki, np.stack([data.x0, data.x_end], axis=1), data.S[:, None], data.cost[:, None],
@@ -356,8 +357,9 @@ class PolicyIteration(KleinmanSteps):
 
     def calibrate(self, run: Runner) -> None:
         """:meth:`_calibrate_snapshots` (no step search: Kleinman's step needs none). Buffered: the shared
-        calibration, then one ``moments`` task at the calibrated gain into the buffer (a batch too large
-        for memory is refused here, before the run is saved as resumable); antithetic pairs: as with
+        calibration (on exact data the horizon as with snapshots, from tens of rollouts instead of thousands, and
+        :func:`~.pi_calibration.measure_radius`), then one ``moments`` task at the calibrated gain into the buffer
+        (a batch too large for memory is refused here, before the run is saved as resumable); antithetic pairs: as with
         snapshots (their probes are not pairs: the pair buffer ignores them), and the first batch, at the pairs'
         horizon and radius, in pairs (as snapshots it was ignored: 885 rollouts, 33 s of CAREX 3.1-l30's 60)."""
         if self.buffer is None or self.buffer.pairs:
@@ -376,6 +378,17 @@ class PolicyIteration(KleinmanSteps):
                 finally:
                     self._first_pairs = False
             return
+        if not self.settings.cost_noise:  # exact data: the horizon from snapshot probes, the radius as before
+            self._snapshot_probes = True
+            try:
+                self._calibrate_snapshots(run)
+            finally:
+                self._snapshot_probes = False
+            if not self.noisy:
+                measure_radius(self, run)
+                self.buffer.exact()
+                self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
+                return
         super().calibrate(run)
         self._add(self.probe(run, TaskKind.MOMENTS, self.K.copy()))
 
