@@ -6,6 +6,8 @@ import pytest
 
 import azopg
 from azopg.engine import loops
+from azopg.method import pi_defaults
+from azopg.method.pairs import PairBuffer
 from azopg.run.speedup import calibrated_settings
 from azopg.settings import Settings
 
@@ -32,3 +34,16 @@ def fixed(chain3):
     calibration a single check."""
     s = calibrated_settings(chain3, Settings(seed=0, method="two-point"))
     return {"tau": s.tau, "r": s.r, "step": s.step}
+
+
+@pytest.fixture
+def pair_fits(monkeypatch):
+    """Policy iteration on antithetic pairs at any size (forced where the interval equations would run), and the
+    base gains of its pair fits, in order, as the returned list."""
+    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
+    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
+    fits = []
+    evaluate = PairBuffer.evaluate
+    monkeypatch.setattr(PairBuffer, "evaluate",
+                        lambda self, K, R, stop=None: fits.append(K) or evaluate(self, K, R, stop))
+    return fits

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import pi_defaults
 from azopg.model.hard import hard_system, rescaled
 from azopg.model.problem import LQRProblem
 
@@ -74,7 +73,8 @@ def test_learning_from_one_equation_per_rollout_is_unit_invariant(states, inputs
 
 
 @pytest.mark.parametrize(("states", "inputs"), [(1e2, 1.0), (1e4, 1.0), (1e4, 1e2)])
-def test_learning_from_antithetic_pairs_is_unit_invariant(monkeypatch, states, inputs):
+@pytest.mark.usefixtures("pair_fits")
+def test_learning_from_antithetic_pairs_is_unit_invariant(states, inputs):
     # E alone from antithetic pairs (by default where the interval equations' factor is large; forced here):
     # perturbations L Z M scaled to the inputs and the states as with snapshots, the horizon from the cost's tail,
     # columns of the pair fit scaled to unit norm, Kleinman's steps iterated on the same pairs while their
@@ -83,6 +83,4 @@ def test_learning_from_antithetic_pairs_is_unit_invariant(monkeypatch, states, i
     # (PAIR_PERTURBATION), so the costs' rounding is 1e3 times larger in the fit: 4e-8 seen. Still not invariant
     # in general: the step bound TRUST ||K||_F (it bound he1's second step at inputs 1e-2 ... 1e2 with one
     # Kleinman step per fit; with the steps iterated the first update reaches K* and it does not bind).
-    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     assert_same_costs_per_update(states, inputs, rtol=1e-6)

@@ -167,19 +167,13 @@ def test_an_antithetic_task_returns_pairs_from_the_same_states():
     np.testing.assert_array_equal(d.cost, again.cost)
 
 
-def test_policy_iteration_on_pairs_converges_where_it_takes_them(monkeypatch):
+def test_policy_iteration_on_pairs_converges_where_it_takes_them(pair_fits):
     """The rule with pairs forced on a small problem (where the interval equations would run): the gap
     of the exact oracle, in a rollout budget (no clock)."""
-    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
-    fits = []
-    evaluate = PairBuffer.evaluate
-    monkeypatch.setattr(PairBuffer, "evaluate",
-                        lambda self, K, R, stop=None: fits.append(K) or evaluate(self, K, R, stop))
     p = azopg.get_problem("he1")
     r = azopg.train(p, seed=0, max_rollouts=3000, target_gap=1e-8)
     assert r.status == "converged" and p.relative_gap(r.K) <= 1e-8
-    assert len(fits) >= r.updates >= 1
+    assert len(pair_fits) >= r.updates >= 1
 
 
 def test_equations_too_large_to_hold_are_not_allocated_until_used():
@@ -189,10 +183,9 @@ def test_equations_too_large_to_hold_are_not_allocated_until_used():
     assert eq.unknowns == 1000 * 1001 // 2 + 1000 and eq._T is None
 
 
-def test_a_run_on_pairs_replays_bit_for_bit(monkeypatch, tmp_path):
+@pytest.mark.usefixtures("pair_fits")
+def test_a_run_on_pairs_replays_bit_for_bit(tmp_path):
     """Simulated workers with delays: stale pairs in the fits, and the run replays exactly."""
-    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     p = azopg.get_problem("he1")
     res = azopg.train(p, backend="simulated", workers=3, seed=2, max_rollouts=5000, target_gap=None,
                       max_updates=12, latency_model="exponential")
@@ -240,11 +233,10 @@ def test_pairs_at_the_rules_radius_leave_slow_tails_out():
     assert error(pi_defaults.PAIR_PERTURBATION) <= 1e-4
 
 
+@pytest.mark.usefixtures("pair_fits")
 def test_on_pairs_the_calibrations_batch_is_in_pairs_too(monkeypatch):
     """The first batch (``N`` rollouts at ``K0``, issued by the calibration) reaches the pair buffer as pairs:
     as snapshots it was ignored (CAREX 3.1-l30: 885 rollouts, half of its first minute)."""
-    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     seen = []
     add = PairBuffer.add
     monkeypatch.setattr(PairBuffer, "add", lambda self, data: seen.append(data) or add(self, data))
@@ -255,12 +247,11 @@ def test_on_pairs_the_calibrations_batch_is_in_pairs_too(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["ac1", "carex4.2-n20"])
-def test_on_exact_pairs_one_update_takes_several_kleinman_steps(monkeypatch, name):
+@pytest.mark.usefixtures("pair_fits")
+def test_on_exact_pairs_one_update_takes_several_kleinman_steps(name):
     """Pairs are exact equations in ``E`` of any gain: the first fit's pairs also give the next Kleinman steps,
     iterated while they shrink. The first update is beyond two exact Kleinman steps from ``K0`` (ac1: 2e-11
     from ``K*``, where K0's second Kleinman iterate is 0.47; 4.2-n20: 6e-9, the second iterate 3e-7)."""
-    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     p = azopg.get_problem(name)
     res = azopg.train(p, seed=0, max_updates=1, target_gap=None, max_rollouts=5000)
     K2 = p.kleinman_step(p.kleinman_step(np.asarray(p.K0)))

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import azopg
-from azopg.method import pi_defaults, pi_steps
-from azopg.method.pairs import PairBuffer
+from azopg.method import pi_steps
 from azopg.method.policy_iteration import PolicyIteration
 from azopg.method.settle import relative_step, settle_tolerance
 from azopg.settings import Settings
@@ -70,30 +69,23 @@ def test_a_flat_cost_reaching_the_gap_keeps_going_until_the_gain_is_within_1e_3(
     assert np.linalg.norm(np.asarray(res.K) - p.optimal_gain) <= 1e-3 * np.linalg.norm(p.optimal_gain)
 
 
-def test_on_antithetic_pairs_too(monkeypatch):
-    """The same stopping rule where ``E`` is fitted from antithetic pairs (forced at this size; by default
-    from ``n(n+1)/2 + m n >= 4096`` unknowns, CAREX 4.2 at n = 100): the first gain at gap 1e-6 is 6.6e-3
-    from ``K*`` on 4.2-n20, and the run goes on until its gain error is within 1e-3. One Kleinman step per fit
-    (the steps iterated on the same pairs, :data:`~azopg.method.pi_defaults.PAIR_CONTRACTION`, reach
-    ``K*`` in the first update here)."""
-    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
+def test_on_antithetic_pairs_too(monkeypatch, pair_fits):
+    """The same stopping rule where ``E`` is fitted from antithetic pairs (forced at this size; by default from
+    ``n(n+1)/2 + m n >= 1024`` unknowns where the buffered fit would run, CAREX 4.2 at n = 100): the first gain
+    at gap 1e-6 is 6.6e-3 from ``K*`` on 4.2-n20, and the run goes on until its gain error is within 1e-3. One
+    Kleinman step per fit (the steps iterated on the same pairs, :data:`~azopg.method.pi_steps.PAIR_CONTRACTION`,
+    reach ``K*`` in the first update here)."""
     monkeypatch.setattr(pi_steps, "PAIR_CONTRACTION", 0.0)
-    fits = []
-    evaluate = PairBuffer.evaluate
-    monkeypatch.setattr(PairBuffer, "evaluate",
-                        lambda self, K, R, stop=None: fits.append(K) or evaluate(self, K, R, stop))
     p = azopg.get_problem("carex4.2-n20")
     res = azopg.train(p, seed=0, target_gap=1e-6, max_rollouts=5000)
-    assert res.status == "converged" and len(fits) >= res.updates >= 2
+    assert res.status == "converged" and len(pair_fits) >= res.updates >= 2
     assert np.linalg.norm(np.asarray(res.K) - p.optimal_gain) <= 1e-3 * np.linalg.norm(p.optimal_gain)
 
 
-def test_on_pairs_the_last_iterated_step_settles_the_gain(monkeypatch):
+@pytest.mark.usefixtures("pair_fits")
+def test_on_pairs_the_last_iterated_step_settles_the_gain():
     """With Kleinman's steps iterated on the same pairs the last one taken is the movement (it estimates the
     error of the gain it left): he3 stops after its first update, within 1e-6 of ``K*``."""
-    monkeypatch.setattr(pi_defaults, "MAX_FACTOR_COLUMNS", 0)
-    monkeypatch.setattr(pi_defaults, "PAIRS_FROM", 0)
     p = azopg.get_problem("he3")
     res = azopg.train(p, seed=0, target_gap=1e-6, max_rollouts=5000)
     assert res.status == "converged" and res.updates == 1
